@@ -1,0 +1,51 @@
+# Every chore the README names. `make demo` and `make test` set everything up on their own.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint fmt migrate run worker beat runpod-local clean bench
+
+# (Re)create the virtualenv and install the pinned dependencies when any requirements file changes.
+$(STAMP): requirements.txt requirements-dev.txt runpod_worker/requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+
+# The whole suite against real Postgres, Redis and an S3 server the run starts itself.
+test: $(STAMP)
+	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; \
+	eval "$$services"; $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy studio characters training
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# The embedded default: the web app on http://127.0.0.1:8000.
+demo: migrate
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+run: migrate
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+worker: $(STAMP)
+	$(BIN)/celery -A studio worker --loglevel=INFO --concurrency=2
+
+beat: $(STAMP)
+	$(BIN)/celery -A studio beat --loglevel=INFO
+
+clean:
+	rm -rf var staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,88 @@
+"""Fixtures for every suite: personas, isolated media, and the real S3 test server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from tests.studio.factories import UserFactory
+from tests.support.s3server import S3Server, SeaweedProcess
+
+S3_TEST_BUCKET = "studio-media"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    database = settings.DATABASES["default"]
+    engine = database["ENGINE"].rsplit(".", 1)[-1]
+    where = database.get("HOST") or database["NAME"]
+    broker = settings.CELERY_BROKER_URL.split("@")[-1]
+    return [
+        f"studio services: database={engine} {where} · broker={broker}"
+        " · S3=SeaweedFS started by the test run when a test needs it",
+    ]
+
+
+@pytest.fixture(autouse=True)
+def isolated_media(settings: Any, tmp_path: Path) -> Path:
+    """Every test writes its files under its own temporary folder."""
+    media = tmp_path / "media"
+    media.mkdir()
+    settings.MEDIA_ROOT = str(media)
+    return media
+
+
+@pytest.fixture
+def alice(db: None) -> Any:
+    """Owns the characters in most tests."""
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def bob(db: None) -> Any:
+    """Another user, who must never see alice's things."""
+    return UserFactory(username="bob")
+
+
+@pytest.fixture
+def staff(db: None) -> Any:
+    return UserFactory(username="staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server on loopback, checking signatures, for the whole run."""
+    process = SeaweedProcess(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server = process.start()
+        server.create_bucket(S3_TEST_BUCKET)
+        yield server
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def s3_storage(settings: Any, s3_server: S3Server) -> Iterator[S3Server]:
+    """Switch the media storage to the S3 test server for one test."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": S3_TEST_BUCKET,
+                "access_key": s3_server.access_key,
+                "secret_key": s3_server.secret_key,
+                "endpoint_url": s3_server.endpoint_url,
+                "region_name": s3_server.region,
+                "signature_version": "s3v4",
+                "addressing_style": "path",
+                "default_acl": None,
+                "querystring_auth": True,
+                "file_overwrite": False,
+            },
+        },
+    }
+    yield s3_server

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from characters.models import Character
+
+
+class TrainingRun(models.Model):
+    """One attempt to train a LoRA for a character on a RunPod GPU."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        QUEUED = "queued", "Queued"
+        TRAINING = "training", "Training"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.QUEUED, Status.TRAINING)
+    FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    character = models.ForeignKey(Character, on_delete=models.CASCADE, related_name="training_runs")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="training_runs"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    base_model = models.CharField(max_length=32, default="flux-dev")
+    params = models.JSONField(default=dict, help_text="Validated training parameters.")
+    manifest = models.JSONField(
+        default=list, help_text="The dataset frozen at start: image names, hashes and captions."
+    )
+
+    runpod_job_id = models.CharField(max_length=128, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0, help_text="Submissions tried.")
+    last_provider_payload = models.JSONField(default=dict, blank=True)
+
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    progress_loss = models.FloatField(null=True, blank=True)
+    progress_eta_seconds = models.PositiveIntegerField(null=True, blank=True)
+
+    error_code = models.CharField(max_length=32, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+
+    lora_name = models.CharField("LoRA storage name", max_length=255, blank=True, default="")
+    lora_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    lora_sha256 = models.CharField(max_length=64, blank=True, default="")
+
+    gpu_type = models.CharField(max_length=64, blank=True, default="")
+    delay_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    execution_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    estimated_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+
+    token_hash = models.CharField(
+        max_length=64, blank=True, default="", help_text="SHA-256 of the run's webhook and callback token."
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["character"],
+                condition=Q(status__in=["pending", "queued", "training"]),
+                name="one_active_run_per_character",
+                violation_error_message="This character already has a training run in progress.",
+            ),
+            models.UniqueConstraint(
+                fields=["runpod_job_id"],
+                condition=~Q(runpod_job_id=""),
+                name="runpod_job_id_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_poll_at"], name="run_status_next_poll_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.character} · {self.get_status_display()} · {self.id}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.COMPLETED:
+            return 100
+        if not self.progress_total:
+            return 0
+        return min(100, int(100 * self.progress_step / self.progress_total))
+
+
+class TrainingEvent(models.Model):
+    """One status change of a run, written in the same transaction as the change."""
+
+    class Source(models.TextChoices):
+        USER = "user", "User"
+        API = "api", "API"
+        ADMIN = "admin", "Admin"
+        WEBHOOK = "webhook", "RunPod webhook"
+        POLL = "poll", "Poll"
+        WORKER = "worker", "Worker callback"
+        SYSTEM = "system", "System"
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    from_status = models.CharField(max_length=16, blank=True, default="")
+    to_status = models.CharField(max_length=16, choices=TrainingRun.Status.choices)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '∅'} → {self.to_status} ({self.source})"
