@@ -1,0 +1,89 @@
+"""Tells the backend what the worker is doing, and hears back whether to stop.
+
+A callback that fails (timeout, 5xx, bad JSON) must never fail a training job: the backend also
+learns everything from RunPod's status and webhook. So every failure here means "continue".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import requests
+
+from runpod_worker.contract import (
+    CALLBACK_ACTION_CONTINUE,
+    CALLBACK_ACTION_STOP,
+    CALLBACK_AUTH_SCHEME,
+    CALLBACK_EVENT_PROGRESS,
+    CALLBACK_EVENT_STARTED,
+    Callback,
+    Progress,
+)
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = (3.0, 5.0)
+ATTEMPTS = 3
+BACKOFF_S = 0.5
+
+
+class Decision:
+    def __init__(self, action: str, reason: str = "") -> None:
+        self.action = action
+        self.reason = reason
+
+    @property
+    def stop(self) -> bool:
+        return self.action == CALLBACK_ACTION_STOP
+
+
+CONTINUE = Decision(CALLBACK_ACTION_CONTINUE)
+
+
+class CallbackClient:
+    def __init__(self, callback: Callback | None, job_id: str) -> None:
+        self._callback = callback
+        self._job_id = job_id
+        self._session = requests.Session()
+
+    def started(self) -> Decision:
+        return self._post({"event": CALLBACK_EVENT_STARTED, "job_id": self._job_id})
+
+    def progress(self, progress: Progress) -> Decision:
+        return self._post({"event": CALLBACK_EVENT_PROGRESS, "job_id": self._job_id, **progress.to_dict()})
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _post(self, body: dict[str, Any]) -> Decision:
+        if self._callback is None:
+            return CONTINUE
+        headers = {"Authorization": f"{CALLBACK_AUTH_SCHEME} {self._callback.token}"}
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                response = self._session.post(
+                    self._callback.url, json=body, headers=headers, timeout=TIMEOUT_S
+                )
+                if response.status_code == 200:
+                    return _decision(response)
+                log.warning("callback %s answered HTTP %s", body["event"], response.status_code)
+                if response.status_code < 500 and response.status_code != 429:
+                    return CONTINUE  # a 4xx will not change on retry
+            except requests.RequestException as exc:
+                # Only the exception type: its text may contain the URL, and the URL may contain secrets.
+                log.warning("callback %s failed: %s", body["event"], type(exc).__name__)
+            if attempt < ATTEMPTS:
+                time.sleep(BACKOFF_S * attempt)
+        return CONTINUE
+
+
+def _decision(response: requests.Response) -> Decision:
+    try:
+        data = response.json()
+    except ValueError:
+        return CONTINUE
+    if isinstance(data, dict) and data.get("action") == CALLBACK_ACTION_STOP:
+        return Decision(CALLBACK_ACTION_STOP, str(data.get("reason") or "the run was stopped by the studio"))
+    return CONTINUE

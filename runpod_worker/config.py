@@ -1,0 +1,160 @@
+"""Builds the AI Toolkit job config with every key explicit, and picks the GPU preset.
+
+AI Toolkit's class defaults are bad for Flux (lr 1e-6, ddpm scheduler, fp32, alpha 1.0), so nothing
+here relies on them: every key the upstream `train_lora_flux_24gb.yaml` example sets is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from runpod_worker.contract import BaseModel, GpuInfo, GpuPreset, JobInput
+
+MODEL_SOURCES: dict[str, str] = {
+    BaseModel.FLUX_DEV: "black-forest-labs/FLUX.1-dev",
+    BaseModel.FLUX_SCHNELL: "black-forest-labs/FLUX.1-schnell",
+}
+# A local diffusers folder baked into the image or cached on the volume wins over the HF id.
+MODEL_PATH_ENV: dict[str, str] = {
+    BaseModel.FLUX_DEV: "FLUX_DEV_PATH",
+    BaseModel.FLUX_SCHNELL: "FLUX_SCHNELL_PATH",
+}
+SCHNELL_ADAPTER = "ostris/FLUX.1-schnell-training-adapter"
+# Cards with at least this much memory get the 80 GB preset (A100/H100 report about 79-80 GiB).
+HIGH_VRAM_THRESHOLD_GB = 40.0
+
+
+def model_source(base_model: str) -> str:
+    return os.environ.get(MODEL_PATH_ENV[base_model]) or MODEL_SOURCES[base_model]
+
+
+def detect_gpu() -> GpuInfo:
+    """The first GPU as nvidia-smi reports it; a CPU machine (CI, the simulator) gets name "none"."""
+    if shutil.which("nvidia-smi") is None:
+        return GpuInfo(name="none", memory_gb=0.0)
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=True,
+        )
+        name, memory_mib = result.stdout.strip().splitlines()[0].rsplit(",", 1)
+        return GpuInfo(name=name.strip(), memory_gb=round(float(memory_mib) / 1024, 1))
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return GpuInfo(name="unknown", memory_gb=0.0)
+
+
+def choose_preset(requested: str | None, gpu: GpuInfo) -> str:
+    if requested is not None:
+        return requested
+    # An unknown card gets the low-VRAM preset: slower on a big card, but never out of memory on a 4090.
+    return GpuPreset.HIGH_VRAM_80GB if gpu.memory_gb >= HIGH_VRAM_THRESHOLD_GB else GpuPreset.LOW_VRAM_24GB
+
+
+def _model_section(job: JobInput, preset: str, source: str) -> dict[str, Any]:
+    low_vram_card = preset == GpuPreset.LOW_VRAM_24GB
+    model: dict[str, Any] = {
+        "name_or_path": source,
+        "is_flux": True,
+        "arch": "flux",
+        # 8-bit weights are what let Flux train in 24 GB; on 80 GB they only cost minutes of quantising.
+        "quantize": low_vram_card,
+        "qtype": "qfloat8",
+        "quantize_te": low_vram_card,
+        "qtype_te": "qfloat8",
+        # low_vram quantises on the CPU: meant for cards that also drive a display, never ours.
+        "low_vram": False,
+    }
+    if job.base_model == BaseModel.FLUX_SCHNELL:
+        model["assistant_lora_path"] = SCHNELL_ADAPTER
+    return model
+
+
+def _sample_section(job: JobInput) -> dict[str, Any]:
+    schnell = job.base_model == BaseModel.FLUX_SCHNELL
+    return {
+        "sampler": "flowmatch",
+        "sample_every": job.params.sample_every if job.params.sample_every > 0 else job.params.steps,
+        "width": 1024,
+        "height": 1024,
+        "prompts": list(job.params.sample_prompts),
+        "neg": "",
+        "seed": job.params.seed if job.params.seed is not None else 42,
+        "walk_seed": True,
+        "guidance_scale": 1 if schnell else 4,
+        "sample_steps": 4 if schnell else 20,
+        "format": "jpg",
+    }
+
+
+def _train_section(job: JobInput, preset: str) -> dict[str, Any]:
+    sampling = job.params.sample_every > 0 and bool(job.params.sample_prompts)
+    return {
+        "batch_size": job.params.batch_size,
+        "steps": job.params.steps,
+        "gradient_accumulation_steps": 1,
+        "train_unet": True,
+        "train_text_encoder": False,
+        "gradient_checkpointing": True,
+        "noise_scheduler": "flowmatch",
+        # 8-bit Adam saves several GB on 24 GB cards; full AdamW is affordable with 80 GB.
+        "optimizer": "adamw8bit" if preset == GpuPreset.LOW_VRAM_24GB else "adamw",
+        "optimizer_params": {"weight_decay": 1e-4},
+        "lr": job.params.learning_rate,
+        "lr_scheduler": "constant",
+        "timestep_type": "sigmoid",
+        "ema_config": {"use_ema": True, "ema_decay": 0.99},
+        "dtype": "bf16",
+        # The baseline sample at step 0 costs minutes of GPU time and teaches the user nothing.
+        "skip_first_sample": True,
+        "disable_sampling": not sampling,
+    }
+
+
+def build_config(
+    job: JobInput, *, preset: str, dataset_dir: Path, training_folder: Path, model_path: str | None = None
+) -> dict[str, Any]:
+    """The AI Toolkit config for this job, as a JSON-serialisable dict."""
+    name = job.output.lora_name
+    process: dict[str, Any] = {
+        "type": "sd_trainer",
+        "training_folder": str(training_folder),
+        "device": "cuda:0",
+        "trigger_word": job.trigger_word,
+        "performance_log_every": 0,
+        "network": {"type": "lora", "linear": job.params.rank, "linear_alpha": job.params.alpha},
+        "save": {
+            "dtype": "float16",
+            "save_every": job.params.save_every,
+            "max_step_saves_to_keep": 4,
+            # push_to_hub without HF_TOKEN would open an interactive login and hang the worker.
+            "push_to_hub": False,
+        },
+        "datasets": [
+            {
+                "folder_path": str(dataset_dir),
+                "caption_ext": "txt",
+                "caption_dropout_rate": job.params.caption_dropout,
+                "shuffle_tokens": False,
+                "cache_latents_to_disk": True,
+                "resolution": list(job.params.resolutions),
+                "default_caption": f"a photo of {job.trigger_word}",
+                "num_repeats": 1,
+            }
+        ],
+        "train": _train_section(job, preset),
+        "model": _model_section(job, preset, model_path or model_source(job.base_model)),
+        "sample": _sample_section(job),
+        "logging": {"log_every": 1, "use_ui_logger": False, "use_wandb": False},
+    }
+    return {
+        "job": "extension",
+        "config": {"name": name, "process": [process]},
+        "meta": {"name": "[name]", "version": "1.0", "run_id": job.run_id, "preset": preset},
+    }

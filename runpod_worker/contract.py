@@ -1,0 +1,487 @@
+"""The job contract shared by the backend and the GPU worker (stdlib only, versioned).
+
+The backend builds `JobInput` for RunPod's `/run` and reads `JobOutput`, `Progress` and
+`WorkerError` back from `/status`, webhooks and worker callbacks. The worker validates the same
+`JobInput` before spending GPU time. Keep this module free of third-party imports: both images
+import it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONTRACT_VERSION = 1
+
+
+class BaseModel:
+    """Base model presets. Wan 2.1/2.2 and Qwen-Image join `SUPPORTED` once the worker trains them."""
+
+    FLUX_DEV = "flux-dev"
+    FLUX_SCHNELL = "flux-schnell"
+    WAN21 = "wan21"
+    WAN22 = "wan22"
+    QWEN_IMAGE = "qwen-image"
+    SUPPORTED: tuple[str, ...] = (FLUX_DEV, FLUX_SCHNELL)
+    DEFAULT = FLUX_DEV
+
+
+class GpuPreset:
+    LOW_VRAM_24GB = "24gb"
+    HIGH_VRAM_80GB = "80gb"
+    ALL: tuple[str, ...] = (LOW_VRAM_24GB, HIGH_VRAM_80GB)
+
+
+class Stage:
+    DOWNLOADING = "downloading"
+    TRAINING = "training"
+    UPLOADING = "uploading"
+    ALL: tuple[str, ...] = (DOWNLOADING, TRAINING, UPLOADING)
+
+
+class ErrorCode:
+    BAD_INPUT = "bad_input"
+    DOWNLOAD_FAILED = "download_failed"
+    OUT_OF_MEMORY = "out_of_memory"
+    TRAINER_FAILED = "trainer_failed"
+    UPLOAD_FAILED = "upload_failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+    ALL: tuple[str, ...] = (
+        BAD_INPUT,
+        DOWNLOAD_FAILED,
+        OUT_OF_MEMORY,
+        TRAINER_FAILED,
+        UPLOAD_FAILED,
+        CANCELLED,
+        UNKNOWN,
+    )
+
+
+# Worker -> backend callback protocol.
+CALLBACK_EVENT_STARTED = "started"
+CALLBACK_EVENT_PROGRESS = "progress"
+CALLBACK_ACTION_CONTINUE = "continue"
+CALLBACK_ACTION_STOP = "stop"
+CALLBACK_AUTH_SCHEME = "Bearer"
+
+ALLOWED_RESOLUTIONS: tuple[int, ...] = (512, 768, 1024)
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
+MAX_IMAGES = 200
+MAX_SAMPLE_PROMPTS = 10
+
+PARAM_DEFAULTS: dict[str, Any] = {
+    "steps": 1500,
+    "rank": 16,
+    "alpha": None,  # None means "same as rank"
+    "learning_rate": 1e-4,
+    "resolutions": [512, 768, 1024],
+    "batch_size": 1,
+    "seed": None,
+    "caption_dropout": 0.05,
+    "save_every": 250,
+    "sample_prompts": [],
+    "sample_every": 0,
+}
+
+_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+_TRIGGER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+class ContractError(ValueError):
+    """A document does not follow the contract; `field` is a dotted path such as `images[3].sha256`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# --------------------------------------------------------------------------- small validators
+
+
+def _require_dict(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ContractError(path or "input", "must be a JSON object")
+    return value
+
+
+def _reject_unknown(data: dict[str, Any], allowed: set[str], path: str) -> None:
+    # Unknown keys are refused so a typo in the backend fails loudly instead of training with defaults.
+    for key in data:
+        if key not in allowed:
+            raise ContractError(_join(path, key), "is not a known field")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _int(data: dict[str, Any], key: str, path: str, lo: int | None = None, hi: int | None = None) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ContractError(_join(path, key), "must be a whole number")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ContractError(_join(path, key), f"must be between {lo} and {hi}" if hi else f"must be >= {lo}")
+    return value
+
+
+def _float(
+    data: dict[str, Any], key: str, path: str, lo: float, hi: float, *, open_lo: bool = False
+) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ContractError(_join(path, key), "must be a number")
+    if (open_lo and value <= lo) or (not open_lo and value < lo) or value > hi:
+        bound = f"greater than {lo}" if open_lo else f"at least {lo}"
+        raise ContractError(_join(path, key), f"must be {bound} and at most {hi}")
+    return float(value)
+
+
+def _str(
+    data: dict[str, Any], key: str, path: str, pattern: re.Pattern[str] | None = None, hint: str = ""
+) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise ContractError(_join(path, key), "is required and must be a non-empty string")
+    if pattern is not None and not pattern.match(value):
+        raise ContractError(_join(path, key), hint or "has an invalid format")
+    return value
+
+
+def _url(data: dict[str, Any], key: str, path: str) -> str:
+    value = _str(data, key, path)
+    if not value.startswith(("http://", "https://")):
+        raise ContractError(_join(path, key), "must be an http(s) URL")
+    return value
+
+
+# --------------------------------------------------------------------------- input
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    steps: int
+    rank: int
+    alpha: float
+    learning_rate: float
+    resolutions: list[int]
+    batch_size: int
+    seed: int | None
+    caption_dropout: float
+    save_every: int
+    sample_prompts: list[str]
+    sample_every: int
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "params") -> TrainingParams:
+        data = _require_dict({} if data is None else data, path)
+        _reject_unknown(data, set(PARAM_DEFAULTS), path)
+        merged = {**PARAM_DEFAULTS, **data}
+        rank = _int(merged, "rank", path, 4, 128)
+        if merged["alpha"] is None:
+            merged["alpha"] = rank
+        return cls(
+            steps=_int(merged, "steps", path, 100, 6000),
+            rank=rank,
+            alpha=_float(merged, "alpha", path, 0.0, 1024.0, open_lo=True),
+            learning_rate=_float(merged, "learning_rate", path, 1e-6, 1e-2),
+            resolutions=_resolutions(merged["resolutions"], _join(path, "resolutions")),
+            batch_size=_int(merged, "batch_size", path, 1, 8),
+            seed=_seed(merged["seed"], _join(path, "seed")),
+            caption_dropout=_float(merged, "caption_dropout", path, 0.0, 0.5),
+            save_every=_int(merged, "save_every", path, 50),
+            sample_prompts=_prompts(merged["sample_prompts"], _join(path, "sample_prompts")),
+            sample_every=_int(merged, "sample_every", path, 0),
+        )
+
+
+def _resolutions(value: Any, path: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise ContractError(path, f"must be a non-empty list drawn from {list(ALLOWED_RESOLUTIONS)}")
+    for index, item in enumerate(value):
+        if isinstance(item, bool) or item not in ALLOWED_RESOLUTIONS:
+            raise ContractError(f"{path}[{index}]", f"must be one of {list(ALLOWED_RESOLUTIONS)}")
+    if len(set(value)) != len(value):
+        raise ContractError(path, "must not repeat a resolution")
+    return sorted(value)
+
+
+def _seed(value: Any, path: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ContractError(path, "must be null or a whole number from 0 to 4294967295")
+    return value
+
+
+def _prompts(value: Any, path: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_SAMPLE_PROMPTS:
+        raise ContractError(path, f"must be a list of at most {MAX_SAMPLE_PROMPTS} prompts")
+    for index, prompt in enumerate(value):
+        if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > 1000:
+            raise ContractError(f"{path}[{index}]", "must be a non-empty string of at most 1000 characters")
+        # AI Toolkit substitutes ${VAR} from the environment before parsing the config and fails on
+        # unset variables, so such text would break the run (or leak an env var into a sample).
+        if "${" in prompt:
+            raise ContractError(f"{path}[{index}]", "must not contain '${'")
+    return list(value)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    url: str
+    sha256: str
+    filename: str
+    caption: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str) -> ImageSpec:
+        data = _require_dict(data, path)
+        _reject_unknown(data, {"url", "sha256", "filename", "caption"}, path)
+        filename = _str(
+            data, "filename", path, _SAFE_FILENAME, "must be a plain file name (letters, digits, . _ -)"
+        )
+        if not filename.lower().endswith(IMAGE_EXTENSIONS) or ".." in filename:
+            raise ContractError(_join(path, "filename"), f"must end in one of {', '.join(IMAGE_EXTENSIONS)}")
+        caption = data.get("caption")
+        if caption is not None and (not isinstance(caption, str) or len(caption) > 2000):
+            raise ContractError(_join(path, "caption"), "must be null or a string of at most 2000 characters")
+        return cls(
+            url=_url(data, "url", path),
+            sha256=_str(data, "sha256", path, _SHA256, "must be 64 lowercase hexadecimal characters"),
+            filename=filename,
+            caption=caption,
+        )
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    lora_name: str
+    lora_upload_url: str
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "output") -> OutputTarget:
+        data = _require_dict(data, path)
+        _reject_unknown(data, {"lora_name", "lora_upload_url"}, path)
+        return cls(
+            lora_name=_str(data, "lora_name", path, _SAFE_NAME, "must be letters, digits, _ or - (no dots)"),
+            lora_upload_url=_url(data, "lora_upload_url", path),
+        )
+
+
+@dataclass(frozen=True)
+class Callback:
+    url: str
+    token: str = field(repr=False)  # never printed in logs or tracebacks
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "callback") -> Callback | None:
+        if data is None:
+            return None
+        data = _require_dict(data, path)
+        _reject_unknown(data, {"url", "token"}, path)
+        return cls(url=_url(data, "url", path), token=_str(data, "token", path))
+
+
+_INPUT_KEYS = {
+    "contract_version",
+    "run_id",
+    "trigger_word",
+    "base_model",
+    "gpu_preset",
+    "params",
+    "images",
+    "output",
+    "callback",
+}
+
+
+@dataclass(frozen=True)
+class JobInput:
+    run_id: str
+    trigger_word: str
+    images: list[ImageSpec]
+    output: OutputTarget
+    params: TrainingParams
+    base_model: str = BaseModel.DEFAULT
+    gpu_preset: str | None = None
+    callback: Callback | None = None
+    contract_version: int = CONTRACT_VERSION
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobInput:
+        data = _require_dict(data, "")
+        _reject_unknown(data, _INPUT_KEYS, "")
+        if data.get("contract_version") != CONTRACT_VERSION:
+            raise ContractError(
+                "contract_version", f"must be {CONTRACT_VERSION}; rebuild the job with this contract"
+            )
+        base_model = data.get("base_model", BaseModel.DEFAULT)
+        if base_model not in BaseModel.SUPPORTED:
+            raise ContractError("base_model", f"must be one of {list(BaseModel.SUPPORTED)}")
+        gpu_preset = data.get("gpu_preset")
+        if gpu_preset is not None and gpu_preset not in GpuPreset.ALL:
+            raise ContractError("gpu_preset", f"must be null or one of {list(GpuPreset.ALL)}")
+        return cls(
+            run_id=_str(data, "run_id", "", _UUID, "must be a UUID"),
+            trigger_word=_str(
+                data, "trigger_word", "", _TRIGGER, "must be one word of letters, digits, _ or -"
+            ),
+            images=_images(data.get("images")),
+            output=OutputTarget.from_dict(data.get("output")),
+            params=TrainingParams.from_dict(data.get("params")),
+            base_model=base_model,
+            gpu_preset=gpu_preset,
+            callback=Callback.from_dict(data.get("callback")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _images(value: Any) -> list[ImageSpec]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_IMAGES:
+        raise ContractError("images", f"must be a list of 1 to {MAX_IMAGES} images")
+    images = [ImageSpec.from_dict(item, f"images[{index}]") for index, item in enumerate(value)]
+    seen: set[str] = set()
+    for index, image in enumerate(images):
+        # Captions live beside images as <stem>.txt, so two images may not share a stem.
+        stem = image.filename.rsplit(".", 1)[0].lower()
+        if stem in seen:
+            raise ContractError(
+                f"images[{index}].filename", "repeats another image's name (ignoring extension)"
+            )
+        seen.add(stem)
+    return images
+
+
+# --------------------------------------------------------------------------- output and progress
+
+
+@dataclass(frozen=True)
+class LoraArtifact:
+    name: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    memory_gb: float
+
+
+@dataclass(frozen=True)
+class Timings:
+    download_s: float
+    train_s: float
+    upload_s: float
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    lora: LoraArtifact
+    steps: int
+    trainer_version: str
+    gpu: GpuInfo
+    timings: Timings
+    contract_version: int = CONTRACT_VERSION
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobOutput:
+        data = _require_dict(data, "output")
+        try:
+            lora, gpu, timings = data["lora"], data["gpu"], data["timings"]
+            return cls(
+                lora=LoraArtifact(
+                    name=str(lora["name"]), bytes=int(lora["bytes"]), sha256=str(lora["sha256"])
+                ),
+                steps=int(data["steps"]),
+                trainer_version=str(data["trainer_version"]),
+                gpu=GpuInfo(name=str(gpu["name"]), memory_gb=float(gpu["memory_gb"])),
+                timings=Timings(
+                    download_s=float(timings["download_s"]),
+                    train_s=float(timings["train_s"]),
+                    upload_s=float(timings["upload_s"]),
+                ),
+                contract_version=int(data.get("contract_version", CONTRACT_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ContractError("output", f"is not a worker output document ({exc!r})") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    eta_s: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Progress:
+        data = _require_dict(data, "progress")
+        stage = data.get("stage")
+        if stage not in Stage.ALL:
+            raise ContractError("progress.stage", f"must be one of {list(Stage.ALL)}")
+        loss, eta = data.get("loss"), data.get("eta_s")
+        return cls(
+            stage=stage,
+            step=int(data.get("step") or 0),
+            total_steps=int(data.get("total_steps") or 0),
+            loss=None if loss is None else float(loss),
+            eta_s=None if eta is None else float(eta),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    code: str
+    message: str
+    log_tail: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def parse_error(value: str | dict[str, Any] | None) -> WorkerError:
+    """Reads a RunPod job `error` whatever produced it: our handler, the SDK's exception JSON, or text."""
+    if value is None or value == "":
+        return WorkerError(ErrorCode.UNKNOWN, "The worker failed without saying why.")
+    data: Any = value
+    if isinstance(value, str):
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return WorkerError(ErrorCode.TRAINER_FAILED, value)
+    if not isinstance(data, dict):
+        return WorkerError(ErrorCode.UNKNOWN, str(value))
+    if "code" in data and "message" in data:
+        code = data["code"] if data["code"] in ErrorCode.ALL else ErrorCode.UNKNOWN
+        tail = data.get("log_tail") or []
+        return WorkerError(code, str(data["message"]), [str(line) for line in tail if isinstance(line, str)])
+    if "error_message" in data or "error_type" in data:
+        # The SDK caught an exception our handler did not classify: a bug in the worker, not user input.
+        message = f"{data.get('error_type', 'error')}: {data.get('error_message', '')}".strip()
+        tail = str(data.get("error_traceback") or "").splitlines()[-20:]
+        return WorkerError(ErrorCode.UNKNOWN, message, tail)
+    return WorkerError(ErrorCode.UNKNOWN, json.dumps(data)[:2000])

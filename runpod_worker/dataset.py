@@ -1,0 +1,217 @@
+"""Downloads the training images (parallel, bounded, retried, verified) and writes their captions."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from runpod_worker.contract import ErrorCode, ImageSpec
+from runpod_worker.errors import JobFailed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_ATTEMPTS = 4
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # the studio refuses larger uploads; anything bigger is not ours
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
+CHUNK = 256 * 1024
+# Statuses worth another attempt: presigned-URL backends throttle and blip; 4xx others are final.
+TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    concurrency: int = DEFAULT_CONCURRENCY
+    attempts: int = DEFAULT_ATTEMPTS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    backoff_s: float = 0.5
+
+    @classmethod
+    def from_env(cls) -> DownloadSettings:
+        return cls(
+            concurrency=int(os.environ.get("WORKER_DOWNLOAD_CONCURRENCY", DEFAULT_CONCURRENCY)),
+            attempts=int(os.environ.get("WORKER_DOWNLOAD_ATTEMPTS", DEFAULT_ATTEMPTS)),
+            max_bytes=int(os.environ.get("WORKER_MAX_IMAGE_BYTES", DEFAULT_MAX_BYTES)),
+            backoff_s=float(os.environ.get("WORKER_DOWNLOAD_BACKOFF_S", 0.5)),
+        )
+
+
+class _Transient(Exception):
+    """A failure another attempt may fix (connection reset, 5xx, 429)."""
+
+
+def image_kind(head: bytes) -> str | None:
+    """The image type from its first bytes; extensions and Content-Type headers are not trusted."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def download_images(
+    images: list[ImageSpec],
+    dest: Path,
+    settings: DownloadSettings | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Downloads every image into `dest` and verifies it; raises JobFailed on the first bad one."""
+    settings = settings or DownloadSettings.from_env()
+    dest.mkdir(parents=True, exist_ok=True)
+    local = threading.local()
+    done = 0
+    done_lock = threading.Lock()
+
+    def fetch(index_image: tuple[int, ImageSpec]) -> Path:
+        nonlocal done
+        if not hasattr(local, "session"):
+            local.session = _session(settings.concurrency)
+        path = _download_one(local.session, index_image[0], index_image[1], dest, settings)
+        with done_lock:
+            done += 1
+            count = done
+        if on_done is not None:
+            on_done(count)
+        return path
+
+    with ThreadPoolExecutor(max_workers=max(1, settings.concurrency), thread_name_prefix="download") as pool:
+        futures = [pool.submit(fetch, item) for item in enumerate(images)]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            # One bad image fails the job: do not spend time fetching the ones still queued.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _session(pool_size: int) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _download_one(
+    session: requests.Session, index: int, image: ImageSpec, dest: Path, settings: DownloadSettings
+) -> Path:
+    label = f"Image {index + 1} ({image.filename})"
+    last_error = ""
+    for attempt in range(1, settings.attempts + 1):
+        try:
+            return _attempt(session, label, image, dest, settings)
+        except _Transient as exc:
+            last_error = str(exc)
+            if attempt < settings.attempts:
+                # Exponential backoff with jitter so 50 parallel retries do not hit the store together.
+                time.sleep(settings.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+    raise JobFailed(
+        ErrorCode.DOWNLOAD_FAILED,
+        f"{label} could not be downloaded after {settings.attempts} attempts ({last_error}). "
+        "The storage may be unreachable; retry the run.",
+    )
+
+
+def _attempt(
+    session: requests.Session, label: str, image: ImageSpec, dest: Path, settings: DownloadSettings
+) -> Path:
+    target = dest / image.filename
+    partial = dest / f".{image.filename}.part"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with session.get(image.url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as response:
+            _check_status(label, response.status_code)
+            with open(partial, "wb") as out:
+                for chunk in response.iter_content(CHUNK):
+                    size += len(chunk)
+                    if size > settings.max_bytes:
+                        raise JobFailed(
+                            ErrorCode.BAD_INPUT,
+                            f"{label} is larger than {settings.max_bytes // (1024 * 1024)} MB; "
+                            "upload a smaller image.",
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+    except requests.RequestException as exc:
+        partial.unlink(missing_ok=True)
+        raise _Transient(type(exc).__name__) from exc
+    except JobFailed:
+        partial.unlink(missing_ok=True)
+        raise
+    _verify(label, image, partial, digest.hexdigest())
+    partial.replace(target)
+    return target
+
+
+def _check_status(label: str, status: int) -> None:
+    if status == 200:
+        return
+    if status in TRANSIENT_STATUSES:
+        raise _Transient(f"HTTP {status}")
+    hint = {
+        403: "the link was refused or has expired",
+        404: "the file is missing from storage",
+    }.get(status, "the storage refused the request")
+    raise JobFailed(
+        ErrorCode.DOWNLOAD_FAILED,
+        f"{label} could not be downloaded: HTTP {status}, {hint}. "
+        "Check that the image still exists, then retry the run.",
+    )
+
+
+def _verify(label: str, image: ImageSpec, path: Path, sha256: str) -> None:
+    if sha256 != image.sha256:
+        path.unlink(missing_ok=True)
+        raise JobFailed(
+            ErrorCode.DOWNLOAD_FAILED,
+            f"{label} does not match its recorded fingerprint (sha256 {sha256[:12]}..., "
+            f"expected {image.sha256[:12]}...). The stored file changed after the run started; "
+            "re-upload the image and start a new run.",
+        )
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if image_kind(head) is None:
+        path.unlink(missing_ok=True)
+        raise JobFailed(
+            ErrorCode.BAD_INPUT,
+            f"{label} is not a JPEG, PNG or WebP image (the file is corrupt or of another type). "
+            "Replace it with a valid image.",
+        )
+
+
+# --------------------------------------------------------------------------- captions
+
+_WORD = r"(?<![A-Za-z0-9_]){}(?![A-Za-z0-9_])"
+
+
+def caption_text(caption: str | None, trigger_word: str) -> str:
+    """The caption AI Toolkit trains on: `[trigger]` filled in and the trigger word always present."""
+    text = " ".join((caption or "").replace("[trigger]", trigger_word).split())
+    if not text:
+        return f"a photo of {trigger_word}"
+    if not re.search(_WORD.format(re.escape(trigger_word)), text):
+        # AI Toolkit would prepend it anyway; writing it here makes the caption file the whole truth.
+        return f"{trigger_word}, {text}"
+    return text
+
+
+def write_captions(images: list[ImageSpec], dest: Path, trigger_word: str) -> None:
+    for image in images:
+        stem = image.filename.rsplit(".", 1)[0]
+        (dest / f"{stem}.txt").write_text(caption_text(image.caption, trigger_word), encoding="utf-8")
