@@ -182,9 +182,16 @@ def train(config: dict[str, Any]) -> None:
 
 
 def run_loop(
-    name: str, process: dict[str, Any], out: Path, total: int, rank: int, save_every: int, keep: int, lr: float,
+    name: str,
+    process: dict[str, Any],
+    out: Path,
+    total: int,
+    rank: int,
+    save_every: int,
+    keep: int,
+    lr: float,
     sampling: bool,
-) -> None:  # fmt: skip
+) -> None:
     seconds_per_step = float(os.environ.get("SIMULATED_TRAINER_SECONDS_PER_STEP", "0.01"))
     failure = os.environ.get("SIMULATED_TRAINER_FAIL", "")
     fail_at = int(os.environ.get("SIMULATED_TRAINER_FAIL_AT_STEP", str(max(1, total // 2))))
@@ -254,9 +261,8 @@ def main() -> int:
         try:
             train(load_config(arg))
         except Stopped:
-            print(
-                "========================================\nJob stopped\n========================================"
-            )
+            banner = "=" * 40
+            print(f"{banner}\nJob stopped\n{banner}")
             return 0
         except Exception as exc:
             failures += 1

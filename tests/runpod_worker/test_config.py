@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runpod_worker.config import build_config, choose_preset
+from runpod_worker.contract import GpuInfo, JobInput
+from tests.runpod_worker.factories import job_input
+
+DATASET = Path("/workspace/job/dataset")
+OUTPUT = Path("/workspace/job/output")
+# Every key upstream's config/examples/train_lora_flux_24gb.yaml sets, as paths into the config.
+EXAMPLE_KEYS = [
+    "job",
+    "config.name",
+    "config.process.0.type",
+    "config.process.0.training_folder",
+    "config.process.0.device",
+    "config.process.0.network.type",
+    "config.process.0.network.linear",
+    "config.process.0.network.linear_alpha",
+    "config.process.0.save.dtype",
+    "config.process.0.save.save_every",
+    "config.process.0.save.max_step_saves_to_keep",
+    "config.process.0.save.push_to_hub",
+    "config.process.0.datasets.0.folder_path",
+    "config.process.0.datasets.0.caption_ext",
+    "config.process.0.datasets.0.caption_dropout_rate",
+    "config.process.0.datasets.0.shuffle_tokens",
+    "config.process.0.datasets.0.cache_latents_to_disk",
+    "config.process.0.datasets.0.resolution",
+    "config.process.0.train.batch_size",
+    "config.process.0.train.steps",
+    "config.process.0.train.gradient_accumulation_steps",
+    "config.process.0.train.train_unet",
+    "config.process.0.train.train_text_encoder",
+    "config.process.0.train.gradient_checkpointing",
+    "config.process.0.train.noise_scheduler",
+    "config.process.0.train.optimizer",
+    "config.process.0.train.lr",
+    "config.process.0.train.ema_config.use_ema",
+    "config.process.0.train.ema_config.ema_decay",
+    "config.process.0.train.dtype",
+    "config.process.0.model.name_or_path",
+    "config.process.0.model.is_flux",
+    "config.process.0.model.quantize",
+    "config.process.0.sample.sampler",
+    "config.process.0.sample.sample_every",
+    "config.process.0.sample.width",
+    "config.process.0.sample.height",
+    "config.process.0.sample.prompts",
+    "config.process.0.sample.neg",
+    "config.process.0.sample.seed",
+    "config.process.0.sample.walk_seed",
+    "config.process.0.sample.guidance_scale",
+    "config.process.0.sample.sample_steps",
+    "meta.name",
+    "meta.version",
+]
+CASES = {
+    "flux-dev-24gb": ({"base_model": "flux-dev"}, "24gb"),
+    "flux-dev-80gb": ({"base_model": "flux-dev"}, "80gb"),
+    "flux-schnell-24gb": ({"base_model": "flux-schnell"}, "24gb"),
+}
+
+
+def _job(**overrides: Any) -> JobInput:
+    params = {"steps": 2000, "rank": 16, "seed": 7, "sample_prompts": ["[trigger] smiling"], "sample_every": 250}
+    return JobInput.from_dict(job_input(params=params, **overrides))
+
+
+def _config(name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.delenv("FLUX_DEV_PATH", raising=False)
+    monkeypatch.delenv("FLUX_SCHNELL_PATH", raising=False)
+    overrides, preset = CASES[name]
+    return build_config(_job(**overrides), preset=preset, dataset_dir=DATASET, training_folder=OUTPUT)
+
+
+def _lookup(config: Any, path: str) -> Any:
+    for part in path.split("."):
+        config = config[int(part)] if isinstance(config, list) else config[part]
+    return config
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_config_matches_its_golden_file(name: str, golden_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    golden = json.loads((golden_dir / f"{name}.json").read_text())
+    assert _config(name, monkeypatch) == golden
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_key_of_the_upstream_example_is_explicit(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(name, monkeypatch)
+    missing = [path for path in EXAMPLE_KEYS if _missing(config, path)]
+    assert missing == []
+
+
+def _missing(config: dict[str, Any], path: str) -> bool:
+    try:
+        _lookup(config, path)
+    except (KeyError, IndexError):
+        return True
+    return False
+
+
+def test_the_24gb_preset_quantises_and_the_80gb_preset_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _lookup(_config("flux-dev-24gb", monkeypatch), "config.process.0.model.quantize") is True
+    assert _lookup(_config("flux-dev-80gb", monkeypatch), "config.process.0.model.quantize") is False
+
+
+def test_schnell_trains_with_the_training_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _lookup(_config("flux-schnell-24gb", monkeypatch), "config.process.0.model")
+    assert model["assistant_lora_path"] == "ostris/FLUX.1-schnell-training-adapter"
+
+
+def test_a_local_model_folder_replaces_the_hub_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUX_DEV_PATH", "/runpod-volume/models/flux-dev")
+    config = build_config(_job(), preset="24gb", dataset_dir=DATASET, training_folder=OUTPUT)
+    assert _lookup(config, "config.process.0.model.name_or_path") == "/runpod-volume/models/flux-dev"
+
+
+def test_sampling_is_disabled_without_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    job = JobInput.from_dict(job_input())
+    config = build_config(job, preset="24gb", dataset_dir=DATASET, training_folder=OUTPUT)
+    assert _lookup(config, "config.process.0.train.disable_sampling") is True
+
+
+@pytest.mark.parametrize(
+    ("requested", "gpu", "preset"),
+    [
+        (None, GpuInfo("NVIDIA GeForce RTX 4090", 24.0), "24gb"),
+        (None, GpuInfo("NVIDIA A100 80GB PCIe", 80.0), "80gb"),
+        (None, GpuInfo("none", 0.0), "24gb"),
+        ("24gb", GpuInfo("NVIDIA H100 80GB HBM3", 79.6), "24gb"),
+    ],
+)
+def test_the_preset_follows_the_gpu_unless_the_input_says(requested: str | None, gpu: GpuInfo, preset: str) -> None:
+    assert choose_preset(requested, gpu) == preset

@@ -1,0 +1,198 @@
+"""Starts the local RunPod stand-in (`python -m runpod_worker.local_runpod`) for a test run.
+
+    with LocalRunPod(workdir=tmp_path, workers=2) as runpod:
+        job_id = runpod.run({"contract_version": 1, ...})
+        final = runpod.wait_for(job_id)
+
+The stand-in runs as a subprocess in its own process group; `stop()` ends that whole group (server,
+worker processes, their ping processes and trainers), so nothing outlives the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.support.ports import free_port, wait_for_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+
+
+class LocalRunPod:
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        workers: int = 1,
+        endpoint_id: str = "local-endpoint",
+        api_key: str = "local-test-key",
+        result_ttl: float = 1800.0,
+        webhook_retry_interval: float = 0.2,
+        max_attempts: int = 2,
+        env: dict[str, str] | None = None,
+        faults: dict[str, Any] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workers = workers
+        self.endpoint_id = endpoint_id
+        self.api_key = api_key
+        self.result_ttl = result_ttl
+        self.webhook_retry_interval = webhook_retry_interval
+        self.max_attempts = max_attempts
+        self.env = dict(env or {})
+        self.faults = dict(faults or {})
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/v2/{self.endpoint_id}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "local-runpod-logs"
+
+    def start(self, *, timeout: float = 30.0) -> LocalRunPod:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "runpod_worker.local_runpod",
+            f"--port={self.port}",
+            f"--endpoint-id={self.endpoint_id}",
+            f"--api-key={self.api_key}",
+            f"--workers={self.workers}",
+            f"--result-ttl={self.result_ttl}",
+            f"--webhook-retry-interval={self.webhook_retry_interval}",
+            f"--max-attempts={self.max_attempts}",
+            f"--log-dir={self.log_dir}",
+            "--seed=7",
+            *(f"--env={key}={value}" for key, value in self.env.items()),
+            *(f"--fault={key}={value}" for key, value in self.faults.items()),
+        ]
+        environment = {**os.environ, "WORKER_WORKSPACE": str(self.workdir / "workspaces")}
+        log = open(self.workdir / "local-runpod.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        try:
+            wait_for_port(self.port, timeout=timeout)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        # Worker processes live in their own groups; the stand-in ends them, this catches any leftover.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        self.session.close()
+
+    def __enter__(self) -> LocalRunPod:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------- public API
+
+    def run(self, job_input: dict[str, Any], *, webhook: str | None = None, policy: dict[str, Any] | None = None) -> str:
+        body: dict[str, Any] = {"input": job_input}
+        if webhook:
+            body["webhook"] = webhook
+        if policy:
+            body["policy"] = policy
+        response = self.session.post(f"{self.api_url}/run", json=body, timeout=10)
+        response.raise_for_status()
+        return str(response.json()["id"])
+
+    def status(self, job_id: str) -> dict[str, Any] | None:
+        """The job object, or None once RunPod would answer 404 (unknown or expired)."""
+        response = self.session.get(f"{self.api_url}/status/{job_id}", timeout=10)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return dict(response.json())
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        response = self.session.post(f"{self.api_url}/cancel/{job_id}", timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def health(self) -> dict[str, Any]:
+        response = self.session.get(f"{self.api_url}/health", timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def wait_for(
+        self, job_id: str, *, statuses: frozenset[str] | set[str] = FINAL_STATES, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Polls until the job reaches one of `statuses`; raises TimeoutError with the last status."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            last = self.status(job_id)
+            if last is not None and last["status"] in statuses:
+                return last
+            time.sleep(0.1)
+        raise TimeoutError(f"job {job_id} did not reach {sorted(statuses)} in {timeout}s; last: {last}")
+
+    def wait_until(self, job_id: str, predicate: Any, *, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            last = self.status(job_id)
+            if last is not None and predicate(last):
+                return last
+            time.sleep(0.05)
+        raise TimeoutError(f"job {job_id}: condition not met in {timeout}s; last: {last}")
+
+    # ------------------------------------------------------------------------- control
+
+    def set_faults(self, **faults: Any) -> dict[str, Any]:
+        response = self.session.post(f"{self.base_url}/_control/faults", json=faults, timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def state(self) -> dict[str, Any]:
+        response = self.session.get(f"{self.base_url}/_control/state", timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def logs(self) -> str:
+        """Everything the stand-in and its workers printed, for assertion messages."""
+        parts = []
+        for path in [self.workdir / "local-runpod.log", *sorted(self.log_dir.glob("*.log"))]:
+            if path.exists():
+                parts.append(f"==== {path.name}\n{path.read_text(errors='replace')[-6000:]}")
+        return "\n".join(parts)
