@@ -30,12 +30,12 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -473,7 +473,7 @@ class Handler(BaseHTTPRequestHandler):
     platform: Platform
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
@@ -539,7 +539,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, job.public()) if job else self._send(404, {"error": "request does not exist"})
         elif route == ("POST", "cancel", 2):
             job = self.platform.cancel(parts[1])
-            self._send(200, {"id": job.id, "status": job.status}) if job else self._send(404, {"error": "not found"})
+            self._send(200, {"id": job.id, "status": job.status}) if job else self._send(
+                404, {"error": "not found"}
+            )
         elif route == ("GET", "health", 1):
             self._send(200, self.platform.health())
         else:
@@ -591,7 +593,8 @@ class Handler(BaseHTTPRequestHandler):
                 state = {
                     "jobs": {job.id: job.internals() for job in platform.jobs.values()},
                     "workers": {
-                        w.worker_id: {"pid": w.process.pid, "jobs": sorted(w.jobs)} for w in platform.workers.values()
+                        w.worker_id: {"pid": w.process.pid, "jobs": sorted(w.jobs)}
+                        for w in platform.workers.values()
                     },
                     "retried": platform.retried,
                     "faults": dict(platform.faults),
@@ -608,13 +611,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--endpoint-id", default="local-endpoint")
     parser.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY", "local-runpod-key"))
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--result-ttl", type=float, default=1800.0, help="seconds a final result stays readable")
-    parser.add_argument("--execution-timeout", type=float, default=3 * 3600.0, help="seconds, endpoint default")
-    parser.add_argument("--max-attempts", type=int, default=2, help="starts of a job before a lost worker fails it")
+    parser.add_argument(
+        "--result-ttl", type=float, default=1800.0, help="seconds a final result stays readable"
+    )
+    parser.add_argument(
+        "--execution-timeout", type=float, default=3 * 3600.0, help="seconds, endpoint default"
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=2, help="starts of a job before a lost worker fails it"
+    )
     parser.add_argument("--webhook-retry-interval", type=float, default=10.0)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the worker processes")
     parser.add_argument("--fault", action="append", default=[], help="KEY=VALUE fault switch at start-up")
-    parser.add_argument("--log-dir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "local-runpod-logs"))
+    parser.add_argument("--log-dir", default=str(Path(tempfile.gettempdir()) / "local-runpod-logs"))
     parser.add_argument("--seed", type=int, default=None, help="seed for the 429/5xx fault dice")
     return parser.parse_args(argv)
 

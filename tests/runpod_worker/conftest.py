@@ -59,7 +59,7 @@ class Bucket:
     def read(self, key: str) -> bytes:
         return self.server.client().get_object(Bucket=BUCKET, Key=f"{self.prefix}/{key}")["Body"].read()
 
-    def keys(self) -> list[str]:
+    def stored(self) -> list[str]:
         listing = self.server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{self.prefix}/")
         return sorted(item["Key"][len(self.prefix) + 1 :] for item in listing.get("Contents", []))
 
@@ -69,7 +69,9 @@ def bucket(worker_s3: S3Server, request: pytest.FixtureRequest) -> Bucket:
     return Bucket(worker_s3, request.node.name.replace("[", "-").replace("]", ""))
 
 
-def image_entry(bucket: Bucket, index: int, data: bytes | None = None, caption: str | None = None) -> dict[str, Any]:
+def image_entry(
+    bucket: Bucket, index: int, data: bytes | None = None, caption: str | None = None
+) -> dict[str, Any]:
     data = jpeg_bytes(index) if data is None else data
     filename = f"img{index:02d}.jpg"
     return {

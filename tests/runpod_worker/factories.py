@@ -18,9 +18,17 @@ def job_input(**overrides: Any) -> dict[str, Any]:
         "gpu_preset": None,
         "params": {"steps": 100, "rank": 4, "save_every": 50},
         "images": [
-            {"url": "https://storage.example/img01.jpg", "sha256": SHA, "filename": "img01.jpg", "caption": None}
+            {
+                "url": "https://storage.example/img01.jpg",
+                "sha256": SHA,
+                "filename": "img01.jpg",
+                "caption": None,
+            }
         ],
-        "output": {"lora_name": "alice_v1", "lora_upload_url": "https://storage.example/alice_v1.safetensors"},
+        "output": {
+            "lora_name": "alice_v1",
+            "lora_upload_url": "https://storage.example/alice_v1.safetensors",
+        },
         "callback": None,
     }
     data.update(copy.deepcopy(overrides))

@@ -68,7 +68,13 @@ CASES = {
 
 
 def _job(**overrides: Any) -> JobInput:
-    params = {"steps": 2000, "rank": 16, "seed": 7, "sample_prompts": ["[trigger] smiling"], "sample_every": 250}
+    params = {
+        "steps": 2000,
+        "rank": 16,
+        "seed": 7,
+        "sample_prompts": ["[trigger] smiling"],
+        "sample_every": 250,
+    }
     return JobInput.from_dict(job_input(params=params, **overrides))
 
 
@@ -86,7 +92,9 @@ def _lookup(config: Any, path: str) -> Any:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_the_config_matches_its_golden_file(name: str, golden_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_config_matches_its_golden_file(
+    name: str, golden_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     golden = json.loads((golden_dir / f"{name}.json").read_text())
     assert _config(name, monkeypatch) == golden
 
@@ -137,5 +145,7 @@ def test_sampling_is_disabled_without_prompts(monkeypatch: pytest.MonkeyPatch) -
         ("24gb", GpuInfo("NVIDIA H100 80GB HBM3", 79.6), "24gb"),
     ],
 )
-def test_the_preset_follows_the_gpu_unless_the_input_says(requested: str | None, gpu: GpuInfo, preset: str) -> None:
+def test_the_preset_follows_the_gpu_unless_the_input_says(
+    requested: str | None, gpu: GpuInfo, preset: str
+) -> None:
     assert choose_preset(requested, gpu) == preset

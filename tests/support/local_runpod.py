@@ -91,7 +91,12 @@ class LocalRunPod:
         environment = {**os.environ, "WORKER_WORKSPACE": str(self.workdir / "workspaces")}
         log = open(self.workdir / "local-runpod.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         try:
@@ -107,10 +112,8 @@ class LocalRunPod:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
         # Worker processes live in their own groups; the stand-in ends them, this catches any leftover.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -126,7 +129,9 @@ class LocalRunPod:
 
     # ------------------------------------------------------------------------- public API
 
-    def run(self, job_input: dict[str, Any], *, webhook: str | None = None, policy: dict[str, Any] | None = None) -> str:
+    def run(
+        self, job_input: dict[str, Any], *, webhook: str | None = None, policy: dict[str, Any] | None = None
+    ) -> str:
         body: dict[str, Any] = {"input": job_input}
         if webhook:
             body["webhook"] = webhook
