@@ -181,6 +181,11 @@ S3_MAX_ATTEMPTS = 3
 # Signed transfer URLs for the worker when media is on local files (S3 presigns instead).
 TRANSFER_MAX_UPLOAD_BYTES = env.int("TRANSFER_MAX_UPLOAD_BYTES", default=4 * 1024**3)
 
+# Uploaded photos above 1 MB stream to temporary files, so a batch of large photos never sits
+# in a web process's memory; a batch may hold as many files as a character may keep.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = 200
+
 
 # --- Celery -------------------------------------------------------------------------------
 
