@@ -226,7 +226,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celery" / "beat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # The safety net under webhooks and worker callbacks: RunPod delivers a webhook at most 3 times in
+    # ~20 s and keeps results 30 minutes, so silent runs must be polled. Each run has its own backoff
+    # (next_poll_at); the beat only sets how soon a due run is noticed.
+    "sweep-training-runs": {
+        "task": "training.tasks.sweep_training_runs",
+        "schedule": env.float("TRAINING_SWEEP_INTERVAL_SECONDS", default=15.0),
+    },
+}
 
 
 # --- RunPod -------------------------------------------------------------------------------
@@ -311,3 +319,35 @@ LOGGING = {
 
 TRAINING_MIN_IMAGES = env.int("TRAINING_MIN_IMAGES", default=10)
 TRAINING_MAX_IMAGES = 200
+
+# RunPod serverless prices per second by GPU (runpod.md §7, 2026-06). Override with e.g.
+# TRAINING_GPU_PRICES_USD_PER_SECOND="RTX 4090=0.00031,A100 80GB=0.00076". Keys are matched against the
+# GPU name the worker reports; a name that matches none is billed at TRAINING_GPU_TYPE's price.
+TRAINING_GPU_PRICES_USD_PER_SECOND: dict[str, str] = env.dict(
+    "TRAINING_GPU_PRICES_USD_PER_SECOND",
+    default={"RTX 4090": "0.00031", "L40S": "0.00053", "A100 80GB": "0.00076", "H100": "0.00116"},
+)
+# Seconds per Flux LoRA step at 512-1024 px for cost estimates (ai-toolkit.md: ~1.9-2.1 s/step on
+# 24 GB cards; the others are extrapolated until measured on our endpoint).
+TRAINING_SECONDS_PER_STEP: dict[str, str] = env.dict(
+    "TRAINING_SECONDS_PER_STEP",
+    default={"RTX 4090": "2.0", "L40S": "1.5", "A100 80GB": "1.1", "H100": "0.8"},
+)
+# The GPU the endpoint is configured for: estimates use it, and unrecognised GPU names bill at it.
+TRAINING_GPU_TYPE = env.str("TRAINING_GPU_TYPE", default="A100 80GB")
+# Model load, quantisation and latent caching happen before the first step and are billed too.
+TRAINING_OVERHEAD_SECONDS = env.int("TRAINING_OVERHEAD_SECONDS", default=600)
+# RunPod's default execution timeout (10 min) would kill training; the quality preset needs ~1.5 h.
+TRAINING_EXECUTION_TIMEOUT_SECONDS = env.int("TRAINING_EXECUTION_TIMEOUT_SECONDS", default=3 * 3600)
+# TTL covers queue time plus execution; RunPod deletes the job (running or not) when it passes.
+TRAINING_JOB_TTL_SECONDS = env.int("TRAINING_JOB_TTL_SECONDS", default=12 * 3600)
+# How often beat sweeps active runs, and how many runs one pass may poll.
+TRAINING_SWEEP_INTERVAL_SECONDS = env.float("TRAINING_SWEEP_INTERVAL_SECONDS", default=15.0)
+TRAINING_SWEEP_BATCH_SIZE = env.int("TRAINING_SWEEP_BATCH_SIZE", default=100)
+# A `/run` whose answer was lost may still have created a job; its worker claims the run when it starts.
+# Only after this long without a claim is the run submitted again (and a late claim is then refused).
+TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS = env.int("TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS", default=600)
+TRAINING_SUBMIT_MAX_ATTEMPTS = env.int("TRAINING_SUBMIT_MAX_ATTEMPTS", default=5)
+# A second "started" for the same job while its worker called back this recently is a duplicate
+# hand-out (runpod-python#402), told to stop; after it, a restart after a lost worker is let through.
+TRAINING_WORKER_LEASE_SECONDS = env.int("TRAINING_WORKER_LEASE_SECONDS", default=45)

@@ -67,6 +67,15 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Set just before `/run` is called and cleared when its outcome is known: a set value with no job id
+    # means a job may exist that we never heard of, so the run is not blindly submitted again.
+    submit_attempted_at = models.DateTimeField(null=True, blank=True)
+    worker_seen_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time the GPU worker called back for this run."
+    )
+    polls_since_change = models.PositiveIntegerField(
+        default=0, help_text="Polls that found nothing new; the poll interval grows with it."
+    )
 
     class Meta:
         ordering = ["-created_at"]
