@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import TemplateView
+from django.urls import include, path
 
-from studio import health, transfer
+from studio import health, transfer, views
 
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("", views.home, name="home"),
+    path("accounts/signup/", views.signup, name="signup"),
+    # Before Django's own auth URLs, so the rate-limited login view answers /accounts/login/.
+    path("accounts/login/", views.RateLimitedLoginView.as_view(), name="login"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("characters/", include("characters.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("transfer/<str:token>", transfer.transfer_view, name="transfer"),
     path("admin/", admin.site.urls),

@@ -1,0 +1,290 @@
+"""Every write to characters and their reference images goes through these functions.
+
+Images are checked and normalised (`characters.ingest`) and stored before a short transaction
+records them, so no storage call ever runs while a row is locked; stored files are removed
+only after the deleting transaction has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import partial
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage, default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+
+from characters.ingest import ImageRejected, PreparedImage, display_name, prepare_image
+from characters.models import Character, ReferenceImage
+from characters.signals import reference_images_added
+from studio.errors import ApplicationError, Conflict, NotFound
+from studio.models import User
+
+logger = logging.getLogger(__name__)
+
+CHARACTER_FIELDS = frozenset({"name", "trigger_word", "description", "auto_train"})
+CAPTION_MAX_LENGTH = 1000
+
+
+@dataclass
+class IngestReport:
+    """What a batch upload kept and what it refused, file by file."""
+
+    added: list[ReferenceImage] = field(default_factory=list)
+    rejected: list[ImageRejected] = field(default_factory=list)
+
+
+# --- Characters ---------------------------------------------------------------------------
+
+
+def character_create(
+    *, owner: User, name: str, trigger_word: str, description: str = "", auto_train: bool = False
+) -> Character:
+    """Create a character for `owner`; its name must be new among the owner's characters."""
+    character = Character(
+        owner=owner,
+        name=name.strip(),
+        trigger_word=trigger_word.strip(),
+        description=description.strip(),
+        auto_train=auto_train,
+    )
+    _validate(character)
+    try:
+        character.save()
+    except IntegrityError as error:  # a concurrent create with the same name won the race
+        raise _name_taken(character.name) from error
+    return character
+
+
+def character_update(*, character: Character, **fields: object) -> Character:
+    """Change the given fields (name, trigger_word, description, auto_train) of a character."""
+    unknown = set(fields) - CHARACTER_FIELDS
+    if unknown:
+        raise TypeError(f"character_update() cannot change {sorted(unknown)}")
+    for name, value in fields.items():
+        setattr(character, name, value.strip() if isinstance(value, str) else value)
+    _validate(character)
+    try:
+        character.save(update_fields=[*fields, "updated_at"])
+    except IntegrityError as error:
+        raise _name_taken(character.name) from error
+    return character
+
+
+def character_delete(*, character: Character) -> None:
+    """Delete a character with its images; its stored files go once the deletion has committed."""
+    folder = f"characters/{character.pk}/"
+    names = _stored_names(character.images.all())
+    character.delete()
+    transaction.on_commit(partial(_delete_character_files, folder, names))
+
+
+def _validate(character: Character) -> None:
+    try:
+        character.full_clean(validate_constraints=False)
+    except ValidationError as error:
+        fields = {
+            name: [str(message) for message in messages] for name, messages in error.message_dict.items()
+        }
+        first = next(iter(fields.values()))[0]
+        raise ApplicationError(first, code="invalid", fields=fields) from error
+    others = Character.objects.filter(owner_id=character.owner_id, name=character.name).exclude(
+        pk=character.pk
+    )
+    if others.exists():
+        raise _name_taken(character.name)
+
+
+def _name_taken(name: str) -> Conflict:
+    message = f"You already have a character called “{name}”. Choose another name."
+    return Conflict(message, code="name_taken", fields={"name": [message]})
+
+
+# --- Reference images ---------------------------------------------------------------------
+
+
+def reference_image_add(*, character: Character, upload: UploadedFile) -> ReferenceImage:
+    """Check, normalise and store one upload as a reference image of `character`.
+
+    Raises ImageRejected naming the file and the reason.
+    """
+    image = _reference_image_ingest(character=character, upload=upload)
+    _announce_images_added(character)
+    return image
+
+
+def reference_images_add_many(*, character: Character, uploads: Iterable[UploadedFile]) -> IngestReport:
+    """Add each upload in turn, keeping the good ones and reporting each refusal.
+
+    Uploads are handled one at a time and closed once handled, so a large batch never sits in
+    memory and its temporary files go as soon as possible.
+    """
+    report = IngestReport()
+    for upload in uploads:
+        try:
+            report.added.append(_reference_image_ingest(character=character, upload=upload))
+        except ImageRejected as rejected:
+            report.rejected.append(rejected)
+        finally:
+            upload.close()
+    if report.added:
+        _announce_images_added(character)
+    return report
+
+
+def reference_image_update_caption(*, image: ReferenceImage, caption: str) -> ReferenceImage:
+    """Replace an image's caption (empty means the trainer uses the trigger word alone)."""
+    caption = caption.strip()
+    if len(caption) > CAPTION_MAX_LENGTH:
+        message = f"Keep the caption under {CAPTION_MAX_LENGTH} characters (it has {len(caption)})."
+        raise ApplicationError(message, code="caption_too_long", fields={"caption": [message]})
+    image.caption = caption
+    image.save(update_fields=["caption", "updated_at"])
+    return image
+
+
+def reference_image_delete(*, image: ReferenceImage) -> None:
+    """Delete a reference image; its stored files go once the deletion has committed."""
+    names = _stored_names([image])
+    image.delete()
+    transaction.on_commit(partial(_delete_files, names))
+
+
+def _reference_image_ingest(*, character: Character, upload: UploadedFile) -> ReferenceImage:
+    filename = display_name(upload.name or "")
+    if character.images.count() >= settings.TRAINING_MAX_IMAGES:  # refuse before any decoding
+        raise _too_many_images(filename)
+    prepared = prepare_image(upload, filename=filename, size=upload.size or 0)
+    try:
+        stored = _store(character, prepared)
+    finally:
+        prepared.close()
+    try:
+        return _reference_image_record(character=character, prepared=prepared, stored=stored)
+    except BaseException:
+        _delete_files(list(stored))
+        raise
+
+
+def _store(character: Character, prepared: PreparedImage) -> tuple[str, str]:
+    """Save the image and its thumbnail; returns their storage names."""
+    image_name = f"characters/{character.pk}/images/{prepared.sha256}{prepared.extension}"
+    thumbnail_name = f"characters/{character.pk}/thumbnails/{prepared.sha256}.webp"
+    saved: list[str] = []
+    try:
+        saved.append(default_storage.save(image_name, File(prepared.image, name=image_name)))
+        saved.append(default_storage.save(thumbnail_name, File(prepared.thumbnail, name=thumbnail_name)))
+    except Exception as error:
+        logger.exception("Could not store %s for character %s", image_name, character.pk)
+        _delete_files(saved)
+        raise ImageRejected(
+            prepared.original_filename,
+            "the file storage is not answering, so the image was not saved. Try again in a minute.",
+            code="storage_unavailable",
+        ) from error
+    return saved[0], saved[1]
+
+
+def _reference_image_record(
+    *, character: Character, prepared: PreparedImage, stored: tuple[str, str]
+) -> ReferenceImage:
+    name = prepared.original_filename
+    try:
+        with transaction.atomic():
+            # The row lock serialises concurrent uploads to one character, so the count and the
+            # duplicate check below cannot both pass for two requests at once.
+            locked = Character.objects.select_for_update().filter(pk=character.pk).first()
+            if locked is None:
+                raise NotFound("This character was deleted while the upload was running.")
+            if locked.images.count() >= settings.TRAINING_MAX_IMAGES:
+                raise _too_many_images(name)
+            existing = locked.images.filter(sha256=prepared.sha256).first()
+            if existing is not None:
+                raise _duplicate(name, existing)
+            return ReferenceImage.objects.create(
+                character=locked,
+                file=stored[0],
+                thumbnail=stored[1],
+                original_filename=name,
+                sha256=prepared.sha256,
+                width=prepared.width,
+                height=prepared.height,
+                bytes=prepared.bytes,
+            )
+    except IntegrityError as error:  # only without row locks (SQLite): the constraint decides
+        raise ImageRejected(name, "this image is already in the character.", code="duplicate") from error
+
+
+def _too_many_images(filename: str) -> ImageRejected:
+    return ImageRejected(
+        filename,
+        f"the character already has {settings.TRAINING_MAX_IMAGES} images, the most it can hold. "
+        "Delete some before adding more.",
+        code="too_many_images",
+    )
+
+
+def _duplicate(filename: str, existing: ReferenceImage) -> ImageRejected:
+    return ImageRejected(
+        filename,
+        f"this image is already in the character (as {existing.original_filename}).",
+        code="duplicate",
+    )
+
+
+def _announce_images_added(character: Character) -> None:
+    transaction.on_commit(partial(_send_images_added, character.pk))
+
+
+def _send_images_added(character_id: object) -> None:
+    # A failing listener (say, the training hook while its queue is down) must not fail an upload.
+    for receiver, result in reference_images_added.send_robust(sender=Character, character_id=character_id):
+        if isinstance(result, Exception):
+            logger.error("reference_images_added receiver %r failed", receiver, exc_info=result)
+
+
+# --- Stored files -------------------------------------------------------------------------
+
+
+def _stored_names(images: Iterable[ReferenceImage]) -> list[str]:
+    names: list[str] = []
+    for image in images:
+        names.extend(name for name in (image.file.name, image.thumbnail.name) if name)
+    return names
+
+
+def _delete_files(names: list[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # an orphaned file is better than a failed request; log it for cleanup
+            logger.exception("Could not delete stored file %s", name)
+
+
+def _delete_character_files(folder: str, names: list[str]) -> None:
+    """Delete the known files, then anything else left in the character's folder."""
+    _delete_files(names)
+    try:
+        _delete_tree(default_storage, folder)
+    except Exception:
+        logger.exception("Could not empty the storage folder %s", folder)
+
+
+def _delete_tree(storage: Storage, folder: str) -> None:
+    if isinstance(storage, FileSystemStorage):
+        path = storage.path(folder)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        return
+    directories, files = storage.listdir(folder)
+    for name in files:
+        storage.delete(f"{folder}{name}")
+    for directory in directories:
+        _delete_tree(storage, f"{folder}{directory}/")

@@ -1,0 +1,217 @@
+"""Web pages for characters and their reference images. Each view reads through an owner-scoped
+selector (another user's things answer 404) and writes through one service."""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from characters import services
+from characters.forms import CaptionForm, CharacterForm
+from characters.ingest import MAX_BYTES, ImageRejected
+from characters.models import Character, ReferenceImage
+from characters.selectors import (
+    character_get_for,
+    character_list_for,
+    reference_image_get_for,
+    reference_image_list,
+)
+from studio.errors import ApplicationError
+
+UPLOAD_FIELD = "images"
+
+
+@login_required
+@require_GET
+def character_list(request: HttpRequest) -> HttpResponse:
+    characters = character_list_for(request.user)
+    return render(request, "characters/character_list.html", {"characters": characters})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def character_create(request: HttpRequest) -> HttpResponse:
+    form = CharacterForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            character = services.character_create(owner=request.user, **form.cleaned_data)  # type: ignore[arg-type]
+        except ApplicationError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, f"Created {character.name}. Now add reference photos.")
+            return redirect("characters:detail", character_id=character.pk)
+    return _render_form(request, form, character=None)
+
+
+@login_required
+@require_GET
+def character_detail(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
+    character = character_get_for(request.user, character_id)
+    images = list(reference_image_list(character))
+    context = {
+        "character": character,
+        "images": images,
+        "min_images": settings.TRAINING_MIN_IMAGES,
+        "max_images": settings.TRAINING_MAX_IMAGES,
+        "max_upload_mb": MAX_BYTES // (1024 * 1024),
+        "max_upload_bytes": MAX_BYTES,
+        "upload_field": UPLOAD_FIELD,
+    }
+    return render(request, "characters/character_detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def character_edit(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
+    character = character_get_for(request.user, character_id)
+    initial = {name: getattr(character, name) for name in services.CHARACTER_FIELDS}
+    form = CharacterForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.character_update(character=character, **form.cleaned_data)
+        except ApplicationError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, f"Saved {character.name}.")
+            return redirect("characters:detail", character_id=character.pk)
+    return _render_form(request, form, character=character)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def character_delete(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
+    character = character_get_for(request.user, character_id)
+    if request.method == "POST":
+        name = character.name
+        services.character_delete(character=character)
+        messages.success(request, f"Deleted {name} and all of its images.")
+        return redirect("characters:list")
+    image_count = character.images.count()
+    return render(
+        request,
+        "characters/character_confirm_delete.html",
+        {"character": character, "image_count": image_count},
+    )
+
+
+@login_required
+@require_POST
+def reference_images_upload(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
+    """Add the posted files. Answers JSON to the upload script, an HTML report to a plain form."""
+    character = character_get_for(request.user, character_id)
+    uploads = request.FILES.getlist(UPLOAD_FIELD)
+    if not uploads:
+        message = "Choose at least one JPEG, PNG or WebP image to upload."
+        if _wants_json(request):
+            return JsonResponse({"message": message, "added": [], "rejected": []}, status=400)
+        messages.error(request, message)
+        return redirect("characters:detail", character_id=character.pk)
+    report = services.reference_images_add_many(character=character, uploads=uploads)
+    status = 400 if report.rejected and not report.added else 200
+    image_count = character.images.count()
+    if _wants_json(request):
+        return JsonResponse(_report_as_json(character, report, image_count), status=status)
+    context = {"character": character, "report": report, "image_count": image_count}
+    return render(request, "characters/upload_result.html", context, status=status)
+
+
+@login_required
+@require_POST
+def reference_image_caption(
+    request: HttpRequest, character_id: uuid.UUID, image_id: uuid.UUID
+) -> HttpResponse:
+    image = reference_image_get_for(request.user, character_id, image_id)
+    form = CaptionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"{image.original_filename}: {form.errors['caption'][0]}")
+    else:
+        try:
+            services.reference_image_update_caption(image=image, caption=form.cleaned_data["caption"])
+        except ApplicationError as error:
+            messages.error(request, f"{image.original_filename}: {error.message}")
+        else:
+            messages.success(request, f"Saved the caption of {image.original_filename}.")
+    return redirect(_image_anchor(image))
+
+
+@login_required
+@require_POST
+def reference_image_delete(
+    request: HttpRequest, character_id: uuid.UUID, image_id: uuid.UUID
+) -> HttpResponse:
+    image = reference_image_get_for(request.user, character_id, image_id)
+    services.reference_image_delete(image=image)
+    messages.success(request, f"Deleted {image.original_filename}.")
+    return redirect("characters:detail", character_id=character_id)
+
+
+@login_required
+@require_GET
+def reference_image_thumbnail(
+    request: HttpRequest, character_id: uuid.UUID, image_id: uuid.UUID
+) -> FileResponse:
+    image = reference_image_get_for(request.user, character_id, image_id)
+    return _stored_file(image.thumbnail.name or image.file.name)
+
+
+@login_required
+@require_GET
+def reference_image_file(request: HttpRequest, character_id: uuid.UUID, image_id: uuid.UUID) -> FileResponse:
+    image = reference_image_get_for(request.user, character_id, image_id)
+    return _stored_file(image.file.name)
+
+
+def _render_form(request: HttpRequest, form: CharacterForm, *, character: Character | None) -> HttpResponse:
+    status = 400 if form.errors else 200
+    context = {"form": form, "character": character}
+    return render(request, "characters/character_form.html", context, status=status)
+
+
+def _stored_file(name: str | None) -> FileResponse:
+    """Stream a stored file to its owner; the caller has already checked ownership."""
+    if not name or not default_storage.exists(name):
+        raise Http404("The stored file is missing.")
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
+    # An image id always names the same bytes, so browsers may keep it; only this user may.
+    response["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _image_anchor(image: ReferenceImage) -> str:
+    return reverse("characters:detail", args=[image.character_id]) + f"#image-{image.pk}"
+
+
+def _report_as_json(character: Character, report: services.IngestReport, image_count: int) -> dict[str, Any]:
+    return {
+        "added": [
+            {
+                "id": str(image.pk),
+                "filename": image.original_filename,
+                "width": image.width,
+                "height": image.height,
+                "thumbnail_url": reverse("characters:thumbnail", args=[character.pk, image.pk]),
+            }
+            for image in report.added
+        ],
+        "rejected": [_rejection_as_json(rejected) for rejected in report.rejected],
+        "image_count": image_count,
+    }
+
+
+def _rejection_as_json(rejected: ImageRejected) -> dict[str, str]:
+    return {"filename": rejected.filename, "code": rejected.code, "message": rejected.message}
