@@ -14,5 +14,6 @@ urlpatterns = [
     path("characters/", include("characters.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("transfer/<str:token>", transfer.transfer_view, name="transfer"),
+    path("", include("training.urls")),
     path("admin/", admin.site.urls),
 ]

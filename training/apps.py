@@ -6,3 +6,13 @@ from django.apps import AppConfig
 class TrainingConfig(AppConfig):
     name = "training"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # `characters` never imports `training`; training listens to its signal instead.
+        from characters.models import Character
+        from characters.signals import reference_images_added
+        from training.receivers import start_training_when_sheet_complete
+
+        reference_images_added.connect(
+            start_training_when_sheet_complete, sender=Character, dispatch_uid="training-autostart"
+        )

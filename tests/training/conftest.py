@@ -1,0 +1,96 @@
+"""Fixtures for the training suites: a character ready to train, a fake provider, eager Celery."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from studio.celery import app
+from tests.characters.factories import CharacterFactory, ReferenceImageFactory
+from tests.training.factories import TrainingRunFactory
+from training.artifacts import lora_storage_name
+from training.models import TrainingRun
+from training.runpod import RunPodError, RunPodHealth, RunPodJob
+
+
+@dataclass
+class FakeProvider:
+    """Stands where RunPod stands for service tests: records calls, answers from a script."""
+
+    statuses: dict[str, RunPodJob] = field(default_factory=dict)
+    submit_errors: list[RunPodError] = field(default_factory=list)
+    status_errors: list[RunPodError] = field(default_factory=list)
+    submitted: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    status_calls: list[str] = field(default_factory=list)
+
+    def submit(self, *, job_input: dict[str, Any], webhook: str | None, policy: dict[str, Any]) -> RunPodJob:
+        self.submitted.append({"input": job_input, "webhook": webhook, "policy": policy})
+        if self.submit_errors:
+            raise self.submit_errors.pop(0)
+        return RunPodJob(id=f"job-{len(self.submitted)}", status="IN_QUEUE")
+
+    def status(self, job_id: str) -> RunPodJob:
+        self.status_calls.append(job_id)
+        if self.status_errors:
+            raise self.status_errors.pop(0)
+        return self.statuses[job_id]
+
+    def cancel(self, job_id: str) -> RunPodJob:
+        self.cancelled.append(job_id)
+        return RunPodJob(id=job_id, status="CANCELLED")
+
+    def health(self) -> RunPodHealth:
+        return RunPodHealth(jobs={}, workers={})
+
+
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
+    fake = FakeProvider()
+    monkeypatch.setattr("training.services.get_provider", lambda: fake)
+    return fake
+
+
+@pytest.fixture(autouse=True)
+def eager_celery() -> Iterator[None]:
+    """Tasks run in-process when queued; the live-stack suite runs a real worker instead."""
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def character(alice: Any, settings: Any) -> Any:
+    """Alice's character with exactly the minimum number of reference images."""
+    settings.TRAINING_MIN_IMAGES = 3
+    character = CharacterFactory(owner=alice, name="Anna", trigger_word="ohwx_anna")
+    ReferenceImageFactory.create_batch(3, character=character)
+    return character
+
+
+def make_run(character: Any, status: str = TrainingRun.Status.QUEUED, **fields: Any) -> TrainingRun:
+    defaults: dict[str, Any] = {"runpod_job_id": f"job-{status}"} if status != "pending" else {}
+    return TrainingRunFactory(character=character, status=status, **{**defaults, **fields})
+
+
+def store_lora(run: TrainingRun, content: bytes = b"safetensors bytes") -> dict[str, Any]:
+    """Puts a LoRA where the run's worker uploads it; returns the worker's output document for it."""
+    default_storage.save(lora_storage_name(run), ContentFile(content))
+    return {
+        "lora": {
+            "name": "lora.safetensors",
+            "bytes": len(content),
+            "sha256": hashlib.sha256(content).hexdigest(),
+        },
+        "steps": 1000,
+        "trainer_version": "ai-toolkit test",
+        "gpu": {"name": "NVIDIA A100-SXM4-80GB", "memory_gb": 80.0},
+        "timings": {"download_s": 1.0, "train_s": 100.0, "upload_s": 1.0},
+    }

@@ -1,0 +1,78 @@
+"""Reads of training runs: per-user listings, the current LoRA, spend and estimates."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
+
+from characters.models import Character
+from studio.errors import NotFound
+from studio.models import User
+from training import pricing
+from training.models import TrainingRun
+
+
+def character_current_lora(character: Character) -> TrainingRun | None:
+    """The character's most recently completed run: its LoRA is the current one (derived, never stored)."""
+    return (
+        TrainingRun.objects.filter(character=character, status=TrainingRun.Status.COMPLETED)
+        .order_by("-finished_at", "-created_at")
+        .first()
+    )
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    now = timezone.now() if now is None else now
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def user_spend_this_month(user: User, *, now: datetime | None = None) -> Decimal:
+    """GPU money spent by runs of the user's characters that finished this calendar month (UTC).
+
+    Failed and cancelled runs count too: RunPod bills the GPU time whatever the outcome.
+    """
+    total = TrainingRun.objects.filter(
+        character__owner=user, finished_at__gte=month_start(now), cost_usd__isnull=False
+    ).aggregate(total=Sum("cost_usd"))["total"]
+    return total or Decimal("0")
+
+
+def user_reserved_spend(user: User) -> Decimal:
+    """The estimated cost of the user's runs still in progress: money the budget must hold back."""
+    total = TrainingRun.objects.filter(
+        character__owner=user, status__in=TrainingRun.ACTIVE_STATUSES
+    ).aggregate(total=Sum("estimated_cost_usd"))["total"]
+    return total or Decimal("0")
+
+
+def training_run_list_for(
+    user: User, *, character: Character | None = None, status: str | None = None
+) -> QuerySet[TrainingRun]:
+    """The user's own runs, newest first; nobody sees another user's runs."""
+    runs = TrainingRun.objects.filter(character__owner=user).select_related("character")
+    if character is not None:
+        runs = runs.filter(character=character)
+    if status:
+        runs = runs.filter(status=status)
+    return runs.order_by("-created_at")
+
+
+def training_run_get_for(user: User, run_id: uuid.UUID | str) -> TrainingRun:
+    """One of the user's runs, or NotFound: another user's run looks exactly like a missing one."""
+    try:
+        run_uuid = uuid.UUID(str(run_id))
+    except ValueError as exc:
+        raise NotFound("This training run does not exist.") from exc
+    run = training_run_list_for(user).filter(pk=run_uuid).first()
+    if run is None:
+        raise NotFound("This training run does not exist.")
+    return run
+
+
+def training_cost_estimate(*, steps: int, gpu_type: str | None = None) -> Decimal:
+    """The USD a run of `steps` steps is expected to cost on `gpu_type` (default: the endpoint's GPU)."""
+    return pricing.estimate_cost(steps=steps, gpu_type=gpu_type)

@@ -1,0 +1,820 @@
+"""The only code that writes training runs: start, submit, status, worker callbacks, cancel, retry, fail.
+
+Every status change goes through `_transition` on a row locked with `select_for_update`, so a webhook,
+a poll and a worker callback arriving together change a run once; each change writes a TrainingEvent in
+the same transaction and, after commit, sends `training_run_status_changed`. Network calls (RunPod,
+storage) happen outside transactions: commit, call, then record the result in a second short one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from characters.models import Character
+from runpod_worker.contract import (
+    CALLBACK_ACTION_CONTINUE,
+    CALLBACK_ACTION_STOP,
+    Callback,
+    ContractError,
+    ImageSpec,
+    JobInput,
+    JobOutput,
+    OutputTarget,
+    Progress,
+    Stage,
+    TrainingParams,
+    parse_error,
+)
+from studio.errors import ApplicationError, Conflict, NotFound
+from studio.models import User
+from studio.transfer import download_url, upload_url
+from training import pricing
+from training.artifacts import lora_storage_name, stored_file_digest
+from training.models import TrainingEvent, TrainingRun
+from training.presets import PRESETS
+from training.providers import TrainingProvider, get_provider
+from training.runpod import RunPodError, RunPodJob, RunPodJobNotFound, RunPodSubmitUncertain
+from training.selectors import user_reserved_spend, user_spend_this_month
+from training.signals import training_run_status_changed
+from training.tokens import run_token, token_hash
+
+logger = logging.getLogger(__name__)
+
+Status = TrainingRun.Status
+RunId = uuid.UUID | str
+Source = TrainingEvent.Source
+
+# Forward-only: a run may skip a step (a webhook can report COMPLETED for a run still "queued" here) but
+# never go back, and the three final states never change.
+_RANK = {
+    Status.PENDING: 0,
+    Status.QUEUED: 1,
+    Status.TRAINING: 2,
+    Status.COMPLETED: 3,
+    Status.FAILED: 3,
+    Status.CANCELLED: 3,
+}
+
+# RunPod job status -> run status. RUNNING is documented but never returned (runpod/docs#511).
+RUNPOD_STATUS_MAP = {
+    "IN_QUEUE": Status.QUEUED,
+    "IN_PROGRESS": Status.TRAINING,
+    "RUNNING": Status.TRAINING,
+    "COMPLETED": Status.COMPLETED,
+    "FAILED": Status.FAILED,
+    "TIMED_OUT": Status.FAILED,
+    "CANCELLED": Status.CANCELLED,
+}
+
+# How soon the sweep looks at a run again, growing while nothing changes (see docs/TRAINING.md).
+PENDING_RECHECK = timedelta(seconds=60)
+QUEUED_POLL = (timedelta(seconds=15), timedelta(minutes=5))
+TRAINING_POLL = (timedelta(seconds=30), timedelta(minutes=5))
+# While the worker calls back, it proves the job is alive: the poll only has to catch a silent death.
+TRAINING_POLL_WITH_CALLBACKS = timedelta(minutes=10)
+# After the worker says it is uploading (or at its last step), completion is seconds away.
+FINISHING_POLL = timedelta(seconds=2)
+# Beyond RunPod's own limits, before the sweep gives up on a run that never reported back.
+DEADLINE_MARGIN = timedelta(minutes=5)
+
+
+def transition_allowed(from_status: str, to_status: str) -> bool:
+    if from_status in TrainingRun.FINAL_STATUSES:
+        return False
+    return _RANK[Status(to_status)] > _RANK[Status(from_status)]
+
+
+# ============================================================================================ start
+
+
+def training_run_start(
+    *,
+    character: Character,
+    requested_by: User,
+    params: dict[str, Any] | None = None,
+    preset: str | None = None,
+    source: str,
+) -> TrainingRun:
+    """Creates a pending run with its dataset frozen, and enqueues its submission after commit."""
+    _check_may_train(character, requested_by)
+    validated = training_params_validate(params=params, preset=preset)
+    manifest = _manifest(character)
+    return _run_create(
+        character=character,
+        requested_by=requested_by,
+        params=validated,
+        manifest=manifest,
+        source=source,
+        detail={"preset": preset} if preset else {},
+    )
+
+
+def training_params_validate(*, params: dict[str, Any] | None, preset: str | None) -> dict[str, Any]:
+    """Preset defaults overlaid with `params`, validated by the worker's own schema."""
+    if preset is not None and preset not in PRESETS:
+        names = ", ".join(PRESETS)
+        raise ApplicationError(
+            f"There is no preset called {preset!r}. Choose one of: {names}.",
+            code="invalid_params",
+            fields={"preset": [f"Choose one of: {names}."]},
+        )
+    if params is not None and not isinstance(params, dict):
+        raise ApplicationError("Training parameters must be a JSON object.", code="invalid_params")
+    merged = {**(PRESETS[preset] if preset else {}), **(params or {})}
+    try:
+        return asdict(TrainingParams.from_dict(merged))
+    except ContractError as exc:
+        field = exc.field.removeprefix("params.")
+        raise ApplicationError(
+            f"The training parameter {field} {exc.message}.",
+            code="invalid_params",
+            fields={field: [exc.message]},
+        ) from exc
+
+
+def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> TrainingRun:
+    """Creates a new pending run from a finished run's frozen dataset and parameters."""
+    if not run.is_final:
+        raise Conflict("This run is still in progress: wait for it to finish or cancel it first.")
+    character = run.character
+    _check_may_train(character, requested_by)
+    current = set(character.images.values_list("sha256", flat=True))
+    missing = [item for item in run.manifest if item["sha256"] not in current]
+    if missing:
+        raise ApplicationError(
+            f"{len(missing)} of that run's images have since been deleted, so it cannot be repeated "
+            "exactly. Start a new run with the character's current images instead.",
+            code="images_changed",
+        )
+    return _run_create(
+        character=character,
+        requested_by=requested_by,
+        params=run.params,
+        manifest=run.manifest,
+        source=source,
+        detail={"retry_of": str(run.id)},
+    )
+
+
+def training_run_autostart(*, character_id: uuid.UUID) -> TrainingRun | None:
+    """Starts a character's first run once auto-train is on and the sheet has enough images.
+
+    Uploads arriving together each call this; the owner and character row locks make them queue up,
+    and every caller after the first sees the run and does nothing.
+    """
+    character = Character.objects.select_related("owner").filter(pk=character_id).first()
+    if character is None or not character.auto_train:
+        return None
+    try:
+        with transaction.atomic():
+            _lock_owner_and_character(character)
+            if TrainingRun.objects.filter(character=character).exists():
+                return None
+            if character.images.count() < settings.TRAINING_MIN_IMAGES:
+                return None
+            return training_run_start(character=character, requested_by=character.owner, source=Source.SYSTEM)
+    except ApplicationError as exc:
+        # Nobody is waiting on a page for this answer; the character page shows why nothing trains.
+        logger.info("auto-train did not start for character %s: %s", character_id, exc.message)
+        return None
+
+
+def _check_may_train(character: Character, user: User) -> None:
+    if character.owner_id != user.pk and not user.is_staff:
+        raise NotFound("This character does not exist.")
+
+
+def _manifest(character: Character) -> list[dict[str, Any]]:
+    images = list(character.images.order_by("created_at", "id"))
+    minimum = settings.TRAINING_MIN_IMAGES
+    if len(images) < minimum:
+        raise ApplicationError(
+            f"Training needs at least {minimum} reference images and this character has {len(images)}. "
+            f"Add {minimum - len(images)} more, then start training again.",
+            code="not_enough_images",
+        )
+    if len(images) > settings.TRAINING_MAX_IMAGES:
+        raise ApplicationError(
+            f"Training takes at most {settings.TRAINING_MAX_IMAGES} images and this character has "
+            f"{len(images)}. Delete some, then start training again.",
+            code="too_many_images",
+        )
+    return [
+        {
+            # Content-addressed file names are unique per character, as the worker requires.
+            "name": PurePosixPath(image.file.name or "").name,
+            "sha256": image.sha256,
+            "storage_name": image.file.name,
+            "caption": image.caption or None,
+            "bytes": image.bytes,
+        }
+        for image in images
+    ]
+
+
+def _run_create(
+    *,
+    character: Character,
+    requested_by: User,
+    params: dict[str, Any],
+    manifest: list[dict[str, Any]],
+    source: str,
+    detail: dict[str, Any],
+) -> TrainingRun:
+    estimate = pricing.estimate_cost(steps=int(params["steps"]))
+    run_id = uuid.uuid4()
+    with transaction.atomic():
+        owner = _lock_owner_and_character(character)
+        if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
+            raise _already_training()
+        _check_budget(owner, estimate)
+        try:
+            with transaction.atomic():
+                run = TrainingRun.objects.create(
+                    id=run_id,
+                    character=character,
+                    requested_by=requested_by,
+                    params=params,
+                    manifest=manifest,
+                    estimated_cost_usd=estimate,
+                    token_hash=token_hash(run_token(run_id)),
+                    # If the enqueue below is lost, the sweep submits the run at this time.
+                    next_poll_at=timezone.now() + PENDING_RECHECK,
+                )
+        except IntegrityError as exc:
+            # The partial unique index is the last word when two starts race past the check above.
+            raise _already_training() from exc
+        _event(run, "", Status.PENDING, source, detail)
+        transaction.on_commit(partial(_enqueue, "submit_training_run", run.pk))
+    return run
+
+
+def _lock_owner_and_character(character: Character) -> User:
+    # Always owner first, then character, so that concurrent starts never deadlock; the owner lock
+    # also serialises budget checks across the user's characters.
+    owner = User.objects.select_for_update().get(pk=character.owner_id)
+    Character.objects.select_for_update().filter(pk=character.pk).values_list("pk", flat=True).first()
+    return owner
+
+
+def _already_training() -> Conflict:
+    return Conflict(
+        "This character already has a training run in progress. Wait for it to finish or cancel it.",
+        code="run_active",
+    )
+
+
+def _check_budget(owner: User, estimate: Decimal) -> None:
+    budget = owner.monthly_gpu_budget_usd
+    if budget is None:
+        return
+    committed = user_spend_this_month(owner) + user_reserved_spend(owner)
+    if committed + estimate > budget:
+        raise ApplicationError(
+            f"This run would cost about ${estimate:.2f}, and ${committed:.2f} of the ${budget:.2f} monthly "
+            "GPU budget is already spent or held by runs in progress. Choose fewer steps or the fast "
+            "preset, wait for next month, or ask staff to raise the budget.",
+            code="budget_exceeded",
+        )
+
+
+# ============================================================================================ submit
+
+
+def training_run_submit(*, run: TrainingRun, provider: TrainingProvider | None = None) -> TrainingRun:
+    """Sends a pending run to RunPod at most once per attempt and records its job id (pending -> queued).
+
+    The attempt is written down before `/run` is called. If the call's outcome is unknown (a timeout
+    or 5xx after the request left), the mark stays: the job, if it exists, claims the run when its
+    worker starts; only after TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS does the sweep submit again.
+    """
+    marked = _submit_attempt_mark(run.pk)
+    if marked is None:
+        return TrainingRun.objects.get(pk=run.pk)
+    provider = provider or get_provider()
+    try:
+        job = provider.submit(
+            job_input=training_job_input(marked), webhook=_webhook_url(marked), policy=_job_policy()
+        )
+    except RunPodSubmitUncertain:
+        logger.warning("run %s: the outcome of /run is unknown; waiting for a worker to claim it", run.pk)
+        raise
+    except (RunPodError, ContractError):
+        # RunPod certainly did not accept the job: the next attempt may call /run at once.
+        TrainingRun.objects.filter(pk=run.pk, runpod_job_id="").update(submit_attempted_at=None)
+        raise
+    return _submission_record(run.pk, job, provider)
+
+
+def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
+    """The run, marked as being submitted now; None when there is nothing to submit (yet)."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS)
+    with transaction.atomic():
+        run = _locked(run_id)
+        if run.status != Status.PENDING or run.runpod_job_id:
+            return None
+        if run.submit_attempted_at is not None and now - run.submit_attempted_at < grace:
+            return None
+        if run.attempts >= settings.TRAINING_SUBMIT_MAX_ATTEMPTS:
+            _fail_locked(
+                run, code="submit_failed", message=_submit_gave_up(run.attempts), source=Source.SYSTEM
+            )
+            return None
+        run.attempts += 1
+        run.submit_attempted_at = now
+        # Should this process die during the call, the sweep comes back after the grace period.
+        run.next_poll_at = now + grace
+        run.save(update_fields=["attempts", "submit_attempted_at", "next_poll_at", "updated_at"])
+    return run
+
+
+def _submit_gave_up(attempts: int) -> str:
+    return (
+        f"The run could not be sent to RunPod after {attempts} attempts. RunPod may be down or "
+        "rate-limiting; retry the run in a few minutes."
+    )
+
+
+def _submission_record(run_id: RunId, job: RunPodJob, provider: TrainingProvider) -> TrainingRun:
+    with transaction.atomic():
+        run = _locked(run_id)
+        if run.runpod_job_id == job.id:
+            return run
+        if run.status != Status.PENDING or run.runpod_job_id:
+            # Cancelled meanwhile, or an earlier job of this run claimed it: this job must not train.
+            transaction.on_commit(partial(_enqueue, "cancel_runpod_job", job.id))
+            return run
+        now = timezone.now()
+        run.runpod_job_id = job.id
+        run.submitted_at = now
+        run.submit_attempted_at = None
+        _transition(run, Status.QUEUED, source=Source.SYSTEM, detail={"job_id": job.id})
+        run.next_poll_at = now + QUEUED_POLL[0]
+        run.save()
+    return run
+
+
+def training_job_input(run: TrainingRun) -> dict[str, Any]:
+    """The worker's job input: presigned image URLs, the LoRA upload target, the callback, params."""
+    ttl = settings.TRAINING_JOB_TTL_SECONDS  # URLs must outlive the time the job may wait in the queue
+    spec = JobInput(
+        run_id=str(run.id),
+        trigger_word=run.character.trigger_word,
+        images=[
+            ImageSpec(
+                url=download_url(item["storage_name"], ttl),
+                sha256=item["sha256"],
+                filename=item["name"],
+                caption=item.get("caption"),
+            )
+            for item in run.manifest
+        ],
+        output=OutputTarget(
+            lora_name=f"{run.character.trigger_word}_{run.id.hex[:8]}",
+            lora_upload_url=upload_url(lora_storage_name(run), ttl),
+        ),
+        params=TrainingParams.from_dict(run.params),
+        base_model=run.base_model,
+        callback=Callback(url=_absolute("training:worker-callback", run.id), token=run_token(run.id)),
+    )
+    document = spec.to_dict()
+    JobInput.from_dict(document)  # the worker would refuse it; better to know before paying for a GPU
+    return document
+
+
+def _webhook_url(run: TrainingRun) -> str:
+    return _absolute("training:runpod-webhook", run.id, run_token(run.id))
+
+
+def _absolute(name: str, *args: Any) -> str:
+    return settings.PUBLIC_BASE_URL + reverse(name, args=args)
+
+
+def _job_policy() -> dict[str, int]:
+    return {
+        "executionTimeout": settings.TRAINING_EXECUTION_TIMEOUT_SECONDS * 1000,
+        "ttl": settings.TRAINING_JOB_TTL_SECONDS * 1000,
+    }
+
+
+# ============================================================================================ status
+
+
+def training_run_apply_status(*, run_id: RunId, job: RunPodJob, source: str) -> TrainingRun:
+    """Moves a run forward to what its RunPod job reports; COMPLETED only once the LoRA is verified."""
+    run = TrainingRun.objects.select_related("character").get(pk=run_id)
+    target = RUNPOD_STATUS_MAP.get(job.status)
+    if run.is_final or target is None:
+        return run
+    if job.id != run.runpod_job_id:
+        logger.warning("run %s: ignoring status of job %s, not the run's job", run_id, job.id)
+        return run
+    if target == Status.COMPLETED:
+        return _complete(run, job, source)
+    with transaction.atomic():
+        run = _locked(run_id)
+        _record_job(run, job)
+        if target == Status.FAILED:
+            error = parse_error(job.error)
+            if job.status == "TIMED_OUT" and error.code == "unknown":
+                message = "The run hit RunPod's time limit before it finished. Retry with fewer steps."
+                _fail_locked(run, code="timed_out", message=message, source=source)
+            else:
+                _fail_locked(run, code=error.code, message=error.message, source=source)
+        elif transition_allowed(run.status, target):
+            _transition(run, target, source=source, detail={"job_status": job.status})
+        run.save()
+    return run
+
+
+def _complete(run: TrainingRun, job: RunPodJob, source: str) -> TrainingRun:
+    try:
+        output = JobOutput.from_dict(job.output)
+    except ContractError:
+        return training_run_fail(
+            run_id=run.pk,
+            code="bad_output",
+            message="The worker finished but its result could not be read. Retry the run.",
+            source=source,
+        )
+    name = lora_storage_name(run)
+    stored = stored_file_digest(name)  # streams the file: outside any transaction
+    problem = _lora_problem(stored, output)
+    if problem:
+        return training_run_fail(run_id=run.pk, code="lora_unverified", message=problem, source=source)
+    with transaction.atomic():
+        run = _locked(run.pk)
+        if not transition_allowed(run.status, Status.COMPLETED):
+            return run
+        _record_job(run, job)
+        run.lora_name = name
+        run.lora_bytes = output.lora.bytes
+        run.lora_sha256 = output.lora.sha256
+        run.gpu_type = output.gpu.name
+        run.progress_step = max(run.progress_step, output.steps)
+        run.progress_total = max(run.progress_total, output.steps)
+        run.progress_eta_seconds = 0
+        _transition(run, Status.COMPLETED, source=source, detail={"job_id": job.id, "lora": name})
+        run.save()
+    return run
+
+
+def _lora_problem(stored: Any, output: JobOutput) -> str:
+    if stored is None:
+        return "The worker reported a trained LoRA, but no file arrived in storage. Retry the run."
+    if stored.bytes != output.lora.bytes or stored.sha256 != output.lora.sha256:
+        return (
+            "The LoRA in storage is not the file the worker made (its size or checksum differs), so it "
+            "was not accepted. Retry the run."
+        )
+    return ""
+
+
+def _record_job(run: TrainingRun, job: RunPodJob) -> None:
+    """Copies what RunPod says about the job onto the locked run (progress only ever moves forward)."""
+    # Webhook copies echo the job input, which holds the callback token: never keep those keys.
+    run.last_provider_payload = {k: v for k, v in job.raw.items() if k not in {"input", "webhook"}}
+    if job.delay_ms is not None:
+        run.delay_ms = job.delay_ms
+    if job.execution_ms is not None:
+        run.execution_ms = job.execution_ms
+    if job.status == "IN_PROGRESS" and isinstance(job.output, dict):
+        # A progress document we cannot read is no reason to stop reading the status.
+        with contextlib.suppress(ContractError, TypeError, ValueError):
+            _progress_apply(run, Progress.from_dict(job.output))
+
+
+def _progress_apply(run: TrainingRun, progress: Progress) -> None:
+    if progress.step < run.progress_step:
+        return  # a late delivery from before: progress never goes back
+    run.progress_step = progress.step
+    run.progress_total = progress.total_steps or run.progress_total
+    if progress.loss is not None:
+        run.progress_loss = progress.loss
+    if progress.eta_s is not None:
+        run.progress_eta_seconds = max(0, int(progress.eta_s))
+
+
+# ============================================================================================ worker
+
+
+@dataclass(frozen=True)
+class WorkerAnswer:
+    """The reply to a worker callback, as contract.py defines it."""
+
+    action: str
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"action": self.action, "reason": self.reason} if self.reason else {"action": self.action}
+
+
+CONTINUE = WorkerAnswer(CALLBACK_ACTION_CONTINUE)
+
+
+def training_run_worker_started(*, run: TrainingRun, job_id: str) -> WorkerAnswer:
+    """A worker began the run's job: the first job to start claims the run (-> training); others stop."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = _locked(run.pk)
+        refusal = _worker_refusal(run, job_id)
+        if refusal is not None:
+            return refusal
+        if run.started_at and run.worker_seen_at and now - run.worker_seen_at < _lease():
+            # The same job handed to a second worker while the first still reports (runpod-python#402).
+            return WorkerAnswer(CALLBACK_ACTION_STOP, "another worker is already running this job")
+        _claim(run, job_id)
+        run.worker_seen_at = now
+        if transition_allowed(run.status, Status.TRAINING):
+            _transition(run, Status.TRAINING, source=Source.WORKER, detail={"job_id": job_id})
+        run.next_poll_at = now + TRAINING_POLL_WITH_CALLBACKS
+        run.save()
+    return CONTINUE
+
+
+def training_run_worker_progress(*, run: TrainingRun, job_id: str, progress: Progress) -> WorkerAnswer:
+    """Records the worker's progress (never backwards) and tells it whether to go on."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = _locked(run.pk)
+        refusal = _worker_refusal(run, job_id)
+        if refusal is not None:
+            return refusal
+        _claim(run, job_id)
+        _progress_apply(run, progress)
+        run.worker_seen_at = now
+        run.next_poll_at = now + _poll_after_progress(progress)
+        if transition_allowed(run.status, Status.TRAINING):
+            _transition(run, Status.TRAINING, source=Source.WORKER, detail={"job_id": job_id})
+        run.save()
+    return CONTINUE
+
+
+def _worker_refusal(run: TrainingRun, job_id: str) -> WorkerAnswer | None:
+    if run.is_final:
+        return WorkerAnswer(CALLBACK_ACTION_STOP, f"the run is already {run.status}")
+    if run.runpod_job_id and run.runpod_job_id != job_id:
+        # A job from an earlier submission whose answer was lost: the run has its job, stop this one.
+        transaction.on_commit(partial(_enqueue, "cancel_runpod_job", job_id))
+        return WorkerAnswer(CALLBACK_ACTION_STOP, "another job is already training this run")
+    return None
+
+
+def _claim(run: TrainingRun, job_id: str) -> None:
+    if not run.runpod_job_id:
+        logger.info("run %s: claimed by job %s after an unanswered submission", run.pk, job_id)
+        run.runpod_job_id = job_id
+        run.submitted_at = run.submitted_at or timezone.now()
+        run.submit_attempted_at = None
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.TRAINING_WORKER_LEASE_SECONDS)
+
+
+def _poll_after_progress(progress: Progress) -> timedelta:
+    if progress.stage == Stage.UPLOADING or (progress.total_steps and progress.step >= progress.total_steps):
+        return FINISHING_POLL
+    if progress.eta_s is not None:
+        return min(TRAINING_POLL_WITH_CALLBACKS, timedelta(seconds=progress.eta_s + 10))
+    return TRAINING_POLL_WITH_CALLBACKS
+
+
+def training_run_note_webhook(*, run: TrainingRun, job_id: str) -> bool:
+    """A webhook arrived for the run: claim the job if the run had none, and queue a poll after commit.
+
+    The body is unsigned and never trusted; the caller polls `/status` before anything changes.
+    Returns False when there is nothing to poll (the run is final, or the job is not the run's).
+    """
+    with transaction.atomic():
+        run = _locked(run.pk)
+        if run.is_final:
+            return False
+        if job_id and not run.runpod_job_id:
+            # Only our submission put this run's token in a webhook URL, so the job is this run's.
+            _claim(run, job_id)
+        elif job_id and job_id != run.runpod_job_id:
+            return False
+        run.next_poll_at = timezone.now()
+        run.save(update_fields=["runpod_job_id", "submitted_at", "submit_attempted_at", "next_poll_at"])
+        transaction.on_commit(partial(_enqueue, "poll_training_run", run.pk))
+    return True
+
+
+# ============================================================================================ poll
+
+
+def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRun:
+    """Asks RunPod for the run's job status and applies it; ends runs RunPod forgot or that ran too long."""
+    run = TrainingRun.objects.get(pk=run_id)
+    if run.is_final or not run.runpod_job_id:
+        return run
+    if _past_deadline(run):
+        return training_run_fail(
+            run_id=run.pk,
+            code="timed_out",
+            message=(
+                "The run went past its time limit without finishing, so it was stopped. "
+                "Retry it; if it happens again, choose fewer steps."
+            ),
+            source=Source.SYSTEM,
+            stop_job=True,
+        )
+    provider = get_provider()
+    try:
+        job = provider.status(run.runpod_job_id)
+    except RunPodJobNotFound:
+        return training_run_fail(
+            run_id=run.pk,
+            code="job_lost",
+            message=(
+                "RunPod no longer knows this run's job (results are kept only 30 minutes after a job "
+                "ends), so its outcome is lost. Retry the run."
+            ),
+            source=source,
+        )
+    return training_run_apply_status(run_id=run.pk, job=job, source=source)
+
+
+def _past_deadline(run: TrainingRun) -> bool:
+    now = timezone.now()
+    if run.started_at is not None:
+        limit = run.started_at + timedelta(seconds=settings.TRAINING_EXECUTION_TIMEOUT_SECONDS)
+    else:
+        limit = (run.submitted_at or run.created_at) + timedelta(seconds=settings.TRAINING_JOB_TTL_SECONDS)
+    return now > limit + DEADLINE_MARGIN
+
+
+def training_runs_claim_due(
+    *, now: datetime | None = None, batch_size: int | None = None
+) -> list[tuple[uuid.UUID, str]]:
+    """Takes a bounded batch of active runs whose poll is due and pushes their next poll back.
+
+    Rows are locked with SKIP LOCKED, so two sweeps running at once never take the same run, and the
+    work is two queries whatever the number of active runs.
+    """
+    now = timezone.now() if now is None else now
+    limit = batch_size or settings.TRAINING_SWEEP_BATCH_SIZE
+    with transaction.atomic():
+        runs = list(
+            TrainingRun.objects.select_for_update(skip_locked=True)
+            .filter(status__in=TrainingRun.ACTIVE_STATUSES, next_poll_at__lte=now)
+            .order_by("next_poll_at")
+            .only("id", "status", "polls_since_change", "worker_seen_at", "next_poll_at")[:limit]
+        )
+        for run in runs:
+            run.next_poll_at = now + _poll_delay(run, now)
+            run.polls_since_change += 1
+        TrainingRun.objects.bulk_update(runs, ["next_poll_at", "polls_since_change"])
+    return [(run.pk, run.status) for run in runs]
+
+
+def _poll_delay(run: TrainingRun, now: datetime) -> timedelta:
+    if run.status == Status.PENDING:
+        return PENDING_RECHECK
+    first, cap = QUEUED_POLL if run.status == Status.QUEUED else TRAINING_POLL
+    if run.status == Status.TRAINING and run.worker_seen_at and now - run.worker_seen_at < _lease():
+        cap = TRAINING_POLL_WITH_CALLBACKS
+    return min(cap, first * 2 ** min(run.polls_since_change, 10))
+
+
+# ============================================================================================ end
+
+
+def training_run_cancel(*, run: TrainingRun, source: str) -> TrainingRun:
+    """Asks RunPod to stop the run's job, then ends the run as cancelled."""
+    run.refresh_from_db()
+    if run.is_final:
+        raise Conflict(f"This run has already {_ended(run.status)}; there is nothing to cancel.")
+    detail: dict[str, Any] = {}
+    if run.runpod_job_id:
+        detail = {"job_id": run.runpod_job_id, "runpod": _runpod_cancel(run.runpod_job_id)}
+    with transaction.atomic():
+        locked = _locked(run.pk)
+        if locked.is_final:
+            return locked
+        if locked.runpod_job_id and locked.runpod_job_id != run.runpod_job_id:
+            # Its worker claimed the run while we were talking to RunPod.
+            transaction.on_commit(partial(_enqueue, "cancel_runpod_job", locked.runpod_job_id))
+        _transition(locked, Status.CANCELLED, source=source, detail=detail)
+        locked.save()
+    return locked
+
+
+def _runpod_cancel(job_id: str) -> str:
+    try:
+        get_provider().cancel(job_id)
+    except RunPodJobNotFound:
+        return "gone"
+    except RunPodError as exc:
+        # The run still ends here: the worker's next callback is answered "stop" and it stops itself.
+        logger.warning("RunPod cancel of job %s failed: %s", job_id, exc.message)
+        return "unreachable"
+    return "cancelled"
+
+
+def _ended(status: str) -> str:
+    return {"completed": "completed", "failed": "failed", "cancelled": "been cancelled"}[status]
+
+
+def training_run_fail(
+    *, run_id: RunId, code: str, message: str, source: str, stop_job: bool = False
+) -> TrainingRun:
+    """Ends an active run as failed with a message the user can act on; a final run is left as it is."""
+    with transaction.atomic():
+        run = _locked(run_id)
+        if run.is_final:
+            return run
+        _fail_locked(run, code=code, message=message, source=source)
+        run.save()
+    if stop_job and run.runpod_job_id:
+        _runpod_cancel(run.runpod_job_id)
+    return run
+
+
+def runpod_job_cancel(*, job_id: str) -> None:
+    """Stops a RunPod job that no run owns (a duplicate from an unanswered submission)."""
+    try:
+        get_provider().cancel(job_id)
+    except RunPodJobNotFound:
+        return
+
+
+# ============================================================================================ core
+
+
+def _locked(run_id: RunId) -> TrainingRun:
+    return TrainingRun.objects.select_for_update().select_related("character").get(pk=run_id)
+
+
+def _fail_locked(run: TrainingRun, *, code: str, message: str, source: str) -> None:
+    run.error_code = code[:32]
+    run.error_message = message
+    _transition(run, Status.FAILED, source=source, detail={"error_code": code, "message": message})
+    run.save()
+
+
+def _transition(run: TrainingRun, to_status: str, *, source: str, detail: dict[str, Any]) -> None:
+    """Sets the new status on a row locked by the caller, writes its event, announces it after commit.
+
+    The caller saves the row in the same transaction.
+    """
+    from_status = run.status
+    if not transition_allowed(from_status, to_status):
+        raise Conflict(f"A run cannot go from {from_status} to {to_status}.", code="invalid_transition")
+    now = timezone.now()
+    run.status = to_status
+    run.polls_since_change = 0
+    if to_status == Status.TRAINING and run.started_at is None:
+        run.started_at = now
+    if to_status in TrainingRun.FINAL_STATUSES:
+        run.finished_at = now
+        run.next_poll_at = None
+        run.cost_usd = _cost(run)
+    _event(run, from_status, to_status, source, detail)
+
+
+def _cost(run: TrainingRun) -> Decimal | None:
+    if run.execution_ms is None:
+        return None
+    return pricing.actual_cost(execution_ms=run.execution_ms, gpu_name=run.gpu_type)
+
+
+def _event(run: TrainingRun, from_status: str, to_status: str, source: str, detail: dict[str, Any]) -> None:
+    TrainingEvent.objects.create(
+        run=run, from_status=from_status, to_status=to_status, source=source, detail=detail
+    )
+    transaction.on_commit(partial(_announce, run_id=run.pk, from_status=from_status, to_status=to_status))
+
+
+def _announce(*, run_id: RunId, from_status: str, to_status: str) -> None:
+    results = training_run_status_changed.send_robust(
+        sender=TrainingRun, run_id=run_id, from_status=from_status, to_status=to_status
+    )
+    for receiver, result in results:
+        if isinstance(result, Exception):
+            logger.error("training_run_status_changed receiver %r failed", receiver, exc_info=result)
+
+
+def _enqueue(task_name: str, argument: Any) -> None:
+    """Queues a task after commit; a broker outage must not fail the request that changed the run."""
+    from training import tasks  # tasks call services: import late to keep the dependency one-way
+
+    try:
+        getattr(tasks, task_name).delay(str(argument))
+    except Exception:  # any broker error: the sweep is the fallback
+        logger.exception("could not queue %s(%s); the sweep will pick the run up", task_name, argument)

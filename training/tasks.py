@@ -1,0 +1,88 @@
+"""Celery tasks for training: thin wrappers that load a run by id and call one service."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from celery import shared_task
+from django.conf import settings
+
+from runpod_worker.contract import ContractError
+from training import services
+from training.artifacts import StorageUnavailable
+from training.models import TrainingEvent, TrainingRun
+from training.runpod import RunPodError, RunPodSubmitUncertain, RunPodUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, max_retries=settings.TRAINING_SUBMIT_MAX_ATTEMPTS - 1, acks_late=True)
+def submit_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Sends a pending run to RunPod; transient failures retry with backoff, then fail the run."""
+    run = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.PENDING).first()
+    if run is None or run.runpod_job_id:
+        return
+    try:
+        services.training_run_submit(run=run)
+    except RunPodSubmitUncertain:
+        return  # a job may exist: its worker claims the run, or the sweep resubmits after the grace period
+    except RunPodUnavailable as exc:
+        if self.request.retries >= self.max_retries:
+            services.training_run_fail(
+                run_id=run.pk, code="submit_failed", message=_unreachable(exc.message), source="system"
+            )
+            return
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    except (RunPodError, ContractError) as exc:
+        services.training_run_fail(
+            run_id=run.pk, code="submit_rejected", message=_rejected(str(exc)), source="system"
+        )
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def poll_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Reads the run's job status from RunPod and applies it (also the completion work: verify, cost)."""
+    if not TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE_STATUSES).exists():
+        return
+    try:
+        services.training_run_poll(run_id=run_id, source=TrainingEvent.Source.POLL)
+    except (RunPodUnavailable, StorageUnavailable) as exc:
+        if self.request.retries >= self.max_retries:
+            logger.warning("poll of run %s gave up for now: %s; the sweep will try again", run_id, exc)
+            return
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task
+def sweep_training_runs() -> int:
+    """Beat: polls a bounded batch of due active runs, and resubmits pending runs nobody submitted."""
+    due = services.training_runs_claim_due()
+    for run_id, status in due:
+        task = submit_training_run if status == TrainingRun.Status.PENDING else poll_training_run
+        task.delay(str(run_id))
+    if due:
+        logger.info("sweep: %d run(s) due", len(due))
+    return len(due)
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def cancel_runpod_job(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Stops a RunPod job that lost the claim on its run, so it bills no more GPU time."""
+    try:
+        services.runpod_job_cancel(job_id=job_id)
+    except RunPodUnavailable as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+def _backoff(retries: int) -> float:
+    # Jittered so that runs failing together (a RunPod outage) do not come back together.
+    return min(300.0, 5.0 * 2**retries) * random.uniform(0.5, 1.5)
+
+
+def _unreachable(detail: str) -> str:
+    return f"The run could not be sent to RunPod ({detail}). Retry the run in a few minutes."
+
+
+def _rejected(detail: str) -> str:
+    return f"RunPod refused the training job ({detail}). Staff need to check the RunPod settings."

@@ -1,0 +1,97 @@
+"""RunPod's webhook and the GPU worker's callbacks: authenticate by the run's token, answer fast.
+
+RunPod signs nothing, so the webhook body is only a hint: it makes the run due and queues a poll, and
+only `/status` read with our API key changes the run. Unknown runs and wrong tokens get the same 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from runpod_worker.contract import (
+    CALLBACK_AUTH_SCHEME,
+    CALLBACK_EVENT_PROGRESS,
+    CALLBACK_EVENT_STARTED,
+    ContractError,
+    Progress,
+)
+from training import services
+from training.models import TrainingRun
+from training.tokens import token_matches
+
+logger = logging.getLogger(__name__)
+
+
+def _not_found() -> JsonResponse:
+    return JsonResponse({"error": "not found"}, status=404)
+
+
+def _bad_request(message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=400)
+
+
+def _authenticated_run(run_id: uuid.UUID, token: str) -> TrainingRun | None:
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    # Hash and compare even for an unknown run, so timing does not tell the two cases apart.
+    matches = token_matches(token, run.token_hash if run else "0" * 64)
+    return run if run is not None and matches else None
+
+
+def _json_object(request: HttpRequest) -> dict[str, Any] | None:
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+@csrf_exempt
+@require_POST
+def runpod_webhook(request: HttpRequest, run_id: uuid.UUID, token: str) -> JsonResponse:
+    """RunPod says a job ended. Queue a poll of `/status`; the body itself changes nothing."""
+    run = _authenticated_run(run_id, token)
+    if run is None:
+        return _not_found()
+    body = _json_object(request)
+    if body is None:
+        return _bad_request("The body must be a JSON object.")
+    services.training_run_note_webhook(run=run, job_id=str(body.get("id") or ""))
+    # 200 for duplicates, strays and final runs alike, so RunPod stops retrying.
+    return JsonResponse({"received": True})
+
+
+@csrf_exempt
+@require_POST
+def worker_callback(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
+    """The worker reports "started" or "progress" and hears "continue" or "stop"."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    run = _authenticated_run(run_id, token.strip()) if scheme == CALLBACK_AUTH_SCHEME else None
+    if run is None:
+        return _not_found()
+    body = _json_object(request)
+    if body is None:
+        return _bad_request("The body must be a JSON object.")
+    job_id, event = body.get("job_id"), body.get("event")
+    if not isinstance(job_id, str) or not job_id:
+        return _bad_request("job_id is required.")
+    if event == CALLBACK_EVENT_STARTED:
+        answer = services.training_run_worker_started(run=run, job_id=job_id)
+    elif event == CALLBACK_EVENT_PROGRESS:
+        fields = {key: value for key, value in body.items() if key not in {"event", "job_id"}}
+        try:
+            progress = Progress.from_dict(fields)
+        except (ContractError, TypeError, ValueError) as exc:
+            return _bad_request(f"The progress report is invalid: {exc}.")
+        answer = services.training_run_worker_progress(run=run, job_id=job_id, progress=progress)
+    else:
+        return _bad_request(
+            f"Unknown event; expected {CALLBACK_EVENT_STARTED!r} or {CALLBACK_EVENT_PROGRESS!r}."
+        )
+    return JsonResponse(answer.as_dict())
