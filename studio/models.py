@@ -19,3 +19,29 @@ class User(AbstractUser):
         validators=[MinValueValidator(Decimal("0"))],
         help_text="Empty means unlimited.",
     )
+
+
+class IdempotencyKey(models.Model):
+    """A client's `Idempotency-Key` and the resource its first request created.
+
+    The unique constraint is what makes concurrent requests with one key create one resource:
+    the second insert waits for the first transaction and then fails, and the request replays.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="idempotency_keys")
+    key = models.CharField(max_length=255)
+    scope = models.CharField(max_length=64, help_text="The operation the key belongs to.")
+    request_hash = models.CharField(
+        max_length=64, help_text="SHA-256 of the request, so a key reused for another request is refused."
+    )
+    # Empty only inside the transaction that creates the resource; never seen committed so.
+    resource_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "scope", "key"], name="idempotency_key_unique_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.key}"

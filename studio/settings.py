@@ -52,9 +52,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, no CDN
     "studio",
     "characters",
     "training",
+    "developer",
 ]
 
 MIDDLEWARE = [
@@ -270,15 +272,39 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="studio@localhost")
 # --- REST API -----------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # Bearer tokens first: their WWW-Authenticate header makes anonymous requests a 401, not a 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "developer.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "studio.api.StudioAutoSchema",
+    "EXCEPTION_HANDLER": "studio.api_errors.api_exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        # Starting a run spends GPU money; a runaway client loop should hit this, not the budget.
+        "training_run_start": env.str("API_RUN_START_RATE", default="30/hour"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Character LoRA Studio API",
+    "DESCRIPTION": "Characters, reference images and Flux LoRA training runs. See docs/API.md.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
 }
+# Idempotency-Key values are remembered this long (the same window Stripe uses).
+API_IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+
+# Outbound webhooks: bounded attempts with growing pauses, and short timeouts per attempt.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_RETRY_DELAYS_SECONDS = [10, 60, 300, 1800, 7200]  # six attempts over about 2.5 hours
+# Endpoints on loopback, private or link-local addresses are refused (they would let anyone
+# probe our own network); a development setup receiving on localhost turns this on.
+WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
 
 
 # --- Security -----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ urlpatterns = [
     path("accounts/login/", views.RateLimitedLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("characters/", include("characters.urls")),
+    path("developer/", include("developer.urls")),
+    path("api/", include("studio.api_urls")),
     path("healthz", health.healthz, name="healthz"),
     path("transfer/<str:token>", transfer.transfer_view, name="transfer"),
     path("", include("training.urls")),

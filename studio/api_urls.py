@@ -1,0 +1,73 @@
+"""The REST API: `/api/v1/…` resources, the OpenAPI schema and its Swagger UI.
+
+Anything under `/api/v1/` that matches no route answers 404 in the API's error shape.
+"""
+
+from __future__ import annotations
+
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from characters import api as characters_api
+from developer import api as developer_api
+from studio.errors import NotFound
+
+
+class ApiRouteNotFoundApi(APIView):
+    permission_classes = [AllowAny]
+    schema = None  # not an operation
+
+    def dispatch_not_found(self, request: Request, *args: object, **kwargs: object) -> Response:
+        raise NotFound("There is no such API endpoint. The documentation is at /api/docs/.")
+
+    get = post = put = patch = delete = dispatch_not_found
+
+
+v1 = [
+    path("me", developer_api.MeApi.as_view(), name="me"),
+    path("characters", characters_api.CharacterListApi.as_view(), name="characters"),
+    path(
+        "characters/<uuid:character_id>",
+        characters_api.CharacterDetailApi.as_view(),
+        name="character",
+    ),
+    path(
+        "characters/<uuid:character_id>/images",
+        characters_api.ReferenceImageListApi.as_view(),
+        name="character-images",
+    ),
+    path(
+        "characters/<uuid:character_id>/images/<uuid:image_id>",
+        characters_api.ReferenceImageDetailApi.as_view(),
+        name="character-image",
+    ),
+    path("tokens", developer_api.ApiTokenListApi.as_view(), name="tokens"),
+    path("tokens/<uuid:token_id>/revoke", developer_api.ApiTokenRevokeApi.as_view(), name="token-revoke"),
+    path("webhooks", developer_api.WebhookEndpointListApi.as_view(), name="webhooks"),
+    path("webhooks/<uuid:endpoint_id>", developer_api.WebhookEndpointDetailApi.as_view(), name="webhook"),
+    path(
+        "webhooks/<uuid:endpoint_id>/deliveries",
+        developer_api.WebhookDeliveryListApi.as_view(),
+        name="webhook-deliveries",
+    ),
+    re_path(r"^.*$", ApiRouteNotFoundApi.as_view()),
+]
+
+urlpatterns = [
+    path("v1/", include((v1, "api"), namespace="api")),
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[AllowAny]),
+        name="api-docs",
+    ),
+    path(
+        "redoc/",
+        SpectacularRedocView.as_view(url_name="api-schema", permission_classes=[AllowAny]),
+        name="api-redoc",
+    ),
+]
