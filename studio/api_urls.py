@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from characters import api as characters_api
 from developer import api as developer_api
 from studio.errors import NotFound
+from training import api as training_api
 
 
 class ApiRouteNotFoundApi(APIView):
@@ -45,6 +46,16 @@ v1 = [
         characters_api.ReferenceImageDetailApi.as_view(),
         name="character-image",
     ),
+    path(
+        "characters/<uuid:character_id>/runs",
+        training_api.TrainingRunStartApi.as_view(),
+        name="character-runs",
+    ),
+    path("runs", training_api.TrainingRunListApi.as_view(), name="runs"),
+    path("runs/<uuid:run_id>", training_api.TrainingRunDetailApi.as_view(), name="run"),
+    path("runs/<uuid:run_id>/cancel", training_api.TrainingRunCancelApi.as_view(), name="run-cancel"),
+    path("runs/<uuid:run_id>/retry", training_api.TrainingRunRetryApi.as_view(), name="run-retry"),
+    path("runs/<uuid:run_id>/lora", training_api.TrainingRunLoraApi.as_view(), name="run-lora"),
     path("tokens", developer_api.ApiTokenListApi.as_view(), name="tokens"),
     path("tokens/<uuid:token_id>/revoke", developer_api.ApiTokenRevokeApi.as_view(), name="token-revoke"),
     path("webhooks", developer_api.WebhookEndpointListApi.as_view(), name="webhooks"),

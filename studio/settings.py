@@ -295,6 +295,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
+        "WebhookDeliveryStatusEnum": "developer.models.WebhookDelivery.Status",
+    },
 }
 # Idempotency-Key values are remembered this long (the same window Stripe uses).
 API_IDEMPOTENCY_KEY_TTL = timedelta(hours=24)

@@ -1,0 +1,346 @@
+"""API for training runs: start (202, idempotent, rate-limited), list, read, cancel, retry, and
+a short-lived download link for a run's LoRA.
+
+Status codes clients rely on: 202 when a run is accepted (it trains asynchronously), 404 for a
+run or character that is not yours, 409 `run_active` for a second run on a character, 402
+`budget_exceeded` when the monthly GPU budget cannot cover the run's estimate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.urls import reverse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from characters.selectors import character_get_for
+from studio.api import ErrorSerializer, page_query_parameters, paginated_response, paginated_schema
+from studio.api_idempotency import (
+    HEADER as IDEMPOTENCY_HEADER,
+)
+from studio.api_idempotency import (
+    idempotency_key_from,
+    idempotent_create,
+    request_fingerprint,
+)
+from studio.errors import ApplicationError, Conflict
+from studio.transfer import download_url
+from training import services
+from training.models import TrainingEvent, TrainingRun
+from training.presets import PRESETS
+from training.selectors import training_run_get_for, training_run_list_for
+
+LORA_URL_TTL = timedelta(minutes=15)
+# The monthly budget is a payment matter, so its refusal is a 402, not a generic 400.
+BUDGET_EXCEEDED_STATUS = status.HTTP_402_PAYMENT_REQUIRED
+
+
+# --- Representation -----------------------------------------------------------------------
+
+
+class RunProgressSerializer(serializers.Serializer):
+    step = serializers.IntegerField(source="progress_step")
+    total = serializers.IntegerField(source="progress_total")
+    percent = serializers.IntegerField(source="progress_percent")
+    loss = serializers.FloatField(source="progress_loss", allow_null=True)
+    eta_seconds = serializers.IntegerField(source="progress_eta_seconds", allow_null=True)
+
+
+class RunErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class RunLoraSummarySerializer(serializers.Serializer):
+    filename = serializers.CharField()
+    bytes = serializers.IntegerField(allow_null=True)
+    sha256 = serializers.CharField()
+
+
+class RunUrlsSerializer(serializers.Serializer):
+    get = serializers.URLField()
+    cancel = serializers.URLField()
+    retry = serializers.URLField()
+    lora = serializers.URLField()
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    """A run as GET /runs/<id> shows it; webhook events carry the same document as `data`."""
+
+    character_id = serializers.UUIDField()
+    progress = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+    lora = serializers.SerializerMethodField()
+    urls = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "character_id",
+            "status",
+            "base_model",
+            "params",
+            "progress",
+            "error",
+            "lora",
+            "gpu_type",
+            "estimated_cost_usd",
+            "cost_usd",
+            "created_at",
+            "submitted_at",
+            "started_at",
+            "finished_at",
+            "urls",
+        ]
+
+    @extend_schema_field(RunProgressSerializer)
+    def get_progress(self, run: TrainingRun) -> dict[str, Any]:
+        return dict(RunProgressSerializer(run).data)
+
+    @extend_schema_field(RunErrorSerializer(allow_null=True))
+    def get_error(self, run: TrainingRun) -> dict[str, str] | None:
+        if not run.error_code and not run.error_message:
+            return None
+        return {"code": run.error_code, "message": run.error_message}
+
+    @extend_schema_field(RunLoraSummarySerializer(allow_null=True))
+    def get_lora(self, run: TrainingRun) -> dict[str, Any] | None:
+        if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
+            return None
+        return {
+            "filename": PurePosixPath(run.lora_name).name,
+            "bytes": run.lora_bytes,
+            "sha256": run.lora_sha256,
+        }
+
+    @extend_schema_field(RunUrlsSerializer)
+    def get_urls(self, run: TrainingRun) -> dict[str, str]:
+        names = {
+            "get": "api:run",
+            "cancel": "api:run-cancel",
+            "retry": "api:run-retry",
+            "lora": "api:run-lora",
+        }
+        return {key: self._absolute(reverse(name, args=[run.pk])) for key, name in names.items()}
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        if request is not None:
+            return str(request.build_absolute_uri(path))
+        from django.conf import settings
+
+        return settings.PUBLIC_BASE_URL + path
+
+
+class LoraDownloadSerializer(serializers.Serializer):
+    url = serializers.URLField(
+        help_text="Download link; valid until `expires_at`. Ask again for a fresh one."
+    )
+    expires_at = serializers.DateTimeField()
+    filename = serializers.CharField()
+    bytes = serializers.IntegerField(allow_null=True)
+    sha256 = serializers.CharField(help_text="Check the downloaded file against this.")
+
+
+# --- Rate limit ---------------------------------------------------------------------------
+
+
+class TrainingRunStartThrottle(ScopedRateThrottle):
+    """Per-user limit on creating runs (`training_run_start` in DEFAULT_THROTTLE_RATES)."""
+
+    def get_rate(self) -> str | None:
+        # Read at request time, not import time, so settings (and tests) can change the rate.
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(str(self.scope))
+        return None if rate is None else str(rate)
+
+
+def _api_status(error: ApplicationError) -> ApplicationError:
+    if error.code == "budget_exceeded":
+        error.http_status = BUDGET_EXCEEDED_STATUS
+    return error
+
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    str,
+    location=OpenApiParameter.HEADER,
+    description="Any unique string (a UUID is best). Repeating a request with the same key returns "
+    "the run the first request created instead of starting another; keys are kept 24 hours.",
+)
+_START_ERRORS = {402: ErrorSerializer, 409: ErrorSerializer, 422: ErrorSerializer, 429: ErrorSerializer}
+
+
+# --- Views --------------------------------------------------------------------------------
+
+
+class TrainingRunStartApi(APIView):
+    throttle_classes = [TrainingRunStartThrottle]
+    throttle_scope = "training_run_start"
+
+    class InputSerializer(serializers.Serializer):
+        preset = serializers.ChoiceField(
+            choices=sorted(PRESETS), required=False, allow_null=True, help_text="Named defaults."
+        )
+        params = serializers.DictField(
+            required=False,
+            allow_null=True,
+            help_text="Training parameters (steps, rank, learning_rate, ...); they override the preset.",
+        )
+
+        class Meta:
+            ref_name = "TrainingRunStartInput"
+
+    @extend_schema(
+        operation_id="runs_start",
+        request=InputSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={202: TrainingRunSerializer, **_START_ERRORS},
+        tags=["runs"],
+        description="Starts training a LoRA for the character. 202: the run is accepted and trains "
+        "asynchronously; poll `urls.get` or register a webhook.",
+    )
+    def post(self, request: Request, character_id: uuid.UUID) -> Response:
+        user: Any = request.user
+        character = character_get_for(user, character_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key = idempotency_key_from(request)
+        try:
+            run, replayed = idempotent_create(
+                user=user,
+                scope="training_run_start",
+                key=key,
+                fingerprint=request_fingerprint(str(character.pk), serializer.validated_data),
+                create=lambda: services.training_run_start(
+                    character=character,
+                    requested_by=user,
+                    source=TrainingEvent.Source.API,
+                    **serializer.validated_data,
+                ),
+                load=lambda run_id: training_run_get_for(user, run_id),
+            )
+        except ApplicationError as error:
+            raise _api_status(error) from error
+        return _accepted(run, request, replayed=replayed)
+
+
+class TrainingRunListApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=TrainingRun.Status.choices, required=False)
+        character = serializers.UUIDField(required=False, help_text="Only this character's runs.")
+
+        class Meta:
+            ref_name = "TrainingRunFilter"
+
+    @extend_schema(
+        operation_id="runs_list",
+        parameters=[FilterSerializer, *page_query_parameters()],
+        responses=paginated_schema(TrainingRunSerializer),
+        tags=["runs"],
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        runs = training_run_list_for(request.user, status=filters.validated_data.get("status"))  # type: ignore[arg-type]
+        if "character" in filters.validated_data:
+            runs = runs.filter(character_id=filters.validated_data["character"])
+        return paginated_response(
+            queryset=runs, serializer_class=TrainingRunSerializer, request=request, view=self
+        )
+
+
+class TrainingRunDetailApi(APIView):
+    @extend_schema(operation_id="runs_read", responses=TrainingRunSerializer, tags=["runs"])
+    def get(self, request: Request, run_id: uuid.UUID) -> Response:
+        run = training_run_get_for(request.user, run_id)  # type: ignore[arg-type]
+        return Response(TrainingRunSerializer(run, context={"request": request}).data)
+
+
+class TrainingRunCancelApi(APIView):
+    @extend_schema(
+        operation_id="runs_cancel",
+        request=None,
+        responses={200: TrainingRunSerializer, 409: ErrorSerializer},
+        tags=["runs"],
+        description="Stops the run's GPU job and ends the run as cancelled. 409 when it already ended.",
+    )
+    def post(self, request: Request, run_id: uuid.UUID) -> Response:
+        run = training_run_get_for(request.user, run_id)  # type: ignore[arg-type]
+        run = services.training_run_cancel(run=run, source=TrainingEvent.Source.API)
+        return Response(TrainingRunSerializer(run, context={"request": request}).data)
+
+
+class TrainingRunRetryApi(APIView):
+    throttle_classes = [TrainingRunStartThrottle]
+    throttle_scope = "training_run_start"
+
+    @extend_schema(
+        operation_id="runs_retry",
+        request=None,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={202: TrainingRunSerializer, **_START_ERRORS},
+        tags=["runs"],
+        description="Starts a new run with a finished run's images and parameters.",
+    )
+    def post(self, request: Request, run_id: uuid.UUID) -> Response:
+        user: Any = request.user
+        previous = training_run_get_for(user, run_id)
+        try:
+            run, replayed = idempotent_create(
+                user=user,
+                scope="training_run_retry",
+                key=idempotency_key_from(request),
+                fingerprint=request_fingerprint(str(previous.pk)),
+                create=lambda: services.training_run_retry(
+                    run=previous, requested_by=user, source=TrainingEvent.Source.API
+                ),
+                load=lambda new_id: training_run_get_for(user, new_id),
+            )
+        except ApplicationError as error:
+            raise _api_status(error) from error
+        return _accepted(run, request, replayed=replayed)
+
+
+class TrainingRunLoraApi(APIView):
+    @extend_schema(
+        operation_id="runs_lora_read",
+        responses={200: LoraDownloadSerializer, 409: ErrorSerializer},
+        tags=["runs"],
+        description="A short-lived download link for the run's LoRA. 409 `lora_not_ready` until the "
+        "run has completed.",
+    )
+    def get(self, request: Request, run_id: uuid.UUID) -> Response:
+        run = training_run_get_for(request.user, run_id)  # type: ignore[arg-type]
+        if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
+            raise Conflict(
+                f"This run is {run.status}; its LoRA can be downloaded once the run has completed.",
+                code="lora_not_ready",
+            )
+        data = {
+            "url": download_url(run.lora_name, ttl=int(LORA_URL_TTL.total_seconds())),
+            "expires_at": timezone.now() + LORA_URL_TTL,
+            "filename": PurePosixPath(run.lora_name).name,
+            "bytes": run.lora_bytes,
+            "sha256": run.lora_sha256,
+        }
+        return Response(LoraDownloadSerializer(data).data)
+
+
+def _accepted(run: TrainingRun, request: Request, *, replayed: bool) -> Response:
+    data = TrainingRunSerializer(run, context={"request": request}).data
+    response = Response(data, status=status.HTTP_202_ACCEPTED)
+    response["Location"] = data["urls"]["get"]
+    if replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
