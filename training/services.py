@@ -427,6 +427,8 @@ def training_run_apply_status(*, run_id: RunId, job: RunPodJob, source: str) -> 
         return _complete(run, job, source)
     with transaction.atomic():
         run = _locked(run_id)
+        if run.is_final:
+            return run  # another webhook, poll or callback ended it while we were reading
         _record_job(run, job)
         if target == Status.FAILED:
             error = parse_error(job.error)
