@@ -65,7 +65,7 @@ def test_it_applies_the_exif_orientation() -> None:
 
     result = stored(prepared).convert("RGB")
     assert result.size == (600, 800)
-    red, green, blue = result.getpixel((590, 10))  # the blue corner turned to the top right
+    red, _green, blue = result.getpixel((590, 10))  # the blue corner turned to the top right
     assert blue > 200 and red < 60
 
 
@@ -116,7 +116,7 @@ def test_it_refuses_text_named_jpg() -> None:
 
 
 def test_it_refuses_an_svg_named_png() -> None:
-    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="900"><rect width="900" height="900"/></svg>'
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="900"><rect width="900"/></svg>'
 
     error = refusal(svg, "vector.png")
 
