@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,23 @@ from tests.studio.factories import UserFactory
 from tests.support.s3server import S3Server, SeaweedProcess
 
 S3_TEST_BUCKET = "studio-media"
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest's shared temporary root keeps only the newest three runs and deletes older ones,
+    # which would pull the files (and the S3 server's data) out from under a suite that is still
+    # running beside another one on the same machine. Each run gets a folder of its own instead.
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="studio-tests-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

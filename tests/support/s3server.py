@@ -84,6 +84,9 @@ class SeaweedProcess:
         ports = {name: free_port() for name in ("s3", "master", "volume", "filer")}
         # gRPC ports default to HTTP port + 10000, which overflows for high free ports: set them too.
         grpc_ports = {name: free_port() for name in ports}
+        # The Iceberg and Lance listeners default to fixed ports, where two servers on one machine
+        # (two test runs at once) would collide; the studio needs neither, so they are off.
+        extra_ports = {"s3.port.iceberg": 0, "s3.port.lance": 0}
         logdir = self.workdir / "logs"
         logdir.mkdir(exist_ok=True)
         command = [
@@ -99,6 +102,7 @@ class SeaweedProcess:
             "-volume.max=0",
             *(f"-{name}.port={port}" for name, port in ports.items()),
             *(f"-{name}.port.grpc={port}" for name, port in grpc_ports.items()),
+            *(f"-{flag}={port}" for flag, port in extra_ports.items()),
         ]
         log = open(self.workdir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
