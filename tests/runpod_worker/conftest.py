@@ -15,20 +15,16 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.support.s3server import S3Server, SeaweedProcess
+from tests.support.s3server import S3Server
 
 BUCKET = "worker-tests"
 
 
 @pytest.fixture(scope="session")
-def worker_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    process = SeaweedProcess(tmp_path_factory.mktemp("worker-s3"))
-    server = process.start()
-    server.create_bucket(BUCKET)
-    try:
-        yield server
-    finally:
-        process.stop()
+def worker_s3(s3_server: S3Server) -> S3Server:
+    # One SeaweedFS per test run: the shared session server from tests/conftest.py, with our own bucket.
+    s3_server.create_bucket(BUCKET)
+    return s3_server
 
 
 def jpeg_bytes(seed: int, size: int = 64) -> bytes:
