@@ -8,5 +8,7 @@ class ApiTokenForm(forms.Form):
 
 
 class WebhookEndpointForm(forms.Form):
-    url = forms.URLField(max_length=500, label="URL", help_text="We POST signed JSON events here.")
+    url = forms.URLField(
+        max_length=500, assume_scheme="https", label="URL", help_text="We POST signed JSON events here."
+    )
     description = forms.CharField(max_length=200, required=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
 
 from developer.models import ApiToken, WebhookDelivery, WebhookEndpoint
-from studio.errors import NotFound
 from studio.models import User
 
 
@@ -16,10 +16,8 @@ def api_token_list_for(user: User) -> QuerySet[ApiToken]:
 
 
 def api_token_get_for(user: User, token_id: uuid.UUID) -> ApiToken:
-    token = api_token_list_for(user).filter(pk=token_id).first()
-    if token is None:
-        raise NotFound("This API token does not exist.")
-    return token
+    """The user's token, or Http404 (also for another user's token)."""
+    return get_object_or_404(api_token_list_for(user), pk=token_id)
 
 
 def webhook_endpoint_list_for(user: User) -> QuerySet[WebhookEndpoint]:
@@ -27,10 +25,8 @@ def webhook_endpoint_list_for(user: User) -> QuerySet[WebhookEndpoint]:
 
 
 def webhook_endpoint_get_for(user: User, endpoint_id: uuid.UUID) -> WebhookEndpoint:
-    endpoint = webhook_endpoint_list_for(user).filter(pk=endpoint_id).first()
-    if endpoint is None:
-        raise NotFound("This webhook endpoint does not exist.")
-    return endpoint
+    """The user's endpoint, or Http404 (also for another user's endpoint)."""
+    return get_object_or_404(webhook_endpoint_list_for(user), pk=endpoint_id)
 
 
 def webhook_delivery_list(endpoint: WebhookEndpoint) -> QuerySet[WebhookDelivery]:
