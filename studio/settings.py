@@ -378,6 +378,9 @@ TRAINING_SWEEP_BATCH_SIZE = env.int("TRAINING_SWEEP_BATCH_SIZE", default=100)
 # Only after this long without a claim is the run submitted again (and a late claim is then refused).
 TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS = env.int("TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS", default=600)
 TRAINING_SUBMIT_MAX_ATTEMPTS = env.int("TRAINING_SUBMIT_MAX_ATTEMPTS", default=5)
+# Once the worker reports its last step or the upload, the run is polled this often until RunPod has
+# the result: a dropped webhook then delays completion by at most this plus one sweep interval.
+TRAINING_FINISHING_POLL_SECONDS = env.float("TRAINING_FINISHING_POLL_SECONDS", default=5.0)
 # A second "started" for the same job while its worker called back this recently is a duplicate
 # hand-out (runpod-python#402), told to stop; after it, a restart after a lost worker is let through.
 TRAINING_WORKER_LEASE_SECONDS = env.int("TRAINING_WORKER_LEASE_SECONDS", default=45)

@@ -85,8 +85,6 @@ QUEUED_POLL = (timedelta(seconds=15), timedelta(minutes=5))
 TRAINING_POLL = (timedelta(seconds=30), timedelta(minutes=5))
 # While the worker calls back, it proves the job is alive: the poll only has to catch a silent death.
 TRAINING_POLL_WITH_CALLBACKS = timedelta(minutes=10)
-# After the worker says it is uploading (or at its last step), completion is seconds away.
-FINISHING_POLL = timedelta(seconds=2)
 # Beyond RunPod's own limits, before the sweep gives up on a run that never reported back.
 DEADLINE_MARGIN = timedelta(minutes=5)
 
@@ -584,13 +582,17 @@ def _claim(run: TrainingRun, job_id: str) -> None:
         run.submit_attempted_at = None
 
 
+def _finishing_poll() -> timedelta:
+    return timedelta(seconds=settings.TRAINING_FINISHING_POLL_SECONDS)
+
+
 def _lease() -> timedelta:
     return timedelta(seconds=settings.TRAINING_WORKER_LEASE_SECONDS)
 
 
 def _poll_after_progress(progress: Progress) -> timedelta:
     if progress.stage == Stage.UPLOADING or (progress.total_steps and progress.step >= progress.total_steps):
-        return FINISHING_POLL
+        return _finishing_poll()
     if progress.eta_s is not None:
         return min(TRAINING_POLL_WITH_CALLBACKS, timedelta(seconds=progress.eta_s + 10))
     return TRAINING_POLL_WITH_CALLBACKS
@@ -676,7 +678,15 @@ def training_runs_claim_due(
             TrainingRun.objects.select_for_update(skip_locked=True)
             .filter(status__in=TrainingRun.ACTIVE_STATUSES, next_poll_at__lte=now)
             .order_by("next_poll_at")
-            .only("id", "status", "polls_since_change", "worker_seen_at", "next_poll_at")[:limit]
+            .only(
+                "id",
+                "status",
+                "polls_since_change",
+                "worker_seen_at",
+                "next_poll_at",
+                "progress_step",
+                "progress_total",
+            )[:limit]
         )
         for run in runs:
             run.next_poll_at = now + _poll_delay(run, now)
@@ -688,6 +698,8 @@ def training_runs_claim_due(
 def _poll_delay(run: TrainingRun, now: datetime) -> timedelta:
     if run.status == Status.PENDING:
         return PENDING_RECHECK
+    if run.progress_total and run.progress_step >= run.progress_total:
+        return _finishing_poll()  # the upload is under way: the result is seconds away, not minutes
     first, cap = QUEUED_POLL if run.status == Status.QUEUED else TRAINING_POLL
     if run.status == Status.TRAINING and run.worker_seen_at and now - run.worker_seen_at < _lease():
         cap = TRAINING_POLL_WITH_CALLBACKS
