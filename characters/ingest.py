@@ -220,11 +220,13 @@ def _encode(image: Image.Image, source: Image.Image, *, name: str, image_format:
 
 def _encoder_options(out_format: str, source: Image.Image) -> dict[str, Any]:
     if out_format == "JPEG":
-        options: dict[str, Any] = {"quality": 95, "optimize": True}
+        # No `optimize`: its second pass holds the whole image's coefficients in memory, several
+        # times the decoded photo, to save a few percent of file size.
+        options: dict[str, Any] = {"quality": 95}
         qtables = getattr(source, "quantization", None)
         if source.format == "JPEG" and qtables:
             # Re-encoding with the photo's own tables and subsampling keeps the loss negligible.
-            options = {"qtables": qtables, "optimize": True}
+            options = {"qtables": qtables}
             sampling = JpegImagePlugin.get_sampling(source)
             if sampling != -1:
                 options["subsampling"] = sampling
