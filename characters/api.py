@@ -22,7 +22,7 @@ from characters.selectors import (
     reference_image_get_for,
     reference_image_list,
 )
-from studio.api import page_query_parameters, paginated_response, paginated_schema
+from studio.api import ErrorSerializer, page_query_parameters, paginated_response, paginated_schema
 from studio.errors import ApplicationError
 from studio.transfer import download_url
 
@@ -124,7 +124,7 @@ class CharacterListApi(APIView):
     @extend_schema(
         operation_id="characters_create",
         request=InputSerializer,
-        responses={201: CharacterSerializer},
+        responses={201: CharacterSerializer, 409: ErrorSerializer},
         tags=["characters"],
     )
     def post(self, request: Request) -> Response:
@@ -152,7 +152,7 @@ class CharacterDetailApi(APIView):
     @extend_schema(
         operation_id="characters_update",
         request=InputSerializer,
-        responses=CharacterSerializer,
+        responses={200: CharacterSerializer, 409: ErrorSerializer},
         tags=["characters"],
     )
     def patch(self, request: Request, character_id: uuid.UUID) -> Response:

@@ -117,5 +117,9 @@ def page_query_parameters() -> list[Any]:
 
     return [
         OpenApiParameter("cursor", str, description="The `next` or `previous` cursor of a page."),
-        OpenApiParameter("page_size", int, description="Items per page, 1-100 (default 20)."),
+        OpenApiParameter(
+            "page_size",
+            {"type": "integer", "minimum": 1, "maximum": StudioCursorPagination.max_page_size},
+            description="Items per page, 1-100 (default 20).",
+        ),
     ]
