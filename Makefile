@@ -27,7 +27,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy studio characters training
+	$(BIN)/mypy studio characters training developer
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 fmt: $(STAMP)
