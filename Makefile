@@ -34,9 +34,9 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The embedded default: the web app on http://127.0.0.1:8000.
-demo: migrate
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+# The whole studio on the embedded default, training a demo character; Ctrl-C stops it all.
+demo: $(STAMP)
+	$(BIN)/python manage.py demo
 
 run: migrate
 	$(BIN)/python manage.py runserver 127.0.0.1:8000

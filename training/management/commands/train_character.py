@@ -48,6 +48,8 @@ class Command(BaseCommand):
         f"{EXIT_TIMED_OUT} gave up waiting."
     )
 
+    _last_line = ""
+
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--user", required=True, help="Username of the owner.")
         parser.add_argument("--name", required=True, help="The character's name.")
@@ -160,8 +162,9 @@ class Command(BaseCommand):
         if self.stdout.isatty():
             self.stdout.write("\r" + line.ljust(100), ending="")
             self.stdout.flush()
-        else:
+        elif line != self._last_line:  # a log file gets each change once, not a line a second
             self.stdout.write(line)
+        self._last_line = line
 
     def _end_line(self) -> None:
         if self.stdout.isatty():

@@ -1,0 +1,202 @@
+"""`make demo`: the whole studio on this machine, training a demo character end to end.
+
+It migrates, creates a `demo` staff user, draws sample reference photos, starts the web app, a
+Celery worker, beat and the local RunPod stand-in (real worker, simulated trainer) under honcho,
+trains the demo character with `train_character --wait`, prints the URLs and keeps serving until
+Ctrl-C, which stops every process. A second run reuses the user, the photos and the LoRA.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from studio.demo_images import write_samples
+from studio.models import User
+
+DEMO_USER = "demo"
+DEMO_CHARACTER = "Demo character"
+DEMO_TRIGGER = "ohwx_demo"
+SESSION_VARIABLE = "STUDIO_DEMO_SESSION"  # every process of one demo carries it: nothing is left behind
+
+
+class Command(BaseCommand):
+    help = "Run the whole studio locally and train a demo character (Ctrl-C stops everything)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--port", type=int, default=8000, help="Web port (default 8000).")
+        parser.add_argument("--runpod-port", type=int, default=8765, help="Local RunPod port (default 8765).")
+        parser.add_argument("--photos", type=int, default=12, help="Sample photos to draw (default 12).")
+        parser.add_argument("--steps", type=int, default=300, help="Training steps (default 300).")
+        parser.add_argument(
+            "--seconds-per-step",
+            type=float,
+            default=0.05,
+            help="Speed of the simulated trainer (default 0.05).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        demo_dir = Path(settings.VAR_DIR) / "demo"
+        os.environ.setdefault(SESSION_VARIABLE, uuid.uuid4().hex)
+        call_command("migrate", interactive=False, verbosity=0)
+        password = self._demo_user(demo_dir)
+        photos = demo_dir / "photos"
+        write_samples(photos, options["photos"])
+        processes = self._start_processes(demo_dir, options)
+        try:
+            self._wait_until_up(options["port"], options["runpod_port"], processes)
+            self._train(photos, steps=options["steps"])
+            self._welcome(options["port"], password, demo_dir)
+            processes.wait()
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping the demo…")
+        finally:
+            stop_processes(processes)
+        self.stdout.write("Every demo process has stopped.")
+
+    def _demo_user(self, demo_dir: Path) -> str:
+        """The demo staff user's password: made once, kept in var/demo/password."""
+        demo_dir.mkdir(parents=True, exist_ok=True)
+        password_file = demo_dir / "password"
+        if not password_file.exists():
+            password_file.write_text(secrets.token_urlsafe(12))
+            password_file.chmod(0o600)
+        password = password_file.read_text().strip()
+        user = User.objects.filter(username=DEMO_USER).first()
+        if user is None:
+            User.objects.create_superuser(DEMO_USER, f"{DEMO_USER}@localhost", password)
+        return password
+
+    def _start_processes(self, demo_dir: Path, options: dict[str, Any]) -> subprocess.Popen[bytes]:
+        logs = demo_dir / "logs"
+        (logs / "runpod").mkdir(parents=True, exist_ok=True)
+        environment = demo_environment(logs, options)
+        self.stdout.write(
+            f"Starting the web app, Celery worker and beat, and the local RunPod (logs in {logs})."
+        )
+        log = (logs / "processes.log").open("ab")
+        # Its own session: Ctrl-C reaches only this command, which then stops honcho in order.
+        return subprocess.Popen(
+            [sys.executable, "-m", "honcho", "-f", str(Path(settings.BASE_DIR) / "Procfile.demo"), "start"],
+            cwd=settings.BASE_DIR,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _wait_until_up(self, port: int, runpod_port: int, processes: subprocess.Popen[bytes]) -> None:
+        checks = {
+            "web app": (f"http://127.0.0.1:{port}/healthz", {}),
+            "local RunPod": (
+                f"http://127.0.0.1:{runpod_port}/v2/{settings.RUNPOD_ENDPOINT_ID}/health",
+                {"Authorization": f"Bearer {settings.RUNPOD_API_KEY}"},
+            ),
+        }
+        deadline = time.monotonic() + 90
+        for name, (url, headers) in checks.items():
+            while not _answers(url, headers):
+                if processes.poll() is not None or time.monotonic() > deadline:
+                    raise CommandError(f"The {name} did not start; see var/demo/logs/processes.log.")
+                time.sleep(0.5)
+            self.stdout.write(f"The {name} is up.")
+
+    def _train(self, photos: Path, *, steps: int) -> None:
+        try:
+            call_command(
+                "train_character",
+                "--user", DEMO_USER,
+                "--name", DEMO_CHARACTER,
+                "--trigger", DEMO_TRIGGER,
+                "--images", str(photos),
+                "--preset", "fast",
+                "--steps", str(steps),
+                "--wait",
+                stdout=self.stdout,
+                stderr=self.stderr,
+            )  # fmt: skip
+        except CommandError as error:
+            # Keep serving: the run's page and the admin show what happened.
+            self.stderr.write(f"The demo training did not complete: {error}")
+
+    def _welcome(self, port: int, password: str, demo_dir: Path) -> None:
+        site = f"http://127.0.0.1:{port}"
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nThe studio is running.\n"
+                f"  Site:      {site}/\n"
+                f"  Admin:     {site}/admin/\n"
+                f"  API docs:  {site}/api/docs/\n"
+                f"  Log in as {DEMO_USER} with password {password} (kept in {demo_dir / 'password'}).\n"
+                "Press Ctrl-C to stop every process."
+            )
+        )
+
+
+def demo_environment(logs: Path, options: dict[str, Any]) -> dict[str, str]:
+    environment = dict(os.environ)
+    environment.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+        STUDIO_VAR_DIR=str(settings.VAR_DIR),
+        STUDIO_PUBLIC_URL=f"http://127.0.0.1:{options['port']}",
+        RUNPOD_API_BASE=f"http://127.0.0.1:{options['runpod_port']}/v2",
+        RUNPOD_ENDPOINT_ID=settings.RUNPOD_ENDPOINT_ID,
+        RUNPOD_API_KEY=settings.RUNPOD_API_KEY,
+        DEMO_WEB_PORT=str(options["port"]),
+        DEMO_RUNPOD_PORT=str(options["runpod_port"]),
+        DEMO_SECONDS_PER_STEP=str(options["seconds_per_step"]),
+        DEMO_LOG_DIR=str(logs),
+    )
+    return environment
+
+
+def _answers(url: str, headers: dict[str, str]) -> bool:
+    try:
+        return requests.get(url, headers=headers, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def stop_processes(processes: subprocess.Popen[bytes], *, grace: float = 15.0) -> None:
+    """Stop honcho (which stops its processes), then make sure nothing of this demo survives."""
+    if processes.poll() is None:
+        processes.send_signal(signal.SIGTERM)
+        try:
+            processes.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            processes.kill()
+            processes.wait(timeout=5)
+    session = os.environ.get(SESSION_VARIABLE) or ""
+    for pid in processes_of_session(session):
+        os.kill(pid, signal.SIGKILL)
+
+
+def processes_of_session(session: str) -> list[int]:
+    """Pids of live processes started for the demo session `session` (read from /proc)."""
+    if not session:
+        return []
+    marker = f"{SESSION_VARIABLE}={session}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # gone already, or not ours to read
+    return found
