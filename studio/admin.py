@@ -8,5 +8,5 @@ from studio.models import User
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
-    list_display = ("username", "email", "is_staff", "monthly_gpu_budget_usd", "date_joined")
+    list_display: tuple[str, ...] = ("username", "email", "is_staff", "monthly_gpu_budget_usd", "date_joined")
     fieldsets = (*(BaseUserAdmin.fieldsets or ()), ("GPU budget", {"fields": ("monthly_gpu_budget_usd",)}))

@@ -54,6 +54,17 @@ def isolated_media(settings: Any, tmp_path: Path) -> Path:
     return media
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(settings: Any, request: pytest.FixtureRequest) -> None:
+    """Every test starts with an empty cache of its own (rate limits and cached health never leak)."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": request.node.nodeid,
+        }
+    }
+
+
 @pytest.fixture
 def alice(db: None) -> Any:
     """Owns the characters in most tests."""

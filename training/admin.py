@@ -1,8 +1,78 @@
+"""The operator console: runs with their progress, cost and history, and actions that call services.
+
+State fields are read-only here: a run's status only moves through the training services, so
+the admin offers actions (start, cancel, retry, re-sync from RunPod) instead of an edit form.
+"""
+
 from __future__ import annotations
 
-from django.contrib import admin
+import json
+from collections.abc import Callable
+from typing import Any
 
+from django.contrib import admin, messages
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from characters.admin import CharacterAdmin
+from characters.models import Character
+from studio.admin import UserAdmin
+from studio.errors import ApplicationError
+from studio.models import User
 from training.models import TrainingEvent, TrainingRun
+from training.runpod import RunPodError
+from training.selectors import month_start
+from training.services import training_run_cancel, training_run_poll, training_run_retry, training_run_start
+
+Source = TrainingEvent.Source
+
+STATUS_COLOURS: dict[str, str] = {
+    TrainingRun.Status.PENDING: "#57606a",
+    TrainingRun.Status.QUEUED: "#7d4e00",
+    TrainingRun.Status.TRAINING: "#0a58ca",
+    TrainingRun.Status.COMPLETED: "#1a7f37",
+    TrainingRun.Status.FAILED: "#b42318",
+    TrainingRun.Status.CANCELLED: "#57606a",
+}
+
+
+def status_badge(run: TrainingRun) -> SafeString:
+    colour = STATUS_COLOURS.get(run.status, "#57606a")
+    return format_html(
+        '<span style="background:{};color:#fff;padding:2px 8px;border-radius:10px;font-weight:600">{}</span>',
+        colour,
+        run.get_status_display(),
+    )
+
+
+def progress_bar(run: TrainingRun) -> SafeString:
+    label = f"{run.progress_step}/{run.progress_total}" if run.progress_total else "-"
+    return format_html(
+        '<progress max="100" value="{}" aria-label="progress">{}%</progress> <span>{} · {}%</span>',
+        run.progress_percent,
+        run.progress_percent,
+        label,
+        run.progress_percent,
+    )
+
+
+def report_each(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, items: QuerySet[Any], act: Callable[[Any], str]
+) -> None:
+    """Run `act` on every selected item and tell the operator how each one went."""
+    for item in items:
+        try:
+            outcome = act(item)
+        except (ApplicationError, RunPodError) as error:
+            modeladmin.message_user(request, f"{item}: {error.message}", messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{item}: {outcome}", messages.SUCCESS)
+
+
+# --- Runs ---------------------------------------------------------------------------------
 
 
 class TrainingEventInline(admin.TabularInline):
@@ -11,20 +81,203 @@ class TrainingEventInline(admin.TabularInline):
     can_delete = False
     fields = ("created_at", "from_status", "to_status", "source", "detail")
     readonly_fields = fields
+    verbose_name_plural = "Timeline"
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
         return False
 
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
-    list_display = ("id", "character", "status", "progress_step", "progress_total", "cost_usd", "created_at")
-    list_filter = ("status", "base_model", "created_at")
-    list_select_related = ("character",)
-    search_fields = ("id", "runpod_job_id", "character__name", "requested_by__username")
-    raw_id_fields = ("character", "requested_by")
+    list_display = (
+        "short_id",
+        "character",
+        "owner",
+        "badge",
+        "progress",
+        "cost_usd",
+        "gpu_type",
+        "runpod_job_id",
+        "created_at",
+    )
+    list_filter = ("status", "base_model", "created_at", "finished_at")
+    list_select_related = ("character", "character__owner")
+    search_fields = (
+        "=id",
+        "runpod_job_id",
+        "character__name",
+        "character__owner__username",
+        "=character__id",
+    )
+    date_hierarchy = "created_at"
     inlines = [TrainingEventInline]
+    actions = ["cancel_runs", "retry_runs", "resync_runs"]
+    fieldsets = (
+        (None, {"fields": ("id", "character", "requested_by", "badge", "progress", "base_model")}),
+        ("Result", {"fields": ("lora_name", "lora_bytes", "lora_sha256", "error_code", "error_message")}),
+        (
+            "GPU and cost",
+            {"fields": ("gpu_type", "delay_ms", "execution_ms", "estimated_cost_usd", "cost_usd")},
+        ),
+        (
+            "RunPod",
+            {"fields": ("runpod_job_id", "attempts", "provider_payload", "next_poll_at")},
+        ),
+        ("Times", {"fields": ("created_at", "submitted_at", "started_at", "finished_at")}),
+        (
+            "Parameters and dataset",
+            {"classes": ("collapse",), "fields": ("params_pretty", "manifest_pretty")},
+        ),
+    )
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
-        # State moves only through the training services, never by hand.
-        return [field.name for field in TrainingRun._meta.fields]
+    def get_readonly_fields(self, request: HttpRequest, obj: TrainingRun | None = None) -> list[str]:
+        # Every field: state moves only through the training services (the actions below).
+        return [str(name) for _, options in self.fieldsets or () for name in options["fields"]]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # runs start from a character ("Start training" on the characters list)
+
+    @admin.display(description="run", ordering="created_at")
+    def short_id(self, run: TrainingRun) -> str:
+        return str(run.id)[:8]
+
+    @admin.display(description="owner", ordering="character__owner__username")
+    def owner(self, run: TrainingRun) -> str:
+        return run.character.owner.username
+
+    @admin.display(description="status", ordering="status")
+    def badge(self, run: TrainingRun) -> SafeString:
+        return status_badge(run)
+
+    @admin.display(description="progress")
+    def progress(self, run: TrainingRun) -> SafeString:
+        return progress_bar(run)
+
+    @admin.display(description="last RunPod payload")
+    def provider_payload(self, run: TrainingRun) -> SafeString:
+        return _pretty_json(run.last_provider_payload)
+
+    @admin.display(description="parameters")
+    def params_pretty(self, run: TrainingRun) -> SafeString:
+        return _pretty_json(run.params)
+
+    @admin.display(description="dataset manifest")
+    def manifest_pretty(self, run: TrainingRun) -> SafeString:
+        return _pretty_json(run.manifest)
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
+        report_each(self, request, queryset, lambda run: _cancelled(run))
+
+    @admin.action(description="Retry the selected runs (a new run from the same photos and parameters)")
+    def retry_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
+        user: Any = request.user
+        report_each(self, request, queryset, lambda run: _retried(run, user))
+
+    @admin.action(description="Re-sync the selected runs from RunPod")
+    def resync_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
+        report_each(self, request, queryset, lambda run: _resynced(run))
+
+
+def _cancelled(run: TrainingRun) -> str:
+    training_run_cancel(run=run, source=Source.ADMIN)
+    return "cancelled."
+
+
+def _retried(run: TrainingRun, user: User) -> str:
+    new_run = training_run_retry(run=run, requested_by=user, source=Source.ADMIN)
+    return f"retried as run {new_run.id}."
+
+
+def _resynced(run: TrainingRun) -> str:
+    if not run.runpod_job_id:
+        return f"not sent to RunPod yet ({run.get_status_display().lower()}); nothing to re-sync."
+    synced = training_run_poll(run_id=run.pk, source=Source.ADMIN)
+    return f"RunPod says {synced.get_status_display().lower()}."
+
+
+def _pretty_json(value: object) -> SafeString:
+    return format_html(
+        '<pre style="white-space:pre-wrap;max-height:24em;overflow:auto">{}</pre>',
+        json.dumps(value, indent=2, sort_keys=True, default=str),
+    )
+
+
+# --- Characters: their runs inline, and "start training" --------------------------------------
+
+
+class TrainingRunInline(admin.TabularInline):
+    model = TrainingRun
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("created_at", "badge", "progress", "cost_usd", "error_message")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    verbose_name_plural = "Training runs"
+
+    def has_add_permission(self, request: HttpRequest, obj: Character | None = None) -> bool:
+        return False
+
+    @admin.display(description="status")
+    def badge(self, run: TrainingRun) -> SafeString:
+        return status_badge(run)
+
+    @admin.display(description="progress")
+    def progress(self, run: TrainingRun) -> SafeString:
+        return progress_bar(run)
+
+
+admin.site.unregister(Character)
+
+
+@admin.register(Character)
+class TrainingCharacterAdmin(CharacterAdmin):
+    inlines = [*CharacterAdmin.inlines, TrainingRunInline]
+    actions = ["start_training"]
+    list_display: tuple[str, ...] = (*CharacterAdmin.list_display, "current_lora")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Character]:
+        # The current LoRA is derived (the latest completed run): one subquery, not a query per row.
+        latest = TrainingRun.objects.filter(character=OuterRef("pk"), status=TrainingRun.Status.COMPLETED)
+        latest = latest.order_by("-finished_at", "-created_at")
+        return super().get_queryset(request).annotate(current_lora_run=Subquery(latest.values("pk")[:1]))
+
+    @admin.display(description="current LoRA")
+    def current_lora(self, character: Character) -> SafeString | str:
+        run_id = getattr(character, "current_lora_run", None)
+        if run_id is None:
+            return "-"
+        url = reverse("admin:training_trainingrun_change", args=[run_id])
+        return format_html('<a href="{}">{}</a>', url, f"run {str(run_id)[:8]}")
+
+    @admin.action(description="Start training the selected characters (balanced preset)")
+    def start_training(self, request: HttpRequest, queryset: QuerySet[Character]) -> None:
+        user: Any = request.user
+        report_each(self, request, queryset, lambda character: _started(character, user))
+
+
+def _started(character: Character, user: User) -> str:
+    run = training_run_start(character=character, requested_by=user, source=Source.ADMIN)
+    return f"training started (run {run.id})."
+
+
+# --- Users: budget and spend ------------------------------------------------------------------
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class TrainingUserAdmin(UserAdmin):
+    list_display: tuple[str, ...] = (*UserAdmin.list_display, "spend_this_month")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        # The same sum as user_spend_this_month, as one annotation for the whole page.
+        this_month = Q(characters__training_runs__finished_at__gte=month_start())
+        spend = Sum("characters__training_runs__cost_usd", filter=this_month)
+        return super().get_queryset(request).annotate(spend_this_month_usd=spend)
+
+    @admin.display(description="GPU spend this month (USD)", ordering="spend_this_month_usd")
+    def spend_this_month(self, user: User) -> str:
+        return f"{getattr(user, 'spend_this_month_usd', None) or 0:.2f}"
