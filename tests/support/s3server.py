@@ -99,7 +99,10 @@ class SeaweedProcess:
             "-s3",
             f"-s3.config={identities}",
             "-master.telemetry=false",
-            "-volume.max=0",
+            # Every bucket is a collection with volumes of its own; the default 30 GB volumes and a
+            # volume count derived from free disk run out after two or three buckets.
+            "-master.volumeSizeLimitMB=128",
+            "-volume.max=200",
             *(f"-{name}.port={port}" for name, port in ports.items()),
             *(f"-{name}.port.grpc={port}" for name, port in grpc_ports.items()),
             *(f"-{flag}={port}" for flag, port in extra_ports.items()),
