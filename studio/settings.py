@@ -213,6 +213,8 @@ else:
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
         "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        # Broadcast (worker control) messages; kombu's default is a folder in the working directory.
+        "control_folder": str(VAR_DIR / "celery" / "control"),
         "store_processed": False,
     }
 # JSON only: no pickled objects from the queue, and tasks take ids, never model instances.
