@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,6 +23,7 @@ from characters.selectors import (
     reference_image_list,
 )
 from studio.api import ErrorSerializer, page_query_parameters, paginated_response, paginated_schema
+from studio.api_parsers import JSONParser
 from studio.errors import ApplicationError
 from studio.transfer import download_url
 

@@ -227,6 +227,8 @@ def _prompts(value: Any, path: str) -> list[str]:
     for index, prompt in enumerate(value):
         if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > 1000:
             raise ContractError(f"{path}[{index}]", "must be a non-empty string of at most 1000 characters")
+        if "\x00" in prompt:  # no database or config file keeps a NUL character
+            raise ContractError(f"{path}[{index}]", "must not contain NUL characters")
         # AI Toolkit substitutes ${VAR} from the environment before parsing the config and fails on
         # unset variables, so such text would break the run (or leak an env var into a sample).
         if "${" in prompt:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFilesSent
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -36,6 +38,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ApplicationError):
         set_rollback()
         return Response({"error": exc.as_dict()}, status=exc.http_status)
+    if isinstance(exc, RequestDataTooBig):
+        exc = _TooLarge()
+    elif isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        exc = exceptions.ParseError(f"Send at most {limit} files in one request; split the upload.")
+    elif isinstance(exc, SuspiciousOperation):
+        # Django's own request limits (too many files or fields, hostile multipart): a client error.
+        exc = exceptions.ParseError(f"The request was refused: {exc}")
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Nothing with this id exists in your account.")
     elif isinstance(exc, DjangoPermissionDenied):
@@ -47,6 +57,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     for header, value in _headers(exc).items():
         response[header] = value
     return response
+
+
+class _TooLarge(exceptions.APIException):
+    status_code = 413
+    default_code = "request_too_large"
+    default_detail = "The request body is larger than this API accepts. Send less data per request."
 
 
 def error_response(error: ApplicationError) -> Response:

@@ -287,6 +287,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": [
+        "studio.api_parsers.JSONParser",  # a deeply nested body is a 400, not a RecursionError
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "studio.api.StudioAutoSchema",
     "EXCEPTION_HANDLER": "studio.api_errors.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {

@@ -47,7 +47,7 @@ def _authenticated_run(run_id: uuid.UUID, token: str) -> TrainingRun | None:
 def _json_object(request: HttpRequest) -> dict[str, Any] | None:
     try:
         body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
 
