@@ -8,8 +8,9 @@ from studio import health, transfer, views
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/signup/", views.signup, name="signup"),
-    # Before Django's own auth URLs, so the rate-limited login view answers /accounts/login/.
+    # Before Django's own auth URLs, so the rate-limited login and reset views answer their URLs.
     path("accounts/login/", views.RateLimitedLoginView.as_view(), name="login"),
+    path("accounts/password_reset/", views.RateLimitedPasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("characters/", include("characters.urls")),
     path("developer/", include("developer.urls")),

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import login
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, PasswordResetView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from studio.forms import RateLimitedAuthenticationForm, SignupForm
+from studio.forms import RateLimitedAuthenticationForm, RateLimitedPasswordResetForm, SignupForm
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -33,6 +35,19 @@ class RateLimitedLoginView(LoginView):
     redirect_authenticated_user = True
 
     def form_invalid(self, form: RateLimitedAuthenticationForm) -> HttpResponse:  # type: ignore[override]
+        response = super().form_invalid(form)
+        if form.has_error("__all__", code="rate_limited"):
+            response.status_code = 429
+        return response
+
+
+class RateLimitedPasswordResetView(PasswordResetView):
+    form_class = RateLimitedPasswordResetForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "request": self.request}
+
+    def form_invalid(self, form: RateLimitedPasswordResetForm) -> HttpResponse:  # type: ignore[override]
         response = super().form_invalid(form)
         if form.has_error("__all__", code="rate_limited"):
             response.status_code = 429
