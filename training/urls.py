@@ -1,12 +1,29 @@
+"""Training's URLs, mounted at the site root: the pages people use, and the hooks machines call."""
+
 from __future__ import annotations
 
 from django.urls import path
 
-from training import webhooks
+from training import views, webhooks
 
 app_name = "training"
 
-urlpatterns = [
+# Pages: login required, owner-scoped (another user's run or character answers 404).
+page_urlpatterns = [
+    # Under /characters/ beside the character pages; the characters app knows nothing of training.
+    path("characters/<uuid:character_id>/train/", views.training_start, name="start"),
+    path("runs/", views.training_run_list, name="run-list"),
+    path("runs/<uuid:run_id>/", views.training_run_detail, name="run-detail"),
+    path("runs/<uuid:run_id>/progress.json", views.training_run_progress, name="run-progress"),
+    path("runs/<uuid:run_id>/cancel/", views.training_run_cancel, name="run-cancel"),
+    path("runs/<uuid:run_id>/retry/", views.training_run_retry, name="run-retry"),
+    path("runs/<uuid:run_id>/lora/", views.training_run_lora, name="run-lora"),
+]
+
+# Hooks: RunPod's webhook and the GPU worker's callbacks, authenticated by the run's token, not a session.
+hook_urlpatterns = [
     path("hooks/runpod/<uuid:run_id>/<str:token>", webhooks.runpod_webhook, name="runpod-webhook"),
     path("hooks/worker/<uuid:run_id>", webhooks.worker_callback, name="worker-callback"),
 ]
+
+urlpatterns = page_urlpatterns + hook_urlpatterns

@@ -1,0 +1,91 @@
+// Keep the run page current: poll the run's progress JSON every 2 seconds while it is active, redraw
+// the bar, numbers, status and timeline, and reload once it ends so the server draws the download
+// link or the retry button. Without JavaScript the page is still correct, only not live.
+(function () {
+  "use strict";
+  var card = document.getElementById("run");
+  if (!card || card.dataset.final === "true" || !window.fetch) return;
+
+  var INTERVAL_MS = 2000;
+  var url = card.dataset.progressUrl;
+  var failures = 0;
+
+  function text(id, value) {
+    var node = document.getElementById(id);
+    if (node && node.textContent !== String(value)) node.textContent = value;
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    if (seconds < 60) return seconds + " s";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min " + (seconds % 60) + " s";
+    return Math.floor(seconds / 3600) + " h " + Math.floor((seconds % 3600) / 60) + " min";
+  }
+
+  function timeline(events) {
+    var list = document.getElementById("run-timeline");
+    if (!list || list.children.length === events.length) return;
+    list.textContent = "";
+    events.forEach(function (event) {
+      var item = document.createElement("li");
+      var time = document.createElement("time");
+      time.dateTime = event.at;
+      time.textContent = new Date(event.at).toLocaleTimeString();
+      var status = document.createElement("span");
+      status.className = "status status-" + event.to;
+      status.textContent = event.to_display;
+      var source = document.createElement("span");
+      source.className = "meta";
+      source.textContent = "by " + event.source;
+      item.append(time, " ", status, " ", source);
+      list.appendChild(item);
+    });
+  }
+
+  function draw(run) {
+    var bar = document.getElementById("run-progress");
+    if (bar) {
+      bar.value = run.percent;
+      bar.textContent = run.percent + "%";
+    }
+    var status = document.getElementById("run-status");
+    if (status) status.className = "status status-" + run.status;
+    text("run-status", run.status_display);
+    text("run-step", run.step);
+    text("run-total", run.total_steps);
+    text("run-percent", run.percent);
+    text("run-eta", run.is_final ? "—" : duration(run.eta_seconds));
+    text("run-loss", run.loss === null ? "—" : run.loss.toFixed(4));
+    if (run.error) {
+      text("run-error-message", run.error.message);
+      document.getElementById("run-error").hidden = false;
+    }
+    timeline(run.events);
+    card.dataset.status = run.status;
+  }
+
+  function poll() {
+    fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (run) {
+        failures = 0;
+        draw(run);
+        if (run.is_final) {
+          // The server draws what a finished run offers: the LoRA link with its hash, or Retry.
+          window.location.reload();
+          return;
+        }
+        window.setTimeout(poll, INTERVAL_MS);
+      })
+      .catch(function () {
+        // A restart or a dropped connection: keep trying, a little more slowly each time.
+        failures += 1;
+        window.setTimeout(poll, INTERVAL_MS * Math.min(failures + 1, 15));
+      });
+  }
+
+  window.setTimeout(poll, INTERVAL_MS);
+})();

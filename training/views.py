@@ -1,0 +1,276 @@
+"""Web pages for training: the start form with its confirm step, the run page and its progress JSON,
+cancel, retry, the LoRA download and the runs list. Reads go through owner-scoped selectors (another
+user's run or character answers 404); writes go through `training.services`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from characters.models import Character
+from characters.selectors import character_get_for
+from studio.errors import ApplicationError, NotFound
+from studio.models import User
+from training import services
+from training.forms import TrainingForm
+from training.models import TrainingEvent, TrainingRun
+from training.presets import PRESETS
+from training.selectors import (
+    training_cost_estimate,
+    training_run_get_for,
+    training_run_list_for,
+    user_reserved_spend,
+    user_spend_this_month,
+)
+
+RUNS_PER_PAGE = 25
+USER = TrainingEvent.Source.USER
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The user's monthly GPU budget as it stands, and what one more run would leave of it."""
+
+    limit: Decimal | None
+    spent: Decimal
+    reserved: Decimal
+    estimate: Decimal
+
+    @property
+    def remaining(self) -> Decimal | None:
+        return None if self.limit is None else max(Decimal("0"), self.limit - self.spent - self.reserved)
+
+    @property
+    def remaining_after(self) -> Decimal | None:
+        return None if self.remaining is None else self.remaining - self.estimate
+
+    @property
+    def enough(self) -> bool:
+        return self.remaining_after is None or self.remaining_after >= 0
+
+
+def _budget(user: User, steps: int) -> Budget:
+    return Budget(
+        limit=user.monthly_gpu_budget_usd,
+        spent=user_spend_this_month(user),
+        reserved=user_reserved_spend(user),
+        estimate=training_cost_estimate(steps=steps),
+    )
+
+
+# ============================================================================================ start
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def training_start(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
+    """GET: the form. POST: the confirm step (estimate and budget), then, with `confirm`, the run."""
+    character = character_get_for(request.user, character_id)
+    if request.method == "GET":
+        return _render_form(request, character, TrainingForm())
+    form = TrainingForm(request.POST)
+    if not form.is_valid() or "edit" in request.POST:
+        return _render_form(request, character, form)
+    if "confirm" not in request.POST:
+        return _render_confirm(request, character, form)
+    try:
+        run = services.training_run_start(
+            character=character,
+            requested_by=request.user,  # type: ignore[arg-type]
+            params=form.overrides(),
+            preset=form.cleaned_data["preset"],
+            source=USER,
+        )
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return _render_form(request, character, form, status=error.http_status)
+    messages.success(request, f"Training of {character.name} has started.")
+    return redirect("training:run-detail", run_id=run.pk)
+
+
+def _render_form(
+    request: HttpRequest, character: Character, form: TrainingForm, *, status: int | None = None
+) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    image_count = character.images.count()
+    context = {
+        "character": character,
+        "form": form,
+        "presets": [
+            {"name": name, **values, "estimate": training_cost_estimate(steps=values["steps"])}
+            for name, values in PRESETS.items()
+        ],
+        "budget": _budget(user, PRESETS[_chosen_preset(form)]["steps"]),
+        "image_count": image_count,
+        "min_images": settings.TRAINING_MIN_IMAGES,
+        "active_run": character.training_runs.filter(status__in=TrainingRun.ACTIVE_STATUSES).first(),
+    }
+    if status is None:
+        status = 400 if form.errors else 200
+    return render(request, "training/training_form.html", context, status=status)
+
+
+def _chosen_preset(form: TrainingForm) -> str:
+    chosen = form.data.get("preset") if form.is_bound else None
+    return chosen if chosen in PRESETS else str(form.fields["preset"].initial)
+
+
+def _render_confirm(request: HttpRequest, character: Character, form: TrainingForm) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    context = {
+        "character": character,
+        "form": form,
+        "params": form.params,
+        "preset": form.cleaned_data["preset"],
+        "budget": _budget(user, int(form.params["steps"])),
+        "image_count": character.images.count(),
+    }
+    return render(request, "training/training_confirm.html", context)
+
+
+# ============================================================================================ runs
+
+
+@login_required
+@require_GET
+def training_run_list(request: HttpRequest) -> HttpResponse:
+    runs = training_run_list_for(request.user)  # type: ignore[arg-type]
+    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "training/run_list.html", {"page": page, "runs": page.object_list})
+
+
+@login_required
+@require_GET
+def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    run = _run_for(request, run_id)
+    context = {
+        "run": run,
+        "character": run.character,
+        "events": list(run.events.all()),
+        "lora_filename": _lora_filename(run),
+        "image_count": len(run.manifest),
+        "gpu_seconds": run.execution_ms // 1000 if run.execution_ms is not None else None,
+    }
+    return render(request, "training/run_detail.html", context)
+
+
+@login_required
+@require_GET
+def training_run_progress(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
+    """What the run page's script needs to redraw itself: status, progress, timeline, error, LoRA."""
+    run = _run_for(request, run_id)
+    response = JsonResponse(run_progress_as_json(run))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def run_progress_as_json(run: TrainingRun) -> dict[str, Any]:
+    return {
+        "id": str(run.pk),
+        "status": run.status,
+        "status_display": run.get_status_display(),
+        "is_final": run.is_final,
+        "step": run.progress_step,
+        "total_steps": run.progress_total or int(run.params.get("steps") or 0),
+        "percent": run.progress_percent,
+        "eta_seconds": run.progress_eta_seconds,
+        "loss": run.progress_loss,
+        "error": {"code": run.error_code, "message": run.error_message} if run.error_message else None,
+        "events": [
+            {
+                "at": event.created_at.isoformat(),
+                "from": event.from_status,
+                "to": event.to_status,
+                "to_display": event.get_to_status_display(),
+                "source": event.get_source_display(),
+            }
+            for event in run.events.all()
+        ],
+        "lora": _lora_as_json(run),
+    }
+
+
+def _lora_as_json(run: TrainingRun) -> dict[str, Any] | None:
+    if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
+        return None
+    return {
+        "filename": _lora_filename(run),
+        "bytes": run.lora_bytes,
+        "sha256": run.lora_sha256,
+        "url": reverse("training:run-lora", args=[run.pk]),
+    }
+
+
+@login_required
+@require_POST
+def training_run_cancel(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    run = _run_for(request, run_id)
+    try:
+        services.training_run_cancel(run=run, source=USER)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "The run was cancelled. GPU time used so far is still billed.")
+    return redirect("training:run-detail", run_id=run.pk)
+
+
+@login_required
+@require_POST
+def training_run_retry(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    run = _run_for(request, run_id)
+    try:
+        new_run = services.training_run_retry(run=run, requested_by=request.user, source=USER)  # type: ignore[arg-type]
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("training:run-detail", run_id=run.pk)
+    messages.success(request, "A new run has started with the same photos and settings.")
+    return redirect("training:run-detail", run_id=new_run.pk)
+
+
+@login_required
+@require_GET
+def training_run_lora(request: HttpRequest, run_id: uuid.UUID) -> FileResponse:
+    """Stream the run's LoRA to its owner, as a download named after the character."""
+    run = _run_for(request, run_id)
+    if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
+        raise Http404("This run has no LoRA to download.")
+    if not default_storage.exists(run.lora_name):
+        raise Http404("The LoRA file is missing from storage.")
+    response = FileResponse(
+        default_storage.open(run.lora_name, "rb"),
+        as_attachment=True,
+        filename=_lora_filename(run),
+        content_type="application/octet-stream",
+    )
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def _run_for(request: HttpRequest, run_id: uuid.UUID) -> TrainingRun:
+    try:
+        return training_run_get_for(request.user, run_id)  # type: ignore[arg-type]
+    except NotFound as error:
+        raise Http404(error.message) from error
+
+
+def lora_download_name(run: TrainingRun, trigger_word: str) -> str:
+    """`<trigger word>-<run id prefix>.safetensors`: recognisable in a folder of many LoRAs."""
+    suffix = PurePosixPath(run.lora_name).suffix or ".safetensors"
+    return f"{trigger_word}-{str(run.pk)[:8]}{suffix}"
+
+
+def _lora_filename(run: TrainingRun) -> str:
+    return lora_download_name(run, run.character.trigger_word)
