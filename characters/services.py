@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 
 from characters.ingest import ImageRejected, PreparedImage, display_name, prepare_image
 from characters.models import Character, ReferenceImage
-from characters.signals import reference_images_added
+from characters.signals import auto_train_enabled, character_deleting, reference_images_added
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
 
@@ -68,6 +68,7 @@ def character_update(*, character: Character, **fields: object) -> Character:
     unknown = set(fields) - CHARACTER_FIELDS
     if unknown:
         raise TypeError(f"character_update() cannot change {sorted(unknown)}")
+    turned_on = bool(fields.get("auto_train")) and not character.auto_train
     for name, value in fields.items():
         setattr(character, name, value.strip() if isinstance(value, str) else value)
     _validate(character)
@@ -75,11 +76,17 @@ def character_update(*, character: Character, **fields: object) -> Character:
         character.save(update_fields=[*fields, "updated_at"])
     except IntegrityError as error:
         raise _name_taken(character.name) from error
+    if turned_on:
+        transaction.on_commit(partial(_send_auto_train_enabled, character.pk))
     return character
 
 
 def character_delete(*, character: Character) -> None:
-    """Delete a character with its images; its stored files go once the deletion has committed."""
+    """Delete a character with its images; its stored files go once the deletion has committed.
+
+    Listeners of `character_deleting` run first (training cancels a run in progress), outside the delete.
+    """
+    character_deleting.send(sender=Character, character=character)
     folder = f"characters/{character.pk}/"
     names = _stored_names(character.images.all())
     character.delete()
@@ -241,6 +248,12 @@ def _duplicate(filename: str, existing: ReferenceImage) -> ImageRejected:
 
 def _announce_images_added(character: Character) -> None:
     transaction.on_commit(partial(_send_images_added, character.pk))
+
+
+def _send_auto_train_enabled(character_id: object) -> None:
+    for receiver, result in auto_train_enabled.send_robust(sender=Character, character_id=character_id):
+        if isinstance(result, Exception):
+            logger.error("auto_train_enabled receiver %r failed", receiver, exc_info=result)
 
 
 def _send_images_added(character_id: object) -> None:

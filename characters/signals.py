@@ -7,3 +7,12 @@ from django.dispatch import Signal
 # Sent once per successful add (one image or a batch), after the transaction commits.
 # sender=Character, kwargs: character_id (UUID). The training app hooks auto-train here.
 reference_images_added = Signal()
+
+# Sent after the transaction commits when `character_update` turns auto-train on for a character.
+# sender=Character, kwargs: character_id (UUID). Training starts the first run if the sheet is complete.
+auto_train_enabled = Signal()
+
+# Sent by `character_delete` before anything is deleted and outside any transaction it opens, so a
+# listener may call other services (training cancels a run in progress on its GPU). A listener that
+# raises stops the deletion. sender=Character, kwargs: character (Character).
+character_deleting = Signal()

@@ -10,9 +10,15 @@ class TrainingConfig(AppConfig):
     def ready(self) -> None:
         # `characters` never imports `training`; training listens to its signal instead.
         from characters.models import Character
-        from characters.signals import reference_images_added
-        from training.receivers import start_training_when_sheet_complete
+        from characters.signals import auto_train_enabled, character_deleting, reference_images_added
+        from training.receivers import cancel_runs_of_deleting_character, start_training_when_sheet_complete
 
         reference_images_added.connect(
             start_training_when_sheet_complete, sender=Character, dispatch_uid="training-autostart"
+        )
+        auto_train_enabled.connect(
+            start_training_when_sheet_complete, sender=Character, dispatch_uid="training-autostart-on-enable"
+        )
+        character_deleting.connect(
+            cancel_runs_of_deleting_character, sender=Character, dispatch_uid="training-cancel-on-delete"
         )
