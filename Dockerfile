@@ -26,4 +26,5 @@ EXPOSE 8000
 # Ask as the proxy would (an allowed host, already https), so ALLOWED_HOSTS and the SSL redirect pass.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import os, urllib.request; host = os.environ.get('DJANGO_ALLOWED_HOSTS', 'localhost').split(',')[0]; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8000/healthz', headers={'Host': host, 'X-Forwarded-Proto': 'https'}), timeout=4)"
-CMD ["gunicorn", "studio.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]
+# Bind, workers, timeout and an access log with run tokens and signed links redacted: gunicorn.conf.py.
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "studio.wsgi:application"]

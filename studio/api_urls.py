@@ -6,7 +6,7 @@ Anything under `/api/v1/` that matches no route answers 404 in the API's error s
 from __future__ import annotations
 
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,7 +15,13 @@ from rest_framework.views import APIView
 from characters import api as characters_api
 from developer import api as developer_api
 from studio.errors import NotFound
+from studio.middleware import content_security_policy
 from training import api as training_api
+
+REDOC_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; frame-ancestors 'none'"
+)
 
 
 class ApiRouteNotFoundApi(APIView):
@@ -73,12 +79,16 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
     path(
         "docs/",
-        SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[AllowAny]),
+        # The split view serves its start-up script as a file, so the page needs no inline script.
+        SpectacularSwaggerSplitView.as_view(url_name="api-schema", permission_classes=[AllowAny]),
         name="api-docs",
     ),
     path(
         "redoc/",
-        SpectacularRedocView.as_view(url_name="api-schema", permission_classes=[AllowAny]),
+        # ReDoc's page starts with an inline script; it alone may run inline code.
+        content_security_policy(REDOC_POLICY)(
+            SpectacularRedocView.as_view(url_name="api-schema", permission_classes=[AllowAny])
+        ),
         name="api-redoc",
     ),
 ]

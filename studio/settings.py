@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "studio.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -332,6 +333,12 @@ CSRF_COOKIE_HTTPONLY = False  # the upload page's script reads it to send the to
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Scripts, frames, forms and connections only to this site. Inline style attributes stay allowed (the
+# admin and some pages use them; they cannot run code); images may be data:/blob: previews.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
 if not DEBUG:
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -352,10 +359,29 @@ SILENCED_SYSTEM_CHECKS: list[str] = []
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    # Run tokens and signed links travel in URLs; access and request logs must not keep them.
+    "filters": {"redact_secrets": {"()": "studio.log_redaction.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]},
+        "server": {"class": "logging.StreamHandler", "formatter": "server", "filters": ["redact_secrets"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
+        "django.server": {
+            "handlers": ["server"],
+            "level": "INFO",
+            "filters": ["redact_secrets"],
+            "propagate": False,
+        },
+        "django.request": {"filters": ["redact_secrets"]},
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
         # The file-system broker has no host, and kombu warns about that on every connection.
