@@ -203,6 +203,9 @@ class RunPodClient:
                     f"RunPod answered {operation} with HTTP {code} on every attempt; try again later.",
                     status_code=code,
                 )
+            # A server that refuses early may not have read our body, leaving the kept-alive connection
+            # out of step; the retry starts on a fresh one.
+            self.session.close()
             return None
         raise RunPodRejected(_rejection_message(response, operation), status_code=code)
 

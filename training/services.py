@@ -582,6 +582,16 @@ def _claim(run: TrainingRun, job_id: str) -> None:
         run.submit_attempted_at = None
 
 
+def _finishing(run: TrainingRun, now: datetime) -> bool:
+    """The worker, heard from lately, said it was at its last step or due to finish about now."""
+    if run.status != Status.TRAINING or run.worker_seen_at is None or now - run.worker_seen_at > _lease():
+        return False  # a silent worker gets the normal backoff, not a poll every few seconds
+    if run.progress_total and run.progress_step >= run.progress_total:
+        return True
+    eta = run.progress_eta_seconds
+    return eta is not None and now + _finishing_poll() >= run.worker_seen_at + timedelta(seconds=eta)
+
+
 def _finishing_poll() -> timedelta:
     return timedelta(seconds=settings.TRAINING_FINISHING_POLL_SECONDS)
 
@@ -594,7 +604,7 @@ def _poll_after_progress(progress: Progress) -> timedelta:
     if progress.stage == Stage.UPLOADING or (progress.total_steps and progress.step >= progress.total_steps):
         return _finishing_poll()
     if progress.eta_s is not None:
-        return min(TRAINING_POLL_WITH_CALLBACKS, timedelta(seconds=progress.eta_s + 10))
+        return min(TRAINING_POLL_WITH_CALLBACKS, timedelta(seconds=progress.eta_s) + _finishing_poll())
     return TRAINING_POLL_WITH_CALLBACKS
 
 
@@ -686,6 +696,7 @@ def training_runs_claim_due(
                 "next_poll_at",
                 "progress_step",
                 "progress_total",
+                "progress_eta_seconds",
             )[:limit]
         )
         for run in runs:
@@ -698,8 +709,8 @@ def training_runs_claim_due(
 def _poll_delay(run: TrainingRun, now: datetime) -> timedelta:
     if run.status == Status.PENDING:
         return PENDING_RECHECK
-    if run.progress_total and run.progress_step >= run.progress_total:
-        return _finishing_poll()  # the upload is under way: the result is seconds away, not minutes
+    if _finishing(run, now):
+        return _finishing_poll()  # the result is seconds away, not minutes
     first, cap = QUEUED_POLL if run.status == Status.QUEUED else TRAINING_POLL
     if run.status == Status.TRAINING and run.worker_seen_at and now - run.worker_seen_at < _lease():
         cap = TRAINING_POLL_WITH_CALLBACKS

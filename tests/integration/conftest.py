@@ -1,0 +1,139 @@
+"""The live stack: Postgres, a real Celery worker on Redis, the S3 test server, the local RunPod stand-in
+running the unmodified worker with the simulated trainer, and Django served over HTTP for callbacks."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+
+from studio.celery import app
+from tests.support.celery_worker import CeleryWorker
+from tests.support.local_runpod import LocalRunPod
+from tests.support.s3server import S3Server
+
+# A Redis database and a queue of this test session's own, so that another run of this suite sharing
+# the Redis server never takes our tasks (nor we theirs).
+REDIS_DB = 13
+QUEUE = f"integration-{os.getpid()}"
+SWEEP_INTERVAL_S = 1.0
+FINISHING_POLL_S = 1.0
+WORKER_ENV = {
+    "SIMULATED_TRAINER_SECONDS_PER_STEP": "0.01",
+    "WORKER_PROGRESS_INTERVAL_S": "0.3",
+    "WORKER_PROGRESS_SETTLE_S": "0.3",
+}
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not reached in {timeout}s")
+
+
+@dataclass
+class Stack:
+    runpod: LocalRunPod
+    worker: CeleryWorker
+    worker_env: dict[str, str]
+    s3: S3Server
+
+    def restart_worker(self, **overrides: str) -> None:
+        self.worker.stop()
+        self.worker.env = {**self.worker_env, **overrides}
+        self.worker.start()
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job the stand-in was given (each test has its own stand-in)."""
+        return list(self.runpod.state()["jobs"].values())
+
+
+@pytest.fixture(scope="session")
+def session_broker_url() -> str:
+    """The test process sends tasks to our own Redis database for the rest of the session.
+
+    Switched once: kombu's pools and producers cache the URL, and switching back and forth between tests
+    left sends going nowhere.
+    """
+    base = django_settings.REDIS_URL
+    if not base:
+        pytest.skip("the live stack needs Redis (make test finds it)")
+    url = base.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    app.conf.broker_url = url
+    app.conf.task_default_queue = QUEUE
+    app._pool = None
+    app.amqp._producer_pool = None
+    return url
+
+
+@pytest.fixture
+def broker_url(session_broker_url: str) -> str:
+    if connection.vendor != "postgresql":
+        pytest.skip("the live stack needs Postgres (make test finds it)")
+    # Tasks left over from an earlier test name runs that no longer exist, and do nothing.
+    return session_broker_url
+
+
+def _database_url() -> str:
+    db = django_settings.DATABASES["default"]
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture
+def stack_factory(
+    live_server: Any, s3_storage: S3Server, settings: Any, tmp_path: Path, broker_url: str
+) -> Iterator[Callable[..., Stack]]:
+    started: list[Stack] = []
+
+    def build(*, runpod_env: dict[str, str] | None = None, faults: dict[str, Any] | None = None) -> Stack:
+        runpod = LocalRunPod(
+            workdir=tmp_path / "runpod", workers=2, env={**WORKER_ENV, **(runpod_env or {})}, faults=faults
+        )
+        runpod.start()
+        settings.PUBLIC_BASE_URL = live_server.url
+        settings.TRAINING_MIN_IMAGES = 3
+        # The live server (this process) answers the worker's callbacks, which schedule the next poll.
+        settings.TRAINING_FINISHING_POLL_SECONDS = FINISHING_POLL_S
+        settings.RUNPOD_API_BASE = f"{runpod.base_url}/v2"
+        settings.RUNPOD_ENDPOINT_ID = runpod.endpoint_id
+        settings.RUNPOD_API_KEY = runpod.api_key
+        env = {
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": broker_url,
+            "CELERY_TASK_DEFAULT_QUEUE": QUEUE,
+            "DJANGO_DEBUG": "true",
+            "STUDIO_PUBLIC_URL": live_server.url,
+            "AWS_STORAGE_BUCKET_NAME": "studio-media",
+            "AWS_ACCESS_KEY_ID": s3_storage.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3_storage.secret_key,
+            "AWS_S3_ENDPOINT_URL": s3_storage.endpoint_url,
+            "AWS_S3_REGION_NAME": s3_storage.region,
+            "RUNPOD_API_BASE": settings.RUNPOD_API_BASE,
+            "RUNPOD_ENDPOINT_ID": runpod.endpoint_id,
+            "RUNPOD_API_KEY": runpod.api_key,
+            "TRAINING_MIN_IMAGES": "3",
+            "TRAINING_SWEEP_INTERVAL_SECONDS": str(SWEEP_INTERVAL_S),
+            "TRAINING_FINISHING_POLL_SECONDS": str(FINISHING_POLL_S),
+        }
+        worker = CeleryWorker(env=env, workdir=tmp_path / "celery")
+        stack = Stack(runpod=runpod, worker=worker, worker_env=env, s3=s3_storage)
+        started.append(stack)
+        worker.start()
+        return stack
+
+    yield build
+    for stack in started:
+        stack.worker.stop()
+        stack.runpod.stop()

@@ -1,0 +1,110 @@
+"""Runs a real `celery -A studio worker` (with its embedded beat) as a subprocess for a test.
+
+    with CeleryWorker(env={"DATABASE_URL": ..., "REDIS_URL": ...}, workdir=tmp_path) as worker:
+        ...                       # tasks queued by the test run in that process
+        worker.kill()             # SIGKILL the whole process group, as a crashed host would
+        worker.start()            # a fresh worker picks up from there
+
+The worker runs in its own process group; `stop()` sends SIGTERM to the group, then SIGKILL, and waits,
+so no worker, pool child or beat process outlives the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class CeleryWorker:
+    def __init__(
+        self, *, env: dict[str, str], workdir: Path, concurrency: int = 2, beat: bool = True
+    ) -> None:
+        self.env = env
+        self.workdir = Path(workdir)
+        self.concurrency = concurrency
+        self.beat = beat
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"celery-{self.starts}.log"
+
+    def start(self, *, timeout: float = 30.0) -> CeleryWorker:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        command = [
+            sys.executable, "-m", "celery", "-A", "studio", "worker",
+            "--loglevel=INFO", f"--concurrency={self.concurrency}", "--pool=prefork",
+            f"--hostname=test-{os.getpid()}-{self.starts}@%h", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        if self.beat:
+            command += ["--beat", f"--schedule={self.workdir / 'beat-schedule'}"]
+        environment = {**os.environ, **self.env, "STUDIO_VAR_DIR": str(self.workdir / "var")}
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the process owns it
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"the Celery worker exited at start:\n{self.logs()}")
+            if b" ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"the Celery worker was not ready in {timeout}s:\n{self.logs()}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its children at once: no shutdown, no acknowledgements."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        # Pool children and beat share the group; anything left gets SIGKILL.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        self.process = None
+
+    def logs(self) -> str:
+        parts = []
+        for index in range(1, self.starts + 1):
+            path = self.workdir / f"celery-{index}.log"
+            if path.exists():
+                parts.append(f"==== {path.name}\n{path.read_text(errors='replace')[-6000:]}")
+        return "\n".join(parts)
+
+    def __enter__(self) -> CeleryWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
