@@ -19,7 +19,10 @@ install: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 
-# The whole suite against real Postgres, Redis and an S3 server the run starts itself.
+# The whole suite against real Postgres, Redis and an S3 server the run starts itself. The browser tests
+# drive Debian's Chromium (CHROMIUM_PATH, default /usr/bin/chromium); without it they are deselected
+# and the run says so loudly at the end, except with CI=true, where a missing Chromium fails them.
+export CHROMIUM_PATH ?= /usr/bin/chromium
 test: $(STAMP)
 	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; \
 	eval "$$services"; $(BIN)/python -m pytest $(PYTEST_ARGS)
