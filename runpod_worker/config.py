@@ -26,6 +26,8 @@ MODEL_PATH_ENV: dict[str, str] = {
 SCHNELL_ADAPTER = "ostris/FLUX.1-schnell-training-adapter"
 # Cards with at least this much memory get the 80 GB preset (A100/H100 report about 79-80 GiB).
 HIGH_VRAM_THRESHOLD_GB = 40.0
+# What a machine without nvidia-smi reports as its GPU (CI, laptops running the simulator).
+NO_GPU = "no GPU (CPU only)"
 
 
 def model_source(base_model: str) -> str:
@@ -33,9 +35,9 @@ def model_source(base_model: str) -> str:
 
 
 def detect_gpu() -> GpuInfo:
-    """The first GPU as nvidia-smi reports it; a CPU machine (CI, the simulator) gets name "none"."""
+    """The first GPU as nvidia-smi reports it; a CPU machine (CI, the simulator) says so in the name."""
     if shutil.which("nvidia-smi") is None:
-        return GpuInfo(name="none", memory_gb=0.0)
+        return GpuInfo(name=NO_GPU, memory_gb=0.0)
     try:
         result = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],

@@ -16,7 +16,7 @@ def gpu_type_for(gpu_name: str) -> str:
     for key in settings.TRAINING_GPU_PRICES_USD_PER_SECOND:
         if _model_token(key) in flat:
             return str(key)
-    # The simulator reports "none"; an unknown card must not make a run free.
+    # A machine without a GPU (the simulator) or an unknown card must not make a run free.
     return str(settings.TRAINING_GPU_TYPE)
 
 

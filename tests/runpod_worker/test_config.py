@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from runpod_worker.config import build_config, choose_preset
+from runpod_worker.config import NO_GPU, build_config, choose_preset
 from runpod_worker.contract import GpuInfo, JobInput
 from tests.runpod_worker.factories import job_input
 
@@ -141,7 +141,7 @@ def test_sampling_is_disabled_without_prompts(monkeypatch: pytest.MonkeyPatch) -
     [
         (None, GpuInfo("NVIDIA GeForce RTX 4090", 24.0), "24gb"),
         (None, GpuInfo("NVIDIA A100 80GB PCIe", 80.0), "80gb"),
-        (None, GpuInfo("none", 0.0), "24gb"),
+        (None, GpuInfo(NO_GPU, 0.0), "24gb"),
         ("24gb", GpuInfo("NVIDIA H100 80GB HBM3", 79.6), "24gb"),
     ],
 )
