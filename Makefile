@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fmt migrate run worker beat runpod-local clean bench
+.PHONY: demo test lint fmt migrate run worker beat runpod-local clean bench load-test
 
 # (Re)create the virtualenv and install the pinned dependencies when any requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt runpod_worker/requirements.txt
@@ -49,6 +49,16 @@ worker: $(STAMP)
 
 beat: $(STAMP)
 	$(BIN)/celery -A studio beat --loglevel=INFO
+
+# Every benchmark script in bench/ in turn (each prints its own figures; see docs/BENCHMARKS.md).
+bench: $(STAMP)
+	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; eval "$$services"; \
+	for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# 50 API clients against gunicorn + Postgres on this machine for a minute (docs/BENCHMARKS.md).
+load-test: $(STAMP)
+	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; eval "$$services"; \
+	$(BIN)/python bench/load_test.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .mypy_cache .ruff_cache
