@@ -13,6 +13,10 @@ rate_429, rate_5xx (0..1, public API only), drop_webhooks (bool), kill_worker_mi
 worker is SIGKILLed at their first progress post), duplicate_jobs (count of jobs handed to two workers),
 queue_delay_s (seconds a new job waits before any worker may take it).
 
+`GET /_control/state` shows every job with its wall-clock `created_ms`, `started_ms` and `finished_ms`
+(when the final result arrived), and `api_calls`: public API requests by route, refused ones included.
+`--worker-key` fixes the worker-side key, so a script can play the worker (with `--workers 0`).
+
 A worker that dies mid-job: the job goes back to the queue (`retried` in /health) until it has been
 started `--max-attempts` times (default 2), then it ends FAILED. RunPod documents automatic retries
 without their count, so the count is a setting here.
@@ -108,6 +112,10 @@ class Job:
     def internals(self) -> dict[str, Any]:
         return {
             **self.public(),
+            # Wall-clock milliseconds (time.time), for measuring how soon the backend learns of an end.
+            "created_ms": self.created_ms,
+            "started_ms": self.started_ms,
+            "finished_ms": self.finished_ms,
             "attempts": self.attempts,
             "deliveries": self.deliveries,
             "ignored_results": self.ignored_results,
@@ -135,7 +143,9 @@ class Platform:
         self.workers: dict[str, WorkerProc] = {}
         self.faults: dict[str, Any] = {**DEFAULT_FAULTS, **_parse_faults(args.fault)}
         self.retried = 0
-        self.worker_key = secrets.token_hex(16)
+        self.worker_key = args.worker_key or secrets.token_hex(16)
+        # Public API requests by route ("run", "status", ...), refused ones included: benchmarks count them.
+        self.api_calls: dict[str, int] = {}
         self.random = random.Random(args.seed)
         self.shutting_down = False
         self.log_dir = Path(args.log_dir)
@@ -472,6 +482,7 @@ def _coerce_fault(key: str, value: Any) -> Any:
 class Handler(BaseHTTPRequestHandler):
     platform: Platform
     protocol_version = "HTTP/1.1"
+    _raw_body = b""
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -483,6 +494,9 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        # Read the whole body before any answer, early refusals (401, 429, 5xx, 404) included: bytes left
+        # unread on a kept-alive connection would be parsed as the start of the client's next request.
+        self._raw_body = self._read_body()
         url = urlparse(self.path)
         parts = [p for p in url.path.split("/") if p]
         try:
@@ -497,10 +511,17 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError) as exc:
             self._send(400, {"error": f"bad request: {exc}"})
 
+    def _read_body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length <= 0:
+            return b""
+        return self.rfile.read(length)
+
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        return json.loads(raw) if raw else {}
+        return json.loads(self._raw_body) if self._raw_body else {}
 
     def _send(self, status: int, body: Any = None) -> None:
         payload = b"" if body is None else json.dumps(body).encode()
@@ -516,6 +537,8 @@ class Handler(BaseHTTPRequestHandler):
         return secrets.compare_digest(self.headers.get("Authorization", ""), expected)
 
     def _public(self, method: str, parts: list[str]) -> None:
+        with self.platform.lock:
+            self.platform.api_calls[parts[0]] = self.platform.api_calls.get(parts[0], 0) + 1
         if not self._authorised_public():
             self._send(401, {"error": "Unauthorized"})
             return
@@ -563,7 +586,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"jobsToStop": ids}) if ids else self._send(204)
         elif kind in ("job-done", "job-stream") and method == "POST" and len(parts) == 4:
             # The SDK sends a JSON string under a form content type.
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            body = json.loads(self._raw_body or b"{}")
             if kind == "job-done":
                 self.platform.result(worker_id, parts[3], body)
             self._send(200, {})
@@ -598,6 +621,7 @@ class Handler(BaseHTTPRequestHandler):
                     },
                     "retried": platform.retried,
                     "faults": dict(platform.faults),
+                    "api_calls": dict(platform.api_calls),
                 }
             self._send(200, state)
         else:
@@ -625,6 +649,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fault", action="append", default=[], help="KEY=VALUE fault switch at start-up")
     parser.add_argument("--log-dir", default=str(Path(tempfile.gettempdir()) / "local-runpod-logs"))
     parser.add_argument("--seed", type=int, default=None, help="seed for the 429/5xx fault dice")
+    parser.add_argument(
+        "--worker-key", default="", help="key of the worker-side API (default: random), for scripted workers"
+    )
     return parser.parse_args(argv)
 
 

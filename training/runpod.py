@@ -203,8 +203,10 @@ class RunPodClient:
                     f"RunPod answered {operation} with HTTP {code} on every attempt; try again later.",
                     status_code=code,
                 )
-            # A server that refuses early may not have read our body, leaving the kept-alive connection
-            # out of step; the retry starts on a fresh one.
+            # Defence, not a known RunPod fault: a server or proxy that answers 429/5xx before reading
+            # the request body and then keeps the connection open leaves the unread bytes to be parsed
+            # as our next request (the local stand-in did this until it learned to drain the body).
+            # A retry is rare, so it pays one new handshake and may also reach a healthier front end.
             self.session.close()
             return None
         raise RunPodRejected(_rejection_message(response, operation), status_code=code)
