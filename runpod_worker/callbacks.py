@@ -15,9 +15,13 @@ import requests
 from runpod_worker.contract import (
     CALLBACK_ACTION_CONTINUE,
     CALLBACK_ACTION_STOP,
+    CALLBACK_ACTION_WAIT,
     CALLBACK_AUTH_SCHEME,
     CALLBACK_EVENT_PROGRESS,
     CALLBACK_EVENT_STARTED,
+    CALLBACK_FIELD_CLAIM_WAIT_S,
+    CALLBACK_FIELD_DELIVERY_ID,
+    CALLBACK_FIELD_RETRY_AFTER_S,
     Callback,
     Progress,
 )
@@ -27,32 +31,47 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = (3.0, 5.0)
 ATTEMPTS = 3
 BACKOFF_S = 0.5
+# A "wait" answer's retry_after_s is kept within these bounds, whatever the backend says.
+RETRY_AFTER_BOUNDS_S = (0.1, 30.0)
+RETRY_AFTER_DEFAULT_S = 5.0
 
 
 class Decision:
-    def __init__(self, action: str, reason: str = "") -> None:
+    def __init__(self, action: str, reason: str = "", retry_after_s: float = 0.0) -> None:
         self.action = action
         self.reason = reason
+        self.retry_after_s = retry_after_s
 
     @property
     def stop(self) -> bool:
         return self.action == CALLBACK_ACTION_STOP
+
+    @property
+    def wait(self) -> bool:
+        return self.action == CALLBACK_ACTION_WAIT
 
 
 CONTINUE = Decision(CALLBACK_ACTION_CONTINUE)
 
 
 class CallbackClient:
-    def __init__(self, callback: Callback | None, job_id: str) -> None:
+    def __init__(self, callback: Callback | None, job_id: str, delivery_id: str) -> None:
         self._callback = callback
         self._job_id = job_id
+        self.delivery_id = delivery_id
         self._session = requests.Session()
 
-    def started(self) -> Decision:
-        return self._post({"event": CALLBACK_EVENT_STARTED, "job_id": self._job_id})
+    def started(self, claim_wait_s: float = 0.0) -> Decision:
+        body: dict[str, Any] = {"event": CALLBACK_EVENT_STARTED, **self._ids()}
+        if claim_wait_s:
+            body[CALLBACK_FIELD_CLAIM_WAIT_S] = round(claim_wait_s, 3)
+        return self._post(body)
 
     def progress(self, progress: Progress) -> Decision:
-        return self._post({"event": CALLBACK_EVENT_PROGRESS, "job_id": self._job_id, **progress.to_dict()})
+        return self._post({"event": CALLBACK_EVENT_PROGRESS, **self._ids(), **progress.to_dict()})
+
+    def _ids(self) -> dict[str, str]:
+        return {"job_id": self._job_id, CALLBACK_FIELD_DELIVERY_ID: self.delivery_id}
 
     def close(self) -> None:
         self._session.close()
@@ -84,6 +103,22 @@ def _decision(response: requests.Response) -> Decision:
         data = response.json()
     except ValueError:
         return CONTINUE
-    if isinstance(data, dict) and data.get("action") == CALLBACK_ACTION_STOP:
+    if not isinstance(data, dict):
+        return CONTINUE
+    if data.get("action") == CALLBACK_ACTION_STOP:
         return Decision(CALLBACK_ACTION_STOP, str(data.get("reason") or "the run was stopped by the studio"))
+    if data.get("action") == CALLBACK_ACTION_WAIT:
+        reason = str(data.get("reason") or "another worker holds the run")
+        return Decision(CALLBACK_ACTION_WAIT, reason, _retry_after(data.get(CALLBACK_FIELD_RETRY_AFTER_S)))
     return CONTINUE
+
+
+def _retry_after(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return RETRY_AFTER_DEFAULT_S
+    if seconds != seconds:  # NaN
+        return RETRY_AFTER_DEFAULT_S
+    low, high = RETRY_AFTER_BOUNDS_S
+    return min(high, max(low, seconds))

@@ -66,6 +66,15 @@ CALLBACK_EVENT_STARTED = "started"
 CALLBACK_EVENT_PROGRESS = "progress"
 CALLBACK_ACTION_CONTINUE = "continue"
 CALLBACK_ACTION_STOP = "stop"
+# Additive (older workers never send a delivery id and are never told to wait): "wait" means another
+# delivery of the same job holds the run and was heard from lately; ask "started" again after
+# `retry_after_s`, sending how long this delivery has waited so far in `claim_wait_s`.
+CALLBACK_ACTION_WAIT = "wait"
+# Every callback of one handler invocation carries the same `delivery_id` (a uuid made when the job
+# starts), so the backend can tell RunPod re-running a job after a lost worker from a duplicate hand-out.
+CALLBACK_FIELD_DELIVERY_ID = "delivery_id"
+CALLBACK_FIELD_CLAIM_WAIT_S = "claim_wait_s"
+CALLBACK_FIELD_RETRY_AFTER_S = "retry_after_s"
 CALLBACK_AUTH_SCHEME = "Bearer"
 
 ALLOWED_RESOLUTIONS: tuple[int, ...] = (512, 768, 1024)

@@ -22,6 +22,7 @@ import runpod
 from runpod_worker.callbacks import CallbackClient, Decision
 from runpod_worker.config import build_config, choose_preset, detect_gpu
 from runpod_worker.contract import (
+    CALLBACK_ACTION_STOP,
     ContractError,
     ErrorCode,
     GpuInfo,
@@ -53,6 +54,12 @@ PROGRESS_INTERVAL_S = float(os.environ.get("WORKER_PROGRESS_INTERVAL_S", 5.0))
 # A progress post landing after the final result leaves the job stuck IN_PROGRESS (runpod-python#250),
 # so the handler never returns sooner than this after its last progress post.
 PROGRESS_SETTLE_S = float(os.environ.get("WORKER_PROGRESS_SETTLE_S", 1.0))
+# While the job runs, the backend hears from the worker at least this often (the last progress again when
+# the trainer is quiet: downloading, loading the model, uploading), so it can tell a live worker from a
+# dead one well within its liveness window (TRAINING_WORKER_LIVENESS_SECONDS, 30 s by default).
+HEARTBEAT_INTERVAL_S = float(os.environ.get("WORKER_HEARTBEAT_INTERVAL_S", 10.0))
+# A delivery told to "wait" (another delivery of this job holds the run) gives up after this long.
+CLAIM_WAIT_MAX_S = float(os.environ.get("WORKER_CLAIM_WAIT_MAX_S", 180.0))
 
 
 def workspace_root() -> Path:
@@ -67,6 +74,8 @@ class ProgressReporter:
         self._callbacks = callbacks
         self._stage: str | None = None
         self._last_sent = 0.0
+        self._last_callback = time.monotonic()
+        self._progress: Progress | None = None
         self._pending: asyncio.Task[Decision] | None = None
         self.stop_reason: str | None = None
 
@@ -75,15 +84,29 @@ class ProgressReporter:
         self._collect()
         if self.stop_reason is not None:
             return False
+        self._progress = progress
         now = time.monotonic()
         if progress.stage == self._stage and now - self._last_sent < PROGRESS_INTERVAL_S:
             return True
         self._stage, self._last_sent = progress.stage, now
         runpod.serverless.progress_update(self._job, progress.to_dict())
+        self._call_back(progress)
+        return True
+
+    async def keep_alive(self) -> None:
+        """Runs beside the job: re-sends the last progress whenever the backend heard nothing lately."""
+        while self.stop_reason is None:
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S / 2)
+            self._collect()
+            quiet_for = time.monotonic() - self._last_callback
+            if self._progress is not None and quiet_for >= HEARTBEAT_INTERVAL_S:
+                self._call_back(self._progress)
+
+    def _call_back(self, progress: Progress) -> None:
         if self._pending is None:
             # In the background: a slow backend must not stall reading the trainer's output.
+            self._last_callback = time.monotonic()
             self._pending = asyncio.create_task(asyncio.to_thread(self._callbacks.progress, progress))
-        return True
 
     def _collect(self) -> None:
         if self._pending is not None and self._pending.done():
@@ -91,6 +114,11 @@ class ProgressReporter:
             self._pending = None
             if decision.stop:
                 self.stop_reason = decision.reason
+
+    def check_stopped(self) -> None:
+        self._collect()
+        if self.stop_reason is not None:
+            raise JobFailed(ErrorCode.CANCELLED, f"Training was stopped: {self.stop_reason}.")
 
     async def settle(self) -> None:
         if self._pending is not None:
@@ -112,10 +140,12 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         return _failure(
             JobFailed(ErrorCode.BAD_INPUT, f"The job input is invalid: {exc.field} {exc.message}.")
         )
-    callbacks = CallbackClient(spec.callback, str(job["id"]))
-    workspace = workspace_root() / f"{job['id']}-{uuid.uuid4().hex[:8]}"
+    # One id per handler invocation: RunPod may run the same job again after a lost worker, or twice at once.
+    delivery_id = uuid.uuid4().hex
+    callbacks = CallbackClient(spec.callback, str(job["id"]), delivery_id)
+    workspace = workspace_root() / f"{job['id']}-{delivery_id[:8]}"
     try:
-        decision = await asyncio.to_thread(callbacks.started)
+        decision = await _claim_run(callbacks)
         if decision.stop:
             # RunPod may hand a job out twice, and a run may be cancelled while queued: do no work.
             return _failure(JobFailed(ErrorCode.CANCELLED, f"The run was not started: {decision.reason}."))
@@ -128,15 +158,46 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(workspace, ignore_errors=True)
 
 
+async def _claim_run(callbacks: CallbackClient) -> Decision:
+    """Says "started" until the backend answers "continue" or "stop"; "wait" means another delivery of
+    this job still holds the run (a worker RunPod lost a moment ago, or a duplicate hand-out)."""
+    began, waited = time.monotonic(), 0.0
+    while True:
+        decision = await asyncio.to_thread(callbacks.started, waited)
+        if not decision.wait:
+            return decision
+        waited = time.monotonic() - began
+        if waited + decision.retry_after_s > CLAIM_WAIT_MAX_S:
+            return Decision(
+                CALLBACK_ACTION_STOP,
+                f"the run is claimed elsewhere ({decision.reason}; gave up after waiting {waited:.0f} s)",
+            )
+        log.info("the run is held by another delivery (%s): asking again in %.1f s", decision.reason,
+                 decision.retry_after_s)  # fmt: skip
+        await asyncio.sleep(decision.retry_after_s)
+        waited = time.monotonic() - began
+
+
 async def _train(
     job: dict[str, Any], spec: JobInput, callbacks: CallbackClient, workspace: Path
 ) -> JobOutput:
     reporter = ProgressReporter(job, callbacks)
+    keep_alive = asyncio.create_task(reporter.keep_alive())
+    try:
+        return await _train_reporting(job, spec, workspace, reporter)
+    finally:
+        keep_alive.cancel()
+
+
+async def _train_reporting(
+    job: dict[str, Any], spec: JobInput, workspace: Path, reporter: ProgressReporter
+) -> JobOutput:
     gpu = await asyncio.to_thread(detect_gpu)
     started = time.monotonic()
     await reporter.report(Progress(stage=Stage.DOWNLOADING, step=0, total_steps=spec.params.steps))
     dataset_dir = await asyncio.to_thread(_prepare_dataset, spec, workspace)
     download_s = time.monotonic() - started
+    reporter.check_stopped()
 
     started = time.monotonic()
     artifact, steps = await _run_training(spec, gpu, dataset_dir, workspace, reporter)

@@ -431,3 +431,7 @@ TRAINING_FINISHING_POLL_SECONDS = env.float("TRAINING_FINISHING_POLL_SECONDS", d
 # A second "started" for the same job while its worker called back this recently is a duplicate
 # hand-out (runpod-python#402), told to stop; after it, a restart after a lost worker is let through.
 TRAINING_WORKER_LEASE_SECONDS = env.int("TRAINING_WORKER_LEASE_SECONDS", default=45)
+# Workers that send a delivery id (one per handler invocation) call back at least every 10 s while they
+# run. A "started" from another delivery of the run's job while the holder called back this recently is
+# told to wait; once the holder has been silent this long it is taken as lost and the claim moves.
+TRAINING_WORKER_LIVENESS_SECONDS = env.float("TRAINING_WORKER_LIVENESS_SECONDS", default=30.0)

@@ -73,6 +73,12 @@ class TrainingRun(models.Model):
     worker_seen_at = models.DateTimeField(
         null=True, blank=True, help_text="Last time the GPU worker called back for this run."
     )
+    worker_delivery_id = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The handler invocation (delivery) of the job that holds the run; empty for older workers.",
+    )
     polls_since_change = models.PositiveIntegerField(
         default=0, help_text="Polls that found nothing new; the poll interval grows with it."
     )

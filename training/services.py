@@ -27,6 +27,7 @@ from characters.models import Character
 from runpod_worker.contract import (
     CALLBACK_ACTION_CONTINUE,
     CALLBACK_ACTION_STOP,
+    CALLBACK_ACTION_WAIT,
     Callback,
     ContractError,
     ImageSpec,
@@ -518,26 +519,54 @@ class WorkerAnswer:
 
     action: str
     reason: str = ""
+    retry_after_s: float | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        return {"action": self.action, "reason": self.reason} if self.reason else {"action": self.action}
+    def as_dict(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"action": self.action}
+        if self.reason:
+            answer["reason"] = self.reason
+        if self.retry_after_s is not None:
+            answer["retry_after_s"] = self.retry_after_s
+        return answer
 
 
 CONTINUE = WorkerAnswer(CALLBACK_ACTION_CONTINUE)
+# A contender re-asks a little after the holder's liveness window has run out, not on its very edge.
+CLAIM_RETRY_MARGIN_S = 0.5
 
 
-def training_run_worker_started(*, run: TrainingRun, job_id: str) -> WorkerAnswer:
-    """A worker began the run's job: the first job to start claims the run (-> training); others stop."""
+def training_run_worker_started(
+    *, run: TrainingRun, job_id: str, delivery_id: str = "", claim_wait_s: float = 0.0
+) -> WorkerAnswer:
+    """A worker began the run's job: the first job to start claims the run (-> training); others stop.
+
+    Within the run's job, the delivery (one handler invocation) that holds the claim keeps it while it
+    calls back; another delivery is told to wait until the holder has been silent for the liveness
+    window — RunPod re-running the job after losing its worker — and then takes the claim over. One that
+    has waited a whole window while the holder kept calling back is a duplicate hand-out, and stops.
+    """
     now = timezone.now()
     with transaction.atomic():
         run = _locked(run.pk)
         refusal = _worker_refusal(run, job_id)
         if refusal is not None:
             return refusal
-        if run.started_at and run.worker_seen_at and now - run.worker_seen_at < _lease():
-            # The same job handed to a second worker while the first still reports (runpod-python#402).
+        if delivery_id:
+            contention = _claim_contention(run, delivery_id, claim_wait_s, now)
+            if contention is not None:
+                return contention
+        elif run.started_at and run.worker_seen_at and now - run.worker_seen_at < _lease():
+            # A worker without delivery ids: the same job handed to a second worker while the first still
+            # reports (runpod-python#402).
             return WorkerAnswer(CALLBACK_ACTION_STOP, "another worker is already running this job")
         _claim(run, job_id)
+        if delivery_id and run.worker_delivery_id != delivery_id:
+            if run.worker_delivery_id:
+                logger.info(
+                    "run %s: delivery %s of job %s takes over from %s, silent since %s",
+                    run.pk, delivery_id, job_id, run.worker_delivery_id, run.worker_seen_at,
+                )  # fmt: skip
+            run.worker_delivery_id = delivery_id
         run.worker_seen_at = now
         if transition_allowed(run.status, Status.TRAINING):
             _transition(run, Status.TRAINING, source=Source.WORKER, detail={"job_id": job_id})
@@ -546,7 +575,9 @@ def training_run_worker_started(*, run: TrainingRun, job_id: str) -> WorkerAnswe
     return CONTINUE
 
 
-def training_run_worker_progress(*, run: TrainingRun, job_id: str, progress: Progress) -> WorkerAnswer:
+def training_run_worker_progress(
+    *, run: TrainingRun, job_id: str, progress: Progress, delivery_id: str = ""
+) -> WorkerAnswer:
     """Records the worker's progress (never backwards) and tells it whether to go on."""
     now = timezone.now()
     with transaction.atomic():
@@ -554,7 +585,12 @@ def training_run_worker_progress(*, run: TrainingRun, job_id: str, progress: Pro
         refusal = _worker_refusal(run, job_id)
         if refusal is not None:
             return refusal
+        if delivery_id and run.worker_delivery_id and run.worker_delivery_id != delivery_id:
+            # It went silent for longer than the liveness window and another delivery took the run over.
+            return WorkerAnswer(CALLBACK_ACTION_STOP, "the run was claimed by another worker")
         _claim(run, job_id)
+        if delivery_id:
+            run.worker_delivery_id = delivery_id
         _progress_apply(run, progress)
         run.worker_seen_at = now
         run.next_poll_at = now + _poll_after_progress(progress)
@@ -572,6 +608,26 @@ def _worker_refusal(run: TrainingRun, job_id: str) -> WorkerAnswer | None:
         transaction.on_commit(partial(_enqueue, "cancel_runpod_job", job_id))
         return WorkerAnswer(CALLBACK_ACTION_STOP, "another job is already training this run")
     return None
+
+
+def _claim_contention(
+    run: TrainingRun, delivery_id: str, claim_wait_s: float, now: datetime
+) -> WorkerAnswer | None:
+    """None when `delivery_id` may hold the run: it already does, nobody does, or the holder went silent."""
+    if run.worker_delivery_id == delivery_id or not run.started_at or run.worker_seen_at is None:
+        return None
+    window = _liveness()
+    holder_quiet_for = now - run.worker_seen_at
+    if holder_quiet_for >= window:
+        return None  # RunPod lost the holder's worker and runs the job again: let it carry on
+    if claim_wait_s >= window.total_seconds():
+        # The holder called back after this delivery first asked: it is alive, and this is the same job
+        # handed out twice (runpod-python#402).
+        return WorkerAnswer(CALLBACK_ACTION_STOP, "another worker is already running this job")
+    retry_after = (window - holder_quiet_for).total_seconds() + CLAIM_RETRY_MARGIN_S
+    return WorkerAnswer(
+        CALLBACK_ACTION_WAIT, "another worker of this job called back lately", round(retry_after, 3)
+    )
 
 
 def _claim(run: TrainingRun, job_id: str) -> None:
@@ -598,6 +654,10 @@ def _finishing_poll() -> timedelta:
 
 def _lease() -> timedelta:
     return timedelta(seconds=settings.TRAINING_WORKER_LEASE_SECONDS)
+
+
+def _liveness() -> timedelta:
+    return timedelta(seconds=settings.TRAINING_WORKER_LIVENESS_SECONDS)
 
 
 def _poll_after_progress(progress: Progress) -> timedelta:

@@ -19,6 +19,8 @@ from runpod_worker.contract import (
     CALLBACK_AUTH_SCHEME,
     CALLBACK_EVENT_PROGRESS,
     CALLBACK_EVENT_STARTED,
+    CALLBACK_FIELD_CLAIM_WAIT_S,
+    CALLBACK_FIELD_DELIVERY_ID,
     ContractError,
     Progress,
 )
@@ -81,15 +83,27 @@ def worker_callback(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
     job_id, event = body.get("job_id"), body.get("event")
     if not isinstance(job_id, str) or not job_id:
         return _bad_request("job_id is required.")
+    # Optional: workers from before delivery ids send none and are answered as before.
+    delivery_id = body.get(CALLBACK_FIELD_DELIVERY_ID) or ""
+    if not isinstance(delivery_id, str) or len(delivery_id) > 64:
+        return _bad_request(f"{CALLBACK_FIELD_DELIVERY_ID} must be a string of at most 64 characters.")
     if event == CALLBACK_EVENT_STARTED:
-        answer = services.training_run_worker_started(run=run, job_id=job_id)
+        claim_wait_s = body.get(CALLBACK_FIELD_CLAIM_WAIT_S) or 0
+        if isinstance(claim_wait_s, bool) or not isinstance(claim_wait_s, int | float) or claim_wait_s < 0:
+            return _bad_request(f"{CALLBACK_FIELD_CLAIM_WAIT_S} must be a number of seconds.")
+        answer = services.training_run_worker_started(
+            run=run, job_id=job_id, delivery_id=delivery_id, claim_wait_s=min(float(claim_wait_s), 1e6)
+        )
     elif event == CALLBACK_EVENT_PROGRESS:
-        fields = {key: value for key, value in body.items() if key not in {"event", "job_id"}}
+        ignored = {"event", "job_id", CALLBACK_FIELD_DELIVERY_ID}
+        fields = {key: value for key, value in body.items() if key not in ignored}
         try:
             progress = Progress.from_dict(fields)
         except (ContractError, TypeError, ValueError) as exc:
             return _bad_request(f"The progress report is invalid: {exc}.")
-        answer = services.training_run_worker_progress(run=run, job_id=job_id, progress=progress)
+        answer = services.training_run_worker_progress(
+            run=run, job_id=job_id, progress=progress, delivery_id=delivery_id
+        )
     else:
         return _bad_request(
             f"Unknown event; expected {CALLBACK_EVENT_STARTED!r} or {CALLBACK_EVENT_PROGRESS!r}."

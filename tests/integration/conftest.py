@@ -29,7 +29,11 @@ WORKER_ENV = {
     "SIMULATED_TRAINER_SECONDS_PER_STEP": "0.01",
     "WORKER_PROGRESS_INTERVAL_S": "0.3",
     "WORKER_PROGRESS_SETTLE_S": "0.3",
+    "WORKER_HEARTBEAT_INTERVAL_S": "0.5",
 }
+# The worker-callback view runs in this process (the live server): a delivery of a job whose holder has
+# been silent this long takes the run over (a GPU worker lost mid-job).
+WORKER_LIVENESS_S = 3.0
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition") -> Any:
@@ -106,6 +110,7 @@ def stack_factory(
         settings.TRAINING_MIN_IMAGES = 3
         # The live server (this process) answers the worker's callbacks, which schedule the next poll.
         settings.TRAINING_FINISHING_POLL_SECONDS = FINISHING_POLL_S
+        settings.TRAINING_WORKER_LIVENESS_SECONDS = WORKER_LIVENESS_S
         settings.RUNPOD_API_BASE = f"{runpod.base_url}/v2"
         settings.RUNPOD_ENDPOINT_ID = runpod.endpoint_id
         settings.RUNPOD_API_KEY = runpod.api_key

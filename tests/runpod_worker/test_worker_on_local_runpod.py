@@ -72,7 +72,8 @@ def test_the_lora_is_uploaded_and_its_sha256_matches(
     with safe_open(str(tmp_path / "lora.safetensors"), "np") as lora:
         key = "transformer.single_transformer_blocks.37.proj_out.lora_A.weight"
         assert lora.get_slice(key).get_shape() == [4, 15360]
-    assert fake_backend.of("started") == [{"event": "started", "job_id": job_id}]
+    [started] = fake_backend.of("started")
+    assert (started["event"], started["job_id"], len(started["delivery_id"])) == ("started", job_id, 32)
     assert set(fake_backend.auth_headers) == {"Bearer callback-secret-token"}
 
 
