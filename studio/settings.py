@@ -425,6 +425,9 @@ TRAINING_SWEEP_BATCH_SIZE = env.int("TRAINING_SWEEP_BATCH_SIZE", default=100)
 # Only after this long without a claim is the run submitted again (and a late claim is then refused).
 TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS = env.int("TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS", default=600)
 TRAINING_SUBMIT_MAX_ATTEMPTS = env.int("TRAINING_SUBMIT_MAX_ATTEMPTS", default=5)
+# A pending run is looked at again this long after it was created or last swept: a lost submission task
+# (a Redis restart, a killed worker) is queued again then.
+TRAINING_PENDING_RECHECK_SECONDS = env.float("TRAINING_PENDING_RECHECK_SECONDS", default=60.0)
 # Once the worker reports its last step or the upload, the run is polled this often until RunPod has
 # the result: a dropped webhook then delays completion by at most this plus one sweep interval.
 TRAINING_FINISHING_POLL_SECONDS = env.float("TRAINING_FINISHING_POLL_SECONDS", default=5.0)

@@ -81,7 +81,6 @@ RUNPOD_STATUS_MAP = {
 }
 
 # How soon the sweep looks at a run again, growing while nothing changes (see docs/TRAINING.md).
-PENDING_RECHECK = timedelta(seconds=60)
 QUEUED_POLL = (timedelta(seconds=15), timedelta(minutes=5))
 TRAINING_POLL = (timedelta(seconds=30), timedelta(minutes=5))
 # While the worker calls back, it proves the job is alive: the poll only has to catch a silent death.
@@ -251,7 +250,7 @@ def _run_create(
                     estimated_cost_usd=estimate,
                     token_hash=token_hash(run_token(run_id)),
                     # If the enqueue below is lost, the sweep submits the run at this time.
-                    next_poll_at=timezone.now() + PENDING_RECHECK,
+                    next_poll_at=timezone.now() + _pending_recheck(),
                 )
         except IntegrityError as exc:
             # The partial unique index is the last word when two starts race past the check above.
@@ -656,6 +655,10 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.TRAINING_WORKER_LEASE_SECONDS)
 
 
+def _pending_recheck() -> timedelta:
+    return timedelta(seconds=settings.TRAINING_PENDING_RECHECK_SECONDS)
+
+
 def _liveness() -> timedelta:
     return timedelta(seconds=settings.TRAINING_WORKER_LIVENESS_SECONDS)
 
@@ -768,7 +771,7 @@ def training_runs_claim_due(
 
 def _poll_delay(run: TrainingRun, now: datetime) -> timedelta:
     if run.status == Status.PENDING:
-        return PENDING_RECHECK
+        return _pending_recheck()
     if _finishing(run, now):
         return _finishing_poll()  # the result is seconds away, not minutes
     first, cap = QUEUED_POLL if run.status == Status.QUEUED else TRAINING_POLL

@@ -3,7 +3,11 @@ running the unmodified worker with the simulated trainer, and Django served over
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from django.db import connection
 from studio.celery import app
 from tests.support.celery_worker import CeleryWorker
 from tests.support.local_runpod import LocalRunPod
+from tests.support.ports import free_port, wait_for_port
 from tests.support.s3server import S3Server
 
 # A Redis database and a queue of this test session's own, so that another run of this suite sharing
@@ -63,22 +68,73 @@ class Stack:
         return list(self.runpod.state()["jobs"].values())
 
 
+class PrivateRedis:
+    """A `redis-server` of this test session's own, without persistence, so a test may restart it (losing
+    every queued task, as a restarted Redis without a disk does) without touching the shared one."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        with open(self.workdir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_port(self.port, timeout=10)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+_private_redis: PrivateRedis | None = None
+
+
+def private_redis() -> PrivateRedis | None:
+    """The session's own Redis (None when `redis-server` is not installed and the shared one is used)."""
+    return _private_redis
+
+
 @pytest.fixture(scope="session")
-def session_broker_url() -> str:
-    """The test process sends tasks to our own Redis database for the rest of the session.
+def session_broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The test process sends tasks to our own Redis for the rest of the session: a `redis-server` started
+    for the session when one is installed, else our own database of the shared Redis.
 
     Switched once: kombu's pools and producers cache the URL, and switching back and forth between tests
     left sends going nowhere.
     """
-    base = django_settings.REDIS_URL
-    if not base:
-        pytest.skip("the live stack needs Redis (make test finds it)")
-    url = base.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    global _private_redis
+    if shutil.which("redis-server"):
+        _private_redis = PrivateRedis(tmp_path_factory.mktemp("redis")).start()
+        url = _private_redis.url
+    else:
+        base = django_settings.REDIS_URL
+        if not base:
+            pytest.skip("the live stack needs Redis (make test finds it)")
+        url = base.rsplit("/", 1)[0] + f"/{REDIS_DB}"
     app.conf.broker_url = url
     app.conf.task_default_queue = QUEUE
     app._pool = None
     app.amqp._producer_pool = None
-    return url
+    yield url
+    if _private_redis is not None:
+        _private_redis.kill()
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ class CeleryWorker:
         self.workdir = Path(workdir)
         self.concurrency = concurrency
         self.beat = beat
+        # e.g. ["--include=module"]: a test's fault hooks, imported by the worker before it forks.
+        self.extra_args: list[str] = []
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -45,6 +47,7 @@ class CeleryWorker:
             "--loglevel=INFO", f"--concurrency={self.concurrency}", "--pool=prefork",
             f"--hostname=test-{os.getpid()}-{self.starts}@%h", "--without-gossip", "--without-mingle",
         ]  # fmt: skip
+        command += self.extra_args
         if self.beat:
             command += ["--beat", f"--schedule={self.workdir / 'beat-schedule'}"]
         environment = {**os.environ, **self.env, "STUDIO_VAR_DIR": str(self.workdir / "var")}

@@ -1,0 +1,50 @@
+"""Fault hooks a test's Celery worker imports (`--include`): SIGKILL the whole worker (main process, pool
+children and beat) once, at the worst moment of a task, as if its host died there.
+
+`STUDIO_FAULT_KILL_IN` chooses the moment:
+- `sweep`: right after the sweep committed which runs are due (their next poll pushed back) and before it
+  queued a single poll;
+- `poll`: inside a poll, after RunPod said COMPLETED, while the LoRA in storage is being verified.
+`STUDIO_FAULT_MARKER` is a file created when the fault fires, so the restarted worker does not fire again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from training import services
+
+MOMENT = os.environ.get("STUDIO_FAULT_KILL_IN", "")
+MARKER = Path(os.environ.get("STUDIO_FAULT_MARKER", "/nonexistent/marker"))
+
+
+def _die() -> None:
+    try:
+        MARKER.open("x").close()
+    except FileExistsError:
+        return  # fired already, in the worker before this one
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+if MOMENT == "sweep":
+    _claim_due = services.training_runs_claim_due
+
+    def _claim_due_then_die(*args: Any, **kwargs: Any) -> Any:
+        due = _claim_due(*args, **kwargs)
+        if any(status == services.Status.TRAINING for _, status in due):
+            _die()
+        return due
+
+    services.training_runs_claim_due = _claim_due_then_die
+
+elif MOMENT == "poll":
+    _digest = services.stored_file_digest
+
+    def _die_while_verifying(*args: Any, **kwargs: Any) -> Any:
+        _die()
+        return _digest(*args, **kwargs)
+
+    services.stored_file_digest = _die_while_verifying  # type: ignore[assignment]
