@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,22 @@ def test_the_deploy_check_passes_with_no_warnings_in_production_mode() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def test_env_example_documents_every_variable_the_settings_read() -> None:
+    read = set(
+        re.findall(r'env(?:\.[a-z]+)?\(\s*"([A-Z][A-Z0-9_]+)"', (REPO / "studio" / "settings.py").read_text())
+    )
+    documented = set(
+        re.findall(r"^# ([A-Z][A-Z0-9_]+)=", (REPO / ".env.example").read_text(), flags=re.MULTILINE)
+    )
+
+    assert read, "the settings read no environment variables?"
+    assert read - documented == set()
+
+
+def test_every_line_of_env_example_is_commented_out_so_a_copy_changes_nothing() -> None:
+    # An empty value is not the same as unset (DATABASE_URL= breaks the database settings).
+    lines = (REPO / ".env.example").read_text().splitlines()
+
+    assert all(not line or line.startswith("#") for line in lines)
