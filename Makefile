@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fmt migrate run worker beat runpod-local clean bench load-test
+.PHONY: install demo test lint fmt migrate run worker beat clean bench load-test
 
 # (Re)create the virtualenv and install the pinned dependencies when any requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt runpod_worker/requirements.txt
