@@ -17,12 +17,17 @@ from runpod_worker.contract import (
     CALLBACK_ACTION_STOP,
     CALLBACK_ACTION_WAIT,
     CALLBACK_AUTH_SCHEME,
+    CALLBACK_EVENT_FINISHED,
     CALLBACK_EVENT_PROGRESS,
     CALLBACK_EVENT_STARTED,
     CALLBACK_FIELD_CLAIM_WAIT_S,
+    CALLBACK_FIELD_CODE,
     CALLBACK_FIELD_DELIVERY_ID,
+    CALLBACK_FIELD_OUTPUT,
     CALLBACK_FIELD_RETRY_AFTER_S,
     Callback,
+    ErrorCode,
+    JobOutput,
     Progress,
 )
 
@@ -37,10 +42,16 @@ RETRY_AFTER_DEFAULT_S = 5.0
 
 
 class Decision:
-    def __init__(self, action: str, reason: str = "", retry_after_s: float = 0.0) -> None:
+    def __init__(self, action: str, reason: str = "", retry_after_s: float = 0.0, code: str = "") -> None:
         self.action = action
         self.reason = reason
         self.retry_after_s = retry_after_s
+        self.code = code
+
+    @property
+    def claimed_elsewhere(self) -> bool:
+        """A "stop" because another delivery of this job holds the run (the backend says so in `code`)."""
+        return self.stop and self.code == ErrorCode.CLAIMED_ELSEWHERE
 
     @property
     def stop(self) -> bool:
@@ -69,6 +80,11 @@ class CallbackClient:
 
     def progress(self, progress: Progress) -> Decision:
         return self._post({"event": CALLBACK_EVENT_PROGRESS, **self._ids(), **progress.to_dict()})
+
+    def finished(self, output: JobOutput) -> Decision:
+        return self._post(
+            {"event": CALLBACK_EVENT_FINISHED, **self._ids(), CALLBACK_FIELD_OUTPUT: output.to_dict()}
+        )
 
     def _ids(self) -> dict[str, str]:
         return {"job_id": self._job_id, CALLBACK_FIELD_DELIVERY_ID: self.delivery_id}
@@ -106,7 +122,9 @@ def _decision(response: requests.Response) -> Decision:
     if not isinstance(data, dict):
         return CONTINUE
     if data.get("action") == CALLBACK_ACTION_STOP:
-        return Decision(CALLBACK_ACTION_STOP, str(data.get("reason") or "the run was stopped by the studio"))
+        reason = str(data.get("reason") or "the run was stopped by the studio")
+        code = data.get(CALLBACK_FIELD_CODE)
+        return Decision(CALLBACK_ACTION_STOP, reason, code=code if isinstance(code, str) else "")
     if data.get("action") == CALLBACK_ACTION_WAIT:
         reason = str(data.get("reason") or "another worker holds the run")
         return Decision(CALLBACK_ACTION_WAIT, reason, _retry_after(data.get(CALLBACK_FIELD_RETRY_AFTER_S)))

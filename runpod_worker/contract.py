@@ -49,6 +49,9 @@ class ErrorCode:
     TRAINER_FAILED = "trainer_failed"
     UPLOAD_FAILED = "upload_failed"
     CANCELLED = "cancelled"
+    # Stopped because another delivery of the same job holds the run (a duplicate hand-out,
+    # runpod-python#402): not the run's outcome, which the holder decides.
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
     UNKNOWN = "unknown"
     ALL: tuple[str, ...] = (
         BAD_INPUT,
@@ -57,6 +60,7 @@ class ErrorCode:
         TRAINER_FAILED,
         UPLOAD_FAILED,
         CANCELLED,
+        CLAIMED_ELSEWHERE,
         UNKNOWN,
     )
 
@@ -64,6 +68,11 @@ class ErrorCode:
 # Worker -> backend callback protocol.
 CALLBACK_EVENT_STARTED = "started"
 CALLBACK_EVENT_PROGRESS = "progress"
+# Additive: sent once by the delivery that trained, right after a successful upload and before the handler
+# returns, with the JobOutput document in `output`; the backend completes the run from it whichever
+# delivery's result RunPod keeps.
+CALLBACK_EVENT_FINISHED = "finished"
+CALLBACK_FIELD_OUTPUT = "output"
 CALLBACK_ACTION_CONTINUE = "continue"
 CALLBACK_ACTION_STOP = "stop"
 # Additive (older workers never send a delivery id and are never told to wait): "wait" means another
@@ -75,6 +84,9 @@ CALLBACK_ACTION_WAIT = "wait"
 CALLBACK_FIELD_DELIVERY_ID = "delivery_id"
 CALLBACK_FIELD_CLAIM_WAIT_S = "claim_wait_s"
 CALLBACK_FIELD_RETRY_AFTER_S = "retry_after_s"
+# Additive: a "stop" answer may say why in `code`; `ErrorCode.CLAIMED_ELSEWHERE` means another delivery
+# holds the run, and the worker ends with that code instead of `cancelled`.
+CALLBACK_FIELD_CODE = "code"
 CALLBACK_AUTH_SCHEME = "Bearer"
 
 ALLOWED_RESOLUTIONS: tuple[int, ...] = (512, 768, 1024)

@@ -78,6 +78,8 @@ class ProgressReporter:
         self._progress: Progress | None = None
         self._pending: asyncio.Task[Decision] | None = None
         self.stop_reason: str | None = None
+        self.stop_code = ErrorCode.CANCELLED
+        self._finished = False
 
     async def report(self, progress: Progress) -> bool:
         """Returns False once the backend has answered "stop"."""
@@ -95,12 +97,12 @@ class ProgressReporter:
 
     async def keep_alive(self) -> None:
         """Runs beside the job: re-sends the last progress whenever the backend heard nothing lately."""
-        while self.stop_reason is None:
+        while self.stop_reason is None and not self._finished:
             await asyncio.sleep(HEARTBEAT_INTERVAL_S / 2)
             self._collect()
             quiet_for = time.monotonic() - self._last_callback
-            if self._progress is not None and quiet_for >= HEARTBEAT_INTERVAL_S:
-                self._call_back(self._progress)
+            if self._progress is not None and quiet_for >= HEARTBEAT_INTERVAL_S and not self._finished:
+                self._call_back(self._progress)  # never after "finished"
 
     def _call_back(self, progress: Progress) -> None:
         if self._pending is None:
@@ -114,11 +116,21 @@ class ProgressReporter:
             self._pending = None
             if decision.stop:
                 self.stop_reason = decision.reason
+                self.stop_code = _stop_code(decision)
 
     def check_stopped(self) -> None:
         self._collect()
         if self.stop_reason is not None:
-            raise JobFailed(ErrorCode.CANCELLED, f"Training was stopped: {self.stop_reason}.")
+            raise JobFailed(self.stop_code, f"Training was stopped: {self.stop_reason}.")
+
+    async def finished(self, output: JobOutput) -> None:
+        """Tells the backend the LoRA is uploaded, after any progress callback still in flight."""
+        self._finished = True
+        if self._pending is not None:
+            await asyncio.wait({self._pending}, timeout=20)
+        decision = await asyncio.to_thread(self._callbacks.finished, output)
+        if decision.stop:
+            log.warning("the backend did not take this delivery's result: %s", decision.reason)
 
     async def settle(self) -> None:
         if self._pending is not None:
@@ -126,6 +138,10 @@ class ProgressReporter:
         quiet_for = time.monotonic() - self._last_sent
         if quiet_for < PROGRESS_SETTLE_S:
             await asyncio.sleep(PROGRESS_SETTLE_S - quiet_for)
+
+
+def _stop_code(decision: Decision) -> str:
+    return ErrorCode.CLAIMED_ELSEWHERE if decision.claimed_elsewhere else ErrorCode.CANCELLED
 
 
 def _failure(failure: JobFailed) -> dict[str, Any]:
@@ -148,7 +164,7 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         decision = await _claim_run(callbacks)
         if decision.stop:
             # RunPod may hand a job out twice, and a run may be cancelled while queued: do no work.
-            return _failure(JobFailed(ErrorCode.CANCELLED, f"The run was not started: {decision.reason}."))
+            return _failure(JobFailed(_stop_code(decision), f"The run was not started: {decision.reason}."))
         output = await _train(job, spec, callbacks, workspace)
         return output.to_dict()
     except JobFailed as failure:
@@ -171,6 +187,7 @@ async def _claim_run(callbacks: CallbackClient) -> Decision:
             return Decision(
                 CALLBACK_ACTION_STOP,
                 f"the run is claimed elsewhere ({decision.reason}; gave up after waiting {waited:.0f} s)",
+                code=ErrorCode.CLAIMED_ELSEWHERE,
             )
         log.info("the run is held by another delivery (%s): asking again in %.1f s", decision.reason,
                  decision.retry_after_s)  # fmt: skip
@@ -207,8 +224,7 @@ async def _train_reporting(
     await reporter.report(Progress(stage=Stage.UPLOADING, step=steps, total_steps=spec.params.steps))
     uploaded = await asyncio.to_thread(upload_file, artifact, spec.output.lora_upload_url)
     upload_s = time.monotonic() - started
-    await reporter.settle()
-    return JobOutput(
+    output = JobOutput(
         lora=LoraArtifact(name=artifact.name, bytes=uploaded.bytes, sha256=uploaded.sha256),
         steps=steps,
         trainer_version=trainer_version(toolkit_dir()),
@@ -217,6 +233,10 @@ async def _train_reporting(
             download_s=round(download_s, 3), train_s=round(train_s, 3), upload_s=round(upload_s, 3)
         ),
     )
+    # The backend completes the run from this, whichever delivery's result RunPod keeps for the job.
+    await reporter.finished(output)
+    await reporter.settle()
+    return output
 
 
 def _prepare_dataset(spec: JobInput, workspace: Path) -> Path:
@@ -240,7 +260,7 @@ async def _run_training(
     run = await run_trainer(config_path, name=name, on_progress=reporter.report, env=env)
     tail = list(run.tail)
     if run.stopped:
-        raise JobFailed(ErrorCode.CANCELLED, f"Training was stopped: {reporter.stop_reason}.", tail)
+        raise JobFailed(reporter.stop_code, f"Training was stopped: {reporter.stop_reason}.", tail)
     if run.returncode != 0:
         raise classify_failure(run.returncode, tail)
     if any(line.strip() == "Job stopped" for line in tail):

@@ -11,7 +11,8 @@ runpod 1.12.0 SDK source (rp_job.py, rp_http.py, rp_ping.py, rp_scale.py).
 Faults, at start-up (`--fault KEY=VALUE`) or at run time (`POST /_control/faults`, Bearer auth):
 rate_429, rate_5xx (0..1, public API only), drop_webhooks (bool), kill_worker_mid_job (count of jobs whose
 worker is SIGKILLed at their first progress post), duplicate_jobs (count of jobs handed to two workers),
-queue_delay_s (seconds a new job waits before any worker may take it).
+queue_delay_s (seconds a new job waits before any worker may take it), duplicate_result (which final result
+of a duplicated job counts: `assigned`, the default, `first` or `last` to arrive).
 
 `GET /_control/state` shows every job with its wall-clock `created_ms`, `started_ms` and `finished_ms`
 (when the final result arrived), and `api_calls`: public API requests by route, refused ones included.
@@ -64,6 +65,9 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "kill_worker_mid_job": 0,
     "duplicate_jobs": 0,
     "queue_delay_s": 0.0,
+    # Which final result of a job handed out twice counts: the assigned (first) worker's, the first to
+    # arrive, or the last to arrive (RunPod does not document its rule).
+    "duplicate_result": "assigned",
 }
 
 
@@ -257,6 +261,7 @@ class Platform:
             if job is None:
                 return
             primary = job.worker_id == worker_id and job.status == "IN_PROGRESS"
+            final_counts = self._final_counts(job, worker_id)
             if body.get("status") == "IN_PROGRESS":
                 if primary:
                     job.output = body.get("output")
@@ -267,9 +272,9 @@ class Platform:
                 worker = self.workers.get(worker_id)
                 if worker is not None:
                     worker.jobs.discard(job_id)
-                if not primary:
-                    # A late or duplicate delivery: RunPod keeps the first final result of the assigned
-                    # worker; the rest is recorded for tests to inspect.
+                if not final_counts:
+                    # A late or duplicate delivery (by default RunPod keeps the final result of the
+                    # assigned worker; see `duplicate_result`): recorded for tests to inspect.
                     job.ignored_results.append({"worker_id": worker_id, **body})
                 elif "error" in body:
                     self._finish(job, "FAILED", error=body["error"], output=body.get("output"))
@@ -278,6 +283,18 @@ class Platform:
         if to_kill is not None:
             log.warning("fault: killing worker %s in the middle of job %s", to_kill.worker_id, job_id)
             _kill_group(to_kill.process)
+
+    def _final_counts(self, job: Job, worker_id: str) -> bool:
+        """Whether this worker's final result ends the job (called with the lock held)."""
+        if job.status != "IN_PROGRESS":
+            return False
+        rule = self.faults["duplicate_result"]
+        if rule == "first":
+            return worker_id in {d["worker_id"] for d in job.deliveries}
+        if rule == "last":
+            others = [w for w in self.workers.values() if w.worker_id != worker_id and job.id in w.jobs]
+            return not others
+        return job.worker_id == worker_id
 
     def stop_signals(self, worker_id: str) -> list[str]:
         deadline = time.monotonic() + STOP_HOLD_S

@@ -48,6 +48,28 @@ def test_the_handler_asks_again_after_each_wait_with_the_same_delivery_id(fake_b
     assert error.code == "cancelled" and "the run is already completed" in error.message
 
 
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        (
+            {"action": "stop", "reason": "another worker holds the run", "code": "claimed_elsewhere"},
+            "claimed_elsewhere",
+        ),
+        ({"action": "stop", "reason": "the run was cancelled"}, "cancelled"),
+        ({"action": "stop", "reason": "the run was cancelled", "code": 7}, "cancelled"),
+    ],
+)
+def test_a_stop_at_start_ends_with_the_code_the_answer_gives(
+    fake_backend: FakeBackend, answer: dict[str, Any], code: str
+) -> None:
+    fake_backend.decide = lambda event, seen: answer
+
+    result = run_handler(fake_backend)
+
+    assert parse_error(result["error"]).code == code
+    assert [e["event"] for e in fake_backend.events] == ["started"]
+
+
 def test_each_invocation_of_the_handler_is_its_own_delivery(fake_backend: FakeBackend) -> None:
     fake_backend.decide = lambda event, seen: {"action": "stop", "reason": "cancelled"}
 
@@ -67,7 +89,7 @@ def test_a_delivery_kept_waiting_gives_up_after_the_bound_and_says_the_run_is_cl
     result = run_handler(fake_backend)
 
     error = parse_error(result["error"])
-    assert error.code == "cancelled"
+    assert error.code == "claimed_elsewhere"
     assert "claimed elsewhere" in error.message and "gave up after waiting" in error.message
     assert 3 <= len(fake_backend.of("started")) <= 5
     assert fake_backend.of("progress") == []  # nothing downloaded, nothing trained
@@ -124,8 +146,11 @@ def test_the_keep_alive_repeats_the_last_progress_while_the_trainer_is_quiet(
     assert {call.stage for call in callbacks.progress_calls} == {"downloading"}
 
 
+@pytest.mark.parametrize(
+    ("code", "ends_with"), [("claimed_elsewhere", "claimed_elsewhere"), ("", "cancelled")]
+)
 def test_a_stop_heard_by_the_keep_alive_stops_the_job_before_training(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, code: str, ends_with: str
 ) -> None:
     monkeypatch.setattr(worker, "HEARTBEAT_INTERVAL_S", 0.1)
     monkeypatch.setattr(worker.runpod.serverless, "progress_update", lambda job, data: None)
@@ -134,7 +159,7 @@ def test_a_stop_heard_by_the_keep_alive_stops_the_job_before_training(
         def progress(self, progress: Progress) -> Any:
             super().progress(progress)
             if len(self.progress_calls) > 1:
-                return worker.Decision("stop", "the run was claimed by another worker")
+                return worker.Decision("stop", "the run was claimed by another worker", code=code)
             return worker.Decision("continue")
 
     reporter = worker.ProgressReporter({"id": "job-1"}, Stopping())  # type: ignore[arg-type]
@@ -148,4 +173,4 @@ def test_a_stop_heard_by_the_keep_alive_stops_the_job_before_training(
 
     with pytest.raises(worker.JobFailed) as stopped:
         reporter.check_stopped()
-    assert stopped.value.code == "cancelled" and "claimed by another worker" in stopped.value.message
+    assert stopped.value.code == ends_with and "claimed by another worker" in stopped.value.message

@@ -74,6 +74,12 @@ def test_the_lora_is_uploaded_and_its_sha256_matches(
         assert lora.get_slice(key).get_shape() == [4, 15360]
     [started] = fake_backend.of("started")
     assert (started["event"], started["job_id"], len(started["delivery_id"])) == ("started", job_id, 32)
+    # Right after the upload, before the handler returns, the backend hears "finished" with the output.
+    assert fake_backend.events[-1]["event"] == "finished"
+    assert fake_backend.events[-2]["stage"] == "uploading"
+    [finished] = fake_backend.of("finished")
+    assert finished["delivery_id"] == started["delivery_id"]
+    assert JobOutput.from_dict(finished["output"]) == output
     assert set(fake_backend.auth_headers) == {"Bearer callback-secret-token"}
 
 
@@ -119,24 +125,42 @@ def test_a_worker_killed_mid_job_is_retried_on_a_new_worker(runpod: LocalRunPod,
     assert len(runpod.state()["workers"]) == 2  # the dead worker was replaced
 
 
+@pytest.mark.parametrize("kept", ["first", "last"])
 def test_a_job_handed_out_twice_produces_one_lora(
-    runpod: LocalRunPod, bucket: Bucket, fake_backend: FakeBackend
+    runpod: LocalRunPod, bucket: Bucket, fake_backend: FakeBackend, kept: str
 ) -> None:
+    """Whichever of the two final results RunPod keeps, one LoRA is made, the duplicate ends
+    `claimed_elsewhere`, and the holder's `finished` callback carries the LoRA to the backend."""
+
     def only_once(event: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, Any]:
         if event["event"] == "started" and any(e["event"] == "started" for e in seen):
-            return {"action": "stop", "reason": "the run is already training elsewhere"}
+            return {"action": "stop", "reason": "another worker holds the run", "code": "claimed_elsewhere"}
         return {"action": "continue"}
 
     fake_backend.decide = only_once
-    runpod.set_faults(duplicate_jobs=1)
-    job_id = runpod.run(_job(bucket, callback=fake_backend.callback()))
-    final = _finish(runpod, job_id)
-    assert final["status"] == "COMPLETED", runpod.logs()
-    assert len(fake_backend.of("started")) == 2
-    job = runpod.wait_until(job_id, lambda s: True) and runpod.state()["jobs"][job_id]
+    runpod.set_faults(duplicate_jobs=1, duplicate_result=kept)
+    try:
+        job_id = runpod.run(_job(bucket, callback=fake_backend.callback()))
+        final = _finish(runpod, job_id)
+        job = runpod.wait_until(job_id, lambda s: len(runpod.state()["jobs"][job_id]["ignored_results"]) == 1)
+        job = runpod.state()["jobs"][job_id]
+    finally:
+        runpod.set_faults(duplicate_result="assigned")
     assert len({d["worker_id"] for d in job["deliveries"]}) == 2
-    [duplicate] = job["ignored_results"]
-    assert parse_error(duplicate["error"]).code == "cancelled"
+    holder, duplicate = (e["delivery_id"] for e in fake_backend.of("started"))
+    [finished] = fake_backend.of("finished")
+    assert finished["delivery_id"] == holder != duplicate
+    stored = bucket.read("loras/alice_v1.safetensors")
+    reported = JobOutput.from_dict(finished["output"])
+    assert (reported.lora.bytes, reported.lora.sha256) == (len(stored), hashlib.sha256(stored).hexdigest())
+    [ignored] = job["ignored_results"]
+    if kept == "first":  # the duplicate stopped at start, long before the holder finished training
+        assert (final["status"], parse_error(final["error"]).code) == ("FAILED", "claimed_elsewhere")
+        assert JobOutput.from_dict(ignored["output"]) == reported
+    else:
+        assert final["status"] == "COMPLETED", runpod.logs()
+        assert JobOutput.from_dict(final["output"]) == reported
+        assert parse_error(ignored["error"]).code == "claimed_elsewhere"
     assert bucket.stored() == [
         "images/img00.jpg",
         "images/img01.jpg",
@@ -154,6 +178,22 @@ def test_a_stop_answer_at_start_means_no_training(
     assert (final["status"], error.code) == ("FAILED", "cancelled")
     assert "the run was cancelled" in error.message
     assert fake_backend.of("progress") == []
+    assert "loras/alice_v1.safetensors" not in bucket.stored()
+
+
+def test_a_stop_answer_saying_claimed_elsewhere_ends_the_job_claimed_elsewhere(
+    runpod: LocalRunPod, bucket: Bucket, fake_backend: FakeBackend
+) -> None:
+    fake_backend.decide = lambda event, seen: {
+        "action": "stop",
+        "reason": "another worker is already running this job",
+        "code": "claimed_elsewhere",
+    }
+    final = _finish(runpod, runpod.run(_job(bucket, callback=fake_backend.callback())))
+    error = parse_error(final["error"])
+    assert (final["status"], error.code) == ("FAILED", "claimed_elsewhere")
+    assert "another worker is already running this job" in error.message
+    assert fake_backend.of("progress") == [] and fake_backend.of("finished") == []
     assert "loras/alice_v1.safetensors" not in bucket.stored()
 
 
