@@ -28,8 +28,10 @@ from runpod_worker.contract import (
     CALLBACK_ACTION_CONTINUE,
     CALLBACK_ACTION_STOP,
     CALLBACK_ACTION_WAIT,
+    CALLBACK_FIELD_CODE,
     Callback,
     ContractError,
+    ErrorCode,
     ImageSpec,
     JobInput,
     JobOutput,
@@ -79,6 +81,8 @@ RUNPOD_STATUS_MAP = {
     "TIMED_OUT": Status.FAILED,
     "CANCELLED": Status.CANCELLED,
 }
+
+FINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
 
 # How soon the sweep looks at a run again, growing while nothing changes (see docs/TRAINING.md).
 QUEUED_POLL = (timedelta(seconds=15), timedelta(minutes=5))
@@ -416,11 +420,13 @@ def training_run_apply_status(*, run_id: RunId, job: RunPodJob, source: str) -> 
     """Moves a run forward to what its RunPod job reports; COMPLETED only once the LoRA is verified."""
     run = TrainingRun.objects.select_related("character").get(pk=run_id)
     target = RUNPOD_STATUS_MAP.get(job.status)
-    if run.is_final or target is None:
+    if target is None:
         return run
     if job.id != run.runpod_job_id:
         logger.warning("run %s: ignoring status of job %s, not the run's job", run_id, job.id)
         return run
+    if run.is_final:
+        return _cost_record(run, job)
     if target == Status.COMPLETED:
         return _complete(run, job, source)
     with transaction.atomic():
@@ -430,7 +436,15 @@ def training_run_apply_status(*, run_id: RunId, job: RunPodJob, source: str) -> 
         _record_job(run, job)
         if target == Status.FAILED:
             error = parse_error(job.error)
-            if job.status == "TIMED_OUT" and error.code == "unknown":
+            if error.code == ErrorCode.CLAIMED_ELSEWHERE:
+                # A duplicate delivery's result (runpod-python#402) reached RunPod before the holder's: it
+                # says nothing about the run. The holder's "finished" callback (or, failing that, the
+                # deadline or the expired result) decides; keep polling.
+                logger.warning(
+                    "run %s: job %s ended with a duplicate delivery's result (%s); waiting for the holder",
+                    run.pk, job.id, error.message,
+                )  # fmt: skip
+            elif job.status == "TIMED_OUT" and error.code == "unknown":
                 message = "The run hit RunPod's time limit before it finished. Retry with fewer steps."
                 _fail_locked(run, code="timed_out", message=message, source=source)
             else:
@@ -451,9 +465,7 @@ def _complete(run: TrainingRun, job: RunPodJob, source: str) -> TrainingRun:
             message="The worker finished but its result could not be read. Retry the run.",
             source=source,
         )
-    name = lora_storage_name(run)
-    stored = stored_file_digest(name)  # streams the file: outside any transaction
-    problem = _lora_problem(stored, output)
+    problem = _lora_verify(run, output)
     if problem:
         return training_run_fail(run_id=run.pk, code="lora_unverified", message=problem, source=source)
     with transaction.atomic():
@@ -461,15 +473,55 @@ def _complete(run: TrainingRun, job: RunPodJob, source: str) -> TrainingRun:
         if not transition_allowed(run.status, Status.COMPLETED):
             return run
         _record_job(run, job)
-        run.lora_name = name
-        run.lora_bytes = output.lora.bytes
-        run.lora_sha256 = output.lora.sha256
-        run.gpu_type = output.gpu.name
-        run.progress_step = max(run.progress_step, output.steps)
-        run.progress_total = max(run.progress_total, output.steps)
-        run.progress_eta_seconds = 0
-        _transition(run, Status.COMPLETED, source=source, detail={"job_id": job.id, "lora": name})
-        run.save()
+        _complete_locked(run, output, source=source, detail={"job_id": job.id})
+    return run
+
+
+def _lora_verify(run: TrainingRun, output: JobOutput) -> str:
+    """Why the LoRA in storage is not the one `output` reports ("" when it is); streams the file, so
+    call it outside any transaction."""
+    return _lora_problem(stored_file_digest(lora_storage_name(run)), output)
+
+
+def _complete_locked(run: TrainingRun, output: JobOutput, *, source: str, detail: dict[str, Any]) -> None:
+    """Completes a run locked by the caller with a verified LoRA; saves it."""
+    name = lora_storage_name(run)
+    run.lora_name = name
+    run.lora_bytes = output.lora.bytes
+    run.lora_sha256 = output.lora.sha256
+    run.gpu_type = output.gpu.name
+    run.progress_step = max(run.progress_step, output.steps)
+    run.progress_total = max(run.progress_total, output.steps)
+    run.progress_eta_seconds = 0
+    _transition(run, Status.COMPLETED, source=source, detail={**detail, "lora": name})
+    run.save()
+
+
+def _cost_pending(run: TrainingRun) -> bool:
+    """Completed from the worker's "finished" callback, and RunPod's final status of the job not read yet."""
+    seen = (run.last_provider_payload or {}).get("status")
+    return (
+        run.status == Status.COMPLETED
+        and run.execution_ms is None
+        and bool(run.runpod_job_id)
+        and seen not in FINAL_JOB_STATUSES
+    )
+
+
+def _cost_record(run: TrainingRun, job: RunPodJob) -> TrainingRun:
+    """RunPod's final status of a run the "finished" callback completed: its execution time gives the cost
+    (read once; a status without one leaves the cost empty)."""
+    if not _cost_pending(run) or job.status not in FINAL_JOB_STATUSES:
+        return run
+    with transaction.atomic():
+        run = _locked(run.pk)
+        if not _cost_pending(run):
+            return run
+        _record_job(run, job)
+        run.cost_usd = _cost(run)
+        run.save(
+            update_fields=["last_provider_payload", "delay_ms", "execution_ms", "cost_usd", "updated_at"]
+        )
     return run
 
 
@@ -519,11 +571,14 @@ class WorkerAnswer:
     action: str
     reason: str = ""
     retry_after_s: float | None = None
+    code: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         answer: dict[str, Any] = {"action": self.action}
         if self.reason:
             answer["reason"] = self.reason
+        if self.code:
+            answer[CALLBACK_FIELD_CODE] = self.code
         if self.retry_after_s is not None:
             answer["retry_after_s"] = self.retry_after_s
         return answer
@@ -557,7 +612,7 @@ def training_run_worker_started(
         elif run.started_at and run.worker_seen_at and now - run.worker_seen_at < _lease():
             # A worker without delivery ids: the same job handed to a second worker while the first still
             # reports (runpod-python#402).
-            return WorkerAnswer(CALLBACK_ACTION_STOP, "another worker is already running this job")
+            return _claimed_elsewhere("another worker is already running this job")
         _claim(run, job_id)
         if delivery_id and run.worker_delivery_id != delivery_id:
             if run.worker_delivery_id:
@@ -586,7 +641,7 @@ def training_run_worker_progress(
             return refusal
         if delivery_id and run.worker_delivery_id and run.worker_delivery_id != delivery_id:
             # It went silent for longer than the liveness window and another delivery took the run over.
-            return WorkerAnswer(CALLBACK_ACTION_STOP, "the run was claimed by another worker")
+            return _claimed_elsewhere("the run was claimed by another worker")
         _claim(run, job_id)
         if delivery_id:
             run.worker_delivery_id = delivery_id
@@ -599,13 +654,54 @@ def training_run_worker_progress(
     return CONTINUE
 
 
+def training_run_worker_finished(
+    *, run: TrainingRun, job_id: str, delivery_id: str, output: JobOutput
+) -> WorkerAnswer:
+    """The delivery holding the run uploaded its LoRA: verify it in storage and complete the run.
+
+    This does not wait for RunPod's result, which may be a duplicate delivery's `claimed_elsewhere`
+    failure (runpod-python#402). Only the holder is heard; RunPod's webhook and `/status` remain the path
+    when this callback is lost. The cost comes later, from RunPod's execution time (`_cost_record`).
+    """
+    with transaction.atomic():
+        locked = _locked(run.pk)
+        refusal = _worker_refusal(locked, job_id) or _not_holder(locked, delivery_id)
+        if refusal is not None:
+            return refusal
+    problem = _lora_verify(locked, output)  # streams the file: outside any transaction
+    with transaction.atomic():
+        locked = _locked(run.pk)
+        refusal = _worker_refusal(locked, job_id) or _not_holder(locked, delivery_id)
+        if refusal is not None:
+            return refusal
+        if problem:
+            # Not the run's end: RunPod's own result is read soon and decides (lora_unverified if it agrees).
+            logger.warning("run %s: delivery %s finished, but %s", locked.pk, delivery_id, problem)
+            locked.next_poll_at = timezone.now()
+            locked.save(update_fields=["next_poll_at", "updated_at"])
+            transaction.on_commit(partial(_enqueue, "poll_training_run", locked.pk))
+            return CONTINUE
+        _complete_locked(locked, output, source=Source.WORKER, detail={"job_id": job_id})
+    return CONTINUE
+
+
+def _not_holder(run: TrainingRun, delivery_id: str) -> WorkerAnswer | None:
+    if delivery_id and run.worker_delivery_id == delivery_id:
+        return None
+    return _claimed_elsewhere("another delivery of this job holds the run")
+
+
+def _claimed_elsewhere(reason: str) -> WorkerAnswer:
+    return WorkerAnswer(CALLBACK_ACTION_STOP, reason, code=ErrorCode.CLAIMED_ELSEWHERE)
+
+
 def _worker_refusal(run: TrainingRun, job_id: str) -> WorkerAnswer | None:
     if run.is_final:
         return WorkerAnswer(CALLBACK_ACTION_STOP, f"the run is already {run.status}")
     if run.runpod_job_id and run.runpod_job_id != job_id:
         # A job from an earlier submission whose answer was lost: the run has its job, stop this one.
         transaction.on_commit(partial(_enqueue, "cancel_runpod_job", job_id))
-        return WorkerAnswer(CALLBACK_ACTION_STOP, "another job is already training this run")
+        return _claimed_elsewhere("another job is already training this run")
     return None
 
 
@@ -622,7 +718,7 @@ def _claim_contention(
     if claim_wait_s >= window.total_seconds():
         # The holder called back after this delivery first asked: it is alive, and this is the same job
         # handed out twice (runpod-python#402).
-        return WorkerAnswer(CALLBACK_ACTION_STOP, "another worker is already running this job")
+        return _claimed_elsewhere("another worker is already running this job")
     retry_after = (window - holder_quiet_for).total_seconds() + CLAIM_RETRY_MARGIN_S
     return WorkerAnswer(
         CALLBACK_ACTION_WAIT, "another worker of this job called back lately", round(retry_after, 3)
@@ -680,6 +776,10 @@ def training_run_note_webhook(*, run: TrainingRun, job_id: str) -> bool:
     with transaction.atomic():
         run = _locked(run.pk)
         if run.is_final:
+            if job_id and job_id == run.runpod_job_id and _cost_pending(run):
+                # Completed from the worker's "finished" callback: RunPod's final status has the cost.
+                transaction.on_commit(partial(_enqueue, "poll_training_run", run.pk))
+                return True
             return False
         if job_id and not run.runpod_job_id:
             # Only our submission put this run's token in a webhook URL, so the job is this run's.
@@ -698,8 +798,15 @@ def training_run_note_webhook(*, run: TrainingRun, job_id: str) -> bool:
 def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRun:
     """Asks RunPod for the run's job status and applies it; ends runs RunPod forgot or that ran too long."""
     run = TrainingRun.objects.get(pk=run_id)
-    if run.is_final or not run.runpod_job_id:
+    if not run.runpod_job_id or (run.is_final and not _cost_pending(run)):
         return run
+    if run.is_final:
+        try:
+            return training_run_apply_status(
+                run_id=run.pk, job=get_provider().status(run.runpod_job_id), source=source
+            )
+        except RunPodError:
+            return run  # the cost stays unknown; the run is complete either way
     if _past_deadline(run):
         return training_run_fail(
             run_id=run.pk,

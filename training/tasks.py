@@ -43,7 +43,12 @@ def submit_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-d
 @shared_task(bind=True, max_retries=5, acks_late=True)
 def poll_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def]
     """Reads the run's job status from RunPod and applies it (also the completion work: verify, cost)."""
-    if not TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE_STATUSES).exists():
+    # Active runs, and runs completed by the worker's "finished" callback whose cost RunPod has yet to give.
+    active = TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE_STATUSES)
+    cost_pending = TrainingRun.objects.filter(
+        pk=run_id, status=TrainingRun.Status.COMPLETED, execution_ms__isnull=True
+    )
+    if not (active.exists() or cost_pending.exists()):
         return
     try:
         services.training_run_poll(run_id=run_id, source=TrainingEvent.Source.POLL)

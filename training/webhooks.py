@@ -17,11 +17,14 @@ from django.views.decorators.http import require_POST
 
 from runpod_worker.contract import (
     CALLBACK_AUTH_SCHEME,
+    CALLBACK_EVENT_FINISHED,
     CALLBACK_EVENT_PROGRESS,
     CALLBACK_EVENT_STARTED,
     CALLBACK_FIELD_CLAIM_WAIT_S,
     CALLBACK_FIELD_DELIVERY_ID,
+    CALLBACK_FIELD_OUTPUT,
     ContractError,
+    JobOutput,
     Progress,
 )
 from training import services
@@ -72,7 +75,7 @@ def runpod_webhook(request: HttpRequest, run_id: uuid.UUID, token: str) -> JsonR
 @csrf_exempt
 @require_POST
 def worker_callback(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
-    """The worker reports "started" or "progress" and hears "continue" or "stop"."""
+    """The worker reports "started", "progress" or "finished" and hears "continue", "wait" or "stop"."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     run = _authenticated_run(run_id, token.strip()) if scheme == CALLBACK_AUTH_SCHEME else None
     if run is None:
@@ -104,8 +107,17 @@ def worker_callback(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
         answer = services.training_run_worker_progress(
             run=run, job_id=job_id, progress=progress, delivery_id=delivery_id
         )
+    elif event == CALLBACK_EVENT_FINISHED:
+        try:
+            output = JobOutput.from_dict(body.get(CALLBACK_FIELD_OUTPUT))
+        except ContractError as exc:
+            return _bad_request(f"The output is invalid: {exc}.")
+        answer = services.training_run_worker_finished(
+            run=run, job_id=job_id, delivery_id=delivery_id, output=output
+        )
     else:
         return _bad_request(
-            f"Unknown event; expected {CALLBACK_EVENT_STARTED!r} or {CALLBACK_EVENT_PROGRESS!r}."
+            f"Unknown event; expected {CALLBACK_EVENT_STARTED!r}, {CALLBACK_EVENT_PROGRESS!r} or "
+            f"{CALLBACK_EVENT_FINISHED!r}."
         )
     return JsonResponse(answer.as_dict())

@@ -152,6 +152,23 @@ def _database_url() -> str:
 
 
 @pytest.fixture
+def finished_callback_lost(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The worker's "finished" callback never reaches the backend's service (the worker-callback view runs
+    in this process, the live server): RunPod's webhook and `/status` have to finish the run. Returns the
+    delivery ids whose "finished" was dropped."""
+    from training import services
+
+    dropped: list[str] = []
+
+    def lost(*, delivery_id: str, **_: Any) -> services.WorkerAnswer:
+        dropped.append(delivery_id)
+        return services.CONTINUE
+
+    monkeypatch.setattr(services, "training_run_worker_finished", lost)
+    return dropped
+
+
+@pytest.fixture
 def stack_factory(
     live_server: Any, s3_storage: S3Server, settings: Any, tmp_path: Path, broker_url: str
 ) -> Iterator[Callable[..., Stack]]:

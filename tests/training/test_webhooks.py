@@ -202,7 +202,11 @@ def test_a_second_job_for_a_claimed_run_is_told_to_stop_and_cancelled(
 ) -> None:
     response = callback(client, run, {"event": "started", "job_id": "job-2"})
 
-    assert response.json() == {"action": "stop", "reason": "another job is already training this run"}
+    assert response.json() == {
+        "action": "stop",
+        "reason": "another job is already training this run",
+        "code": "claimed_elsewhere",
+    }
     assert provider.cancelled == ["job-2"]
 
 
@@ -212,7 +216,11 @@ def test_the_same_job_handed_to_a_second_worker_is_told_to_stop(client: Client, 
 
     response = callback(client, run, {"event": "started", "job_id": "job-1"})
 
-    assert response.json() == {"action": "stop", "reason": "another worker is already running this job"}
+    assert response.json() == {
+        "action": "stop",
+        "reason": "another worker is already running this job",
+        "code": "claimed_elsewhere",
+    }
 
 
 def test_a_cancelled_run_tells_its_worker_to_stop(client: Client, run: TrainingRun) -> None:

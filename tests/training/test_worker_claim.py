@@ -106,7 +106,11 @@ def test_a_holder_that_comes_back_after_losing_the_claim_is_told_to_stop(
     clock.shift(WINDOW_S + 1)
     started(run, SECOND)
 
-    assert progress(run, FIRST, 20) == {"action": "stop", "reason": "the run was claimed by another worker"}
+    assert progress(run, FIRST, 20) == {
+        "action": "stop",
+        "reason": "the run was claimed by another worker",
+        "code": "claimed_elsewhere",
+    }
     assert progress(run, SECOND, 5) == {"action": "continue"}
 
 
@@ -130,7 +134,11 @@ def test_a_delivery_that_waited_a_whole_window_while_the_holder_called_back_is_a
 
     answer = started(run, SECOND, claim_wait_s=WINDOW_S + 1)
 
-    assert answer == {"action": "stop", "reason": "another worker is already running this job"}
+    assert answer == {
+        "action": "stop",
+        "reason": "another worker is already running this job",
+        "code": "claimed_elsewhere",
+    }
     run.refresh_from_db()
     assert run.worker_delivery_id == FIRST
 
@@ -158,7 +166,11 @@ def test_a_worker_without_delivery_ids_is_answered_as_before(
     clock.shift(46)
     after_the_lease = training_run_worker_started(run=run, job_id="job-1")
 
-    assert again.as_dict() == {"action": "stop", "reason": "another worker is already running this job"}
+    assert again.as_dict() == {
+        "action": "stop",
+        "reason": "another worker is already running this job",
+        "code": "claimed_elsewhere",
+    }
     assert after_the_lease.as_dict() == {"action": "continue"}
 
 
@@ -179,7 +191,11 @@ def test_another_job_of_the_run_is_still_told_to_stop_whatever_its_delivery(run:
 
     answer = training_run_worker_started(run=run, job_id="job-2", delivery_id=SECOND)
 
-    assert answer.as_dict() == {"action": "stop", "reason": "another job is already training this run"}
+    assert answer.as_dict() == {
+        "action": "stop",
+        "reason": "another job is already training this run",
+        "code": "claimed_elsewhere",
+    }
 
 
 # --------------------------------------------------------------------------------- over HTTP
