@@ -49,8 +49,9 @@ from runpod_worker.upload import upload_file
 
 log = logging.getLogger("runpod_worker")
 
-# progress_update spawns a thread, a loop and an HTTP client per call: keep it rare.
-PROGRESS_INTERVAL_S = float(os.environ.get("WORKER_PROGRESS_INTERVAL_S", 5.0))
+# progress_update spawns a thread, a loop and an HTTP client per call, so it is throttled; 1.5 s keeps
+# every printed step visible within 2 s (docs/BENCHMARKS.md) at under one call a second.
+PROGRESS_INTERVAL_S = float(os.environ.get("WORKER_PROGRESS_INTERVAL_S", 1.5))
 # A progress post landing after the final result leaves the job stuck IN_PROGRESS (runpod-python#250),
 # so the handler never returns sooner than this after its last progress post.
 PROGRESS_SETTLE_S = float(os.environ.get("WORKER_PROGRESS_SETTLE_S", 1.0))
