@@ -45,10 +45,19 @@ class Character(models.Model):
         return self.name
 
 
-def reference_image_path(instance: ReferenceImage, filename: str) -> str:
+def reference_image_name(character_id: object, sha256: str, extension: str) -> str:
     """`characters/<character id>/images/<sha256>.<ext>`: content-addressed, so names never collide."""
+    return f"characters/{character_id}/images/{sha256}{extension}"
+
+
+def reference_thumbnail_name(character_id: object, sha256: str) -> str:
+    return f"characters/{character_id}/thumbnails/{sha256}.webp"
+
+
+def reference_image_path(instance: ReferenceImage, filename: str) -> str:
+    """The FileField's upload_to: the same content-addressed name as the ingest service stores."""
     extension = PurePosixPath(filename).suffix.lower() or ".bin"
-    return f"characters/{instance.character_id}/images/{instance.sha256}{extension}"
+    return reference_image_name(instance.character_id, instance.sha256, extension)
 
 
 class ReferenceImage(models.Model):

@@ -22,7 +22,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 
 from characters.ingest import ImageRejected, PreparedImage, display_name, prepare_image
-from characters.models import Character, ReferenceImage
+from characters.models import Character, ReferenceImage, reference_image_name, reference_thumbnail_name
 from characters.signals import auto_train_enabled, character_deleting, reference_images_added
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
@@ -182,8 +182,8 @@ def _reference_image_ingest(*, character: Character, upload: UploadedFile) -> Re
 
 def _store(character: Character, prepared: PreparedImage) -> tuple[str, str]:
     """Save the image and its thumbnail; returns their storage names."""
-    image_name = f"characters/{character.pk}/images/{prepared.sha256}{prepared.extension}"
-    thumbnail_name = f"characters/{character.pk}/thumbnails/{prepared.sha256}.webp"
+    image_name = reference_image_name(character.pk, prepared.sha256, prepared.extension)
+    thumbnail_name = reference_thumbnail_name(character.pk, prepared.sha256)
     saved: list[str] = []
     try:
         saved.append(default_storage.save(image_name, File(prepared.image, name=image_name)))
