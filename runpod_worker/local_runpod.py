@@ -12,7 +12,10 @@ Faults, at start-up (`--fault KEY=VALUE`) or at run time (`POST /_control/faults
 rate_429, rate_5xx (0..1, public API only), drop_webhooks (bool), kill_worker_mid_job (count of jobs whose
 worker is SIGKILLed at their first progress post), duplicate_jobs (count of jobs handed to two workers),
 queue_delay_s (seconds a new job waits before any worker may take it), duplicate_result (which final result
-of a duplicated job counts: `assigned`, the default, `first` or `last` to arrive).
+of a duplicated job counts: `assigned`, the default, `first` or `last` to arrive), public_down (bool: every
+public request's connection is closed unanswered, as when RunPod cannot be reached; workers carry on),
+slow_rate and slow_s (a share of public requests answered only after slow_s seconds; a /run creates its job
+before the wait), lose_run_answer (count of /run calls that create their job, then answer 500).
 
 `GET /_control/state` shows every job with its wall-clock `created_ms`, `started_ms` and `finished_ms`
 (when the final result arrived), and `api_calls`: public API requests by route, refused ones included.
@@ -68,6 +71,15 @@ DEFAULT_FAULTS: dict[str, Any] = {
     # Which final result of a job handed out twice counts: the assigned (first) worker's, the first to
     # arrive, or the last to arrive (RunPod does not document its rule).
     "duplicate_result": "assigned",
+    # RunPod's API unreachable from the backend: every public request's connection is closed unanswered
+    # (the workers, on RunPod's own network, carry on).
+    "public_down": False,
+    # A share of public requests answered only after `slow_s` seconds (a /run creates its job first), so a
+    # client with a shorter timeout gives up on a call that did happen.
+    "slow_rate": 0.0,
+    "slow_s": 0.0,
+    # Count of /run calls that create their job and then answer 500: the job exists, the answer is lost.
+    "lose_run_answer": 0,
 }
 
 
@@ -178,6 +190,14 @@ class Platform:
                 job.kill_on_progress = True
             self.lock.notify_all()
         return {"id": job.id, "status": "IN_QUEUE"}
+
+    def take_fault(self, name: str) -> bool:
+        """Uses up one of a counted fault (`lose_run_answer`): True when it fires."""
+        with self.lock:
+            if self.faults[name] > 0:
+                self.faults[name] -= 1
+                return True
+        return False
 
     def find(self, job_id: str) -> Job | None:
         with self.lock:
@@ -559,11 +579,15 @@ class Handler(BaseHTTPRequestHandler):
     def _public(self, method: str, parts: list[str]) -> None:
         with self.platform.lock:
             self.platform.api_calls[parts[0]] = self.platform.api_calls.get(parts[0], 0) + 1
+        faults = self.platform.faults
+        if faults["public_down"]:
+            self.close_connection = True  # no status line at all: the client sees the connection drop
+            return
         if not self._authorised_public():
             self._send(401, {"error": "Unauthorized"})
             return
-        faults = self.platform.faults
         roll = self.platform.random.random()
+        delay = float(faults["slow_s"]) if self.platform.random.random() < faults["slow_rate"] else 0.0
         if roll < faults["rate_429"]:
             self._send(429, {"error": "Too Many Requests"})
             return
@@ -572,12 +596,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         route = (method, parts[0], len(parts))
         if route == ("POST", "run", 1):
-            body = self._body()
-            if not isinstance(body, dict) or "input" not in body:
-                self._send(400, {"error": "body must be an object with 'input'"})
-                return
-            self._send(200, self.platform.submit(body))
-        elif route == ("GET", "status", 2):
+            self._public_run(delay)
+            return
+        time.sleep(delay)
+        if route == ("GET", "status", 2):
             job = self.platform.find(parts[1])
             self._send(200, job.public()) if job else self._send(404, {"error": "request does not exist"})
         elif route == ("POST", "cancel", 2):
@@ -589,6 +611,18 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, self.platform.health())
         else:
             self._send(404, {"error": "not found"})
+
+    def _public_run(self, delay: float) -> None:
+        body = self._body()
+        if not isinstance(body, dict) or "input" not in body:
+            self._send(400, {"error": "body must be an object with 'input'"})
+            return
+        job = self.platform.submit(body)  # the job exists from here on, whatever the answer says
+        time.sleep(delay)
+        if self.platform.take_fault("lose_run_answer"):
+            self._send(500, {"error": "Internal Server Error"})
+            return
+        self._send(200, job)
 
     def _worker(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
         if not secrets.compare_digest(self.headers.get("Authorization", ""), self.platform.worker_key):
