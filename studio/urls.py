@@ -5,6 +5,8 @@ from django.urls import include, path
 
 from studio import health, transfer, views
 
+handler500 = "studio.error_views.server_error"
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/signup/", views.signup, name="signup"),
