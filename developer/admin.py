@@ -68,6 +68,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "attempts",
         "last_status_code",
         "created_at",
+        "next_attempt_at",
     ]
     list_filter = ["status", "event_type"]
     search_fields = ["event_id", "endpoint__url"]

@@ -147,9 +147,15 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
             "last_error",
             "created_at",
             "last_attempt_at",
+            "next_attempt_at",
             "delivered_at",
             "payload",
         ]
+        extra_kwargs = {
+            "next_attempt_at": {
+                "help_text": "When a pending delivery is attempted next; null once delivered or failed."
+            }
+        }
 
 
 class WebhookEndpointListApi(APIView):

@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 
 
 class ApiToken(models.Model):
@@ -71,6 +72,10 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When a pending delivery may be attempted next; empty once it is delivered or failed. Claiming an
+    # attempt pushes it past the attempt's timeout, so a killed attempt becomes due again. Rows written
+    # without it (before this column, or by a process still running older code) are due at once.
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_default=Now())
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -78,6 +83,14 @@ class WebhookDelivery(models.Model):
         verbose_name_plural = "webhook deliveries"
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "event_id"], name="webhook_event_once_per_endpoint"),
+        ]
+        indexes = [
+            # The sweep's search for overdue deliveries reads pending rows only.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_delivery_due_idx",
+                condition=models.Q(status="pending"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -95,6 +95,11 @@ class PostResult:
 _session = requests.Session()
 
 
+def timeouts() -> tuple[float, float]:
+    """The POST's (connect, read) timeouts."""
+    return min(5.0, settings.WEBHOOK_TIMEOUT_SECONDS), settings.WEBHOOK_TIMEOUT_SECONDS
+
+
 def post(url: str, headers: dict[str, str], body: bytes) -> PostResult:
     """One POST with a timeout and no redirects (a redirect could lead to a private address)."""
     all_headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
@@ -103,7 +108,7 @@ def post(url: str, headers: dict[str, str], body: bytes) -> PostResult:
             url,
             data=body,
             headers=all_headers,
-            timeout=(min(5.0, settings.WEBHOOK_TIMEOUT_SECONDS), settings.WEBHOOK_TIMEOUT_SECONDS),
+            timeout=timeouts(),
             allow_redirects=False,
         )
     except requests.RequestException as error:

@@ -248,6 +248,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "training.tasks.sweep_training_runs",
         "schedule": env.float("TRAINING_SWEEP_INTERVAL_SECONDS", default=15.0),
     },
+    # The safety net under webhook delivery tasks, which a broker outage, a Redis restart or a killed
+    # worker can lose: pending deliveries long past their next attempt are queued again.
+    "sweep-webhook-deliveries": {
+        "task": "developer.tasks.sweep_webhook_deliveries",
+        "schedule": env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=60.0),
+    },
 }
 
 
@@ -323,6 +329,11 @@ API_IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 # Outbound webhooks: bounded attempts with growing pauses, and short timeouts per attempt.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 WEBHOOK_RETRY_DELAYS_SECONDS = [10, 60, 300, 1800, 7200]  # six attempts over about 2.5 hours
+# How often beat looks for deliveries whose task was lost, and how many one pass may queue. A pending
+# delivery is taken as lost once it has been due for a whole interval: a task merely queued runs well
+# within that, and should it still run, it and the sweep's copy claim one attempt between them.
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=60.0)
+WEBHOOK_SWEEP_BATCH_SIZE = env.int("WEBHOOK_SWEEP_BATCH_SIZE", default=100)
 # Endpoints on loopback, private or link-local addresses are refused (they would let anyone
 # probe our own network); a development setup receiving on localhost turns this on.
 WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
