@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +16,23 @@ from django.core.files.storage import default_storage
 from training.models import TrainingRun
 
 CHUNK = 1024 * 1024
+# A Flux LoRA's header is a few hundred KB (one entry per tensor); anything far larger is not a LoRA.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+# Bytes per element of each safetensors dtype.
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+    "U32": 4, "I32": 4, "F32": 4,
+    "U64": 8, "I64": 8, "F64": 8,
+}  # fmt: skip
 
 
 class StorageUnavailable(Exception):
     """Storage could not be read just now; verification should be tried again later."""
+
+
+class LoraInvalid(Exception):
+    """The stored file is not a complete, well-formed safetensors file."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,82 @@ def stored_file_digest(name: str) -> StoredFile | None:
     except (OSError, BotoCoreError, ClientError) as exc:
         raise StorageUnavailable(f"Storage could not be read ({type(exc).__name__}).") from exc
     return StoredFile(bytes=size, sha256=digest.hexdigest())
+
+
+def stored_lora_digest(name: str) -> StoredFile | None:
+    """Size and SHA-256 of a stored LoRA that is a complete safetensors file; None if absent.
+
+    One streamed read: the header (8-byte little-endian length, then JSON) is checked as soon as it has
+    arrived, and the tensors' data offsets must tile the rest of the file exactly, so a truncated or padded
+    file raises LoraInvalid. The file is never held in memory, and reading stops at the first problem.
+    """
+    try:
+        if not default_storage.exists(name):
+            return None
+        digest = hashlib.sha256()
+        head = bytearray()
+        size = 0
+        expected: int | None = None
+        for chunk in _chunks(name):
+            digest.update(chunk)
+            size += len(chunk)
+            if expected is None:
+                head += chunk
+                expected = _safetensors_size(bytes(head))
+                if expected is not None:
+                    head.clear()
+            if expected is not None and size > expected:
+                raise LoraInvalid(f"the file is longer than its header says ({size:,} > {expected:,} bytes)")
+    except (OSError, BotoCoreError, ClientError) as exc:
+        raise StorageUnavailable(f"Storage could not be read ({type(exc).__name__}).") from exc
+    if expected is None:
+        raise LoraInvalid(f"the file ends inside its header ({size:,} bytes)")
+    if size != expected:
+        raise LoraInvalid(f"the file is truncated ({size:,} of {expected:,} bytes)")
+    return StoredFile(bytes=size, sha256=digest.hexdigest())
+
+
+def _safetensors_size(head: bytes) -> int | None:
+    """The total file size a safetensors header promises; None until the whole header has been read."""
+    if len(head) < 8:
+        return None
+    (length,) = struct.unpack("<Q", head[:8])
+    if not 2 <= length <= MAX_HEADER_BYTES:
+        raise LoraInvalid(f"its header length ({length:,} bytes) is not a safetensors header's")
+    if len(head) < 8 + length:
+        return None
+    try:
+        header = json.loads(head[8 : 8 + length])
+    except ValueError as exc:
+        raise LoraInvalid("its header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise LoraInvalid("its header is not a JSON object")
+    return 8 + length + _data_length(header)
+
+
+def _data_length(header: dict[str, Any]) -> int:
+    """The length of the data the header's tensors cover, which must be contiguous from offset 0."""
+    spans = sorted(_span(key, entry) for key, entry in header.items() if key != "__metadata__")
+    if not spans:
+        raise LoraInvalid("its header lists no tensors")
+    end = 0
+    for begin, stop in spans:
+        if begin != end:
+            raise LoraInvalid("its tensors' data offsets leave a gap or overlap")
+        end = stop
+    return end
+
+
+def _span(key: str, entry: Any) -> tuple[int, int]:
+    try:
+        begin, stop = (int(offset) for offset in entry["data_offsets"])
+        shape = [int(dim) for dim in entry["shape"]]
+        width = DTYPE_BYTES[entry["dtype"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LoraInvalid(f"its header entry {key[:80]!r} is malformed") from exc
+    if begin < 0 or min(shape, default=0) < 0 or stop - begin != math.prod(shape) * width:
+        raise LoraInvalid(f"its header entry {key[:80]!r} has data offsets that do not fit its shape")
+    return begin, stop
 
 
 def _chunks(name: str) -> Iterator[bytes]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -45,7 +46,7 @@ from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
 from studio.transfer import download_url, upload_url
 from training import pricing
-from training.artifacts import lora_storage_name, stored_file_digest
+from training.artifacts import LoraInvalid, lora_storage_name, stored_file_digest, stored_lora_digest
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.providers import TrainingProvider, get_provider
@@ -91,6 +92,17 @@ TRAINING_POLL = (timedelta(seconds=30), timedelta(minutes=5))
 TRAINING_POLL_WITH_CALLBACKS = timedelta(minutes=10)
 # Beyond RunPod's own limits, before the sweep gives up on a run that never reported back.
 DEADLINE_MARGIN = timedelta(minutes=5)
+# RunPod keeps a /run job's result for 30 minutes after the job ends; then /status answers 404.
+RUNPOD_RESULT_RETENTION = timedelta(minutes=30)
+# A run completed by the worker's "finished" callback: how soon the sweep reads RunPod's final status for
+# its cost (the job ends seconds after the callback), growing while RunPod has not ended the job.
+COST_POLL = (timedelta(seconds=15), timedelta(minutes=5))
+# The first interval and the cap of each status's poll backoff.
+_BACKOFF = {
+    Status.QUEUED.value: QUEUED_POLL,
+    Status.TRAINING.value: TRAINING_POLL,
+    Status.COMPLETED.value: COST_POLL,
+}
 
 
 def transition_allowed(from_status: str, to_status: str) -> bool:
@@ -429,28 +441,104 @@ def training_run_apply_status(*, run_id: RunId, job: RunPodJob, source: str) -> 
         return _cost_record(run, job)
     if target == Status.COMPLETED:
         return _complete(run, job, source)
+    error = parse_error(job.error) if target == Status.FAILED else None
+    if error is not None and error.code == ErrorCode.CLAIMED_ELSEWHERE:
+        # A duplicate delivery's result (runpod-python#402) reached RunPod before the holder's, and RunPod
+        # kept it: it says nothing about the run.
+        logger.warning(
+            "run %s: job %s ended with a duplicate delivery's result (%s)", run.pk, job.id, error.message
+        )
+        return _job_result_unusable(run, CLAIMED_ELSEWHERE, job=job, source=source)
     with transaction.atomic():
         run = _locked(run_id)
         if run.is_final:
             return run  # another webhook, poll or callback ended it while we were reading
         _record_job(run, job)
-        if target == Status.FAILED:
-            error = parse_error(job.error)
-            if error.code == ErrorCode.CLAIMED_ELSEWHERE:
-                # A duplicate delivery's result (runpod-python#402) reached RunPod before the holder's: it
-                # says nothing about the run. The holder's "finished" callback (or, failing that, the
-                # deadline or the expired result) decides; keep polling.
-                logger.warning(
-                    "run %s: job %s ended with a duplicate delivery's result (%s); waiting for the holder",
-                    run.pk, job.id, error.message,
-                )  # fmt: skip
-            elif job.status == "TIMED_OUT" and error.code == "unknown":
+        if error is not None:
+            if job.status == "TIMED_OUT" and error.code == "unknown":
                 message = "The run hit RunPod's time limit before it finished. Retry with fewer steps."
                 _fail_locked(run, code="timed_out", message=message, source=source)
             else:
                 _fail_locked(run, code=error.code, message=error.message, source=source)
         elif transition_allowed(run.status, target):
             _transition(run, target, source=source, detail={"job_status": job.status})
+        run.save()
+    return run
+
+
+@dataclass(frozen=True)
+class LostReport:
+    """Why RunPod's result cannot tell how a run ended, and what the run says when storage cannot either."""
+
+    code: str
+    why: str  # for the completion event and the log
+    message: str  # the failure the user reads, before what storage held and what to do
+
+
+JOB_LOST = LostReport(
+    code="job_lost",
+    why="RunPod no longer knows the job and the worker's report was lost",
+    message="RunPod no longer knows this run's job (results are kept only 30 minutes after a job ends)",
+)
+CLAIMED_ELSEWHERE = LostReport(
+    code="worker_lost",
+    why="RunPod kept a duplicate delivery's result and the worker's report was lost",
+    message=(
+        "RunPod kept only the result of a duplicate worker that never trained (the job was handed out "
+        "twice), and the worker that trained this run stopped reporting"
+    ),
+)
+
+
+def _job_result_unusable(
+    run: TrainingRun, lost: LostReport, *, job: RunPodJob | None, source: str
+) -> TrainingRun:
+    """Waits while the run's holder still calls back (its "finished" callback may yet come); once it is
+    silent past the liveness window, the LoRA in storage decides: complete with it, or fail."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = _locked(run.pk)
+        if run.is_final:
+            return run
+        if job is not None:
+            _record_job(run, job)
+        run.save()
+    # The sweep polls on (every few seconds once the holder reported its last step or its upload), so a
+    # holder gone silent is noticed within one poll interval of its liveness window running out.
+    if run.worker_seen_at is not None and now - run.worker_seen_at < _liveness():
+        logger.info("run %s: %s, but its holder called back lately: waiting for it", run.pk, lost.why)
+        return run
+    return _lora_recover(run, lost, source=source)
+
+
+def _lora_recover(run: TrainingRun, lost: LostReport, *, source: str) -> TrainingRun:
+    """Completes a run whose worker's report was lost with the LoRA in storage, if that file is a complete
+    safetensors file; otherwise fails the run. The stored object is never deleted."""
+    name = lora_storage_name(run)
+    try:
+        stored = stored_lora_digest(name)  # streams the file: outside any transaction
+    except LoraInvalid as exc:
+        message = (
+            f"{lost.message}, and the LoRA file in storage is incomplete or damaged ({exc}), so it was not "
+            "accepted; it is kept for staff to inspect. Retry the run."
+        )
+        return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
+    if stored is None:
+        message = (
+            f"{lost.message}, and no LoRA from it arrived in storage, so its outcome is lost. Retry the run."
+        )
+        return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
+    with transaction.atomic():
+        run = _locked(run.pk)
+        if run.is_final:
+            return run
+        logger.warning("run %s: %s; completing it from the LoRA in storage", run.pk, lost.why)
+        run.lora_name = name
+        run.lora_bytes = stored.bytes
+        run.lora_sha256 = stored.sha256
+        run.progress_eta_seconds = 0
+        detail = {"job_id": run.runpod_job_id, "lora": name, "recovered_from_storage": lost.why}
+        _transition(run, Status.COMPLETED, source=source, detail=detail)
         run.save()
     return run
 
@@ -494,6 +582,9 @@ def _complete_locked(run: TrainingRun, output: JobOutput, *, source: str, detail
     run.progress_total = max(run.progress_total, output.steps)
     run.progress_eta_seconds = 0
     _transition(run, Status.COMPLETED, source=source, detail={**detail, "lora": name})
+    if _cost_pending(run):
+        # The sweep reads RunPod's final status for the cost, should its webhook be lost.
+        run.next_poll_at = timezone.now() + COST_POLL[0]
     run.save()
 
 
@@ -519,8 +610,16 @@ def _cost_record(run: TrainingRun, job: RunPodJob) -> TrainingRun:
             return run
         _record_job(run, job)
         run.cost_usd = _cost(run)
+        run.next_poll_at = None
         run.save(
-            update_fields=["last_provider_payload", "delay_ms", "execution_ms", "cost_usd", "updated_at"]
+            update_fields=[
+                "last_provider_payload",
+                "delay_ms",
+                "execution_ms",
+                "cost_usd",
+                "next_poll_at",
+                "updated_at",
+            ]
         )
     return run
 
@@ -801,12 +900,7 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
     if not run.runpod_job_id or (run.is_final and not _cost_pending(run)):
         return run
     if run.is_final:
-        try:
-            return training_run_apply_status(
-                run_id=run.pk, job=get_provider().status(run.runpod_job_id), source=source
-            )
-        except RunPodError:
-            return run  # the cost stays unknown; the run is complete either way
+        return _cost_poll(run, source)
     if _past_deadline(run):
         return training_run_fail(
             run_id=run.pk,
@@ -822,16 +916,27 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
     try:
         job = provider.status(run.runpod_job_id)
     except RunPodJobNotFound:
-        return training_run_fail(
-            run_id=run.pk,
-            code="job_lost",
-            message=(
-                "RunPod no longer knows this run's job (results are kept only 30 minutes after a job "
-                "ends), so its outcome is lost. Retry the run."
-            ),
-            source=source,
-        )
+        return _job_result_unusable(run, JOB_LOST, job=None, source=source)
     return training_run_apply_status(run_id=run.pk, job=job, source=source)
+
+
+def _cost_poll(run: TrainingRun, source: str) -> TrainingRun:
+    """Reads RunPod's final status of a run the "finished" callback completed, for its execution time."""
+    try:
+        job = get_provider().status(run.runpod_job_id)
+    except RunPodJobNotFound:
+        _cost_give_up(run.pk, "RunPod no longer knows its job")
+        return run
+    except RunPodError:
+        return run  # the sweep asks again at next_poll_at, while RunPod still keeps the result
+    return training_run_apply_status(run_id=run.pk, job=job, source=source)
+
+
+def _cost_give_up(run_id: RunId, reason: str) -> None:
+    TrainingRun.objects.filter(pk=run_id, status=Status.COMPLETED, execution_ms__isnull=True).update(
+        next_poll_at=None
+    )
+    logger.warning("run %s: completed, but its cost stays empty: %s", run_id, reason)
 
 
 def _past_deadline(run: TrainingRun) -> bool:
@@ -846,17 +951,19 @@ def _past_deadline(run: TrainingRun) -> bool:
 def training_runs_claim_due(
     *, now: datetime | None = None, batch_size: int | None = None
 ) -> list[tuple[uuid.UUID, str]]:
-    """Takes a bounded batch of active runs whose poll is due and pushes their next poll back.
+    """Takes a bounded batch of due runs — active ones, and completed ones whose cost RunPod has yet to
+    give — and pushes their next poll back; a cost RunPod no longer keeps is given up.
 
     Rows are locked with SKIP LOCKED, so two sweeps running at once never take the same run, and the
-    work is two queries whatever the number of active runs.
+    work is two queries whatever the number of runs.
     """
     now = timezone.now() if now is None else now
     limit = batch_size or settings.TRAINING_SWEEP_BATCH_SIZE
+    cost_pending = Q(status=Status.COMPLETED, execution_ms__isnull=True)
     with transaction.atomic():
         runs = list(
             TrainingRun.objects.select_for_update(skip_locked=True)
-            .filter(status__in=TrainingRun.ACTIVE_STATUSES, next_poll_at__lte=now)
+            .filter(Q(status__in=TrainingRun.ACTIVE_STATUSES) | cost_pending, next_poll_at__lte=now)
             .order_by("next_poll_at")
             .only(
                 "id",
@@ -864,16 +971,32 @@ def training_runs_claim_due(
                 "polls_since_change",
                 "worker_seen_at",
                 "next_poll_at",
+                "finished_at",
                 "progress_step",
                 "progress_total",
                 "progress_eta_seconds",
             )[:limit]
         )
         for run in runs:
-            run.next_poll_at = now + _poll_delay(run, now)
+            run.next_poll_at = _next_poll(run, now)
             run.polls_since_change += 1
         TrainingRun.objects.bulk_update(runs, ["next_poll_at", "polls_since_change"])
-    return [(run.pk, run.status) for run in runs]
+    for run in runs:
+        if run.next_poll_at is None:
+            logger.warning(
+                "run %s: completed, but its cost stays empty: RunPod's final status was not read within "
+                "the %s it keeps a result", run.pk, RUNPOD_RESULT_RETENTION,
+            )  # fmt: skip
+    return [(run.pk, run.status) for run in runs if run.next_poll_at is not None]
+
+
+def _next_poll(run: TrainingRun, now: datetime) -> datetime | None:
+    if run.status != Status.COMPLETED:
+        return now + _poll_delay(run, now)
+    expires = (run.finished_at or now) + RUNPOD_RESULT_RETENTION
+    if now > expires:
+        return None  # RunPod has deleted the result: the cost can no longer be read, and is never made up
+    return min(now + _poll_delay(run, now), expires)
 
 
 def _poll_delay(run: TrainingRun, now: datetime) -> timedelta:
@@ -881,7 +1004,7 @@ def _poll_delay(run: TrainingRun, now: datetime) -> timedelta:
         return _pending_recheck()
     if _finishing(run, now):
         return _finishing_poll()  # the result is seconds away, not minutes
-    first, cap = QUEUED_POLL if run.status == Status.QUEUED else TRAINING_POLL
+    first, cap = _BACKOFF[run.status]
     if run.status == Status.TRAINING and run.worker_seen_at and now - run.worker_seen_at < _lease():
         cap = TRAINING_POLL_WITH_CALLBACKS
     return min(cap, first * 2 ** min(run.polls_since_change, 10))

@@ -34,7 +34,7 @@ def test_only_due_active_runs_are_polled(alice: Any, provider: FakeProvider) -> 
         runpod_job_id="job-b",
         next_poll_at=timezone.now() + timedelta(minutes=5),
     )
-    finished = due(fresh_character(alice), "completed", 30, runpod_job_id="job-c")
+    finished = due(fresh_character(alice), "completed", 30, runpod_job_id="job-c", execution_ms=9000)
     provider.statuses["job-a"] = RunPodJob(id="job-a", status="IN_PROGRESS")
 
     assert sweep_training_runs() == 1

@@ -29,7 +29,15 @@ HOLDER, DUPLICATE = "delivery-holder", "delivery-duplicate"
 
 @pytest.fixture
 def run(character: Any) -> TrainingRun:
-    return make_run(character, status="training", runpod_job_id="job-1", worker_delivery_id=HOLDER)
+    # The holder called back just now: a duplicate's result makes the run wait for its "finished".
+    return make_run(
+        character,
+        status="training",
+        runpod_job_id="job-1",
+        worker_delivery_id=HOLDER,
+        started_at=timezone.now(),
+        worker_seen_at=timezone.now(),
+    )
 
 
 def apply(run: TrainingRun, status: str, **job: Any) -> TrainingRun:
