@@ -8,13 +8,18 @@ rendered without the request's context, because the context (the signed-in user)
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template import loader
 
+logger = logging.getLogger(__name__)
+
 RETRY_AFTER_SECONDS = 30
+# Paths read by programs (API clients, RunPod, the GPU worker's callbacks): answered in the error shape.
+MACHINE_PREFIXES = ("/api/", "/hooks/")
 
 UNAVAILABLE = (
     "The studio cannot reach its database right now (it may be restarting). Nothing was changed by this "
@@ -35,7 +40,11 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 
 def _error(request: HttpRequest, status: int, code: str, title: str, message: str) -> HttpResponse:
-    if request.path.startswith("/api/"):
+    if request.path.startswith(MACHINE_PREFIXES):
         return JsonResponse({"error": {"code": code, "message": message}}, status=status)
-    html = loader.get_template("error.html").render({"title": title, "message": message})
+    try:
+        html = loader.get_template("error.html").render({"title": title, "message": message})
+    except Exception:  # the error page must not fail too (say, a deploy without collected static files)
+        logger.exception("the error page could not be rendered; answering in plain text")
+        return HttpResponse(f"{title}\n\n{message}\n", status=status, content_type="text/plain")
     return HttpResponse(html, status=status)

@@ -82,3 +82,20 @@ def test_any_other_failure_is_a_500_that_shows_nothing_of_it(
     assert page.status_code == 500
     assert "Something went wrong" in page.content.decode()
     assert "s3cr3t" not in page.content.decode()
+
+
+def test_the_error_page_falls_back_to_plain_text_when_it_cannot_be_rendered(
+    client_as_alice: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("characters.views.character_list_for", _unreachable)
+
+    def missing_manifest(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("Missing staticfiles manifest entry for 'css/studio.css'")
+
+    monkeypatch.setattr("studio.error_views.loader.get_template", missing_manifest)
+
+    response = client_as_alice.get("/characters/")
+
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("text/plain")
+    assert "cannot reach its database" in response.content.decode()
