@@ -87,20 +87,22 @@ def test_a_lost_run_answer_leaves_the_first_job_to_claim_the_run(alice: Any, sta
 def test_a_lost_run_answer_past_the_grace_period_trains_the_resubmitted_job_and_stops_the_first(
     alice: Any, stack_factory: Any
 ) -> None:
-    # Every new job waits 6 s for a GPU, so the grace period (1 s) runs out before the first job's worker
+    # Every new job waits 7 s for a GPU, so the grace period (2 s) runs out before the first job's worker
     # starts: the sweep submits again, that answer arrives, and the first job's worker is stopped.
-    stack = stack_factory(faults={"lose_run_answer": "1", "queue_delay_s": "6"})
-    stack.restart_worker(TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS="1")
+    stack = stack_factory(faults={"lose_run_answer": "1", "queue_delay_s": "7"})
+    stack.restart_worker(TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS="2")
 
     run = final(start(character_ready_to_train(alice)), timeout=60)
 
     assert run.status == "completed", run.error_message + explain(stack)
-    assert run.attempts == 2 and len(stack.jobs()) == 2
-    [first] = other_jobs(stack, run)
-    first = stack.runpod.wait_for(first["id"], timeout=20)
-    # Stopped at its `started` callback (claimed_elsewhere) and cancelled: it never trained to the end.
-    assert first["status"] in {"CANCELLED", "FAILED"}, first
-    assert not (first.get("output") or {}).get("lora"), first
+    first = min(stack.jobs(), key=lambda job: job["created_ms"])
+    assert run.attempts >= 2 and run.runpod_job_id != first["id"], stack.jobs()
+    # The first job was stopped at its `started` callback (claimed_elsewhere) and cancelled; any other job
+    # but the run's ended the same way. None trained to the end.
+    for job in other_jobs(stack, run):
+        ended = stack.runpod.wait_for(job["id"], timeout=20)
+        assert ended["status"] in {"CANCELLED", "FAILED"}, ended
+        assert not (ended.get("output") or {}).get("lora"), ended
     assert_one_job_one_lora(stack, run, jobs=1)
     assert run.events.filter(to_status="completed").count() == 1
 
@@ -116,7 +118,7 @@ def test_runpod_unreachable_while_a_run_trains_and_ends_completes_it_and_fills_i
     # again; the read of the final status it queues fails. In production every webhook attempt (3 in
     # ~20 s) falls inside a ten-minute outage the same way, so only the sweep can bring the cost after.
     stack = stack_factory()
-    run = start(character_ready_to_train(alice), steps=400)
+    run = start(character_ready_to_train(alice), steps=200)
     wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, progress_step__gt=0).exists(), what="progress")
     stack.runpod.set_faults(public_down=True)
     down_at = time.monotonic()
