@@ -1,0 +1,80 @@
+"""A LoRA in storage whose worker's report was lost, on the live stack: once RunPod's result can no longer
+say how the run ended and the holder has gone silent, the run completes from the stored file, once.
+
+    make test PYTEST_ARGS=tests/integration/test_fault_recovery.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from django.core.files.storage import default_storage
+
+from runpod_worker.contract import parse_error
+from tests.integration.conftest import WORKER_LIVENESS_S, wait_for
+from tests.integration.test_fault_matrix import assert_one_job_one_lora, replace_runpod
+from tests.integration.test_training_live import character_ready_to_train, explain, final, start
+from training.models import TrainingRun
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+# The polls that decide whether the holder is still live run in the Celery worker: give it the stack's
+# short window too (the live server, which answers the callbacks, already has it).
+LIVENESS = {"TRAINING_WORKER_LIVENESS_SECONDS": str(WORKER_LIVENESS_S)}
+
+
+def recovered_from_storage(run: TrainingRun) -> str:
+    return str(run.events.get(to_status="completed").detail.get("recovered_from_storage", ""))
+
+
+def assert_lora_is_the_stored_file(run: TrainingRun) -> None:
+    stored = default_storage.open(run.lora_name).read()
+    assert (len(stored), hashlib.sha256(stored).hexdigest()) == (run.lora_bytes, run.lora_sha256)
+
+
+def test_a_job_handed_out_twice_whose_finished_callback_is_lost_completes_from_the_stored_lora(
+    alice: Any, stack_factory: Any, finished_callback_lost: list[str]
+) -> None:
+    # The duplicate is stopped after one liveness window (3 s) and its FAILED `claimed_elsewhere` is the
+    # result RunPod keeps; the holder trains for 10 s, uploads, and its "finished" callback never arrives.
+    stack = stack_factory(faults={"duplicate_jobs": "1", "duplicate_result": "first"})
+    stack.restart_worker(**LIVENESS)
+
+    run = final(start(character_ready_to_train(alice), steps=1000), timeout=90)
+
+    assert_one_job_one_lora(stack, run)
+    job = stack.runpod.state()["jobs"][run.runpod_job_id]
+    assert len(job["deliveries"]) == 2
+    assert job["status"] == "FAILED" and parse_error(job["error"]).code == "claimed_elsewhere"
+    assert finished_callback_lost == [run.worker_delivery_id]
+    assert "RunPod kept a duplicate delivery's result" in recovered_from_storage(run), explain(stack)
+    assert run.events.filter(to_status="failed").count() == 0
+    assert_lora_is_the_stored_file(run)
+
+
+def test_a_lost_finished_callback_and_an_expired_result_complete_from_the_stored_lora(
+    alice: Any, stack_factory: Any, finished_callback_lost: list[str]
+) -> None:
+    stack = stack_factory(faults={"drop_webhooks": "true"})
+    stack.worker.stop()  # nobody polls while the job runs and its result expires
+    stack.worker.env = {**stack.worker_env, **LIVENESS}
+    replace_runpod(stack, result_ttl=0.5)
+    stack.runpod.set_faults(drop_webhooks=True)
+    run = start(character_ready_to_train(alice))
+    stack.worker.start()
+    job_id = wait_for(lambda: TrainingRun.objects.get(pk=run.pk).runpod_job_id, what="a job id")
+    stack.worker.stop()
+    stack.runpod.wait_for(job_id, timeout=60)
+    wait_for(lambda: stack.runpod.status(job_id) is None, timeout=10, what="the result to expire")
+    stack.worker.start()
+
+    run = final(run, timeout=60)
+
+    # RunPod answers 404 for the job, the worker's report never arrived: the stored LoRA decides.
+    assert_one_job_one_lora(stack, run, jobs=run.attempts)
+    assert finished_callback_lost == [run.worker_delivery_id]
+    assert recovered_from_storage(run) == "RunPod no longer knows the job and the worker's report was lost"
+    assert_lora_is_the_stored_file(run)
+    assert (run.cost_usd, run.next_poll_at) == (None, None)  # no execution time was read: none made up
