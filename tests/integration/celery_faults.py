@@ -4,7 +4,9 @@ children and beat) once, at the worst moment of a task, as if its host died ther
 `STUDIO_FAULT_KILL_IN` chooses the moment:
 - `sweep`: right after the sweep committed which runs are due (their next poll pushed back) and before it
   queued a single poll;
-- `poll`: inside a poll, after RunPod said COMPLETED, while the LoRA in storage is being verified.
+- `poll`: inside a poll, after RunPod said COMPLETED, while the LoRA in storage is being verified;
+- `deliver`: inside a webhook delivery, after the endpoint answered 2xx and before the outcome is recorded;
+- `cancel`: inside the cancel of a RunPod job no run owns, before RunPod is asked to stop it.
 `STUDIO_FAULT_MARKER` is a file created when the fault fires, so the restarted worker does not fire again.
 """
 
@@ -48,3 +50,25 @@ elif MOMENT == "poll":
         return _digest(*args, **kwargs)
 
     services.stored_file_digest = _die_while_verifying  # type: ignore[assignment]
+
+elif MOMENT == "deliver":
+    from developer import webhooks
+
+    _post = webhooks.post
+
+    def _post_then_die(*args: Any, **kwargs: Any) -> Any:
+        result = _post(*args, **kwargs)
+        if result.ok:
+            _die()
+        return result
+
+    webhooks.post = _post_then_die
+
+elif MOMENT == "cancel":
+    _cancel = services.runpod_job_cancel
+
+    def _die_before_cancelling(*args: Any, **kwargs: Any) -> Any:
+        _die()
+        return _cancel(*args, **kwargs)
+
+    services.runpod_job_cancel = _die_before_cancelling
