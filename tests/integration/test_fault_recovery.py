@@ -17,6 +17,7 @@ from tests.integration.conftest import WORKER_LIVENESS_S, wait_for
 from tests.integration.test_fault_matrix import assert_one_job_one_lora, replace_runpod
 from tests.integration.test_training_live import character_ready_to_train, explain, final, start
 from training.models import TrainingRun
+from training.services import training_run_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -42,7 +43,10 @@ def test_a_job_handed_out_twice_whose_finished_callback_is_lost_completes_from_t
     stack = stack_factory(faults={"duplicate_jobs": "1", "duplicate_result": "first"})
     stack.restart_worker(**LIVENESS)
 
-    run = final(start(character_ready_to_train(alice), steps=1000), timeout=90)
+    character = character_ready_to_train(alice)
+    # Rank 4 and no checkpoints: the steps take the time, not writing a Flux LoRA every 50 of them.
+    params = {"steps": 1000, "save_every": 1000, "rank": 4}
+    run = final(training_run_start(character=character, requested_by=alice, params=params, source="user"), 90)
 
     assert_one_job_one_lora(stack, run)
     job = stack.runpod.state()["jobs"][run.runpod_job_id]
