@@ -435,7 +435,11 @@ TRAINING_SWEEP_BATCH_SIZE = env.int("TRAINING_SWEEP_BATCH_SIZE", default=100)
 # A `/run` whose answer was lost may still have created a job; its worker claims the run when it starts.
 # Only after this long without a claim is the run submitted again (and a late claim is then refused).
 TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS = env.int("TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS", default=600)
+# Calls to /run that may each have made a job (unanswered ones): bounds the GPU jobs one run can start.
 TRAINING_SUBMIT_MAX_ATTEMPTS = env.int("TRAINING_SUBMIT_MAX_ATTEMPTS", default=5)
+# A run RunPod would not take (no connection, 429s) stays pending and is sent when RunPod answers again,
+# for this long after it was started; then it fails, nothing billed, saying to retry.
+TRAINING_SUBMIT_GIVE_UP_SECONDS = env.int("TRAINING_SUBMIT_GIVE_UP_SECONDS", default=3600)
 # A pending run is looked at again this long after it was created or last swept: a lost submission task
 # (a Redis restart, a killed worker) is queued again then.
 TRAINING_PENDING_RECHECK_SECONDS = env.float("TRAINING_PENDING_RECHECK_SECONDS", default=60.0)

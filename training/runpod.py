@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Longest wait we honour from a Retry-After header: tasks have their own, longer retry schedule.
@@ -156,12 +157,15 @@ class RunPodClient:
             response: requests.Response | None = None
             try:
                 response = self._send(method, path, json=json)
-            except requests.ConnectTimeout as exc:
-                # The connection never opened, so RunPod cannot have seen the request: safe to repeat.
-                if last:
-                    raise RunPodUnavailable(f"RunPod did not accept a connection for {operation}.") from exc
             except (requests.Timeout, requests.ConnectionError) as exc:
-                if not repeatable:
+                if _never_connected(exc):
+                    # RunPod cannot have seen the request (refused, unresolvable, timed out connecting):
+                    # safe to repeat, even a /run.
+                    if last:
+                        raise RunPodUnavailable(
+                            f"RunPod did not accept a connection for {operation} ({_cause(exc)})."
+                        ) from exc
+                elif not repeatable:
                     raise RunPodSubmitUncertain(
                         f"RunPod did not answer {operation} ({type(exc).__name__}); a job may exist."
                     ) from exc
@@ -217,6 +221,24 @@ class RunPodClient:
             return min(retry_after, MAX_RETRY_AFTER_SECONDS)
         # Full jitter: many workers hitting a 429 together must not retry in lockstep.
         return random.uniform(0, self.backoff_seconds * 2 ** (attempt - 1))
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """The connection was never opened (refused, name not resolved, or timed out while connecting)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    # urllib3's NewConnectionError covers a refused connection and NameResolutionError.
+    return isinstance(reason, NewConnectionError)
+
+
+def _cause(exc: requests.RequestException) -> str:
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, NameResolutionError):
+        return "its address could not be resolved"
+    if isinstance(reason, NewConnectionError) and not isinstance(exc, requests.ConnectTimeout):
+        return "connection refused"
+    return "timed out connecting"
 
 
 def _json_object(response: requests.Response, operation: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -50,7 +50,13 @@ from training.artifacts import LoraInvalid, lora_storage_name, stored_file_diges
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.providers import TrainingProvider, get_provider
-from training.runpod import RunPodError, RunPodJob, RunPodJobNotFound, RunPodSubmitUncertain
+from training.runpod import (
+    RunPodError,
+    RunPodJob,
+    RunPodJobNotFound,
+    RunPodSubmitUncertain,
+    RunPodUnavailable,
+)
 from training.selectors import user_reserved_spend, user_spend_this_month
 from training.signals import training_run_status_changed
 from training.tokens import run_token, token_hash
@@ -326,8 +332,18 @@ def training_run_submit(*, run: TrainingRun, provider: TrainingProvider | None =
     except RunPodSubmitUncertain:
         logger.warning("run %s: the outcome of /run is unknown; waiting for a worker to claim it", run.pk)
         raise
+    except RunPodUnavailable:
+        # RunPod certainly made no job (no connection opened, or 429 on every try): the call does not
+        # count against the attempts that bound duplicate jobs, and the sweep tries again at the next
+        # recheck, for as long as TRAINING_SUBMIT_GIVE_UP_SECONDS allows.
+        TrainingRun.objects.filter(pk=run.pk, runpod_job_id="", attempts__gt=0).update(
+            submit_attempted_at=None,
+            attempts=F("attempts") - 1,
+            next_poll_at=timezone.now() + _pending_recheck(),
+        )
+        raise
     except (RunPodError, ContractError):
-        # RunPod certainly did not accept the job: the next attempt may call /run at once.
+        # Refused for good: the caller fails the run.
         TrainingRun.objects.filter(pk=run.pk, runpod_job_id="").update(submit_attempted_at=None)
         raise
     return _submission_record(run.pk, job, provider)
@@ -343,10 +359,9 @@ def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
             return None
         if run.submit_attempted_at is not None and now - run.submit_attempted_at < grace:
             return None
-        if run.attempts >= settings.TRAINING_SUBMIT_MAX_ATTEMPTS:
-            _fail_locked(
-                run, code="submit_failed", message=_submit_gave_up(run.attempts), source=Source.SYSTEM
-            )
+        gave_up = _submit_gave_up(run, now)
+        if gave_up:
+            _fail_locked(run, code="submit_failed", message=gave_up, source=Source.SYSTEM)
             return None
         run.attempts += 1
         run.submit_attempted_at = now
@@ -356,11 +371,28 @@ def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
     return run
 
 
-def _submit_gave_up(attempts: int) -> str:
-    return (
-        f"The run could not be sent to RunPod after {attempts} attempts. RunPod may be down or "
-        "rate-limiting; retry the run in a few minutes."
-    )
+def _submit_gave_up(run: TrainingRun, now: datetime) -> str:
+    """Why a pending run is not sent again ("" while it may be): too many calls that may each have made a
+    job, or RunPod unreachable for longer than anyone would wait for a run to start."""
+    if run.attempts >= settings.TRAINING_SUBMIT_MAX_ATTEMPTS:
+        return (
+            f"The run could not be sent to RunPod after {run.attempts} attempts. RunPod may be down or "
+            "rate-limiting; retry the run in a few minutes."
+        )
+    waited = now - run.created_at
+    if waited >= timedelta(seconds=settings.TRAINING_SUBMIT_GIVE_UP_SECONDS):
+        return (
+            f"RunPod could not be reached for {_duration(waited)}, so the run was never sent and nothing "
+            "was billed. Retry the run once RunPod answers again (status.runpod.io)."
+        )
+    return ""
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = round(delta.total_seconds() / 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    return f"{minutes // 60} hours"
 
 
 def _submission_record(run_id: RunId, job: RunPodJob, provider: TrainingProvider) -> TrainingRun:

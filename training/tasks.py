@@ -29,9 +29,9 @@ def submit_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-d
         return  # a job may exist: its worker claims the run, or the sweep resubmits after the grace period
     except RunPodUnavailable as exc:
         if self.request.retries >= self.max_retries:
-            services.training_run_fail(
-                run_id=run.pk, code="submit_failed", message=_unreachable(exc.message), source="system"
-            )
+            # No job was made; the run stays pending and the sweep sends it at its next recheck, until
+            # RunPod answers or TRAINING_SUBMIT_GIVE_UP_SECONDS have passed.
+            logger.warning("run %s: RunPod unreachable at submission (%s); the sweep will retry", run_id, exc)
             return
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     except (RunPodError, ContractError) as exc:
@@ -83,10 +83,6 @@ def cancel_runpod_job(self, job_id: str) -> None:  # type: ignore[no-untyped-def
 def _backoff(retries: int) -> float:
     # Jittered so that runs failing together (a RunPod outage) do not come back together.
     return min(300.0, 5.0 * 2**retries) * random.uniform(0.5, 1.5)
-
-
-def _unreachable(detail: str) -> str:
-    return f"The run could not be sent to RunPod ({detail}). Retry the run in a few minutes."
 
 
 def _rejected(detail: str) -> str:

@@ -4,6 +4,7 @@ import pytest
 import requests
 import responses
 
+from tests.support.ports import free_port
 from tests.training.payloads import runpod_payload
 from training.runpod import (
     RunPodClient,
@@ -160,6 +161,35 @@ def test_a_connect_timeout_on_run_is_repeated_because_nothing_was_sent(client: R
     job = submit(client)
 
     assert job.id == JOB_ID  # type: ignore[attr-defined]
+
+
+def test_a_refused_connection_on_run_is_repeated_and_then_unavailable_not_uncertain(
+    sleeps: list[float],
+) -> None:
+    closed = RunPodClient(
+        api_base=f"http://127.0.0.1:{free_port()}/v2",  # nothing listens there
+        endpoint_id="endpoint-1",
+        api_key="secret-key",
+        timeout_seconds=3.0,
+        max_attempts=3,
+        sleep=sleeps.append,
+    )
+
+    with pytest.raises(RunPodUnavailable, match="connection refused") as caught:
+        submit(closed)
+
+    assert not isinstance(caught.value, RunPodSubmitUncertain)  # RunPod cannot have made a job
+    assert closed.calls == 3
+
+
+@responses.activate
+def test_a_connection_dropped_after_sending_run_is_uncertain(client: RunPodClient) -> None:
+    responses.post(f"{ENDPOINT}/run", body=requests.ConnectionError("Remote end closed connection"))
+
+    with pytest.raises(RunPodSubmitUncertain):
+        submit(client)
+
+    assert len(responses.calls) == 1
 
 
 @responses.activate

@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from runpod_worker.contract import JobInput
@@ -96,7 +97,7 @@ def test_after_the_grace_the_run_is_resubmitted_and_a_late_first_job_is_stopped(
     assert late.action == "stop"
 
 
-def test_transient_errors_retry_then_fail_the_run_with_a_readable_message(
+def test_transient_errors_retry_then_leave_the_run_pending_for_the_sweep_without_using_attempts(
     pending: TrainingRun, provider: FakeProvider, settings: Any
 ) -> None:
     provider.submit_errors.extend(
@@ -112,9 +113,23 @@ def test_transient_errors_retry_then_fail_the_run_with_a_readable_message(
 
     pending.refresh_from_db()
     assert len(provider.submitted) == settings.TRAINING_SUBMIT_MAX_ATTEMPTS
+    # No job can exist: the run waits for the sweep's recheck, and none of the calls counts as an attempt.
+    assert (pending.status, pending.attempts, pending.submit_attempted_at) == ("pending", 0, None)
+    assert pending.next_poll_at is not None and pending.next_poll_at > timezone.now()
+
+
+def test_a_run_runpod_would_not_take_for_the_give_up_time_fails_saying_nothing_was_billed(
+    pending: TrainingRun, provider: FakeProvider, settings: Any
+) -> None:
+    give_up = timedelta(seconds=settings.TRAINING_SUBMIT_GIVE_UP_SECONDS)
+    with time_machine.travel(pending.created_at + give_up):
+        submit_training_run(str(pending.pk))
+
+    pending.refresh_from_db()
     assert (pending.status, pending.error_code) == ("failed", "submit_failed")
-    assert "could not be sent to RunPod (RunPod answered POST run with HTTP 429" in pending.error_message
-    assert pending.error_message.endswith("Retry the run in a few minutes.")
+    assert pending.error_message.startswith("RunPod could not be reached for 60 minutes")
+    assert "nothing was billed" in pending.error_message
+    assert provider.submitted == []
 
 
 def test_a_permanent_refusal_fails_the_run_at_once(pending: TrainingRun, provider: FakeProvider) -> None:
