@@ -109,17 +109,26 @@ def _receive_upload(request: HttpRequest, storage: FileSystemStorage, name: str)
     declared = request.headers.get("Content-Length")
     if declared is None:
         return JsonResponse({"error": "Send a Content-Length header with the upload."}, status=411)
-    if int(declared) > settings.TRANSFER_MAX_UPLOAD_BYTES:
+    if not declared.isdigit():
+        return JsonResponse({"error": "Content-Length must be a number of bytes."}, status=400)
+    expected = int(declared)
+    if expected > settings.TRANSFER_MAX_UPLOAD_BYTES:
         return JsonResponse({"error": "The upload is larger than this site accepts."}, status=413)
     target = storage.path(name)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    # Write beside the target and rename, so a reader never sees half a file and a failed
-    # upload leaves nothing behind.
+    # Write beside the target and rename only once every declared byte arrived, so a reader never sees
+    # half a file, and an upload cut short neither replaces the stored file nor leaves anything behind.
     handle, partial = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".partial")
+    received = 0
     try:
         with os.fdopen(handle, "wb") as out:
             while chunk := request.read(_CHUNK):
                 out.write(chunk)
+                received += len(chunk)
+        if received != expected:
+            os.unlink(partial)
+            message = f"The upload ended after {received:,} of {expected:,} bytes; nothing was stored."
+            return JsonResponse({"error": f"{message} Send it again."}, status=400)
         os.replace(partial, target)
     except BaseException:
         os.unlink(partial)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -10,9 +13,9 @@ import time_machine
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.test import Client
+from django.test import Client, RequestFactory
 
-from studio.transfer import download_url, upload_url
+from studio.transfer import download_url, transfer_view, upload_url
 
 BLOB = bytes(range(256)) * 4096  # 1 MiB
 
@@ -41,6 +44,37 @@ def test_a_local_upload_replaces_the_previous_file(client: Client) -> None:
 
     with default_storage.open(name) as stored:
         assert stored.read() == b"new"
+
+
+def test_an_upload_cut_short_keeps_the_stored_file_and_leaves_nothing_behind() -> None:
+    name = "characters/x/loras/run.safetensors"
+    default_storage.save(name, ContentFile(b"the verified LoRA"))
+    folder = Path(default_storage.path(name)).parent
+    # The body ends 1,000 bytes before its Content-Length: the sender was cut off mid-upload.
+    request = RequestFactory().generic(
+        "PUT",
+        path_of(upload_url(name, ttl=60)),
+        content_type="application/octet-stream",
+        CONTENT_LENGTH=str(len(BLOB)),
+        **{"wsgi.input": io.BytesIO(BLOB[:-1000])},
+    )
+
+    response = transfer_view(request, token=path_of(upload_url(name, ttl=60)).rsplit("/", 1)[1])
+
+    assert response.status_code == 400
+    assert "ended after 1,047,576 of 1,048,576 bytes" in json.loads(response.content)["error"]
+    with default_storage.open(name) as stored:
+        assert stored.read() == b"the verified LoRA"
+    assert sorted(path.name for path in folder.iterdir()) == ["run.safetensors"]
+
+
+@pytest.mark.parametrize("length", ["ten", "-5", "1e3"])
+def test_a_content_length_that_is_not_a_number_is_refused(client: Client, length: str) -> None:
+    url = path_of(upload_url("characters/x/loras/run.safetensors", ttl=60))
+
+    response = client.generic("PUT", url, b"x", CONTENT_LENGTH=length)
+
+    assert response.status_code == 400
 
 
 def test_a_tampered_local_signature_gets_403_without_touching_storage(
