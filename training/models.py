@@ -142,3 +142,48 @@ class TrainingEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status or '∅'} → {self.to_status} ({self.source})"
+
+
+class StrayJob(models.Model):
+    """A RunPod job no run owns, which must be stopped: until RunPod cancels it, it bills GPU time and may
+    upload a LoRA over its run's.
+
+    Written in the same transaction that decides the job is stray, so the cancel survives a lost task;
+    beat's sweep queues the cancel again while it is pending, and gives it up once RunPod could no longer be
+    running the job.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Cancel pending"
+        CANCELLED = "cancelled", "Cancelled"
+        GONE = "gone", "Gone (RunPod no longer knows it)"
+        GIVEN_UP = "given_up", "Given up"
+
+    runpod_job_id = models.CharField(max_length=128, unique=True)
+    # Kept when the run is deleted with its character: the job must still be stopped.
+    run = models.ForeignKey(
+        TrainingRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="stray_jobs"
+    )
+    reason = models.CharField(max_length=200, help_text="Why no run owns the job.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="Cancels sent to RunPod.")
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # When the next cancel may be sent; empty once the job has ended. Claiming an attempt pushes it past
+    # the attempt's longest call, so a killed attempt becomes due again.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The sweep's search for overdue cancels reads pending rows only.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="stray_job_due_idx",
+                condition=Q(status="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.runpod_job_id} ({self.get_status_display()})"
