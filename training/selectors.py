@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from characters.models import Character
@@ -42,10 +42,13 @@ def user_spend_this_month(user: User, *, now: datetime | None = None) -> Decimal
 
 
 def user_reserved_spend(user: User) -> Decimal:
-    """The estimated cost of the user's runs still in progress: money the budget must hold back."""
-    total = TrainingRun.objects.filter(
-        character__owner=user, status__in=TrainingRun.ACTIVE_STATUSES
-    ).aggregate(total=Sum("estimated_cost_usd"))["total"]
+    """The estimated cost of the user's runs still in progress, and of completed runs whose cost RunPod
+    has yet to give (the sweep is reading it: `next_poll_at` set): money the budget must hold back."""
+    in_progress = Q(status__in=TrainingRun.ACTIVE_STATUSES)
+    cost_unread = Q(status=TrainingRun.Status.COMPLETED, cost_usd__isnull=True, next_poll_at__isnull=False)
+    total = TrainingRun.objects.filter(in_progress | cost_unread, character__owner=user).aggregate(
+        total=Sum("estimated_cost_usd")
+    )["total"]
     return total or Decimal("0")
 
 

@@ -145,6 +145,33 @@ def test_it_refuses_a_run_that_would_exceed_the_monthly_budget(character: Any, a
     assert caught.value.code == "budget_exceeded"
 
 
+def test_a_completed_run_whose_cost_is_still_being_read_holds_its_estimate_against_the_budget(
+    character: Any, alice: Any
+) -> None:
+    alice.monthly_gpu_budget_usd = Decimal("5.00")
+    alice.save()
+    now = timezone.now()
+    # Completed by the worker's "finished" callback: the sweep has yet to read RunPod's cost.
+    make_run(
+        CharacterFactory(owner=alice),
+        status="completed",
+        estimated_cost_usd=Decimal("4.00"),
+        finished_at=now,
+        next_poll_at=now,
+        runpod_job_id="job-cost-unread",
+    )
+    # Completed with its cost given up (RunPod forgot the job): nothing more will be billed or read.
+    make_run(
+        CharacterFactory(owner=alice),
+        status="completed",
+        estimated_cost_usd=Decimal("4.00"),
+        runpod_job_id="job-cost-given-up",
+    )
+
+    with pytest.raises(ApplicationError, match=r"\$4.00 of the \$5.00 monthly GPU budget"):
+        start(character, preset="balanced")
+
+
 def test_last_months_spend_does_not_count_against_this_month(character: Any, alice: Any) -> None:
     alice.monthly_gpu_budget_usd = Decimal("5.00")
     alice.save()
