@@ -61,23 +61,27 @@ def poll_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def
 
 @shared_task
 def sweep_training_runs() -> int:
-    """Beat: polls a bounded batch of due active runs, and resubmits pending runs nobody submitted."""
+    """Beat: polls a bounded batch of due active runs, resubmits pending runs nobody submitted, and cancels
+    again stray RunPod jobs whose cancel was lost or refused."""
     due = services.training_runs_claim_due()
     for run_id, status in due:
         task = submit_training_run if status == TrainingRun.Status.PENDING else poll_training_run
         task.delay(str(run_id))
-    if due:
-        logger.info("sweep: %d run(s) due", len(due))
-    return len(due)
+    strays = services.stray_jobs_claim_due()
+    for job_id in strays:
+        cancel_runpod_job.delay(job_id)
+    if due or strays:
+        logger.info("sweep: %d run(s) due, %d stray job(s) to cancel", len(due), len(strays))
+    return len(due) + len(strays)
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)
 def cancel_runpod_job(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
-    """Stops a RunPod job that lost the claim on its run, so it bills no more GPU time."""
-    try:
-        services.runpod_job_cancel(job_id=job_id)
-    except RunPodUnavailable as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    """Stops a RunPod job no run owns, so it bills no more GPU time; while RunPod cannot be reached it
+    retries when the job is due again, a bounded number of times, and then the sweep takes over."""
+    outcome = services.runpod_job_cancel(job_id=job_id)
+    if outcome.retry_in is not None and self.request.retries < self.max_retries:
+        raise self.retry(countdown=outcome.retry_in)
 
 
 def _backoff(retries: int) -> float:
