@@ -22,7 +22,7 @@ from characters.models import Character
 from studio.admin import UserAdmin
 from studio.errors import ApplicationError
 from studio.models import User
-from training.models import TrainingEvent, TrainingRun
+from training.models import StrayJob, TrainingEvent, TrainingRun
 from training.runpod import RunPodError
 from training.selectors import month_start
 from training.services import training_run_cancel, training_run_poll, training_run_retry, training_run_start
@@ -201,6 +201,39 @@ def _pretty_json(value: object) -> SafeString:
         '<pre style="white-space:pre-wrap;max-height:24em;overflow:auto">{}</pre>',
         json.dumps(value, indent=2, sort_keys=True, default=str),
     )
+
+
+# --- Stray jobs -------------------------------------------------------------------------------
+
+
+@admin.register(StrayJob)
+class StrayJobAdmin(admin.ModelAdmin):
+    """Read-only: RunPod jobs no run owns and how their cancel went (the sweep does the retrying)."""
+
+    list_display = (
+        "runpod_job_id",
+        "status",
+        "run",
+        "reason",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+        "ended_at",
+    )
+    list_filter = ("status", "created_at")
+    list_select_related = ("run", "run__character")
+    search_fields = ("runpod_job_id", "=run__id")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: StrayJob | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: StrayJob | None = None) -> bool:
+        return False
 
 
 # --- Characters: their runs inline, and "start training" --------------------------------------

@@ -14,6 +14,7 @@ import time_machine
 from celery.exceptions import Retry
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from tests.training.conftest import FakeProvider, make_run
@@ -456,3 +457,24 @@ def test_the_stray_sweep_costs_the_same_queries_for_a_few_or_many_jobs(clock: An
 
     assert few == many
     assert StrayJob.objects.filter(status="given_up").count() == 42
+
+
+# --- The operator console --------------------------------------------------------------------------
+
+
+def test_staff_see_stray_jobs_and_how_their_cancel_went_but_cannot_change_them(
+    client: Any, staff: Any, claimed: TrainingRun
+) -> None:
+    stray = recorded("job-orphan", run=claimed, attempts=3, last_error="RunPod answered HTTP 503")
+    client.force_login(staff)
+
+    listing = client.get(reverse("admin:training_strayjob_changelist"))
+    detail = client.get(reverse("admin:training_strayjob_change", args=[stray.pk]))
+    posted = client.post(reverse("admin:training_strayjob_change", args=[stray.pk]), {"status": "cancelled"})
+
+    assert listing.status_code == 200
+    assert "job-orphan" in listing.text and "RunPod answered HTTP 503" in listing.text
+    assert detail.status_code == 200 and 'name="_save"' not in detail.text
+    assert posted.status_code == 403
+    stray.refresh_from_db()
+    assert stray.status == "pending"
