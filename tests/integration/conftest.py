@@ -174,7 +174,15 @@ def stack_factory(
 ) -> Iterator[Callable[..., Stack]]:
     started: list[Stack] = []
 
-    def build(*, runpod_env: dict[str, str] | None = None, faults: dict[str, Any] | None = None) -> Stack:
+    def build(
+        *,
+        runpod_env: dict[str, str] | None = None,
+        faults: dict[str, Any] | None = None,
+        worker_env: dict[str, str] | None = None,
+        worker_args: list[str] | None = None,
+    ) -> Stack:
+        """The stack, its Celery worker started once with `worker_env` over the defaults and `worker_args`
+        (e.g. a fault hook's `--include`): cheaper than starting it, then restarting it changed."""
         runpod = LocalRunPod(
             workdir=tmp_path / "runpod", workers=2, env={**WORKER_ENV, **(runpod_env or {})}, faults=faults
         )
@@ -204,8 +212,11 @@ def stack_factory(
             "TRAINING_MIN_IMAGES": "3",
             "TRAINING_SWEEP_INTERVAL_SECONDS": str(SWEEP_INTERVAL_S),
             "TRAINING_FINISHING_POLL_SECONDS": str(FINISHING_POLL_S),
+            "TRAINING_WORKER_LIVENESS_SECONDS": str(WORKER_LIVENESS_S),
+            **(worker_env or {}),
         }
         worker = CeleryWorker(env=env, workdir=tmp_path / "celery")
+        worker.extra_args = list(worker_args or [])
         stack = Stack(runpod=runpod, worker=worker, worker_env=env, s3=s3_storage)
         started.append(stack)
         worker.start()

@@ -64,9 +64,10 @@ def replace_runpod(stack: Stack, **options: Any) -> LocalRunPod:
 
 
 def test_a_5xx_storm_completes_the_run_with_one_job(alice: Any, stack_factory: Any) -> None:
-    stack = stack_factory(faults={"rate_5xx": "0.3"})
     # A 500 to /run leaves its outcome unknown; the backend waits this long for a claim, then resubmits.
-    stack.restart_worker(TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS="3")
+    stack = stack_factory(
+        faults={"rate_5xx": "0.3"}, worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "3"}
+    )
 
     run = final(start(character_ready_to_train(alice)), timeout=90)
 
@@ -74,8 +75,7 @@ def test_a_5xx_storm_completes_the_run_with_one_job(alice: Any, stack_factory: A
 
 
 def test_runpod_unreachable_at_submission_then_back_trains_once(alice: Any, stack_factory: Any) -> None:
-    stack = stack_factory()
-    stack.restart_worker(TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS="3")
+    stack = stack_factory(worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "3"})
     port, workdir, env = stack.runpod.port, stack.runpod.workdir, stack.runpod.env
     stack.runpod.stop()
 
@@ -196,10 +196,9 @@ def test_redis_restarted_with_tasks_in_flight_loses_no_run(
         pytest.skip(
             "needs a redis-server binary for a Redis of the test's own (the shared one is never restarted)"
         )
-    stack = stack_factory()
     # The run is created here and swept there: both look again at a pending run after 2 s, not 60 s.
+    stack = stack_factory(worker_env={"TRAINING_PENDING_RECHECK_SECONDS": "2"})
     settings.TRAINING_PENDING_RECHECK_SECONDS = 2
-    stack.restart_worker(TRAINING_PENDING_RECHECK_SECONDS="2")
     stack.worker.stop()  # the submission waits in Redis...
     run = start(character_ready_to_train(alice))
     redis.restart()  # ...and is gone with it (no persistence): a lost task, not a slow one
@@ -317,10 +316,12 @@ def test_a_celery_worker_sigkilled_inside_a_task_leaves_one_job_and_the_run_comp
     alice: Any, stack_factory: Any, tmp_path: Path, moment: str, finished_callback_lost: list[str]
 ) -> None:
     # Webhooks and the worker's "finished" callback lost: the sweep and its polls finish the run.
-    stack = stack_factory(faults={"drop_webhooks": "true"})
     marker = tmp_path / f"killed-in-{moment}"
-    stack.worker.extra_args = ["--include=tests.integration.celery_faults"]
-    stack.restart_worker(STUDIO_FAULT_KILL_IN=moment, STUDIO_FAULT_MARKER=str(marker))
+    stack = stack_factory(
+        faults={"drop_webhooks": "true"},
+        worker_env={"STUDIO_FAULT_KILL_IN": moment, "STUDIO_FAULT_MARKER": str(marker)},
+        worker_args=["--include=tests.integration.celery_faults"],
+    )
 
     run = start(character_ready_to_train(alice), steps=200)
     wait_for(marker.exists, timeout=60, what=f"the worker to be killed inside the {moment}")

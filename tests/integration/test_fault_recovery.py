@@ -13,17 +13,13 @@ import pytest
 from django.core.files.storage import default_storage
 
 from runpod_worker.contract import parse_error
-from tests.integration.conftest import WORKER_LIVENESS_S, wait_for
+from tests.integration.conftest import wait_for
 from tests.integration.test_fault_matrix import assert_one_job_one_lora, replace_runpod
 from tests.integration.test_training_live import character_ready_to_train, explain, final, start
 from training.models import TrainingRun
 from training.services import training_run_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-# The polls that decide whether the holder is still live run in the Celery worker: give it the stack's
-# short window too (the live server, which answers the callbacks, already has it).
-LIVENESS = {"TRAINING_WORKER_LIVENESS_SECONDS": str(WORKER_LIVENESS_S)}
 
 
 def recovered_from_storage(run: TrainingRun) -> str:
@@ -41,7 +37,6 @@ def test_a_job_handed_out_twice_whose_finished_callback_is_lost_completes_from_t
     # The duplicate is stopped after one liveness window (3 s) and its FAILED `claimed_elsewhere` is the
     # result RunPod keeps; the holder trains for 10 s, uploads, and its "finished" callback never arrives.
     stack = stack_factory(faults={"duplicate_jobs": "1", "duplicate_result": "first"})
-    stack.restart_worker(**LIVENESS)
 
     character = character_ready_to_train(alice)
     # Rank 4 and no checkpoints: the steps take the time, not writing a Flux LoRA every 50 of them.
@@ -63,7 +58,6 @@ def test_a_lost_finished_callback_and_an_expired_result_complete_from_the_stored
 ) -> None:
     stack = stack_factory(faults={"drop_webhooks": "true"})
     stack.worker.stop()  # nobody polls while the job runs and its result expires
-    stack.worker.env = {**stack.worker_env, **LIVENESS}
     replace_runpod(stack, result_ttl=0.5)
     stack.runpod.set_faults(drop_webhooks=True)
     run = start(character_ready_to_train(alice))

@@ -50,8 +50,10 @@ def other_jobs(stack: Stack, run: TrainingRun) -> list[dict[str, Any]]:
 def test_runpod_answering_every_call_after_the_client_timeout_trains_once_on_the_job_that_timed_out(
     alice: Any, stack_factory: Any
 ) -> None:
-    stack = stack_factory(faults={"slow_rate": "1.0", "slow_s": str(SLOW_S)})
-    stack.restart_worker(RUNPOD_TIMEOUT_SECONDS=str(CLIENT_TIMEOUT_S))
+    stack = stack_factory(
+        faults={"slow_rate": "1.0", "slow_s": str(SLOW_S)},
+        worker_env={"RUNPOD_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT_S)},
+    )
 
     run = final(start(character_ready_to_train(alice)), timeout=60)
 
@@ -89,8 +91,10 @@ def test_a_lost_run_answer_past_the_grace_period_trains_the_resubmitted_job_and_
 ) -> None:
     # Every new job waits 7 s for a GPU, so the grace period (2 s) runs out before the first job's worker
     # starts: the sweep submits again, that answer arrives, and the first job's worker is stopped.
-    stack = stack_factory(faults={"lose_run_answer": "1", "queue_delay_s": "7"})
-    stack.restart_worker(TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS="2")
+    stack = stack_factory(
+        faults={"lose_run_answer": "1", "queue_delay_s": "7"},
+        worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "2"},
+    )
 
     run = final(start(character_ready_to_train(alice)), timeout=60)
 
@@ -162,8 +166,9 @@ def test_runpod_unreachable_at_submission_for_several_grace_periods_keeps_the_ru
 ) -> None:
     # Every /run's connection is closed unanswered: each attempt's outcome is unknown, so the backend
     # waits a grace period (1 s here, 10 min in production) before the next, and no Celery retry applies.
-    stack = stack_factory(faults={"public_down": "true"})
-    stack.restart_worker(TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS="1")
+    stack = stack_factory(
+        faults={"public_down": "true"}, worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "1"}
+    )
     run = start(character_ready_to_train(alice))
 
     wait_for(lambda: TrainingRun.objects.get(pk=run.pk).attempts >= 3, timeout=30, what="three attempts")
@@ -181,8 +186,9 @@ def test_runpod_unreachable_at_submission_for_several_grace_periods_keeps_the_ru
 def test_runpod_unreachable_past_every_submission_attempt_fails_the_run_and_retry_trains_it(
     alice: Any, stack_factory: Any
 ) -> None:
-    stack = stack_factory(faults={"public_down": "true"})
-    stack.restart_worker(TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS="1")
+    stack = stack_factory(
+        faults={"public_down": "true"}, worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "1"}
+    )
 
     run = final(start(character_ready_to_train(alice)), timeout=60)
 

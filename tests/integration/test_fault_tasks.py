@@ -29,7 +29,7 @@ from tests.integration.test_training_live import (
     lora_objects,
     start,
 )
-from training.models import TrainingRun
+from training.models import StrayJob, TrainingRun
 from training.selectors import character_current_lora
 
 __all__ = ["receiver"]
@@ -53,9 +53,12 @@ def endpoint_secret(alice: Any, receiver: Receiver, settings: Any) -> str:
     return secret
 
 
-def with_fault(stack: Stack, moment: str, marker: Path, **env: str) -> None:
-    stack.worker.extra_args = ["--include=tests.integration.celery_faults"]
-    stack.restart_worker(STUDIO_FAULT_KILL_IN=moment, STUDIO_FAULT_MARKER=str(marker), **env)
+def with_fault(moment: str, marker: Path, **env: str) -> dict[str, Any]:
+    """The stack options for a Celery worker that SIGKILLs itself once, inside `moment`."""
+    return {
+        "worker_env": {"STUDIO_FAULT_KILL_IN": moment, "STUDIO_FAULT_MARKER": str(marker), **env},
+        "worker_args": ["--include=tests.integration.celery_faults"],
+    }
 
 
 def killed_by_the_fault(stack: Stack, marker: Path, moment: str) -> None:
@@ -82,9 +85,8 @@ def copies_by_event(receiver: Receiver, secret: str) -> Counter[str]:
 def test_a_celery_worker_sigkilled_after_the_endpoint_answered_sends_the_event_again_under_its_id(
     alice: Any, stack_factory: Any, receiver: Receiver, endpoint_secret: str, tmp_path: Path
 ) -> None:
-    stack = stack_factory()
     marker = tmp_path / "killed-in-deliver"
-    with_fault(stack, "deliver", marker, **WEBHOOK_WORKER_ENV)
+    stack = stack_factory(**with_fault("deliver", marker, **WEBHOOK_WORKER_ENV))
 
     run = start(character_ready_to_train(alice))
     killed_by_the_fault(stack, marker, "deliver")
@@ -117,8 +119,7 @@ def test_redis_restarted_with_a_webhook_delivery_queued_delivers_it_once_when_a_
         pytest.skip(
             "needs a redis-server binary for a Redis of the test's own (the shared one is never restarted)"
         )
-    stack = stack_factory()
-    stack.restart_worker(**WEBHOOK_WORKER_ENV)
+    stack = stack_factory(worker_env=WEBHOOK_WORKER_ENV)
     run = start(character_ready_to_train(alice))
     started = WebhookDelivery.objects.filter(event_type="training_run.started", status="delivered")
     wait_for(started.exists, what="the started event delivered")
@@ -149,10 +150,16 @@ def test_a_celery_worker_sigkilled_inside_the_cancel_of_an_orphaned_job_bills_no
     # The first /run creates its job but its answer is lost; the run is submitted again after the grace.
     # That first job waits in RunPod's queue past the resubmission, so when its worker starts the run
     # already has its job: the worker is told to stop, and its cancel is queued, then killed.
-    stack = stack_factory(faults={"lose_run_answer": "1", "queue_delay_s": "5"})
-    settings.TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS = 1
     marker = tmp_path / "killed-in-cancel"
-    with_fault(stack, "cancel", marker, TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS="1")
+    stack = stack_factory(
+        faults={"lose_run_answer": "1", "queue_delay_s": "5"},
+        # A 1 s RunPod timeout shortens how long a claimed cancel holds its row (the client's longest
+        # call: 48 s instead of 120 s), after which the sweep takes the killed attempt for dead.
+        **with_fault(
+            "cancel", marker, TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS="1", RUNPOD_TIMEOUT_SECONDS="1"
+        ),
+    )
+    settings.TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS = 1
 
     run = start(character_ready_to_train(alice))
     killed_by_the_fault(stack, marker, "cancel")
@@ -168,12 +175,18 @@ def test_a_celery_worker_sigkilled_inside_the_cancel_of_an_orphaned_job_bills_no
     owner = jobs[run.runpod_job_id]
     assert run.attempts == 2 and len(jobs) == 2
     # The orphan's worker was told to stop at its first callback: no training, no LoRA, under a second
-    # billed. That answer alone stopped it: the killed cancel is not retried (its unacknowledged message
-    # comes back only after Redis's one-hour visibility timeout), so RunPod is never asked to cancel.
+    # billed. The killed cancel is not lost with its message (which would come back only after Redis's
+    # one-hour visibility timeout): its row is due again, and the new worker's sweep sends it.
     orphan = stack.runpod.wait_for(orphan["id"], timeout=10)
     assert orphan["status"] == "FAILED" and "output" not in orphan
     assert parse_error(orphan["error"]).code == "claimed_elsewhere"
     assert orphan["executionTime"] < owner["executionTime"]
+    stray = wait_for(
+        lambda: StrayJob.objects.filter(runpod_job_id=orphan["id"]).exclude(status="pending").first(),
+        timeout=90,
+        what="the orphan's cancel sent again by the sweep",
+    )
+    assert stray.status == "cancelled" and stray.run_id == run.pk
     assert lora_objects(stack, run.character) == [run.lora_name]
     assert character_current_lora(run.character) == run
     assert run.events.filter(to_status="completed").count() == 1

@@ -19,14 +19,14 @@ from django.core.files.storage import default_storage
 from runpod_worker.contract import parse_error
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.characters.images import jpeg_bytes
-from tests.integration.conftest import FINISHING_POLL_S, SWEEP_INTERVAL_S, Stack, wait_for
+from tests.integration.conftest import Stack, wait_for
 from training.models import TrainingRun
 from training.selectors import character_current_lora
-from training.services import training_run_cancel, training_run_start
+from training.services import TRAINING_POLL, training_run_cancel, training_run_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-# Seconds a poll may take on a loaded 2-core machine: RunPod's /status, then hashing the LoRA in storage.
-POLL_WORK_ALLOWANCE_S = 3.0
+# The first step of a training run's poll backoff (training.services.TRAINING_POLL).
+BACKOFF_POLL_S = TRAINING_POLL[0].total_seconds()
 
 
 def character_ready_to_train(owner: Any) -> Any:
@@ -136,11 +136,11 @@ def test_with_webhooks_dropped_the_sweep_completes_the_run_seconds_after_the_job
     assert stack.runpod.state()["jobs"][job_id]["webhook_attempts"] == [{"dropped": True}]
     assert run.finished_at is not None
     lag_s = run.finished_at.timestamp() - job_ended_at
-    # The design's bound is one finishing poll plus one sweep interval (1 s each here); the poll's own work
-    # (RunPod's /status, hashing the LoRA in storage) comes on top, slower on a loaded machine. Without the
-    # finishing poll the run would wait for the backoff poll, 30 s or more.
-    bound = FINISHING_POLL_S + SWEEP_INTERVAL_S + POLL_WORK_ALLOWANCE_S
-    assert lag_s <= bound, f"completed {lag_s:.2f}s after the job ended\n" + explain(stack)
+    # The finishing poll (1 s here) plus one sweep interval (1 s) plus the poll's own work: seconds. Without
+    # the finishing poll the run would wait for its backoff poll, 30 s or more after the last one. The
+    # figure itself is measured by `make bench` (bench/bench_orchestration_completion.py), not bounded
+    # tightly here, where a loaded machine stretches the poll's work.
+    assert lag_s < BACKOFF_POLL_S, f"completed {lag_s:.2f}s after the job ended\n" + explain(stack)
 
 
 def test_a_429_storm_creates_no_duplicate_runpod_job(alice: Any, stack_factory: Any) -> None:
