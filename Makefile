@@ -23,9 +23,12 @@ migrate: $(STAMP)
 # drive Debian's Chromium (CHROMIUM_PATH, default /usr/bin/chromium); without it they are deselected
 # and the run says so loudly at the end, except with CI=true, where a missing Chromium fails them.
 export CHROMIUM_PATH ?= /usr/bin/chromium
+# Test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them: the live-stack
+# suites spend most of their time waiting on their own processes, so three share two cores well.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; \
-	eval "$$services"; $(BIN)/python -m pytest $(PYTEST_ARGS)
+	eval "$$services"; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

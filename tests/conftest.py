@@ -34,6 +34,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(own, ignore_errors=True)
 
 
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from tests.browser.conftest import report_browser_tests_not_run
+
+    report_browser_tests_not_run(terminalreporter, config)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     database = settings.DATABASES["default"]
     engine = database["ENGINE"].rsplit(".", 1)[-1]

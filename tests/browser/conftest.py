@@ -53,13 +53,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reporter.write_line(f"browser tests deselected: {problem}", yellow=True, bold=True)
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def report_browser_tests_not_run(terminalreporter: Any, config: pytest.Config) -> None:
+    """The loud end-of-run notice (called from tests/conftest.py, which the xdist controller also loads).
+
+    Without xdist the count of deselected tests is known here; under xdist they were deselected in the
+    worker processes, so the notice names the reason without a count.
+    """
+    problem = chromium_problem()
+    if problem is None or in_ci():
+        return
     count = config.stash.get(_NOT_RUN, 0)
-    if count:
-        terminalreporter.section("BROWSER TESTS NOT RUN", sep="!", yellow=True, bold=True)
-        terminalreporter.write_line(f"{count} browser test(s) were deselected: {chromium_problem()}.")
-        terminalreporter.write_line(f"Install Chromium to run them: {INSTALL_HINT}")
-        terminalreporter.write_line("With CI=true a missing Chromium fails the run instead.")
+    distributed = bool(getattr(config.option, "numprocesses", None))
+    if not count and not distributed:
+        return
+    what = f"{count} browser test(s) were deselected" if count else "Browser tests, if any, were deselected"
+    terminalreporter.section("BROWSER TESTS NOT RUN", sep="!", yellow=True, bold=True)
+    terminalreporter.write_line(f"{what}: {problem}.")
+    terminalreporter.write_line(f"Install Chromium to run them: {INSTALL_HINT}")
+    terminalreporter.write_line("With CI=true a missing Chromium fails the run instead.")
 
 
 @pytest.fixture
