@@ -3,10 +3,8 @@ running the unmodified worker with the simulated trainer, and Django served over
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +20,7 @@ from studio.celery import app
 from tests.support.celery_worker import CeleryWorker
 from tests.support.local_runpod import LocalRunPod
 from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import kill_group, spawn
 from tests.support.s3server import S3Server
 
 # A Redis database and a queue of this test session's own, so that another run of this suite sharing
@@ -85,18 +84,12 @@ class PrivateRedis:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
-        with open(self.workdir / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.process = spawn(command, log_path=self.workdir / "redis.log")
         wait_for_port(self.port, timeout=10)
         return self
 
     def kill(self) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        kill_group(self.process)
 
     def restart(self) -> None:
         self.kill()

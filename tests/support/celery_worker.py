@@ -11,15 +11,13 @@ so no worker, pool child or beat process outlives the test.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import REPO_ROOT, kill_group, log_tails, spawn, stop_group
 
 
 class CeleryWorker:
@@ -51,16 +49,7 @@ class CeleryWorker:
         if self.beat:
             command += ["--beat", f"--schedule={self.workdir / 'beat-schedule'}"]
         environment = {**os.environ, **self.env, "STUDIO_VAR_DIR": str(self.workdir / "var")}
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the process owns it
-        self.process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.process = spawn(command, log_path=self.log_path, cwd=REPO_ROOT, env=environment)
         self._wait_ready(timeout)
         return self
 
@@ -77,34 +66,16 @@ class CeleryWorker:
 
     def kill(self) -> None:
         """SIGKILL the worker and its children at once: no shutdown, no acknowledgements."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        kill_group(self.process)
         self.process = None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
-        # Pool children and beat share the group; anything left gets SIGKILL.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
+        # Pool children and beat share the group; whatever outlasts SIGTERM gets SIGKILL.
+        stop_group(self.process)
         self.process = None
 
     def logs(self) -> str:
-        parts = []
-        for index in range(1, self.starts + 1):
-            path = self.workdir / f"celery-{index}.log"
-            if path.exists():
-                parts.append(f"==== {path.name}\n{path.read_text(errors='replace')[-6000:]}")
-        return "\n".join(parts)
+        return log_tails(*(self.workdir / f"celery-{index}.log" for index in range(1, self.starts + 1)))
 
     def __enter__(self) -> CeleryWorker:
         return self.start()

@@ -10,9 +10,7 @@ worker processes, their ping processes and trainers), so nothing outlives the te
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,8 +20,8 @@ from typing import Any
 import requests
 
 from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import REPO_ROOT, log_tails, spawn, stop_group
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 
@@ -89,16 +87,8 @@ class LocalRunPod:
             *(f"--fault={key}={value}" for key, value in self.faults.items()),
         ]
         environment = {**os.environ, "WORKER_WORKSPACE": str(self.workdir / "workspaces")}
-        log = open(self.workdir / "local-runpod.log", "wb")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        log_path = self.workdir / "local-runpod.log"
+        self.process = spawn(command, log_path=log_path, cwd=REPO_ROOT, env=environment)
         try:
             wait_for_port(self.port, timeout=timeout)
         except TimeoutError:
@@ -107,18 +97,8 @@ class LocalRunPod:
         return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=15)
-        # Worker processes live in their own groups; the stand-in ends them, this catches any leftover.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
+        # Worker processes live in their own groups; the stand-in ends them on SIGTERM.
+        stop_group(self.process, grace=15)
         self.session.close()
 
     def __enter__(self) -> LocalRunPod:
@@ -196,8 +176,4 @@ class LocalRunPod:
 
     def logs(self) -> str:
         """Everything the stand-in and its workers printed, for assertion messages."""
-        parts = []
-        for path in [self.workdir / "local-runpod.log", *sorted(self.log_dir.glob("*.log"))]:
-            if path.exists():
-                parts.append(f"==== {path.name}\n{path.read_text(errors='replace')[-6000:]}")
-        return "\n".join(parts)
+        return log_tails(self.workdir / "local-runpod.log", *sorted(self.log_dir.glob("*.log")))

@@ -36,6 +36,7 @@ from typing import Any
 import psycopg
 
 from tests.support.ports import free_port
+from tests.support.processes import kill_group, log_tails, spawn
 
 SUPERUSER = "postgres"
 SERVICE_ACCOUNT = "postgres"
@@ -151,11 +152,7 @@ class PostgresCluster:
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
         ]  # fmt: skip
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the server owns it
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._as_owner()
-        )
-        log.close()
+        self.process = spawn(command, log_path=self.log_path, **self._as_owner())
         self._wait_ready(timeout)
         return self
 
@@ -183,10 +180,7 @@ class PostgresCluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout)
         # Backends and auxiliary processes share the postmaster's group; nothing may outlive it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
+        kill_group(self.process)
         self.process = None
 
     @contextlib.contextmanager
@@ -209,9 +203,7 @@ class PostgresCluster:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def logs(self) -> str:
-        if not self.log_path.exists():
-            return ""
-        return f"==== {self.log_path.name}\n{self.log_path.read_text(errors='replace')[-6000:]}"
+        return log_tails(self.log_path)
 
     def __enter__(self) -> PostgresCluster:
         return self.start()

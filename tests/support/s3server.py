@@ -7,9 +7,7 @@ expired requests, and every signature test would prove nothing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ import boto3
 from botocore.config import Config
 
 from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import spawn, stop_group
 
 ACCESS_KEY = "studio-test-access"
 SECRET_KEY = "studio-test-secret-0123456789"
@@ -107,8 +106,7 @@ class SeaweedProcess:
             *(f"-{name}.port.grpc={port}" for name, port in grpc_ports.items()),
             *(f"-{flag}={port}" for flag, port in extra_ports.items()),
         ]
-        log = open(self.workdir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = spawn(command, log_path=self.workdir / "weed.log")
         server = S3Server(f"http://127.0.0.1:{ports['s3']}", ACCESS_KEY, SECRET_KEY)
         wait_for_port(ports["s3"], timeout=timeout)
         self._wait_until_serving(server, timeout=timeout)
@@ -127,11 +125,4 @@ class SeaweedProcess:
         raise RuntimeError(f"SeaweedFS S3 did not become ready: {last_error}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        stop_group(self.process, grace=5)

@@ -10,16 +10,14 @@ neither the arbiter nor a worker outlives the test.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import REPO_ROOT, log_tails, spawn, stop_group
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 APPLICATION = ["--config", "gunicorn.conf.py", "studio.wsgi:application"]  # the image's CMD
 
 
@@ -51,12 +49,7 @@ class WebServer:
             "WEB_CONCURRENCY": str(self.workers),
             "GUNICORN_ACCESS_LOG": str(self.workdir / "access.log"),
         }
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
-        self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
+        self.process = spawn(command, log_path=self.log_path, cwd=REPO_ROOT, env=environment)
         try:
             wait_for_port(self.port, timeout=timeout)
         except TimeoutError:
@@ -65,24 +58,11 @@ class WebServer:
         return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
+        stop_group(self.process)
         self.process = None
 
     def logs(self) -> str:
-        parts = []
-        for path in (self.log_path, self.workdir / "access.log"):
-            if path.exists():
-                parts.append(f"==== {path.name}\n{path.read_text(errors='replace')[-6000:]}")
-        return "\n".join(parts)
+        return log_tails(self.log_path, self.workdir / "access.log")
 
     def __enter__(self) -> WebServer:
         return self.start()
