@@ -22,8 +22,8 @@ RETRY_AFTER_SECONDS = 30
 MACHINE_PREFIXES = ("/api/", "/hooks/")
 
 UNAVAILABLE = (
-    "The studio cannot reach its database right now (it may be restarting). Nothing was changed by this "
-    f"request; try again in {RETRY_AFTER_SECONDS} seconds."
+    "The studio cannot reach its database right now (it may be restarting), so this request may not have "
+    f"completed. Try again in {RETRY_AFTER_SECONDS} seconds."
 )
 FAILED = (
     "Something went wrong on our side and the request was not completed. Try again; if it keeps "

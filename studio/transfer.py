@@ -109,7 +109,7 @@ def _receive_upload(request: HttpRequest, storage: FileSystemStorage, name: str)
     declared = request.headers.get("Content-Length")
     if declared is None:
         return JsonResponse({"error": "Send a Content-Length header with the upload."}, status=411)
-    if not declared.isdigit():
+    if not (declared.isascii() and declared.isdigit()):
         return JsonResponse({"error": "Content-Length must be a number of bytes."}, status=400)
     expected = int(declared)
     if expected > settings.TRANSFER_MAX_UPLOAD_BYTES:

@@ -26,6 +26,8 @@ from django.conf import settings
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Tries per call (the first included) unless the caller chooses otherwise.
+DEFAULT_MAX_ATTEMPTS = 4
 # Longest wait we honour from a Retry-After header: tasks have their own, longer retry schedule.
 MAX_RETRY_AFTER_SECONDS = 10.0
 
@@ -103,7 +105,7 @@ class RunPodClient:
         endpoint_id: str,
         api_key: str,
         timeout_seconds: float,
-        max_attempts: int = 4,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:

@@ -51,6 +51,7 @@ from training.models import StrayJob, TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.providers import TrainingProvider, get_provider
 from training.runpod import (
+    DEFAULT_MAX_ATTEMPTS,
     MAX_RETRY_AFTER_SECONDS,
     RunPodError,
     RunPodJob,
@@ -337,7 +338,14 @@ def training_run_submit(*, run: TrainingRun, provider: TrainingProvider | None =
         # RunPod certainly made no job (no connection opened, or 429 on every try): the call does not
         # count against the attempts that bound duplicate jobs, and the sweep tries again at the next
         # recheck, for as long as TRAINING_SUBMIT_GIVE_UP_SECONDS allows.
-        TrainingRun.objects.filter(pk=run.pk, runpod_job_id="", attempts__gt=0).update(
+        # Only this attempt's mark is undone: a later attempt (whose /run may have made a job) keeps its own.
+        TrainingRun.objects.filter(
+            pk=run.pk,
+            status=Status.PENDING,
+            runpod_job_id="",
+            attempts__gt=0,
+            submit_attempted_at=marked.submit_attempted_at,
+        ).update(
             submit_attempted_at=None,
             attempts=F("attempts") - 1,
             next_poll_at=timezone.now() + _pending_recheck(),
@@ -382,9 +390,16 @@ def _submit_gave_up(run: TrainingRun, now: datetime) -> str:
         )
     waited = now - run.created_at
     if waited >= timedelta(seconds=settings.TRAINING_SUBMIT_GIVE_UP_SECONDS):
+        if run.attempts:
+            # An earlier /run went unanswered: RunPod may have made a job, which a stray-job cancel stops.
+            return (
+                f"RunPod would not take the run for {_duration(waited)} (unreachable or rate-limiting), so "
+                "it was given up. Retry the run once RunPod answers again (status.runpod.io)."
+            )
         return (
-            f"RunPod could not be reached for {_duration(waited)}, so the run was never sent and nothing "
-            "was billed. Retry the run once RunPod answers again (status.runpod.io)."
+            f"RunPod would not take the run for {_duration(waited)} (unreachable or rate-limiting), so it "
+            "was never sent and nothing was billed. Retry the run once RunPod answers again "
+            "(status.runpod.io)."
         )
     return ""
 
@@ -507,6 +522,9 @@ class LostReport:
     code: str
     why: str  # for the completion event and the log
     message: str  # the failure the user reads, before what storage held and what to do
+    # With no LoRA stored: keep polling until the run's deadline rather than fail (RunPod still has the
+    # job, so the holder may yet report), instead of failing at once (RunPod forgot the job).
+    wait_for_deadline: bool = False
 
 
 JOB_LOST = LostReport(
@@ -515,6 +533,7 @@ JOB_LOST = LostReport(
     message="RunPod no longer knows this run's job (results are kept only 30 minutes after a job ends)",
 )
 CLAIMED_ELSEWHERE = LostReport(
+    wait_for_deadline=True,
     code="worker_lost",
     why="RunPod kept a duplicate delivery's result and the worker's report was lost",
     message=(
@@ -558,6 +577,11 @@ def _lora_recover(run: TrainingRun, lost: LostReport, *, source: str) -> Trainin
         )
         return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
     if stored is None:
+        if lost.wait_for_deadline:
+            # The holder may only look silent (our own outage answered its callbacks 503): with no LoRA to
+            # go by, the run keeps polling, and its deadline ends it if the holder never reports again.
+            logger.info("run %s: %s and no LoRA is stored yet; waiting for the holder", run.pk, lost.why)
+            return run
         message = (
             f"{lost.message}, and no LoRA from it arrived in storage, so its outcome is lost. Retry the run."
         )
@@ -1114,8 +1138,6 @@ def training_run_fail(
 
 # How soon the cancel of a stray job is sent again after RunPod failed to take it, doubling per attempt.
 STRAY_CANCEL_RETRY = (timedelta(seconds=15), timedelta(minutes=10))
-# RunPodClient's default max_attempts: the tries one call may take.
-RUNPOD_CLIENT_TRIES = 4
 
 
 def stray_job_record(*, job_id: str, run_id: RunId | None, reason: str) -> None:
@@ -1246,7 +1268,7 @@ def _stray_retry_delay(attempt: int) -> timedelta:
 def _stray_cancel_lease() -> timedelta:
     """How long a claimed cancel holds its row: the client's longest call (every try timing out on its
     connect and read, and the longest wait between tries), past which the attempt is taken for dead."""
-    tries = RUNPOD_CLIENT_TRIES
+    tries = DEFAULT_MAX_ATTEMPTS
     return timedelta(seconds=tries * (2 * settings.RUNPOD_TIMEOUT_SECONDS + MAX_RETRY_AFTER_SECONDS))
 
 

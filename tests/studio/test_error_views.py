@@ -41,7 +41,7 @@ def test_the_api_answers_503_in_its_error_shape_while_the_database_is_unreachabl
     assert response["Retry-After"] == str(RETRY_AFTER_SECONDS)
     error = response.json()["error"]
     assert error["code"] == "service_unavailable"
-    assert "cannot reach its database" in error["message"] and "try again" in error["message"]
+    assert "cannot reach its database" in error["message"] and "Try again" in error["message"]
 
 
 def test_a_page_answers_503_with_a_page_that_needs_no_database(
@@ -53,7 +53,7 @@ def test_a_page_answers_503_with_a_page_that_needs_no_database(
 
     assert response.status_code == 503
     body = response.content.decode()
-    assert "Temporarily unavailable" in body and "try again in 30 seconds" in body
+    assert "Temporarily unavailable" in body and "Try again in 30 seconds" in body
     assert "Traceback" not in body and "5432" not in body
 
 

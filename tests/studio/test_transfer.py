@@ -68,7 +68,7 @@ def test_an_upload_cut_short_keeps_the_stored_file_and_leaves_nothing_behind() -
     assert sorted(path.name for path in folder.iterdir()) == ["run.safetensors"]
 
 
-@pytest.mark.parametrize("length", ["ten", "-5", "1e3"])
+@pytest.mark.parametrize("length", ["ten", "-5", "1e3", "²"])
 def test_a_content_length_that_is_not_a_number_is_refused(client: Client, length: str) -> None:
     url = path_of(upload_url("characters/x/loras/run.safetensors", ttl=60))
 

@@ -127,7 +127,7 @@ def test_a_run_runpod_would_not_take_for_the_give_up_time_fails_saying_nothing_w
 
     pending.refresh_from_db()
     assert (pending.status, pending.error_code) == ("failed", "submit_failed")
-    assert pending.error_message.startswith("RunPod could not be reached for 60 minutes")
+    assert pending.error_message.startswith("RunPod would not take the run for 60 minutes")
     assert "nothing was billed" in pending.error_message
     assert provider.submitted == []
 
