@@ -24,7 +24,7 @@ from studio.errors import ApplicationError
 from studio.models import User
 from training.models import StrayJob, TrainingEvent, TrainingRun
 from training.runpod import RunPodError
-from training.selectors import month_start
+from training.selectors import month_start, run_spend
 from training.services import training_run_cancel, training_run_poll, training_run_retry, training_run_start
 
 Source = TrainingEvent.Source
@@ -308,7 +308,7 @@ class TrainingUserAdmin(UserAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         # The same sum as user_spend_this_month, as one annotation for the whole page.
         this_month = Q(characters__training_runs__finished_at__gte=month_start())
-        spend = Sum("characters__training_runs__cost_usd", filter=this_month)
+        spend = Sum(run_spend("characters__training_runs__"), filter=this_month)
         return super().get_queryset(request).annotate(spend_this_month_usd=spend)
 
     @admin.display(description="GPU spend this month (USD)", ordering="spend_this_month_usd")

@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Case, F, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from characters.models import Character
@@ -30,25 +31,31 @@ def month_start(now: datetime | None = None) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+def run_spend(prefix: str = "") -> Coalesce:
+    """What a run counts against its owner's budget: RunPod's cost; or, when RunPod's execution time was
+    never read (a lost webhook, a result RunPod forgot, a run recovered from storage) but the run did start
+    on a GPU, its estimate, since RunPod billed it all the same; nothing for a run that never started.
+    `prefix` reaches the run through a relation (`"characters__training_runs__"`)."""
+    started = When(**{f"{prefix}started_at__isnull": False}, then=F(f"{prefix}estimated_cost_usd"))
+    return Coalesce(F(f"{prefix}cost_usd"), Case(started, default=Value(Decimal("0"))))
+
+
 def user_spend_this_month(user: User, *, now: datetime | None = None) -> Decimal:
     """GPU money spent by runs of the user's characters that finished this calendar month (UTC).
 
     Failed and cancelled runs count too: RunPod bills the GPU time whatever the outcome.
     """
-    total = TrainingRun.objects.filter(
-        character__owner=user, finished_at__gte=month_start(now), cost_usd__isnull=False
-    ).aggregate(total=Sum("cost_usd"))["total"]
+    total = TrainingRun.objects.filter(character__owner=user, finished_at__gte=month_start(now)).aggregate(
+        total=Sum(run_spend())
+    )["total"]
     return total or Decimal("0")
 
 
 def user_reserved_spend(user: User) -> Decimal:
-    """The estimated cost of the user's runs still in progress, and of completed runs whose cost RunPod
-    has yet to give (the sweep is reading it: `next_poll_at` set): money the budget must hold back."""
-    in_progress = Q(status__in=TrainingRun.ACTIVE_STATUSES)
-    cost_unread = Q(status=TrainingRun.Status.COMPLETED, cost_usd__isnull=True, next_poll_at__isnull=False)
-    total = TrainingRun.objects.filter(in_progress | cost_unread, character__owner=user).aggregate(
-        total=Sum("estimated_cost_usd")
-    )["total"]
+    """The estimated cost of the user's runs still in progress: money the budget must hold back."""
+    total = TrainingRun.objects.filter(
+        character__owner=user, status__in=TrainingRun.ACTIVE_STATUSES
+    ).aggregate(total=Sum("estimated_cost_usd"))["total"]
     return total or Decimal("0")
 
 

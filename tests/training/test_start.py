@@ -10,6 +10,7 @@ from studio.errors import ApplicationError, Conflict, NotFound
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.training.conftest import FakeProvider, make_run
 from training.models import TrainingEvent, TrainingRun
+from training.selectors import user_spend_this_month
 from training.services import training_run_retry, training_run_start
 from training.tokens import run_token, token_hash
 
@@ -145,30 +146,33 @@ def test_it_refuses_a_run_that_would_exceed_the_monthly_budget(character: Any, a
     assert caught.value.code == "budget_exceeded"
 
 
-def test_a_completed_run_whose_cost_is_still_being_read_holds_its_estimate_against_the_budget(
+def test_a_run_whose_cost_runpod_never_gave_counts_its_estimate_if_it_ran_on_a_gpu(
     character: Any, alice: Any
 ) -> None:
     alice.monthly_gpu_budget_usd = Decimal("5.00")
     alice.save()
     now = timezone.now()
-    # Completed by the worker's "finished" callback: the sweep has yet to read RunPod's cost.
+    # Completed from the worker's report (or recovered from storage): RunPod's cost was never read.
     make_run(
         CharacterFactory(owner=alice),
         status="completed",
-        estimated_cost_usd=Decimal("4.00"),
+        estimated_cost_usd=Decimal("2.00"),
+        started_at=now,
         finished_at=now,
-        next_poll_at=now,
         runpod_job_id="job-cost-unread",
     )
-    # Completed with its cost given up (RunPod forgot the job): nothing more will be billed or read.
+    # Cancelled while still queued: it never ran on a GPU, so it cost nothing.
     make_run(
         CharacterFactory(owner=alice),
-        status="completed",
+        status="cancelled",
         estimated_cost_usd=Decimal("4.00"),
-        runpod_job_id="job-cost-given-up",
+        finished_at=now,
+        runpod_job_id="job-never-started",
     )
+    make_run(CharacterFactory(owner=alice), status="completed", cost_usd=Decimal("2.50"), finished_at=now)
 
-    with pytest.raises(ApplicationError, match=r"\$4.00 of the \$5.00 monthly GPU budget"):
+    assert user_spend_this_month(alice) == Decimal("4.50")
+    with pytest.raises(ApplicationError, match=r"\$4.50 of the \$5.00 monthly GPU budget"):
         start(character, preset="balanced")
 
 
