@@ -6,7 +6,8 @@ children and beat) once, at the worst moment of a task, as if its host died ther
   queued a single poll;
 - `poll`: inside a poll, after RunPod said COMPLETED, while the LoRA in storage is being verified;
 - `deliver`: inside a webhook delivery, after the endpoint answered 2xx and before the outcome is recorded;
-- `cancel`: inside the cancel of a RunPod job no run owns, before RunPod is asked to stop it.
+- `cancel`: inside the cancel of a RunPod job no run owns, after the attempt claimed its stray-job row and
+  while it calls RunPod (any RunPod cancel in the worker process: the test makes only that one).
 `STUDIO_FAULT_MARKER` is a file created when the fault fires, so the restarted worker does not fire again.
 """
 
@@ -65,10 +66,13 @@ elif MOMENT == "deliver":
     webhooks.post = _post_then_die
 
 elif MOMENT == "cancel":
-    _cancel = services.runpod_job_cancel
+    from training.runpod import RunPodClient
 
-    def _die_before_cancelling(*args: Any, **kwargs: Any) -> Any:
+    _cancel = RunPodClient.cancel
+
+    def _die_while_cancelling(*args: Any, **kwargs: Any) -> Any:
+        # The attempt has claimed its stray-job row (leased it) and is calling RunPod: the worst moment.
         _die()
         return _cancel(*args, **kwargs)
 
-    services.runpod_job_cancel = _die_before_cancelling
+    RunPodClient.cancel = _die_while_cancelling  # type: ignore[method-assign]

@@ -107,7 +107,9 @@ def test_a_celery_worker_sigkilled_after_the_endpoint_answered_sends_the_event_a
     # when Redis would hand the killed task's message out again.
     assert killed.delivered_at is not None
     sent_again_after_s = killed.delivered_at.timestamp() - ready_at
-    assert sent_again_after_s < 10, f"sent again {sent_again_after_s:.1f} s after a worker was ready"
+    # Lease (3 s) plus a sweep interval or two (1 s) plus the send; generous for a loaded machine, and still
+    # two orders of magnitude below Redis's redelivery.
+    assert sent_again_after_s < 60, f"sent again {sent_again_after_s:.1f} s after a worker was ready"
     assert_one_job_one_lora(stack, final(run))
 
 
