@@ -104,13 +104,17 @@ def post(url: str, headers: dict[str, str], body: bytes) -> PostResult:
     """One POST with a timeout and no redirects (a redirect could lead to a private address)."""
     all_headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
     try:
+        # Streamed and closed unread: only the status matters, so an endpoint that drips its body slowly
+        # cannot hold the attempt past its lease (the read timeout bounds each read, not the whole body).
         response = _session.post(
             url,
             data=body,
             headers=all_headers,
             timeout=timeouts(),
             allow_redirects=False,
+            stream=True,
         )
+        response.close()
     except requests.RequestException as error:
         return PostResult(ok=False, status_code=None, error=f"{type(error).__name__}: {error}"[:500])
     if 200 <= response.status_code < 300:
