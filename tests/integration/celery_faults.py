@@ -6,6 +6,7 @@ children and beat) once, at the worst moment of a task, as if its host died ther
   queued a single poll;
 - `poll`: inside a poll, after RunPod said COMPLETED, while the LoRA in storage is being verified;
 - `deliver`: inside a webhook delivery, after the endpoint answered 2xx and before the outcome is recorded;
+- `webhook_sweep`: inside the webhook sweep, after it made lost deliveries due and before it queued them;
 - `cancel`: inside the cancel of a RunPod job no run owns, after the attempt claimed its stray-job row and
   while it calls RunPod (any RunPod cancel in the worker process: the test makes only that one).
 `STUDIO_FAULT_MARKER` is a file created when the fault fires, so the restarted worker does not fire again.
@@ -64,6 +65,19 @@ elif MOMENT == "deliver":
         return result
 
     webhooks.post = _post_then_die
+
+elif MOMENT == "webhook_sweep":
+    from developer import tasks as developer_tasks
+
+    _claim_overdue = developer_tasks.webhook_deliveries_claim_overdue
+
+    def _claim_overdue_then_die(*args: Any, **kwargs: Any) -> Any:
+        overdue = _claim_overdue(*args, **kwargs)
+        if overdue:
+            _die()
+        return overdue
+
+    developer_tasks.webhook_deliveries_claim_overdue = _claim_overdue_then_die
 
 elif MOMENT == "cancel":
     from training.runpod import RunPodClient

@@ -113,8 +113,14 @@ def test_a_celery_worker_sigkilled_after_the_endpoint_answered_sends_the_event_a
     assert_one_job_one_lora(stack, final(run))
 
 
+@pytest.mark.parametrize("sweep_killed", [False, True], ids=["task-lost", "task-lost-and-sweep-killed"])
 def test_redis_restarted_with_a_webhook_delivery_queued_delivers_it_once_when_a_worker_runs_again(
-    alice: Any, stack_factory: Any, receiver: Receiver, endpoint_secret: str
+    alice: Any,
+    stack_factory: Any,
+    receiver: Receiver,
+    endpoint_secret: str,
+    tmp_path: Path,
+    sweep_killed: bool,
 ) -> None:
     redis = private_redis()
     if redis is None:
@@ -135,6 +141,15 @@ def test_redis_restarted_with_a_webhook_delivery_queued_delivers_it_once_when_a_
     )
     assert (completed.status, completed.attempts) == ("pending", 0)
     redis.restart()  # ...and is gone with it (no persistence)
+    if sweep_killed:
+        # The next worker dies inside the webhook sweep, after it made the delivery due and before it
+        # queued the task: the sweep after that finds it overdue again.
+        marker = tmp_path / "killed-in-webhook-sweep"
+        options = with_fault("webhook_sweep", marker, **WEBHOOK_WORKER_ENV)
+        stack.worker.env = {**stack.worker_env, **options["worker_env"]}
+        stack.worker.extra_args = options["worker_args"]
+        stack.worker.start()
+        killed_by_the_fault(stack, marker, "webhook sweep")
     stack.worker.start()
 
     wait_for(lambda: all_delivered(run), timeout=30, what="every event delivered")
