@@ -21,6 +21,7 @@ from developer import webhooks
 from developer.models import ApiToken, WebhookDelivery, WebhookEndpoint
 from studio.errors import ApplicationError
 from studio.models import User
+from studio.sweeps import lock_overdue
 
 logger = logging.getLogger(__name__)
 
@@ -283,12 +284,9 @@ def webhook_deliveries_claim_overdue(
     limit = batch_size or settings.WEBHOOK_SWEEP_BATCH_SIZE
     overdue_since = now - timedelta(seconds=settings.WEBHOOK_SWEEP_INTERVAL_SECONDS)
     with transaction.atomic():
-        delivery_ids = list(
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
-            .filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lt=overdue_since)
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
-        )
+        pending = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING)
+        overdue = lock_overdue(pending, overdue_since=overdue_since, limit=limit)
+        delivery_ids = list(overdue.values_list("pk", flat=True))
         if delivery_ids:
             WebhookDelivery.objects.filter(pk__in=delivery_ids).update(next_attempt_at=now)
     return delivery_ids

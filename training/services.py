@@ -44,6 +44,7 @@ from runpod_worker.contract import (
 )
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
+from studio.sweeps import lock_overdue
 from studio.transfer import download_url, upload_url
 from training import pricing
 from training.artifacts import LoraInvalid, lora_storage_name, stored_file_digest, stored_lora_digest
@@ -1207,12 +1208,10 @@ def stray_jobs_claim_due(*, now: datetime | None = None, batch_size: int | None 
     limit = batch_size or settings.TRAINING_SWEEP_BATCH_SIZE
     overdue_since = now - timedelta(seconds=settings.TRAINING_SWEEP_INTERVAL_SECONDS)
     with transaction.atomic():
-        strays = list(
-            StrayJob.objects.select_for_update(skip_locked=True)
-            .filter(status=StrayJob.Status.PENDING, next_attempt_at__lt=overdue_since)
-            .order_by("next_attempt_at")
-            .only("id", "runpod_job_id", "run_id", "created_at", "attempts", "last_error")[:limit]
+        pending = StrayJob.objects.filter(status=StrayJob.Status.PENDING).only(
+            "id", "runpod_job_id", "run_id", "created_at", "attempts", "last_error"
         )
+        strays = list(lock_overdue(pending, overdue_since=overdue_since, limit=limit))
         expired = [stray for stray in strays if _stray_expired(stray, now)]
         due = [stray for stray in strays if not _stray_expired(stray, now)]
         if due:
