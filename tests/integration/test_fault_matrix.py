@@ -63,6 +63,23 @@ def replace_runpod(stack: Stack, **options: Any) -> LocalRunPod:
     return stack.runpod
 
 
+def started_and_result_expired(stack_factory: Any, owner: Any) -> tuple[Stack, TrainingRun]:
+    """A run whose job ran and ended while no Celery worker polled, webhooks dropped, and whose result
+    RunPod then forgot (404); a Celery worker runs again when this returns."""
+    stack = stack_factory(faults={"drop_webhooks": "true"})
+    stack.worker.stop()  # nobody polls while the job runs and its result expires
+    replace_runpod(stack, result_ttl=0.5)
+    stack.runpod.set_faults(drop_webhooks=True)
+    run = start(character_ready_to_train(owner))
+    stack.worker.start()
+    job_id = wait_for(lambda: TrainingRun.objects.get(pk=run.pk).runpod_job_id, what="a job id")
+    stack.worker.stop()
+    stack.runpod.wait_for(job_id, timeout=60)
+    wait_for(lambda: stack.runpod.status(job_id) is None, timeout=10, what="the result to expire")
+    stack.worker.start()
+    return stack, run
+
+
 def test_a_5xx_storm_completes_the_run_with_one_job(alice: Any, stack_factory: Any) -> None:
     # A 500 to /run leaves its outcome unknown; the backend waits this long for a claim, then resubmits.
     stack = stack_factory(
@@ -129,17 +146,7 @@ def test_duplicate_out_of_order_and_days_late_webhooks_change_nothing(
 def test_a_result_that_expired_before_we_read_it_still_completes_from_the_stored_lora(
     alice: Any, stack_factory: Any
 ) -> None:
-    stack = stack_factory(faults={"drop_webhooks": "true"})
-    stack.worker.stop()  # nobody polls while the job runs and its result expires
-    replace_runpod(stack, result_ttl=0.5)
-    stack.runpod.set_faults(drop_webhooks=True)
-    run = start(character_ready_to_train(alice))
-    stack.worker.start()
-    job_id = wait_for(lambda: TrainingRun.objects.get(pk=run.pk).runpod_job_id, what="a job id")
-    stack.worker.stop()
-    stack.runpod.wait_for(job_id, timeout=60)
-    wait_for(lambda: stack.runpod.status(job_id) is None, timeout=10, what="the result to expire")
-    stack.worker.start()
+    stack, run = started_and_result_expired(stack_factory, alice)
 
     run = final(run, timeout=90)
 

@@ -13,9 +13,8 @@ import pytest
 from django.core.files.storage import default_storage
 
 from runpod_worker.contract import parse_error
-from tests.integration.conftest import wait_for
-from tests.integration.test_fault_matrix import assert_one_job_one_lora, replace_runpod
-from tests.integration.test_training_live import character_ready_to_train, explain, final, start
+from tests.integration.test_fault_matrix import assert_one_job_one_lora, started_and_result_expired
+from tests.integration.test_training_live import character_ready_to_train, explain, final
 from training.models import TrainingRun
 from training.services import training_run_start
 
@@ -56,17 +55,7 @@ def test_a_job_handed_out_twice_whose_finished_callback_is_lost_completes_from_t
 def test_a_lost_finished_callback_and_an_expired_result_complete_from_the_stored_lora(
     alice: Any, stack_factory: Any, finished_callback_lost: list[str]
 ) -> None:
-    stack = stack_factory(faults={"drop_webhooks": "true"})
-    stack.worker.stop()  # nobody polls while the job runs and its result expires
-    replace_runpod(stack, result_ttl=0.5)
-    stack.runpod.set_faults(drop_webhooks=True)
-    run = start(character_ready_to_train(alice))
-    stack.worker.start()
-    job_id = wait_for(lambda: TrainingRun.objects.get(pk=run.pk).runpod_job_id, what="a job id")
-    stack.worker.stop()
-    stack.runpod.wait_for(job_id, timeout=60)
-    wait_for(lambda: stack.runpod.status(job_id) is None, timeout=10, what="the result to expire")
-    stack.worker.start()
+    stack, run = started_and_result_expired(stack_factory, alice)
 
     run = final(run, timeout=60)
 
