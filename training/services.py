@@ -359,6 +359,14 @@ def training_run_submit(*, run: TrainingRun, provider: TrainingProvider | None =
     return _submission_record(run.pk, job, provider)
 
 
+def training_run_submit_retry_scheduled(*, run_id: RunId, countdown: float) -> None:
+    """Records that the submission task retries a pending run in `countdown` seconds, so the sweep's recheck
+    comes only after that retry: the two never send one run together, and an outage's calls stay bounded."""
+    TrainingRun.objects.filter(pk=run_id, status=Status.PENDING, runpod_job_id="").update(
+        next_poll_at=timezone.now() + timedelta(seconds=countdown) + _pending_recheck()
+    )
+
+
 def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
     """The run, marked as being submitted now; None when there is nothing to submit (yet)."""
     now = timezone.now()

@@ -33,7 +33,9 @@ def submit_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-d
             # RunPod answers or TRAINING_SUBMIT_GIVE_UP_SECONDS have passed.
             logger.warning("run %s: RunPod unreachable at submission (%s); the sweep will retry", run_id, exc)
             return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        countdown = _backoff(self.request.retries)
+        services.training_run_submit_retry_scheduled(run_id=run.pk, countdown=countdown)
+        raise self.retry(exc=exc, countdown=countdown) from exc
     except (RunPodError, ContractError) as exc:
         services.training_run_fail(
             run_id=run.pk, code="submit_rejected", message=_rejected(str(exc)), source="system"

@@ -426,8 +426,13 @@ def test_a_pending_run_whose_connections_to_runpod_never_open_stays_pending_and_
     assert seen == {"pending"}
     assert (run.status, run.attempts, run.submit_attempted_at) == ("pending", 0, None)
     tried = runpod.calls_to("run")
-    # About one try a minute once the task's retries are spent, each the client's 4 connection attempts.
-    assert 4 * 5 <= tried <= 4 * (5 + 10), tried
+    # One submission at a time: the task's retries with backoff run out, then the sweep's recheck starts the
+    # next round, never while a retry is still due. Each try is the client's 4 connection attempts.
+    rounds = [retries for _, name, retries in production.ran if name == "submit_training_run"]
+    assert rounds == [0, 1, 2, 3, 4] * (len(rounds) // 5) + [0, 1, 2, 3, 4][: len(rounds) % 5], rounds
+    assert tried == 4 * len(rounds)
+    # A round takes 3 to 4.5 minutes of connection timeouts and jittered backoff: two or three in ten minutes.
+    assert 5 < len(rounds) <= 3 * 5, rounds
     runpod.down = False
     back_at = timezone.now()
 
