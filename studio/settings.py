@@ -15,6 +15,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from studio.storage import s3_media_storage
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("STUDIO_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -152,23 +154,14 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
 if AWS_STORAGE_BUCKET_NAME:
-    MEDIA_STORAGE = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": AWS_STORAGE_BUCKET_NAME,
-            "access_key": env.str("AWS_ACCESS_KEY_ID", default=None),
-            "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default=None),
-            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default=None),  # R2, MinIO, SeaweedFS
-            "region_name": env.str("AWS_S3_REGION_NAME", default=None),
-            "signature_version": "s3v4",
-            "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="path"),
-            # Objects are private; every read goes through a short-lived presigned URL.
-            "default_acl": None,
-            "querystring_auth": True,
-            "querystring_expire": 600,
-            "file_overwrite": False,
-        },
-    }
+    MEDIA_STORAGE = s3_media_storage(
+        bucket_name=AWS_STORAGE_BUCKET_NAME,
+        access_key=env.str("AWS_ACCESS_KEY_ID", default=None),
+        secret_key=env.str("AWS_SECRET_ACCESS_KEY", default=None),
+        endpoint_url=env.str("AWS_S3_ENDPOINT_URL", default=None),  # R2, MinIO, SeaweedFS
+        region_name=env.str("AWS_S3_REGION_NAME", default=None),
+        addressing_style=env.str("AWS_S3_ADDRESSING_STYLE", default="path"),
+    )
 else:
     MEDIA_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 
@@ -182,11 +175,6 @@ STORAGES = {
         )
     },
 }
-
-# Network calls to the bucket must never hang a request or a task.
-S3_CONNECT_TIMEOUT = 5
-S3_READ_TIMEOUT = 60
-S3_MAX_ATTEMPTS = 3
 
 # Signed transfer URLs for the worker when media is on local files (S3 presigns instead).
 TRANSFER_MAX_UPLOAD_BYTES = env.int("TRANSFER_MAX_UPLOAD_BYTES", default=4 * 1024**3)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from studio.storage import s3_media_storage
 from tests.studio.factories import UserFactory
 from tests.support.s3server import S3Server, SeaweedProcess
 
@@ -105,20 +106,12 @@ def s3_storage(settings: Any, s3_server: S3Server) -> Iterator[S3Server]:
     """Switch the media storage to the S3 test server for one test."""
     settings.STORAGES = {
         **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": S3_TEST_BUCKET,
-                "access_key": s3_server.access_key,
-                "secret_key": s3_server.secret_key,
-                "endpoint_url": s3_server.endpoint_url,
-                "region_name": s3_server.region,
-                "signature_version": "s3v4",
-                "addressing_style": "path",
-                "default_acl": None,
-                "querystring_auth": True,
-                "file_overwrite": False,
-            },
-        },
+        "default": s3_media_storage(
+            bucket_name=S3_TEST_BUCKET,
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
+            endpoint_url=s3_server.endpoint_url,
+            region_name=s3_server.region,
+        ),
     }
     yield s3_server
