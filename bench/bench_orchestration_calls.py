@@ -220,7 +220,7 @@ def run_scenario(
     from characters.models import Character, ReferenceImage
     from studio.models import User
     from training import tasks
-    from training.artifacts import lora_storage_name
+    from training.artifacts import lora_upload_name
     from training.services import training_run_start
     from training.tokens import run_token
 
@@ -303,7 +303,7 @@ def run_scenario(
                     callback("progress", job_id, **progress)
                 else:
                     lora = f"simulated lora {index}".encode()
-                    default_storage.save(lora_storage_name(run), ContentFile(lora))
+                    default_storage.save(lora_upload_name(run), ContentFile(lora))
                     digest = hashlib.sha256(lora).hexdigest()
                     output = {
                         "lora": {"name": "x.safetensors", "bytes": len(lora), "sha256": digest},

@@ -146,7 +146,7 @@ def drive_runs(
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
-    from training.artifacts import lora_storage_name
+    from training.artifacts import lora_upload_name
     from training.models import TrainingRun
     from training.runpod import RunPodJob
     from training.services import training_run_apply_status
@@ -181,7 +181,7 @@ def drive_runs(
                     counts.setdefault("first_error", f"{response.status_code} {response.text[:200]}")  # type: ignore[arg-type]
                 continue
             content = f"lora {run_id}".encode()
-            default_storage.save(lora_storage_name(run), ContentFile(content))
+            default_storage.save(lora_upload_name(run), ContentFile(content))
             output = {
                 "lora": {
                     "name": "lora.safetensors",

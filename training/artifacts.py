@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import secrets
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files.storage import default_storage
 
 from training.models import TrainingRun
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 # A Flux LoRA's header is a few hundred KB (one entry per tensor); anything far larger is not a LoRA.
@@ -41,8 +45,51 @@ class StoredFile:
     sha256: str
 
 
-def lora_storage_name(run: TrainingRun) -> str:
-    return f"characters/{run.character_id}/loras/{run.id}.safetensors"
+def lora_upload_name(run: TrainingRun) -> str:
+    """Where the worker's upload link writes the run's LoRA.
+
+    Every job given that link can write there until the link expires, a job RunPod ran twice or one
+    whose `/run` answer was lost included, so a run never keeps this file itself: it keeps a copy made
+    by `lora_keep` under a name no link names.
+    """
+    return f"characters/{run.character_id}/loras/uploads/{run.id}.safetensors"
+
+
+def lora_keep(run: TrainingRun) -> str | None:
+    """Copies the uploaded LoRA to a new name of the run's own, written once, here, and never by a link;
+    None if nothing was uploaded. The caller verifies the copy, so what it verified is what it keeps."""
+    source = lora_upload_name(run)
+    target = f"characters/{run.character_id}/loras/{run.id}-{secrets.token_hex(4)}.safetensors"
+    try:
+        if not default_storage.exists(source):
+            return None
+        return _copy(source, target)
+    except (OSError, BotoCoreError, ClientError) as exc:
+        raise StorageUnavailable(f"Storage could not copy the LoRA ({type(exc).__name__}).") from exc
+
+
+def lora_tidy(run: TrainingRun, kept: str) -> None:
+    """Once the run keeps `kept`: removes its upload, and any copy a completion cut short left behind (a
+    completion still in flight then finds its copy gone, and the run already complete, so it changes
+    nothing)."""
+    folder = f"characters/{run.character_id}/loras/"
+    try:
+        files = default_storage.listdir(folder)[1]
+    except (OSError, BotoCoreError, ClientError):
+        logger.warning("could not list %s to remove what run %s left", folder, run.pk, exc_info=True)
+        files = []
+    leftovers = [folder + file for file in files if file.startswith(f"{run.id}-") and folder + file != kept]
+    for name in [lora_upload_name(run), *leftovers]:
+        lora_discard(name)
+
+
+def lora_discard(name: str) -> None:
+    """Removes a stored LoRA no run keeps; a failure is logged, and leaves only a file in the character's
+    folder, which goes with the character."""
+    try:
+        default_storage.delete(name)
+    except (OSError, BotoCoreError, ClientError):
+        logger.warning("could not remove %s from storage", name, exc_info=True)
 
 
 def stored_file_digest(name: str) -> StoredFile | None:
@@ -134,6 +181,18 @@ def _span(key: str, entry: Any) -> tuple[int, int]:
     if begin < 0 or min(shape, default=0) < 0 or stop - begin != math.prod(shape) * width:
         raise LoraInvalid(f"its header entry {key[:80]!r} has data offsets that do not fit its shape")
     return begin, stop
+
+
+def _copy(source: str, target: str) -> str:
+    storage: Any = default_storage
+    if hasattr(storage, "bucket") and hasattr(storage, "_normalize_name"):
+        # A server-side copy in one request: S3 copies up to 5 GB so, the most a presigned PUT can upload.
+        storage.bucket.Object(storage._normalize_name(target)).copy_from(
+            CopySource={"Bucket": storage.bucket_name, "Key": storage._normalize_name(source)}
+        )
+        return target
+    with storage.open(source, "rb") as handle:
+        return str(storage.save(target, handle))
 
 
 def _chunks(name: str) -> Iterator[bytes]:

@@ -47,7 +47,15 @@ from studio.models import User
 from studio.sweeps import lock_overdue
 from studio.transfer import download_url, upload_url
 from training import pricing
-from training.artifacts import LoraInvalid, lora_storage_name, stored_file_digest, stored_lora_digest
+from training.artifacts import (
+    LoraInvalid,
+    lora_discard,
+    lora_keep,
+    lora_tidy,
+    lora_upload_name,
+    stored_file_digest,
+    stored_lora_digest,
+)
 from training.models import StrayJob, TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.providers import TrainingProvider, get_provider
@@ -457,7 +465,7 @@ def training_job_input(run: TrainingRun) -> dict[str, Any]:
         ],
         output=OutputTarget(
             lora_name=f"{run.character.trigger_word}_{run.id.hex[:8]}",
-            lora_upload_url=upload_url(lora_storage_name(run), ttl),
+            lora_upload_url=upload_url(lora_upload_name(run), ttl),
         ),
         params=TrainingParams.from_dict(run.params),
         base_model=run.base_model,
@@ -576,16 +584,17 @@ def _job_result_unusable(
 def _lora_recover(run: TrainingRun, lost: LostReport, *, source: str) -> TrainingRun:
     """Completes a run whose worker's report was lost with the LoRA in storage, if that file is a complete
     safetensors file; otherwise fails the run. The stored object is never deleted."""
-    name = lora_storage_name(run)
+    kept = lora_keep(run)  # copies and streams the file: outside any transaction
     try:
-        stored = stored_lora_digest(name)  # streams the file: outside any transaction
+        stored = stored_lora_digest(kept) if kept else None
     except LoraInvalid as exc:
+        lora_discard(kept or "")
         message = (
             f"{lost.message}, and the LoRA file in storage is incomplete or damaged ({exc}), so it was not "
             "accepted; it is kept for staff to inspect. Retry the run."
         )
         return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
-    if stored is None:
+    if kept is None or stored is None:
         if lost.wait_for_deadline:
             # The holder may only look silent (our own outage answered its callbacks 503): with no LoRA to
             # go by, the run keeps polling, and its deadline ends it if the holder never reports again.
@@ -597,16 +606,17 @@ def _lora_recover(run: TrainingRun, lost: LostReport, *, source: str) -> Trainin
         return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
     with transaction.atomic():
         run = _locked(run.pk)
-        if run.is_final:
-            return run
-        logger.warning("run %s: %s; completing it from the LoRA in storage", run.pk, lost.why)
-        run.lora_name = name
-        run.lora_bytes = stored.bytes
-        run.lora_sha256 = stored.sha256
-        run.progress_eta_seconds = 0
-        detail = {"job_id": run.runpod_job_id, "lora": name, "recovered_from_storage": lost.why}
-        _transition(run, Status.COMPLETED, source=source, detail=detail)
-        run.save()
+        completed = not run.is_final
+        if completed:
+            logger.warning("run %s: %s; completing it from the LoRA in storage", run.pk, lost.why)
+            run.lora_name = kept
+            run.lora_bytes = stored.bytes
+            run.lora_sha256 = stored.sha256
+            run.progress_eta_seconds = 0
+            detail = {"job_id": run.runpod_job_id, "lora": kept, "recovered_from_storage": lost.why}
+            _transition(run, Status.COMPLETED, source=source, detail=detail)
+            run.save()
+    _lora_settle(run, kept, kept_by_run=completed)
     return run
 
 
@@ -620,35 +630,54 @@ def _complete(run: TrainingRun, job: RunPodJob, source: str) -> TrainingRun:
             message="The worker finished but its result could not be read. Retry the run.",
             source=source,
         )
-    problem = _lora_verify(run, output)
+    kept, problem = _lora_keep_verified(run, output)
     if problem:
         return training_run_fail(run_id=run.pk, code="lora_unverified", message=problem, source=source)
     with transaction.atomic():
         run = _locked(run.pk)
-        if not transition_allowed(run.status, Status.COMPLETED):
-            return run
-        _record_job(run, job)
-        _complete_locked(run, output, source=source, detail={"job_id": job.id})
+        completed = transition_allowed(run.status, Status.COMPLETED)
+        if completed:
+            _record_job(run, job)
+            _complete_locked(run, output, lora_name=kept, source=source, detail={"job_id": job.id})
+    _lora_settle(run, kept, kept_by_run=completed)
     return run
 
 
-def _lora_verify(run: TrainingRun, output: JobOutput) -> str:
-    """Why the LoRA in storage is not the one `output` reports ("" when it is); streams the file, so
-    call it outside any transaction."""
-    return _lora_problem(stored_file_digest(lora_storage_name(run)), output)
+def _lora_keep_verified(run: TrainingRun, output: JobOutput) -> tuple[str, str]:
+    """The name of the run's own copy of the uploaded LoRA, and why it is not the file `output` reports
+    ("" when it is, and then no copy is left). Copies and streams the file: call it outside any transaction.
+
+    The copy is what is verified, so a job uploading to the same link afterwards changes nothing kept.
+    """
+    kept = lora_keep(run)
+    problem = _lora_problem(stored_file_digest(kept) if kept else None, output)
+    if problem and kept:
+        lora_discard(kept)
+        kept = None
+    return kept or "", problem
 
 
-def _complete_locked(run: TrainingRun, output: JobOutput, *, source: str, detail: dict[str, Any]) -> None:
-    """Completes a run locked by the caller with a verified LoRA; saves it."""
-    name = lora_storage_name(run)
-    run.lora_name = name
+def _lora_settle(run: TrainingRun, kept: str, *, kept_by_run: bool) -> None:
+    """After the completing transaction: once the run keeps its copy, the upload and any copy left by a
+    completion cut short go; a copy the run did not keep (another path completed it first) goes."""
+    if kept_by_run:
+        lora_tidy(run, kept)
+    else:
+        lora_discard(kept)
+
+
+def _complete_locked(
+    run: TrainingRun, output: JobOutput, *, lora_name: str, source: str, detail: dict[str, Any]
+) -> None:
+    """Completes a run locked by the caller with its verified copy of the LoRA; saves it."""
+    run.lora_name = lora_name
     run.lora_bytes = output.lora.bytes
     run.lora_sha256 = output.lora.sha256
     run.gpu_type = output.gpu.name
     run.progress_step = max(run.progress_step, output.steps)
     run.progress_total = max(run.progress_total, output.steps)
     run.progress_eta_seconds = 0
-    _transition(run, Status.COMPLETED, source=source, detail={**detail, "lora": name})
+    _transition(run, Status.COMPLETED, source=source, detail={**detail, "lora": lora_name})
     if _cost_pending(run):
         # The sweep reads RunPod's final status for the cost, should its webhook be lost.
         run.next_poll_at = timezone.now() + COST_POLL[0]
@@ -834,21 +863,23 @@ def training_run_worker_finished(
         refusal = _worker_refusal(locked, job_id) or _not_holder(locked, delivery_id)
         if refusal is not None:
             return refusal
-    problem = _lora_verify(locked, output)  # streams the file: outside any transaction
+    kept, problem = _lora_keep_verified(locked, output)  # copies and streams the file: no transaction
+    completed = False
     with transaction.atomic():
         locked = _locked(run.pk)
         refusal = _worker_refusal(locked, job_id) or _not_holder(locked, delivery_id)
-        if refusal is not None:
-            return refusal
-        if problem:
+        if refusal is None and problem:
             # Not the run's end: RunPod's own result is read soon and decides (lora_unverified if it agrees).
             logger.warning("run %s: delivery %s finished, but %s", locked.pk, delivery_id, problem)
             locked.next_poll_at = timezone.now()
             locked.save(update_fields=["next_poll_at", "updated_at"])
             transaction.on_commit(partial(_enqueue, "poll_training_run", locked.pk))
-            return CONTINUE
-        _complete_locked(locked, output, source=Source.WORKER, detail={"job_id": job_id})
-    return CONTINUE
+        elif refusal is None:
+            _complete_locked(locked, output, lora_name=kept, source=Source.WORKER, detail={"job_id": job_id})
+            completed = True
+    if kept:
+        _lora_settle(locked, kept, kept_by_run=completed)
+    return refusal or CONTINUE
 
 
 def _not_holder(run: TrainingRun, delivery_id: str) -> WorkerAnswer | None:

@@ -27,6 +27,7 @@ from django.urls import reverse
 
 from tests.integration.conftest import Stack, private_redis, wait_for
 from tests.integration.test_training_live import (
+    assert_only_stored_lora,
     character_ready_to_train,
     explain,
     final,
@@ -49,7 +50,7 @@ def assert_one_job_one_lora(stack: Stack, run: TrainingRun, jobs: int | None = N
     replaced the stand-in (a new one knows no job)."""
     assert run.status == "completed", run.error_message + explain(stack)
     assert (len(stack.jobs()) if jobs is None else jobs) == 1, stack.jobs()
-    assert lora_objects(stack, run.character) == [run.lora_name]
+    assert_only_stored_lora(stack, run)
     assert character_current_lora(run.character) == run
     assert run.events.filter(to_status="completed").count() == 1
     assert run.character.images.count() == 3
@@ -312,7 +313,7 @@ def test_the_bucket_refusing_the_lora_upload_fails_the_run_with_its_reason_and_r
 
     assert retried.status == "completed", retried.error_message + explain(stack)
     assert len(stack.jobs()) == 2  # one GPU job per run
-    assert lora_objects(stack, character) == [retried.lora_name]
+    assert_only_stored_lora(stack, retried)
     assert character_current_lora(character) == retried
     assert retried.events.filter(to_status="completed").count() == 1
     assert character.images.count() == 3

@@ -23,10 +23,10 @@ from tests.developer.receiver import Receiver, receiver
 from tests.integration.conftest import Stack, private_redis, wait_for
 from tests.integration.test_fault_matrix import assert_one_job_one_lora
 from tests.integration.test_training_live import (
+    assert_only_stored_lora,
     character_ready_to_train,
     explain,
     final,
-    lora_objects,
     start,
 )
 from training.models import StrayJob, TrainingRun
@@ -204,6 +204,6 @@ def test_a_celery_worker_sigkilled_inside_the_cancel_of_an_orphaned_job_bills_no
         what="the orphan's cancel sent again by the sweep",
     )
     assert stray.status == "cancelled" and stray.run_id == run.pk
-    assert lora_objects(stack, run.character) == [run.lora_name]
+    assert_only_stored_lora(stack, run)
     assert character_current_lora(run.character) == run
     assert run.events.filter(to_status="completed").count() == 1

@@ -14,6 +14,7 @@ one thing that must come of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -306,15 +307,22 @@ def outcome(product: Product, s3_server: S3Server) -> Outcome:
     (row,) = app.rows(TrainingRun, columns, where="id", value=run_id)
     events = app.rows(TrainingEvent, ("to_status",), where="run_id", value=run_id)
     images = app.get(f"/api/v1/characters/{character_id}/images").json()["results"]
-    listing = s3_server.client().list_objects_v2(
-        Bucket=S3_TEST_BUCKET, Prefix=f"characters/{character_id}/loras/"
-    )
+
+    def stored_loras() -> list[str]:
+        listing = s3_server.client().list_objects_v2(
+            Bucket=S3_TEST_BUCKET, Prefix=f"characters/{character_id}/loras/"
+        )
+        return [item["Key"] for item in listing.get("Contents", [])]
+
+    # The completion tidies storage right after its transaction commits (the upload, copies not kept).
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: stored_loras() == [row[1]], timeout=15, what="storage tidied", app=app)
     return Outcome(
         run=run,
         run_row=dict(zip(columns, row, strict=True)),
         events=[status for (status,) in events],
         jobs=list(app.runpod.state()["jobs"].values()),
-        loras=[item["Key"] for item in listing.get("Contents", [])],
+        loras=stored_loras(),
         images=images,
         image_downloads=[requests.get(image["url"], timeout=10).status_code for image in images],
         step_before=before["progress"]["step"],

@@ -29,7 +29,6 @@ from developer.services import api_token_create, api_token_revoke
 from studio import transfer
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.training.factories import TrainingRunFactory
-from training.artifacts import lora_storage_name
 from training.models import TrainingRun
 from training.tokens import run_token, token_hash
 
@@ -208,7 +207,7 @@ def world(alice: Any, bob: Any, staff: Any, settings: Any) -> dict[str, Any]:
     image = ReferenceImageFactory(character=character)
     run = TrainingRunFactory(character=character, status=TrainingRun.Status.COMPLETED, runpod_job_id="job-1")
     content = b"lora bytes"
-    lora = default_storage.save(lora_storage_name(run), ContentFile(content))
+    lora = default_storage.save(f"characters/{character.pk}/loras/{run.pk}.safetensors", ContentFile(content))
     TrainingRun.objects.filter(pk=run.pk).update(
         lora_name=lora,
         lora_bytes=len(content),

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from safetensors.numpy import save
 
 from studio.celery import app
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.training.factories import TrainingRunFactory
-from training.artifacts import lora_storage_name
+from training.artifacts import lora_upload_name
 from training.models import TrainingRun
 from training.runpod import RunPodError, RunPodHealth, RunPodJob
 
@@ -80,9 +84,28 @@ def make_run(character: Any, status: str = TrainingRun.Status.QUEUED, **fields: 
     return TrainingRunFactory(character=character, status=status, **{**defaults, **fields})
 
 
+def lora_bytes() -> bytes:
+    """A small LoRA as the trainer writes it: safetensors, fp16 tensors, string metadata."""
+    tensors = {
+        "transformer.single_transformer_blocks.0.proj_out.lora_A.weight": numpy.ones((4, 64), numpy.float16),
+        "transformer.single_transformer_blocks.0.proj_out.lora_B.weight": numpy.ones((64, 4), numpy.float16),
+    }
+    return save(tensors, metadata={"training_info": json.dumps({"step": 1000, "epoch": 0})})
+
+
+def assert_keeps_its_own_lora(run: TrainingRun, content: bytes) -> None:
+    """The completed run keeps its own copy of the uploaded LoRA, under a name no upload link writes, and
+    the upload itself is gone."""
+    own = rf"characters/{run.character_id}/loras/{run.pk}-[0-9a-f]{{8}}\.safetensors"
+    assert re.fullmatch(own, run.lora_name), run.lora_name
+    with default_storage.open(run.lora_name, "rb") as handle:
+        assert handle.read() == content
+    assert not default_storage.exists(lora_upload_name(run))
+
+
 def store_lora(run: TrainingRun, content: bytes = b"safetensors bytes") -> dict[str, Any]:
     """Puts a LoRA where the run's worker uploads it; returns the worker's output document for it."""
-    default_storage.save(lora_storage_name(run), ContentFile(content))
+    default_storage.save(lora_upload_name(run), ContentFile(content))
     return {
         "lora": {
             "name": "lora.safetensors",

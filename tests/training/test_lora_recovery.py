@@ -10,17 +10,15 @@ import struct
 from datetime import timedelta
 from typing import Any
 
-import numpy
 import pytest
 import time_machine
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
-from safetensors.numpy import save
 
 from runpod_worker.contract import WorkerError
-from tests.training.conftest import FakeProvider, make_run
-from training.artifacts import LoraInvalid, lora_storage_name, stored_lora_digest
+from tests.training.conftest import FakeProvider, assert_keeps_its_own_lora, lora_bytes, make_run
+from training.artifacts import LoraInvalid, lora_upload_name, stored_lora_digest
 from training.models import TrainingRun
 from training.runpod import RunPodJob, RunPodJobNotFound
 from training.services import training_run_apply_status, training_run_poll
@@ -30,22 +28,13 @@ pytestmark = pytest.mark.django_db
 HOLDER = "delivery-holder"
 
 
-def lora_bytes() -> bytes:
-    """A small LoRA as the trainer writes it: safetensors, fp16 tensors, string metadata."""
-    tensors = {
-        "transformer.single_transformer_blocks.0.proj_out.lora_A.weight": numpy.ones((4, 64), numpy.float16),
-        "transformer.single_transformer_blocks.0.proj_out.lora_B.weight": numpy.ones((64, 4), numpy.float16),
-    }
-    return save(tensors, metadata={"training_info": json.dumps({"step": 1000, "epoch": 0})})
-
-
 def with_header(header: dict[str, Any], data: bytes) -> bytes:
     raw = json.dumps(header).encode()
     return struct.pack("<Q", len(raw)) + raw + data
 
 
 def store(run: TrainingRun, content: bytes) -> None:
-    default_storage.save(lora_storage_name(run), ContentFile(content))
+    default_storage.save(lora_upload_name(run), ContentFile(content))
 
 
 def holder_run(character: Any, silent_for: timedelta) -> TrainingRun:
@@ -88,11 +77,8 @@ def test_a_duplicates_result_and_a_silent_holder_complete_the_run_from_the_store
 
     run.refresh_from_db()
     assert run.status == "completed"
-    assert (run.lora_name, run.lora_bytes, run.lora_sha256) == (
-        lora_storage_name(run),
-        len(content),
-        hashlib.sha256(content).hexdigest(),
-    )
+    assert (run.lora_bytes, run.lora_sha256) == (len(content), hashlib.sha256(content).hexdigest())
+    assert_keeps_its_own_lora(run, content)
     [event] = run.events.filter(to_status="completed")
     assert event.source == "poll"
     assert "worker's report was lost" in event.detail["recovered_from_storage"]
@@ -153,7 +139,7 @@ def test_a_truncated_lora_fails_the_run_with_what_happened_and_stays_in_storage(
     assert "incomplete or damaged (the file is truncated" in run.error_message
     assert run.error_message.endswith("Retry the run.")
     assert run.lora_name == ""
-    assert default_storage.exists(lora_storage_name(run))  # kept for staff to inspect
+    assert default_storage.exists(lora_upload_name(run))  # kept for staff to inspect
 
 
 def test_no_lora_after_a_duplicates_result_keeps_the_run_waiting_until_its_deadline(
@@ -177,6 +163,25 @@ def test_no_lora_after_a_duplicates_result_keeps_the_run_waiting_until_its_deadl
     assert provider.cancelled == ["job-1"]
 
 
+def test_a_lora_recovered_from_storage_is_the_runs_own_copy_that_a_later_upload_leaves_alone(
+    character: Any,
+) -> None:
+    run = holder_run(character, SILENT)
+    content = lora_bytes()
+    store(run, content)
+    duplicates_result(run)
+
+    # A job that still holds the run's upload link (RunPod ran it twice) uploads after the run completed.
+    default_storage.delete(lora_upload_name(run))
+    store(run, lora_bytes() + b"another job's weights")
+    assert default_storage.exists(lora_upload_name(run))
+
+    run.refresh_from_db()
+    assert run.lora_sha256 == hashlib.sha256(content).hexdigest()
+    with default_storage.open(run.lora_name, "rb") as handle:
+        assert handle.read() == content
+
+
 def test_a_run_runpod_forgot_before_any_worker_started_still_fails_job_lost(
     character: Any, provider: FakeProvider
 ) -> None:
@@ -193,14 +198,14 @@ def test_a_complete_lora_gives_its_size_and_sha256(character: Any) -> None:
     content = lora_bytes()
     store(run, content)
 
-    stored = stored_lora_digest(lora_storage_name(run))
+    stored = stored_lora_digest(lora_upload_name(run))
 
     assert stored is not None
     assert (stored.bytes, stored.sha256) == (len(content), hashlib.sha256(content).hexdigest())
 
 
 def test_an_absent_lora_is_none(character: Any) -> None:
-    assert stored_lora_digest(lora_storage_name(holder_run(character, SILENT))) is None
+    assert stored_lora_digest(lora_upload_name(holder_run(character, SILENT))) is None
 
 
 F16_4X4 = {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}
@@ -235,4 +240,4 @@ def test_a_file_that_is_not_a_complete_safetensors_file_is_refused(
     store(run, content)
 
     with pytest.raises(LoraInvalid, match=problem):
-        stored_lora_digest(lora_storage_name(run))
+        stored_lora_digest(lora_upload_name(run))

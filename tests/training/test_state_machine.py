@@ -6,10 +6,12 @@ from itertools import product
 from typing import Any
 
 import pytest
+from django.core.files.storage import default_storage
 from django.db import connection
 
 from tests.characters.factories import CharacterFactory
-from tests.training.conftest import make_run, store_lora
+from tests.training.conftest import assert_keeps_its_own_lora, make_run, store_lora
+from training.artifacts import lora_upload_name
 from training.models import TrainingEvent, TrainingRun
 from training.runpod import RunPodJob
 from training.services import training_run_apply_status, transition_allowed
@@ -131,7 +133,7 @@ def test_completion_records_the_lora_and_its_cost(character: Any, settings: Any)
 
     run.refresh_from_db()
     assert run.status == "completed"
-    assert run.lora_name == f"characters/{character.pk}/loras/{run.pk}.safetensors"
+    assert_keeps_its_own_lora(run, b"x" * 4096)
     assert (run.lora_bytes, run.lora_sha256) == (4096, output["lora"]["sha256"])
     assert run.cost_usd == Decimal("1.3680")  # 1800 s x $0.00076 on the A100 the worker reported
     assert (run.execution_ms, run.delay_ms) == (1_800_000, 5000)
@@ -140,9 +142,7 @@ def test_completion_records_the_lora_and_its_cost(character: Any, settings: Any)
 def test_completion_is_refused_when_the_lora_is_missing_from_storage(character: Any) -> None:
     run = make_run(character, status="training")
     output = store_lora(run)
-    from django.core.files.storage import default_storage
-
-    default_storage.delete(f"characters/{character.pk}/loras/{run.pk}.safetensors")
+    default_storage.delete(lora_upload_name(run))
 
     apply(run, "COMPLETED", output=output)
 

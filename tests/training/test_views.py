@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from tests.characters.factories import CharacterFactory
 from tests.training.conftest import FakeProvider, make_run
-from training.artifacts import lora_storage_name
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.selectors import training_cost_estimate
@@ -37,8 +36,9 @@ def client_for(user: Any, *, csrf: bool = False) -> Client:
 
 def completed_run(character: Any, content: bytes = LORA) -> TrainingRun:
     run = make_run(character, TrainingRun.Status.COMPLETED, finished_at=timezone.now())
-    default_storage.save(lora_storage_name(run), ContentFile(content))
-    run.lora_name = lora_storage_name(run)
+    run.lora_name = default_storage.save(
+        f"characters/{character.pk}/loras/{run.pk}.safetensors", ContentFile(content)
+    )
     run.lora_bytes = len(content)
     run.lora_sha256 = hashlib.sha256(content).hexdigest()
     run.progress_step = run.progress_total = 1000

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from runpod_worker.contract import JobOutput, WorkerError
-from tests.training.conftest import make_run, store_lora
+from tests.training.conftest import assert_keeps_its_own_lora, make_run, store_lora
 from training.models import TrainingRun
 from training.runpod import RunPodJob
 from training.services import (
@@ -81,7 +81,7 @@ def test_the_holders_finished_callback_completes_the_run_with_the_lora_verified(
     run.refresh_from_db()
     assert run.status == "completed"
     assert (run.lora_bytes, run.lora_sha256) == (output["lora"]["bytes"], output["lora"]["sha256"])
-    assert run.lora_name == f"characters/{run.character_id}/loras/{run.pk}.safetensors"
+    assert_keeps_its_own_lora(run, b"the trained lora")
     assert run.cost_usd is not None and run.cost_usd > 0  # RunPod's execution time, not the worker's
     assert run.events.filter(to_status="completed", source="worker").count() == 1
     # The holder's own result reaching RunPod later changes nothing.
