@@ -1,7 +1,7 @@
 """Short-lived URLs through which the GPU worker reads and writes media, without credentials.
 
     url = download_url("characters/<id>/images/<sha>.jpg", ttl=3600)
-    url = upload_url("characters/<id>/loras/<run>.safetensors", ttl=7200)
+    url = upload_url("characters/<id>/loras/uploads/<run>.safetensors", ttl=7200)
 
 On S3 these are presigned URLs for the bucket itself. On local files they are signed,
 expiring URLs of this site, served by `transfer_view`, which streams in both directions.

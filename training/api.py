@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from pathlib import PurePosixPath
 from typing import Any
 
 from django.urls import reverse
@@ -36,6 +35,7 @@ from studio.api_idempotency import (
 from studio.errors import ApplicationError, Conflict
 from studio.transfer import download_url
 from training import services
+from training.artifacts import lora_download_name
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.selectors import training_run_get_for, training_run_list_for
@@ -119,7 +119,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
             return None
         return {
-            "filename": PurePosixPath(run.lora_name).name,
+            "filename": lora_download_name(run, run.character.trigger_word),
             "bytes": run.lora_bytes,
             "sha256": run.lora_sha256,
         }
@@ -330,7 +330,7 @@ class TrainingRunLoraApi(APIView):
         data = {
             "url": download_url(run.lora_name, ttl=int(LORA_URL_TTL.total_seconds())),
             "expires_at": timezone.now() + LORA_URL_TTL,
-            "filename": PurePosixPath(run.lora_name).name,
+            "filename": lora_download_name(run, run.character.trigger_word),
             "bytes": run.lora_bytes,
             "sha256": run.lora_sha256,
         }

@@ -10,6 +10,7 @@ import secrets
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -55,17 +56,23 @@ def lora_upload_name(run: TrainingRun) -> str:
     return f"characters/{run.character_id}/loras/uploads/{run.id}.safetensors"
 
 
+def _former_upload_name(run: TrainingRun) -> str:
+    # Links issued before runs kept their own copy wrote here, and live as long as a job's TTL plus its
+    # execution timeout (15 h): a run submitted then and completing now is read from this name.
+    return f"characters/{run.character_id}/loras/{run.id}.safetensors"
+
+
 def lora_keep(run: TrainingRun) -> str | None:
     """Copies the uploaded LoRA to a new name of the run's own, written once, here, and never by a link;
     None if nothing was uploaded. The caller verifies the copy, so what it verified is what it keeps."""
-    source = lora_upload_name(run)
     target = f"characters/{run.character_id}/loras/{run.id}-{secrets.token_hex(4)}.safetensors"
     try:
-        if not default_storage.exists(source):
-            return None
-        return _copy(source, target)
+        for source in (lora_upload_name(run), _former_upload_name(run)):
+            if default_storage.exists(source):
+                return _copy(source, target)
     except (OSError, BotoCoreError, ClientError) as exc:
         raise StorageUnavailable(f"Storage could not copy the LoRA ({type(exc).__name__}).") from exc
+    return None
 
 
 def lora_tidy(run: TrainingRun, kept: str) -> None:
@@ -79,7 +86,7 @@ def lora_tidy(run: TrainingRun, kept: str) -> None:
         logger.warning("could not list %s to remove what run %s left", folder, run.pk, exc_info=True)
         files = []
     leftovers = [folder + file for file in files if file.startswith(f"{run.id}-") and folder + file != kept]
-    for name in [lora_upload_name(run), *leftovers]:
+    for name in [lora_upload_name(run), _former_upload_name(run), *leftovers]:
         lora_discard(name)
 
 
@@ -205,3 +212,9 @@ def _chunks(name: str) -> Iterator[bytes]:
     with storage.open(name, "rb") as handle:
         while chunk := handle.read(CHUNK):
             yield chunk
+
+
+def lora_download_name(run: TrainingRun, trigger_word: str) -> str:
+    """`<trigger word>-<run id prefix>.safetensors`: recognisable in a folder of many LoRAs."""
+    suffix = PurePosixPath(run.lora_name).suffix or ".safetensors"
+    return f"{trigger_word}-{str(run.pk)[:8]}{suffix}"

@@ -49,6 +49,7 @@ from studio.transfer import download_url, upload_url
 from training import pricing
 from training.artifacts import (
     LoraInvalid,
+    StorageUnavailable,
     lora_discard,
     lora_keep,
     lora_tidy,
@@ -582,18 +583,23 @@ def _job_result_unusable(
 
 
 def _lora_recover(run: TrainingRun, lost: LostReport, *, source: str) -> TrainingRun:
-    """Completes a run whose worker's report was lost with the LoRA in storage, if that file is a complete
-    safetensors file; otherwise fails the run. The stored object is never deleted."""
+    """Completes a run whose worker's report was lost with its own copy of the uploaded LoRA, if that is a
+    complete safetensors file; otherwise fails the run. A refused upload stays for staff to inspect."""
     kept = lora_keep(run)  # copies and streams the file: outside any transaction
-    try:
-        stored = stored_lora_digest(kept) if kept else None
-    except LoraInvalid as exc:
-        lora_discard(kept or "")
-        message = (
-            f"{lost.message}, and the LoRA file in storage is incomplete or damaged ({exc}), so it was not "
-            "accepted; it is kept for staff to inspect. Retry the run."
-        )
-        return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
+    stored = None
+    if kept:
+        try:
+            stored = stored_lora_digest(kept)
+        except LoraInvalid as exc:
+            lora_discard(kept)
+            message = (
+                f"{lost.message}, and the LoRA file in storage is incomplete or damaged ({exc}), so it was "
+                "not accepted; it is kept for staff to inspect. Retry the run."
+            )
+            return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
+        except StorageUnavailable:
+            lora_discard(kept)  # the next poll copies again
+            raise
     if kept is None or stored is None:
         if lost.wait_for_deadline:
             # The holder may only look silent (our own outage answered its callbacks 503): with no LoRA to
@@ -650,11 +656,17 @@ def _lora_keep_verified(run: TrainingRun, output: JobOutput) -> tuple[str, str]:
     The copy is what is verified, so a job uploading to the same link afterwards changes nothing kept.
     """
     kept = lora_keep(run)
-    problem = _lora_problem(stored_file_digest(kept) if kept else None, output)
-    if problem and kept:
+    if kept is None:
+        return "", _lora_problem(None, output)
+    try:
+        problem = _lora_problem(stored_file_digest(kept), output)
+    except StorageUnavailable:
+        lora_discard(kept)  # verification is tried again, with a new copy
+        raise
+    if problem:
         lora_discard(kept)
-        kept = None
-    return kept or "", problem
+        return "", problem
+    return kept, ""
 
 
 def _lora_settle(run: TrainingRun, kept: str, *, kept_by_run: bool) -> None:
@@ -863,7 +875,15 @@ def training_run_worker_finished(
         refusal = _worker_refusal(locked, job_id) or _not_holder(locked, delivery_id)
         if refusal is not None:
             return refusal
-    kept, problem = _lora_keep_verified(locked, output)  # copies and streams the file: no transaction
+    try:
+        kept, problem = _lora_keep_verified(locked, output)  # copies and streams the file: no transaction
+    except StorageUnavailable:
+        # Another path may have completed the run meanwhile and removed the upload being copied.
+        with transaction.atomic():
+            refusal = _worker_refusal(_locked(run.pk), job_id)
+        if refusal is None:
+            raise
+        return refusal
     completed = False
     with transaction.atomic():
         locked = _locked(run.pk)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import PurePosixPath
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +24,7 @@ from characters.selectors import character_get_for
 from studio.errors import ApplicationError, NotFound
 from studio.models import User
 from training import services
+from training.artifacts import lora_download_name
 from training.forms import TrainingForm
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
@@ -264,12 +264,6 @@ def _run_for(request: HttpRequest, run_id: uuid.UUID) -> TrainingRun:
         return training_run_get_for(request.user, run_id)  # type: ignore[arg-type]
     except NotFound as error:
         raise Http404(error.message) from error
-
-
-def lora_download_name(run: TrainingRun, trigger_word: str) -> str:
-    """`<trigger word>-<run id prefix>.safetensors`: recognisable in a folder of many LoRAs."""
-    suffix = PurePosixPath(run.lora_name).suffix or ".safetensors"
-    return f"{trigger_word}-{str(run.pk)[:8]}{suffix}"
 
 
 def _lora_filename(run: TrainingRun) -> str:

@@ -318,7 +318,9 @@ def test_alice_gets_a_short_lived_link_to_her_lora(alice_api: APIClient, charact
     run = completed(character)
     default_storage.save(run.lora_name, ContentFile(b"lora bytes"))
     body = alice_api.get(f"{RUNS}/{run.pk}/lora").json()
-    assert body["bytes"] == 4321 and body["sha256"] == "c" * 64 and body["filename"] == "run.safetensors"
+    assert body["bytes"] == 4321 and body["sha256"] == "c" * 64
+    # The name the web page downloads it as, not the storage name.
+    assert body["filename"] == f"{character.trigger_word}-{str(run.pk)[:8]}.safetensors"
     downloaded = APIClient().get(body["url"].removeprefix("http://127.0.0.1:8000"))
     assert b"".join(downloaded.streaming_content) == b"lora bytes"
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from runpod_worker.contract import JobOutput
 from tests.training.conftest import assert_keeps_its_own_lora, make_run, store_lora
-from training import services
+from training import artifacts, services
 from training.artifacts import StorageUnavailable, lora_upload_name
 from training.models import TrainingRun
 from training.runpod import RunPodJob
@@ -112,43 +112,61 @@ def test_a_copy_that_is_not_the_file_the_worker_reported_is_not_kept_and_the_upl
     assert default_storage.exists(lora_upload_name(run))  # the upload stays for staff to inspect
 
 
+@pytest.mark.parametrize(
+    ("loser", "winner"),
+    [(runpod_completed, holder_finished), (holder_finished, runpod_completed)],
+    ids=["runpod-result-loses", "finished-loses"],
+)
 def test_two_reports_completing_the_run_together_leave_one_copy(
-    run: TrainingRun, monkeypatch: pytest.MonkeyPatch
+    run: TrainingRun, loser: Any, winner: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     output = store_lora(run, TRAINED)
-    keep = services.lora_keep
-    raced: list[str] = []
+    digest = services.stored_file_digest
+    raced: list[bool] = []
 
-    def keep_while_the_holder_reports(locked: TrainingRun) -> str | None:
-        kept = keep(locked)
+    def verified_while_the_other_report_completes(name: str) -> Any:
+        stored = digest(name)
         if not raced:
-            raced.append("finished")
-            holder_finished(run, output)  # completes the run between this copy and its transaction
-        return kept
+            raced.append(True)
+            winner(run, output)  # completes the run between this copy's check and its transaction
+        return stored
 
-    monkeypatch.setattr(services, "lora_keep", keep_while_the_holder_reports)
+    monkeypatch.setattr(services, "stored_file_digest", verified_while_the_other_report_completes)
 
-    runpod_completed(run, output)
+    loser(run, output)
 
     run.refresh_from_db()
-    assert run.events.filter(to_status="completed").count() == 1
+    assert raced and run.events.filter(to_status="completed").count() == 1
     assert_keeps_its_own_lora(run, TRAINED)
     assert lora_files(run) == [run.lora_name.rsplit("/", 1)[1]]  # the copy the run did not keep is gone
 
 
-def test_on_s3_the_copy_is_made_in_the_bucket_and_a_later_upload_leaves_it_alone(
-    run: TrainingRun, s3_storage: Any
+def test_a_finished_callback_whose_copy_vanished_because_the_run_completed_is_told_to_stop(
+    run: TrainingRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runpod_completed(run, store_lora(run, TRAINED))
-    upload_again(run, STRAY)
+    output = store_lora(run, TRAINED)
+    keep = services.lora_keep
+    copies: list[TrainingRun] = []
 
+    def upload_gone_mid_copy(locked: TrainingRun) -> str | None:
+        copies.append(locked)
+        if len(copies) > 1:
+            return keep(locked)  # RunPod's result, completing the run
+        runpod_completed(run, output)  # completes the run and removes the upload being copied
+        raise StorageUnavailable("Storage could not copy the LoRA (ClientError).")
+
+    monkeypatch.setattr(services, "lora_keep", upload_gone_mid_copy)
+
+    answer = training_run_worker_finished(
+        run=run, job_id="job-1", delivery_id=HOLDER, output=JobOutput.from_dict(output)
+    )
+
+    assert answer.as_dict()["action"] == "stop"
     run.refresh_from_db()
-    assert run.status == "completed"
-    assert_keeps_its_own_lora_but_for(run, TRAINED)
-    assert run.lora_sha256 == hashlib.sha256(TRAINED).hexdigest()
+    assert_keeps_its_own_lora(run, TRAINED)
 
 
-def test_a_copy_left_by_a_completion_cut_short_goes_when_the_run_completes(
+def test_storage_failing_while_checking_the_copy_leaves_no_copy_and_the_run_as_it_was(
     run: TrainingRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     output = store_lora(run, TRAINED)
@@ -156,10 +174,54 @@ def test_a_copy_left_by_a_completion_cut_short_goes_when_the_run_completes(
     def storage_gone(name: str) -> None:
         raise StorageUnavailable("Storage could not be read (EndpointConnectionError).")
 
+    monkeypatch.setattr(services, "stored_file_digest", storage_gone)
+
+    with pytest.raises(StorageUnavailable):
+        runpod_completed(run, output)  # the poll task retries it
+
+    run.refresh_from_db()
+    assert (run.status, run.lora_name) == ("training", "")
+    assert lora_files(run) == []
+    assert default_storage.exists(lora_upload_name(run))
+
+
+def test_storage_refusing_the_copy_leaves_the_run_as_it_was(
+    run: TrainingRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = store_lora(run, TRAINED)
+
+    def refused(source: str, target: str) -> str:
+        raise PermissionError(f"[Errno 13] Permission denied: {target!r}")
+
+    monkeypatch.setattr(artifacts, "_copy", refused)
+
+    with pytest.raises(StorageUnavailable, match="Storage could not copy the LoRA"):
+        runpod_completed(run, output)
+
+    run.refresh_from_db()
+    assert (run.status, run.lora_name) == ("training", "")
+    assert default_storage.exists(lora_upload_name(run))
+
+
+class Killed(BaseException):
+    """The process dying (SIGKILL, an OOM kill) in the middle of a completion: nothing after it runs."""
+
+
+def killed_while_verifying(monkeypatch: pytest.MonkeyPatch, run: TrainingRun, output: dict[str, Any]) -> None:
+    def dies(name: str) -> None:
+        raise Killed
+
     with monkeypatch.context() as patch:
-        patch.setattr(services, "stored_file_digest", storage_gone)
-        with pytest.raises(StorageUnavailable):
-            runpod_completed(run, output)  # copied, then cut short while verifying: the poll retries
+        patch.setattr(services, "stored_file_digest", dies)
+        with pytest.raises(Killed):
+            runpod_completed(run, output)
+
+
+def test_a_copy_left_by_a_completion_killed_midway_goes_when_the_run_completes(
+    run: TrainingRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = store_lora(run, TRAINED)
+    killed_while_verifying(monkeypatch, run, output)
     assert len(lora_files(run)) == 1
 
     runpod_completed(run, output)
@@ -167,3 +229,37 @@ def test_a_copy_left_by_a_completion_cut_short_goes_when_the_run_completes(
     run.refresh_from_db()
     assert_keeps_its_own_lora(run, TRAINED)
     assert lora_files(run) == [run.lora_name.rsplit("/", 1)[1]]
+
+
+def test_a_run_whose_worker_had_a_link_to_the_former_lora_name_completes_with_its_own_copy(
+    run: TrainingRun,
+) -> None:
+    # Links issued before runs kept their own copy wrote the LoRA straight to the run's former name.
+    output = store_lora(run, TRAINED)
+    former = f"characters/{run.character_id}/loras/{run.pk}.safetensors"
+    with default_storage.open(lora_upload_name(run), "rb") as handle:
+        default_storage.save(former, handle)
+    default_storage.delete(lora_upload_name(run))
+
+    runpod_completed(run, output)
+
+    run.refresh_from_db()
+    assert_keeps_its_own_lora(run, TRAINED)
+    assert not default_storage.exists(former)
+
+
+def test_on_s3_the_copy_is_made_in_the_bucket_and_a_later_upload_leaves_it_alone(
+    run: TrainingRun, s3_storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = store_lora(run, TRAINED)
+    killed_while_verifying(monkeypatch, run, output)  # leaves a copy in the bucket
+
+    runpod_completed(run, output)
+
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert_keeps_its_own_lora(run, TRAINED)
+    assert lora_files(run) == [run.lora_name.rsplit("/", 1)[1]]  # the bucket's listing, tidied
+    upload_again(run, STRAY)
+    assert_keeps_its_own_lora_but_for(run, TRAINED)
+    assert run.lora_sha256 == hashlib.sha256(TRAINED).hexdigest()

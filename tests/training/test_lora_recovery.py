@@ -140,6 +140,8 @@ def test_a_truncated_lora_fails_the_run_with_what_happened_and_stays_in_storage(
     assert run.error_message.endswith("Retry the run.")
     assert run.lora_name == ""
     assert default_storage.exists(lora_upload_name(run))  # kept for staff to inspect
+    # ... and only the upload: the copy made to check it is gone.
+    assert default_storage.listdir(f"characters/{character.pk}/loras/")[1] == []
 
 
 def test_no_lora_after_a_duplicates_result_keeps_the_run_waiting_until_its_deadline(

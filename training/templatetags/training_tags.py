@@ -17,9 +17,9 @@ from django.conf import settings
 from django.db.models import OuterRef, Q, Subquery
 
 from characters.models import Character
+from training.artifacts import lora_download_name
 from training.models import TrainingRun
 from training.selectors import character_current_lora, training_run_list_for
-from training.views import lora_download_name
 
 register = template.Library()
 
