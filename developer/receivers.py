@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
@@ -10,14 +9,11 @@ from django.dispatch import receiver
 
 from training.signals import training_run_status_changed
 
-logger = logging.getLogger(__name__)
-
 
 @receiver(training_run_status_changed, dispatch_uid="developer.webhook_events")
 def record_webhook_events(sender: Any, *, run_id: uuid.UUID, to_status: str, **kwargs: Any) -> None:
+    # Idempotent (one event id per run and status); an error reaches the sender, which logs it and leaves
+    # the change for the sweep to announce again, while the run's own change stands.
     from developer.services import webhook_events_record
 
-    try:
-        webhook_events_record(run_id=run_id, status=to_status)
-    except Exception:  # a webhook problem must never break the run's own state change
-        logger.exception("Could not record webhook events for run %s", run_id)
+    webhook_events_record(run_id=run_id, status=to_status)

@@ -79,7 +79,7 @@ class TrainingEventInline(admin.TabularInline):
     model = TrainingEvent
     extra = 0
     can_delete = False
-    fields = ("created_at", "from_status", "to_status", "source", "detail")
+    fields = ("created_at", "from_status", "to_status", "source", "detail", "announced_at")
     readonly_fields = fields
     verbose_name_plural = "Timeline"
 

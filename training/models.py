@@ -119,7 +119,11 @@ class TrainingRun(models.Model):
 
 
 class TrainingEvent(models.Model):
-    """One status change of a run, written in the same transaction as the change."""
+    """One status change of a run, written in the same transaction as the change.
+
+    It is also the outbox of `training_run_status_changed`: `announced_at` is set once the signal's
+    receivers have run, so a change whose announcement was lost with its process is announced by the sweep.
+    """
 
     class Source(models.TextChoices):
         USER = "user", "User"
@@ -136,9 +140,17 @@ class TrainingEvent(models.Model):
     to_status = models.CharField(max_length=16, choices=TrainingRun.Status.choices)
     source = models.CharField(max_length=16, choices=Source.choices)
     detail = models.JSONField(default=dict, blank=True)
+    announced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(announced_at__isnull=True),
+                name="training_event_unannounced",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.from_status or '∅'} → {self.to_status} ({self.source})"

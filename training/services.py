@@ -2,7 +2,8 @@
 
 Every status change goes through `_transition` on a row locked with `select_for_update`, so a webhook,
 a poll and a worker callback arriving together change a run once; each change writes a TrainingEvent in
-the same transaction and, after commit, sends `training_run_status_changed`. Network calls (RunPod,
+the same transaction and, after commit, sends `training_run_status_changed` (the event is its outbox: a
+lost announcement is made by the sweep). Network calls (RunPod,
 storage) happen outside transactions: commit, call, then record the result in a second short one.
 """
 
@@ -1371,19 +1372,54 @@ def _cost(run: TrainingRun) -> Decimal | None:
 
 
 def _event(run: TrainingRun, from_status: str, to_status: str, source: str, detail: dict[str, Any]) -> None:
-    TrainingEvent.objects.create(
+    event = TrainingEvent.objects.create(
         run=run, from_status=from_status, to_status=to_status, source=source, detail=detail
     )
-    transaction.on_commit(partial(_announce, run_id=run.pk, from_status=from_status, to_status=to_status))
+    transaction.on_commit(partial(_announce, event))
 
 
-def _announce(*, run_id: RunId, from_status: str, to_status: str) -> None:
+def _announce(event: TrainingEvent) -> bool:
+    """Sends `training_run_status_changed` for one change and marks it announced once every receiver ran;
+    a receiver that failed leaves it for the sweep to announce again (receivers are idempotent)."""
     results = training_run_status_changed.send_robust(
-        sender=TrainingRun, run_id=run_id, from_status=from_status, to_status=to_status
+        sender=TrainingRun, run_id=event.run_id, from_status=event.from_status, to_status=event.to_status
     )
-    for receiver, result in results:
-        if isinstance(result, Exception):
-            logger.error("training_run_status_changed receiver %r failed", receiver, exc_info=result)
+    failed = [(receiver, result) for receiver, result in results if isinstance(result, Exception)]
+    for receiver, error in failed:
+        logger.error("training_run_status_changed receiver %r failed", receiver, exc_info=error)
+    if failed:
+        return False
+    TrainingEvent.objects.filter(pk=event.pk, announced_at__isnull=True).update(announced_at=timezone.now())
+    return True
+
+
+# A change is announced right after its commit. One still unannounced after ANNOUNCE_GRACE was lost with
+# its process (or a receiver failed), and the sweep announces it; after ANNOUNCE_GIVE_UP it is given up.
+ANNOUNCE_GRACE = timedelta(minutes=1)
+ANNOUNCE_GIVE_UP = timedelta(days=1)
+
+
+def training_events_announce_overdue(*, now: datetime | None = None, batch_size: int | None = None) -> int:
+    """Announces a bounded batch of status changes whose announcement was lost, oldest first, and returns
+    how many it announced. Two sweeps at once may announce one change twice, which receivers absorb."""
+    now = timezone.now() if now is None else now
+    limit = batch_size or settings.TRAINING_SWEEP_BATCH_SIZE
+    overdue = (
+        TrainingEvent.objects.filter(announced_at__isnull=True, created_at__lt=now - ANNOUNCE_GRACE)
+        .order_by("created_at")
+        .only("id", "run_id", "from_status", "to_status", "created_at")[:limit]
+    )
+    announced = 0
+    for event in overdue:
+        if now - event.created_at > ANNOUNCE_GIVE_UP:
+            logger.error(
+                "run %s: its change to %s was never announced (a receiver failed for %s); given up",
+                event.run_id, event.to_status, ANNOUNCE_GIVE_UP,
+            )  # fmt: skip
+            TrainingEvent.objects.filter(pk=event.pk).update(announced_at=now)
+        elif _announce(event):
+            announced += 1
+    return announced
 
 
 def _enqueue(task_name: str, argument: Any) -> None:

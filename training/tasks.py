@@ -63,8 +63,9 @@ def poll_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def
 
 @shared_task
 def sweep_training_runs() -> int:
-    """Beat: polls a bounded batch of due active runs, resubmits pending runs nobody submitted, and cancels
-    again stray RunPod jobs whose cancel was lost or refused."""
+    """Beat: polls a bounded batch of due active runs, resubmits pending runs nobody submitted, cancels
+    again stray RunPod jobs whose cancel was lost or refused, and announces status changes whose
+    announcement was lost."""
     due = services.training_runs_claim_due()
     for run_id, status in due:
         task = submit_training_run if status == TrainingRun.Status.PENDING else poll_training_run
@@ -72,8 +73,11 @@ def sweep_training_runs() -> int:
     strays = services.stray_jobs_claim_due()
     for job_id in strays:
         cancel_runpod_job.delay(job_id)
+    announced = services.training_events_announce_overdue()
     if due or strays:
         logger.info("sweep: %d run(s) due, %d stray job(s) to cancel", len(due), len(strays))
+    if announced:
+        logger.warning("sweep: announced %d status change(s) whose announcement was lost", announced)
     return len(due) + len(strays)
 
 
