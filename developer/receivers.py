@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.dispatch import receiver
@@ -11,9 +12,11 @@ from training.signals import training_run_status_changed
 
 
 @receiver(training_run_status_changed, dispatch_uid="developer.webhook_events")
-def record_webhook_events(sender: Any, *, run_id: uuid.UUID, to_status: str, **kwargs: Any) -> None:
+def record_webhook_events(
+    sender: Any, *, run_id: uuid.UUID, to_status: str, changed_at: datetime | None = None, **kwargs: Any
+) -> None:
     # Idempotent (one event id per run and status); an error reaches the sender, which logs it and leaves
     # the change for the sweep to announce again, while the run's own change stands.
     from developer.services import webhook_events_record
 
-    webhook_events_record(run_id=run_id, status=to_status)
+    webhook_events_record(run_id=run_id, status=to_status, changed_at=changed_at)

@@ -125,10 +125,13 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
 # --- Events and deliveries ----------------------------------------------------------------
 
 
-def webhook_events_record(*, run_id: uuid.UUID | str, status: str) -> list[WebhookDelivery]:
+def webhook_events_record(
+    *, run_id: uuid.UUID | str, status: str, changed_at: datetime | None = None
+) -> list[WebhookDelivery]:
     """Record one delivery per active endpoint of the run's owner and queue them after commit.
 
-    The event id comes from the run and status, so a repeated signal records nothing new.
+    The event id comes from the run and status, so a repeated signal records nothing new. The payload's
+    `timestamp` is when the change happened (`changed_at`, else now); its `data` is the run as it is now.
     """
     event_type = EVENT_TYPES.get(status)
     if event_type is None:
@@ -142,7 +145,8 @@ def webhook_events_record(*, run_id: uuid.UUID | str, status: str) -> list[Webho
     if not endpoints:
         return []
     event_id = f"msg_{uuid.uuid5(_EVENT_NAMESPACE, f'{run.pk}:{status}').hex}"
-    payload = {"type": event_type, "timestamp": timezone.now().isoformat(), "data": _run_data(run)}
+    timestamp = (changed_at or timezone.now()).isoformat()
+    payload = {"type": event_type, "timestamp": timestamp, "data": _run_data(run)}
     return _deliveries_create(endpoints=endpoints, event_id=event_id, event_type=event_type, payload=payload)
 
 

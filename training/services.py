@@ -1375,14 +1375,23 @@ def _event(run: TrainingRun, from_status: str, to_status: str, source: str, deta
     event = TrainingEvent.objects.create(
         run=run, from_status=from_status, to_status=to_status, source=source, detail=detail
     )
-    transaction.on_commit(partial(_announce, event))
+
+    def announce() -> None:  # named: Django's robust on_commit logs a failure by the callback's name
+        _announce(event)
+
+    # robust: an error announcing (the sweep's to repair) must not fail the request whose change committed.
+    transaction.on_commit(announce, robust=True)
 
 
 def _announce(event: TrainingEvent) -> bool:
     """Sends `training_run_status_changed` for one change and marks it announced once every receiver ran;
     a receiver that failed leaves it for the sweep to announce again (receivers are idempotent)."""
     results = training_run_status_changed.send_robust(
-        sender=TrainingRun, run_id=event.run_id, from_status=event.from_status, to_status=event.to_status
+        sender=TrainingRun,
+        run_id=event.run_id,
+        from_status=event.from_status,
+        to_status=event.to_status,
+        changed_at=event.created_at,
     )
     failed = [(receiver, result) for receiver, result in results if isinstance(result, Exception)]
     for receiver, error in failed:
@@ -1413,8 +1422,8 @@ def training_events_announce_overdue(*, now: datetime | None = None, batch_size:
     for event in overdue:
         if now - event.created_at > ANNOUNCE_GIVE_UP:
             logger.error(
-                "run %s: its change to %s was never announced (a receiver failed for %s); given up",
-                event.run_id, event.to_status, ANNOUNCE_GIVE_UP,
+                "run %s: its change to %s was not announced within %s (a receiver failing, or no sweep "
+                "running); given up", event.run_id, event.to_status, ANNOUNCE_GIVE_UP,
             )  # fmt: skip
             TrainingEvent.objects.filter(pk=event.pk).update(announced_at=now)
         elif _announce(event):

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.db import OperationalError
 from django.utils import timezone
 
 from developer.models import WebhookDelivery
 from developer.services import webhook_endpoint_create
 from tests.training.conftest import make_run
+from training import services
 from training.models import TrainingEvent, TrainingRun
 from training.services import ANNOUNCE_GIVE_UP, ANNOUNCE_GRACE, training_run_fail
 from training.signals import training_run_status_changed
@@ -135,4 +137,38 @@ def test_an_announcement_failing_for_a_day_is_given_up_with_an_error(
 
     assert heard == []
     assert failed_event(queued).announced_at is not None
-    assert "its change to failed was never announced" in caplog.text
+    assert "its change to failed was not announced within 1 day" in caplog.text
+
+
+def test_a_late_announcement_says_when_the_change_happened(
+    queued: TrainingRun, django_capture_on_commit_callbacks: Capture
+) -> None:
+    with django_capture_on_commit_callbacks(execute=False):
+        fail(queued)
+
+    with time_machine.travel(timezone.now() + ANNOUNCE_GRACE + timedelta(minutes=5)):
+        sweep_training_runs()
+
+    [delivery] = WebhookDelivery.objects.filter(event_type="training_run.failed")
+    assert delivery.payload["timestamp"] == failed_event(queued).created_at.isoformat()
+    assert delivery.payload["data"]["status"] == "failed"
+
+
+def test_an_error_while_announcing_does_not_fail_the_change_that_committed(
+    queued: TrainingRun,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Capture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def database_gone(event: TrainingEvent) -> bool:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "_announce", database_gone)
+
+    with caplog.at_level(logging.ERROR), django_capture_on_commit_callbacks(execute=True):
+        fail(queued)  # raises nothing: the change stands
+
+    queued.refresh_from_db()
+    assert queued.status == "failed"
+    assert failed_event(queued).announced_at is None  # the sweep announces it
+    assert "server closed the connection unexpectedly" in caplog.text
