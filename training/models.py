@@ -141,12 +141,16 @@ class TrainingEvent(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices)
     detail = models.JSONField(default=dict, blank=True)
     announced_at = models.DateTimeField(null=True, blank=True)
+    announce_attempts = models.PositiveSmallIntegerField(default=0, help_text="Announcements that failed.")
+    announce_due_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the sweep announces the change, if it is still unannounced."
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [
             models.Index(
-                fields=["created_at"],
+                fields=["announce_due_at"],
                 condition=models.Q(announced_at__isnull=True),
                 name="training_event_unannounced",
             )

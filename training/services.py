@@ -1373,7 +1373,12 @@ def _cost(run: TrainingRun) -> Decimal | None:
 
 def _event(run: TrainingRun, from_status: str, to_status: str, source: str, detail: dict[str, Any]) -> None:
     event = TrainingEvent.objects.create(
-        run=run, from_status=from_status, to_status=to_status, source=source, detail=detail
+        run=run,
+        from_status=from_status,
+        to_status=to_status,
+        source=source,
+        detail=detail,
+        announce_due_at=timezone.now() + ANNOUNCE_RETRY[0],
     )
 
     def announce() -> None:  # named: Django's robust on_commit logs a failure by the callback's name
@@ -1383,9 +1388,16 @@ def _event(run: TrainingRun, from_status: str, to_status: str, source: str, deta
     transaction.on_commit(announce, robust=True)
 
 
+# A change is announced right after its commit. One still unannounced a minute later was lost with its
+# process, and the sweep announces it; an announcement a receiver failed is tried again after a delay
+# doubling per failure up to an hour, and given up after ANNOUNCE_MAX_ATTEMPTS failures (about 7 hours).
+ANNOUNCE_RETRY = (timedelta(minutes=1), timedelta(hours=1))
+ANNOUNCE_MAX_ATTEMPTS = 12
+
+
 def _announce(event: TrainingEvent) -> bool:
     """Sends `training_run_status_changed` for one change and marks it announced once every receiver ran;
-    a receiver that failed leaves it for the sweep to announce again (receivers are idempotent)."""
+    after a receiver failed it is due again later (receivers are idempotent)."""
     results = training_run_status_changed.send_robust(
         sender=TrainingRun,
         run_id=event.run_id,
@@ -1396,34 +1408,37 @@ def _announce(event: TrainingEvent) -> bool:
     failed = [(receiver, result) for receiver, result in results if isinstance(result, Exception)]
     for receiver, error in failed:
         logger.error("training_run_status_changed receiver %r failed", receiver, exc_info=error)
-    if failed:
-        return False
-    TrainingEvent.objects.filter(pk=event.pk, announced_at__isnull=True).update(announced_at=timezone.now())
-    return True
-
-
-# A change is announced right after its commit. One still unannounced after ANNOUNCE_GRACE was lost with
-# its process (or a receiver failed), and the sweep announces it; after ANNOUNCE_GIVE_UP it is given up.
-ANNOUNCE_GRACE = timedelta(minutes=1)
-ANNOUNCE_GIVE_UP = timedelta(days=1)
+    unannounced = TrainingEvent.objects.filter(pk=event.pk, announced_at__isnull=True)
+    now = timezone.now()
+    if not failed:
+        unannounced.update(announced_at=now)
+        return True
+    attempts = event.announce_attempts + 1
+    first, cap = ANNOUNCE_RETRY
+    unannounced.update(
+        announce_attempts=attempts, announce_due_at=now + min(cap, first * 2 ** (attempts - 1))
+    )
+    return False
 
 
 def training_events_announce_overdue(*, now: datetime | None = None, batch_size: int | None = None) -> int:
-    """Announces a bounded batch of status changes whose announcement was lost, oldest first, and returns
-    how many it announced. Two sweeps at once may announce one change twice, which receivers absorb."""
+    """Announces a bounded batch of status changes due to be announced again — lost with their process,
+    or a receiver failed — earliest due first, and returns how many it announced. A failed one is pushed
+    back, so it never holds up the rest. Two sweeps at once may announce one change twice, which receivers
+    absorb."""
     now = timezone.now() if now is None else now
     limit = batch_size or settings.TRAINING_SWEEP_BATCH_SIZE
     overdue = (
-        TrainingEvent.objects.filter(announced_at__isnull=True, created_at__lt=now - ANNOUNCE_GRACE)
-        .order_by("created_at")
-        .only("id", "run_id", "from_status", "to_status", "created_at")[:limit]
+        TrainingEvent.objects.filter(announced_at__isnull=True, announce_due_at__lte=now)
+        .order_by("announce_due_at")
+        .only("id", "run_id", "from_status", "to_status", "created_at", "announce_attempts")[:limit]
     )
     announced = 0
     for event in overdue:
-        if now - event.created_at > ANNOUNCE_GIVE_UP:
+        if event.announce_attempts >= ANNOUNCE_MAX_ATTEMPTS:
             logger.error(
-                "run %s: its change to %s was not announced within %s (a receiver failing, or no sweep "
-                "running); given up", event.run_id, event.to_status, ANNOUNCE_GIVE_UP,
+                "run %s: its change to %s could not be announced (%d failed attempts); given up",
+                event.run_id, event.to_status, event.announce_attempts,
             )  # fmt: skip
             TrainingEvent.objects.filter(pk=event.pk).update(announced_at=now)
         elif _announce(event):

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -17,10 +19,16 @@ from django.utils import timezone
 
 from developer.models import WebhookDelivery
 from developer.services import webhook_endpoint_create
+from tests.characters.factories import CharacterFactory
 from tests.training.conftest import make_run
 from training import services
 from training.models import TrainingEvent, TrainingRun
-from training.services import ANNOUNCE_GIVE_UP, ANNOUNCE_GRACE, training_run_fail
+from training.services import (
+    ANNOUNCE_MAX_ATTEMPTS,
+    ANNOUNCE_RETRY,
+    training_events_announce_overdue,
+    training_run_fail,
+)
 from training.signals import training_run_status_changed
 from training.tasks import sweep_training_runs
 
@@ -83,7 +91,7 @@ def test_a_change_whose_process_died_before_announcing_it_is_announced_by_the_sw
     sweep_training_runs()  # within the grace the announcement may still be on its way: left alone
     assert heard == []
 
-    with time_machine.travel(timezone.now() + ANNOUNCE_GRACE + timedelta(seconds=1)):
+    with time_machine.travel(timezone.now() + ANNOUNCE_RETRY[0] + timedelta(seconds=1)):
         sweep_training_runs()
         sweep_training_runs()
 
@@ -112,7 +120,7 @@ def test_a_receiver_that_failed_is_called_again_by_the_sweep(
         assert failed_event(queued).announced_at is None
         assert "receiver" in caplog.text and "failed" in caplog.text
 
-        with time_machine.travel(timezone.now() + ANNOUNCE_GRACE + timedelta(seconds=1)):
+        with time_machine.travel(timezone.now() + ANNOUNCE_RETRY[0] + timedelta(seconds=1)):
             sweep_training_runs()
     finally:
         training_run_status_changed.disconnect(dispatch_uid="test.flaky")
@@ -122,22 +130,71 @@ def test_a_receiver_that_failed_is_called_again_by_the_sweep(
     assert failed_webhooks(queued) == 1  # the webhook receiver ran twice; its event is recorded once
 
 
-def test_an_announcement_failing_for_a_day_is_given_up_with_an_error(
+@dataclass
+class BrokenReceiver:
+    """A receiver that fails for the runs in `failing`, recording each call (run id, when)."""
+
+    failing: set[str] = field(default_factory=set)
+    calls: list[tuple[str, datetime]] = field(default_factory=list)
+
+    def hear(self, run_id: Any) -> None:
+        self.calls.append((str(run_id), timezone.now()))
+        if str(run_id) in self.failing:
+            raise RuntimeError("the receiver is broken")
+
+
+@pytest.fixture
+def broken() -> Iterator[BrokenReceiver]:
+    state = BrokenReceiver()
+
+    def receiver(sender: Any, *, run_id: Any, **kwargs: Any) -> None:  # a function: Django logs its name
+        state.hear(run_id)
+
+    training_run_status_changed.connect(receiver, weak=False, dispatch_uid="test.broken")
+    yield state
+    training_run_status_changed.disconnect(dispatch_uid="test.broken")
+
+
+def test_a_change_a_receiver_keeps_failing_is_tried_with_growing_delays_then_given_up(
     queued: TrainingRun,
-    heard: list[str],
+    broken: BrokenReceiver,
     django_capture_on_commit_callbacks: Capture,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    broken.failing.add(str(queued.pk))
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        with django_capture_on_commit_callbacks(execute=True):
+            fail(queued)  # the first attempt, right after the commit
+        with caplog.at_level(logging.ERROR, "training.services"):
+            while (event := failed_event(queued)).announced_at is None:
+                clock.move_to(event.announce_due_at)
+                sweep_training_runs()
+
+    tried = [when for run_id, when in broken.calls if run_id == str(queued.pk)]
+    gaps = [round((later - earlier).total_seconds() / 60) for earlier, later in pairwise(tried)]
+    assert len(tried) == ANNOUNCE_MAX_ATTEMPTS
+    assert gaps == [1, 2, 4, 8, 16, 32, 60, 60, 60, 60, 60]
+    assert "could not be announced (12 failed attempts); given up" in caplog.text
+
+
+def test_a_change_that_keeps_failing_does_not_hold_up_the_next(
+    queued: TrainingRun, broken: BrokenReceiver, django_capture_on_commit_callbacks: Capture
+) -> None:
+    other = make_run(
+        CharacterFactory(owner=queued.character.owner), TrainingRun.Status.QUEUED, runpod_job_id="job-2"
+    )
+    broken.failing.add(str(queued.pk))
     with django_capture_on_commit_callbacks(execute=False):
         fail(queued)
+        fail(other)
 
-    later = timezone.now() + ANNOUNCE_GIVE_UP + timedelta(minutes=1)
-    with caplog.at_level(logging.ERROR, "training.services"), time_machine.travel(later):
-        sweep_training_runs()
+    with time_machine.travel(timezone.now() + ANNOUNCE_RETRY[0], tick=False):
+        assert training_events_announce_overdue(batch_size=1) == 0  # the first due fails, and is put back
+        assert training_events_announce_overdue(batch_size=1) == 1
 
-    assert heard == []
-    assert failed_event(queued).announced_at is not None
-    assert "its change to failed was not announced within 1 day" in caplog.text
+    assert failed_event(other).announced_at is not None
+    assert failed_event(queued).announced_at is None
+    assert failed_event(queued).announce_attempts == 1
 
 
 def test_a_late_announcement_says_when_the_change_happened(
@@ -146,7 +203,7 @@ def test_a_late_announcement_says_when_the_change_happened(
     with django_capture_on_commit_callbacks(execute=False):
         fail(queued)
 
-    with time_machine.travel(timezone.now() + ANNOUNCE_GRACE + timedelta(minutes=5)):
+    with time_machine.travel(timezone.now() + ANNOUNCE_RETRY[0] + timedelta(minutes=5)):
         sweep_training_runs()
 
     [delivery] = WebhookDelivery.objects.filter(event_type="training_run.failed")
