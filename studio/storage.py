@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from botocore.config import Config
+from storages.backends.s3 import S3Storage
 
 # A call to the bucket must never hang a request or a task: connecting is quick or the bucket is down,
 # and a read that stalls for a minute is as good as lost. Retries use botocore's "standard" mode
@@ -52,3 +53,9 @@ def s3_media_storage(
             "file_overwrite": False,
         },
     }
+
+
+def is_s3(storage: Any) -> bool:
+    """Whether `storage` (`default_storage` included) keeps its files in a bucket: callers then reach the
+    bucket's own API (presigned URLs, streamed reads, server-side copies)."""
+    return isinstance(storage, S3Storage)

@@ -31,6 +31,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from studio.storage import is_s3
+
 Operation = Literal["get", "put"]
 
 _SALT = "studio.transfer"
@@ -57,14 +59,10 @@ def clean_storage_name(name: str) -> str:
 
 def _transfer_url(name: str, operation: Operation, ttl: int) -> str:
     clean_storage_name(name)
-    if _is_s3(default_storage):
+    if is_s3(default_storage):
         return _presigned_s3_url(name, operation, ttl)
     token = signing.dumps({"n": name, "o": operation, "e": int(time.time()) + ttl}, salt=_SALT)
     return settings.PUBLIC_BASE_URL + reverse("transfer", args=[token])
-
-
-def _is_s3(storage: Any) -> bool:
-    return hasattr(storage, "bucket_name") and hasattr(storage, "connection")
 
 
 def _presigned_s3_url(name: str, operation: Operation, ttl: int) -> str:

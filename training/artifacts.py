@@ -16,6 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files.storage import default_storage
 
+from studio.storage import is_s3
 from training.models import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def _span(key: str, entry: Any) -> tuple[int, int]:
 
 def _copy(source: str, target: str) -> str:
     storage: Any = default_storage
-    if hasattr(storage, "bucket") and hasattr(storage, "_normalize_name"):
+    if is_s3(storage):
         # A server-side copy in one request: S3 copies up to 5 GB so, the most a presigned PUT can upload.
         storage.bucket.Object(storage._normalize_name(target)).copy_from(
             CopySource={"Bucket": storage.bucket_name, "Key": storage._normalize_name(source)}
@@ -204,7 +205,7 @@ def _copy(source: str, target: str) -> str:
 
 def _chunks(name: str) -> Iterator[bytes]:
     storage: Any = default_storage
-    if hasattr(storage, "bucket") and hasattr(storage, "_normalize_name"):
+    if is_s3(storage):
         # S3File.read() would first download the whole object to a temporary file; the body streams.
         body = storage.bucket.Object(storage._normalize_name(name)).get()["Body"]
         yield from body.iter_chunks(CHUNK)
