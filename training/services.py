@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -51,6 +52,7 @@ from training import pricing
 from training.artifacts import (
     LoraInvalid,
     StorageUnavailable,
+    StoredFile,
     lora_discard,
     lora_keep,
     lora_tidy,
@@ -586,22 +588,15 @@ def _job_result_unusable(
 def _lora_recover(run: TrainingRun, lost: LostReport, *, source: str) -> TrainingRun:
     """Completes a run whose worker's report was lost with its own copy of the uploaded LoRA, if that is a
     complete safetensors file; otherwise fails the run. A refused upload stays for staff to inspect."""
-    kept = lora_keep(run)  # copies and streams the file: outside any transaction
-    stored = None
-    if kept:
-        try:
-            stored = stored_lora_digest(kept)
-        except LoraInvalid as exc:
-            lora_discard(kept)
-            message = (
-                f"{lost.message}, and the LoRA file in storage is incomplete or damaged ({exc}), so it was "
-                "not accepted; it is kept for staff to inspect. Retry the run."
-            )
-            return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
-        except StorageUnavailable:
-            lora_discard(kept)  # the next poll copies again
-            raise
-    if kept is None or stored is None:
+    try:
+        kept, stored = _lora_keep_read(run, stored_lora_digest)  # copies and streams: outside any transaction
+    except LoraInvalid as exc:
+        message = (
+            f"{lost.message}, and the LoRA file in storage is incomplete or damaged ({exc}), so it was not "
+            "accepted; it is kept for staff to inspect. Retry the run."
+        )
+        return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
+    if stored is None:
         if lost.wait_for_deadline:
             # The holder may only look silent (our own outage answered its callbacks 503): with no LoRA to
             # go by, the run keeps polling, and its deadline ends it if the holder never reports again.
@@ -656,18 +651,27 @@ def _lora_keep_verified(run: TrainingRun, output: JobOutput) -> tuple[str, str]:
 
     The copy is what is verified, so a job uploading to the same link afterwards changes nothing kept.
     """
-    kept = lora_keep(run)
-    if kept is None:
-        return "", _lora_problem(None, output)
-    try:
-        problem = _lora_problem(stored_file_digest(kept), output)
-    except StorageUnavailable:
-        lora_discard(kept)  # verification is tried again, with a new copy
-        raise
-    if problem:
+    kept, stored = _lora_keep_read(run, stored_file_digest)
+    problem = _lora_problem(stored, output)
+    if problem and kept:
         lora_discard(kept)
         return "", problem
-    return kept, ""
+    return kept, problem
+
+
+def _lora_keep_read(
+    run: TrainingRun, read: Callable[[str], StoredFile | None]
+) -> tuple[str, StoredFile | None]:
+    """The run's own copy of its uploaded LoRA ("" when nothing was uploaded) and `read` of that copy; a copy
+    whose reading raises (storage failing, a damaged file) is removed, so a retry starts from a new one."""
+    kept = lora_keep(run)
+    if kept is None:
+        return "", None
+    try:
+        return kept, read(kept)
+    except (StorageUnavailable, LoraInvalid):
+        lora_discard(kept)
+        raise
 
 
 def _lora_settle(run: TrainingRun, kept: str, *, kept_by_run: bool) -> None:
