@@ -13,6 +13,7 @@ import numpy
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.utils import timezone
 from safetensors.numpy import save
 
 from studio.celery import app
@@ -101,6 +102,21 @@ def assert_keeps_its_own_lora(run: TrainingRun, content: bytes) -> None:
     with default_storage.open(run.lora_name, "rb") as handle:
         assert handle.read() == content
     assert not default_storage.exists(lora_upload_name(run))
+
+
+HOLDER = "delivery-holder"
+
+
+def held_run(character: Any) -> TrainingRun:
+    """A run training on job-1, held by the delivery HOLDER, which called back just now."""
+    return make_run(
+        character,
+        status="training",
+        runpod_job_id="job-1",
+        worker_delivery_id=HOLDER,
+        started_at=timezone.now(),
+        worker_seen_at=timezone.now(),
+    )
 
 
 def store_lora(run: TrainingRun, content: bytes = b"safetensors bytes") -> dict[str, Any]:

@@ -15,10 +15,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from runpod_worker.contract import JobOutput
-from tests.training.conftest import assert_keeps_its_own_lora, make_run, store_lora
+from tests.training.conftest import HOLDER, assert_keeps_its_own_lora, held_run, store_lora
 from training import artifacts, services
 from training.artifacts import StorageUnavailable, lora_upload_name
 from training.models import TrainingRun
@@ -27,21 +26,13 @@ from training.services import training_run_apply_status, training_run_worker_fin
 
 pytestmark = pytest.mark.django_db
 
-HOLDER = "delivery-holder"
 TRAINED = b"the weights this run trained"
 STRAY = b"the weights another job of the same run trained later"
 
 
 @pytest.fixture
 def run(character: Any) -> TrainingRun:
-    return make_run(
-        character,
-        status="training",
-        runpod_job_id="job-1",
-        worker_delivery_id=HOLDER,
-        started_at=timezone.now(),
-        worker_seen_at=timezone.now(),
-    )
+    return held_run(character)
 
 
 def runpod_completed(run: TrainingRun, output: dict[str, Any]) -> None:

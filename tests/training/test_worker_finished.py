@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from runpod_worker.contract import JobOutput, WorkerError
-from tests.training.conftest import assert_keeps_its_own_lora, make_run, store_lora
+from tests.training.conftest import HOLDER, assert_keeps_its_own_lora, held_run, store_lora
 from training.models import TrainingRun
 from training.runpod import RunPodJob
 from training.services import (
@@ -24,20 +24,13 @@ from training.tokens import run_token, token_hash
 
 pytestmark = pytest.mark.django_db
 
-HOLDER, DUPLICATE = "delivery-holder", "delivery-duplicate"
+DUPLICATE = "delivery-duplicate"
 
 
 @pytest.fixture
 def run(character: Any) -> TrainingRun:
     # The holder called back just now: a duplicate's result makes the run wait for its "finished".
-    return make_run(
-        character,
-        status="training",
-        runpod_job_id="job-1",
-        worker_delivery_id=HOLDER,
-        started_at=timezone.now(),
-        worker_seen_at=timezone.now(),
-    )
+    return held_run(character)
 
 
 def apply(run: TrainingRun, status: str, **job: Any) -> TrainingRun:
