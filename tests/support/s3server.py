@@ -63,7 +63,19 @@ class SeaweedProcess:
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, timeout: float = 60.0) -> S3Server:
+    def start(self, *, timeout: float = 60.0, tries: int = 3) -> S3Server:
+        """Starts the server; a start that fails (a port picked as free taken by another process before
+        the server bound it, which makes it exit) is tried again on fresh ports."""
+        for attempt in range(1, tries + 1):
+            try:
+                return self._start_once(timeout)
+            except (TimeoutError, RuntimeError):
+                self.stop()
+                if attempt == tries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> S3Server:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         identities = self.workdir / "identities.json"
@@ -108,9 +120,22 @@ class SeaweedProcess:
         ]
         self.process = spawn(command, log_path=self.workdir / "weed.log")
         server = S3Server(f"http://127.0.0.1:{ports['s3']}", ACCESS_KEY, SECRET_KEY)
-        wait_for_port(ports["s3"], timeout=timeout)
+        self._wait_for_port(ports["s3"], timeout=timeout)
         self._wait_until_serving(server, timeout=timeout)
         return server
+
+    def _wait_for_port(self, port: int, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                log = (self.workdir / "weed.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"SeaweedFS exited at start:\n{log}")
+            try:
+                wait_for_port(port, timeout=1)
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError(f"SeaweedFS did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
     def _wait_until_serving(self, server: S3Server, *, timeout: float) -> None:
         deadline = time.monotonic() + timeout
