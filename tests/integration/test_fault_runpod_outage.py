@@ -1,7 +1,7 @@
 """RunPod slow, silent or unreachable, on the live stack: each run still trains on one GPU job, ends with
 one LoRA that is the character's current one, and keeps every reference image.
 
-The stand-in's switches make the faults (runpod_worker/local_runpod.py): `slow_rate`/`slow_s` answer
+The stand-in's switches make the faults (runpod_worker/local_runpod/): `slow_rate`/`slow_s` answer
 after the client gave up (a `/run` creates its job first), `lose_run_answer` makes a job and answers 500,
 `public_down` closes every public API connection unanswered while the GPU workers carry on and still
 call the backend back. The deterministic ten-minute version is tests/training/test_runpod_outage_clock.py.

@@ -1,0 +1,336 @@
+"""The stand-in's state: one queue endpoint's jobs, the worker-side protocol, timeouts and expiry.
+
+Everything sits behind one lock; a condition wakes long-polling job takes and stop polls. The HTTP face
+(`server.py`) only translates requests into calls here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import random
+import secrets
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from runpod_worker.local_runpod.faults import DEFAULT_FAULTS, parse_faults, parse_pairs
+from runpod_worker.local_runpod.jobs import FINAL_STATES, Job, now_ms
+from runpod_worker.local_runpod.webhooks import deliver_webhook
+from runpod_worker.local_runpod.workers import WorkerProc, kill_group, spawn_worker, worker_env
+
+log = logging.getLogger("local_runpod")
+
+# The SDK's job-take loop retries at once after a 204, so the take is a long poll, as on RunPod.
+TAKE_HOLD_S = 2.0
+STOP_HOLD_S = 2.0
+
+
+class Platform:
+    """All state behind one lock; a condition wakes long-polling job takes and stop polls."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.lock = threading.Condition()
+        self.jobs: dict[str, Job] = {}
+        self.queue: deque[str] = deque()
+        self.stops: dict[str, set[str]] = {}
+        self.workers: dict[str, WorkerProc] = {}
+        self.faults: dict[str, Any] = {**DEFAULT_FAULTS, **parse_faults(args.fault)}
+        self.retried = 0
+        self.worker_key = args.worker_key or secrets.token_hex(16)
+        # Public API requests by route ("run", "status", ...), refused ones included: benchmarks count them.
+        self.api_calls: dict[str, int] = {}
+        self.random = random.Random(args.seed)
+        self.shutting_down = False
+        self.log_dir = Path(args.log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.generation = 0
+
+    # ----------------------------------------------------------------------------------- public API
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        job = Job(
+            id=f"{uuid.uuid4()}-u1",
+            input=body["input"],
+            webhook=body.get("webhook"),
+            policy=dict(body.get("policy") or {}),
+            created_ms=now_ms(),
+            available_at=time.monotonic() + float(self.faults["queue_delay_s"]),
+        )
+        with self.lock:
+            self.jobs[job.id] = job
+            self.queue.append(job.id)
+            if self.faults["duplicate_jobs"] > 0:
+                self.faults["duplicate_jobs"] -= 1
+                job.duplicate_pending = True
+            if self.faults["kill_worker_mid_job"] > 0:
+                self.faults["kill_worker_mid_job"] -= 1
+                job.kill_on_progress = True
+            self.lock.notify_all()
+        return {"id": job.id, "status": "IN_QUEUE"}
+
+    def take_fault(self, name: str) -> bool:
+        """Uses up one of a counted fault (`lose_run_answer`): True when it fires."""
+        with self.lock:
+            if self.faults[name] > 0:
+                self.faults[name] -= 1
+                return True
+        return False
+
+    def find(self, job_id: str) -> Job | None:
+        with self.lock:
+            self._expire()
+            return self.jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> Job | None:
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.status in FINAL_STATES:
+                return job
+            if job.status == "IN_QUEUE":
+                with contextlib.suppress(ValueError):
+                    self.queue.remove(job_id)
+            self._stop_everywhere(job)
+            self._finish(job, "CANCELLED")
+            return job
+
+    def health(self) -> dict[str, Any]:
+        with self.lock:
+            counts = {"completed": 0, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": self.retried}
+            for job in self.jobs.values():
+                key = {"COMPLETED": "completed", "IN_PROGRESS": "inProgress", "IN_QUEUE": "inQueue"}.get(
+                    job.status, "failed" if job.status in FINAL_STATES - {"COMPLETED"} else None
+                )
+                if key:
+                    counts[key] += 1
+            running = sum(1 for w in self.workers.values() if w.jobs)
+            return {"jobs": counts, "workers": {"idle": len(self.workers) - running, "running": running}}
+
+    # ----------------------------------------------------------------------------------- worker side
+
+    def take(self, worker_id: str) -> dict[str, Any] | None:
+        deadline = time.monotonic() + TAKE_HOLD_S
+        with self.lock:
+            while not self.shutting_down:
+                job = self._next_for(worker_id)
+                if job is not None:
+                    return job
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.lock.wait(min(remaining, 0.2))
+        return None
+
+    def _next_for(self, worker_id: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        for job_id in list(self.queue):
+            job = self.jobs[job_id]
+            if job.available_at > now:
+                continue
+            if job.status == "IN_PROGRESS" and worker_id in {d["worker_id"] for d in job.deliveries}:
+                continue  # the second copy of a duplicated job goes to another worker
+            self.queue.remove(job_id)
+            self._deliver(job, worker_id)
+            return {"id": job.id, "input": job.input}
+        return None
+
+    def _deliver(self, job: Job, worker_id: str) -> None:
+        duplicate = job.status == "IN_PROGRESS"
+        job.deliveries.append({"worker_id": worker_id, "at_ms": now_ms(), "duplicate": duplicate})
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.jobs.add(job.id)
+        if duplicate:
+            return
+        job.attempts += 1
+        job.status = "IN_PROGRESS"
+        job.worker_id = worker_id
+        job.output = None
+        job.started_ms = job.started_ms or now_ms()
+        if job.duplicate_pending:
+            # Handed out again while the first worker runs it, as RunPod occasionally does (#402).
+            job.duplicate_pending = False
+            self.queue.appendleft(job.id)
+
+    def result(self, worker_id: str, job_id: str, body: dict[str, Any]) -> None:
+        to_kill: WorkerProc | None = None
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                return
+            primary = job.worker_id == worker_id and job.status == "IN_PROGRESS"
+            final_counts = self._final_counts(job, worker_id)
+            if body.get("status") == "IN_PROGRESS":
+                if primary:
+                    job.output = body.get("output")
+                    if job.kill_on_progress:
+                        job.kill_on_progress = False
+                        to_kill = self.workers.get(worker_id)
+            else:
+                worker = self.workers.get(worker_id)
+                if worker is not None:
+                    worker.jobs.discard(job_id)
+                if not final_counts:
+                    # A late or duplicate delivery (by default RunPod keeps the final result of the
+                    # assigned worker; see `duplicate_result`): recorded for tests to inspect.
+                    job.ignored_results.append({"worker_id": worker_id, **body})
+                elif "error" in body:
+                    self._finish(job, "FAILED", error=body["error"], output=body.get("output"))
+                else:
+                    self._finish(job, "COMPLETED", output=body.get("output"))
+        if to_kill is not None:
+            log.warning("fault: killing worker %s in the middle of job %s", to_kill.worker_id, job_id)
+            kill_group(to_kill.process)
+
+    def _final_counts(self, job: Job, worker_id: str) -> bool:
+        """Whether this worker's final result ends the job (called with the lock held)."""
+        if job.status != "IN_PROGRESS":
+            return False
+        rule = self.faults["duplicate_result"]
+        if rule == "first":
+            return worker_id in {d["worker_id"] for d in job.deliveries}
+        if rule == "last":
+            others = [w for w in self.workers.values() if w.worker_id != worker_id and job.id in w.jobs]
+            return not others
+        return job.worker_id == worker_id
+
+    def stop_signals(self, worker_id: str) -> list[str]:
+        deadline = time.monotonic() + STOP_HOLD_S
+        with self.lock:
+            while not self.shutting_down:
+                pending = self.stops.pop(worker_id, set())
+                if pending:
+                    return sorted(pending)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self.lock.wait(min(remaining, 0.2))
+        return []
+
+    def ping(self, worker_id: str) -> None:
+        with self.lock:
+            worker = self.workers.get(worker_id)
+            if worker is not None:
+                worker.last_ping = time.monotonic()
+
+    # ----------------------------------------------------------------------------------- internals
+
+    def _stop_everywhere(self, job: Job) -> None:
+        for delivery in job.deliveries:
+            self.stops.setdefault(delivery["worker_id"], set()).add(job.id)
+        self.lock.notify_all()
+
+    def _finish(self, job: Job, status: str, *, output: Any = None, error: Any = None) -> None:
+        job.status = status
+        job.output = output if output not in ({}, None) else None
+        job.error = error
+        job.finished_ms = now_ms()
+        job.finished_at = time.monotonic()
+        with contextlib.suppress(ValueError):
+            self.queue.remove(job.id)
+        for worker in self.workers.values():
+            worker.jobs.discard(job.id)
+        if job.webhook:
+            body = {**job.public(), "input": job.input, "webhook": job.webhook}
+            threading.Thread(target=self._send_webhook, args=(job, body), daemon=True).start()
+
+    def _send_webhook(self, job: Job, body: dict[str, Any]) -> None:
+        deliver_webhook(
+            job,
+            body,
+            lock=self.lock,
+            dropped=bool(self.faults["drop_webhooks"]),
+            retry_interval_s=self.args.webhook_retry_interval,
+        )
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for job in list(self.jobs.values()):
+            ttl_s = float(job.policy.get("ttl", 86_400_000)) / 1000
+            expired_result = job.finished_at is not None and now - job.finished_at > self.args.result_ttl
+            expired_ttl = (now_ms() - job.created_ms) / 1000 > ttl_s
+            if expired_result or expired_ttl:
+                with contextlib.suppress(ValueError):
+                    self.queue.remove(job.id)
+                if job.status == "IN_PROGRESS":
+                    self._stop_everywhere(job)
+                del self.jobs[job.id]
+
+    def enforce_timeouts(self) -> None:
+        with self.lock:
+            self._expire()
+            for job in self.jobs.values():
+                limit_ms = job.policy.get("executionTimeout", self.args.execution_timeout * 1000)
+                if job.status == "IN_PROGRESS" and job.started_ms and now_ms() - job.started_ms > limit_ms:
+                    self._stop_everywhere(job)
+                    self._finish(job, "TIMED_OUT", error="execution timeout exceeded")
+
+    # ----------------------------------------------------------------------------------- processes
+
+    def spawn(self, base_url: str) -> None:
+        with self.lock:
+            self.generation += 1
+            worker_id = f"local-worker-{self.generation}"
+        env = worker_env(
+            worker_id=worker_id,
+            base_url=base_url,
+            endpoint_id=self.args.endpoint_id,
+            worker_key=self.worker_key,
+            extra=parse_pairs(self.args.env),
+        )
+        worker = spawn_worker(worker_id, env, self.log_dir)
+        with self.lock:
+            self.workers[worker_id] = worker
+        log.info("started worker %s (pid %s)", worker_id, worker.process.pid)
+
+    def reap(self, base_url: str) -> None:
+        """Replaces dead workers; their jobs are retried or, after the last attempt, FAILED."""
+        dead: list[WorkerProc] = []
+        with self.lock:
+            for worker_id, worker in list(self.workers.items()):
+                if worker.process.poll() is not None:
+                    dead.append(worker)
+                    del self.workers[worker_id]
+                    kill_group(worker.process)  # the ping process and trainer share its group
+            for worker in dead:
+                for job_id in worker.jobs:
+                    self._worker_lost(job_id, worker.worker_id)
+        for _ in dead:
+            if not self.shutting_down:
+                self.spawn(base_url)
+
+    def _worker_lost(self, job_id: str, worker_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.status != "IN_PROGRESS" or job.worker_id != worker_id:
+            return
+        if job.attempts < self.args.max_attempts:
+            self.retried += 1
+            job.status, job.worker_id, job.output = "IN_QUEUE", None, None
+            self.queue.appendleft(job.id)
+            self.lock.notify_all()
+        else:
+            self._finish(job, "FAILED", error=json.dumps({"error_type": "WorkerLost", "error_message": (
+                f"worker {worker_id} stopped during the job after {job.attempts} attempt(s)")}))  # fmt: skip
+
+    def stop_all(self) -> None:
+        with self.lock:
+            self.shutting_down = True
+            workers = list(self.workers.values())
+            self.lock.notify_all()
+        for worker in workers:
+            kill_group(worker.process, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for worker in workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            kill_group(worker.process)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(timeout=5)
