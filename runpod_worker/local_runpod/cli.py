@@ -27,7 +27,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--endpoint-id", default="local-endpoint")
     parser.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY", "local-runpod-key"))
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes to start")
+    parser.add_argument(
+        "--max-workers",
+        type=int,
+        default=None,
+        help="the endpoint's max workers (default: 3, or --workers if more)",
+    )
     parser.add_argument(
         "--result-ttl", type=float, default=1800.0, help="seconds a final result stays readable"
     )

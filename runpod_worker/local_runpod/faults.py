@@ -31,6 +31,34 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "slow_s": 0.0,
     # Count of /run calls that create their job and then answer 500: the job exists, the answer is lost.
     "lose_run_answer": 0,
+    # Count of /run calls that create their job and then answer 200 with a body that is not JSON (a proxy
+    # or gateway page): the job exists, its id cannot be read.
+    "garble_run_answer": 0,
+    # Seconds each progress post is held before it is applied: the SDK posts progress from a thread of its
+    # own with retries (rp_progress.py:47-53, rp_http.py:33), so one can land after the result
+    # (runpod-python#250).
+    "progress_delay_s": 0.0,
+    # The next N jobs are handed out again after their result was posted (runpod-python#402), and what
+    # /status then says: the first result stays ("ignored") or the re-run reopens the job ("replaces").
+    "rerun_after_result": 0,
+    "rerun_result": "ignored",
+    # What a job past its execution timeout reads: TIMED_OUT (docs serverless/endpoints/job-states.mdx:20)
+    # or FAILED ("marked as failed", v1 OpenAPI `executionTimeoutMs`).
+    "timeout_status": "TIMED_OUT",
+    # What a job whose TTL passes in the queue reads: 404, deleted (send-requests.mdx:126-130), or
+    # TIMED_OUT, "expired before it was picked up" (job-states.mdx:20).
+    "queued_expiry": "404",
+    # A webhook for a cancelled job too. No source says RunPod sends one ("on job complete, fail, or
+    # timeout", docs history 2023), so off by default.
+    "webhook_on_cancel": False,
+    # A `retries` count in /status. No RunPod source documents the key; the client must cope either way.
+    "status_retries": False,
+    # Days the endpoint went without requests: 3 lowers max workers to 2, 7 to 0, for good
+    # (endpoint-configurations.mdx:80-88). Applied once when set.
+    "idle_days": 0,
+    # The first N worker processes are "throttled" (waiting on compute capacity, v2 `WorkerStatus`): they
+    # take no jobs and /health counts them as throttled.
+    "throttled_workers": 0,
 }
 
 

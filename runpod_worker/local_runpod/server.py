@@ -17,7 +17,6 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from runpod_worker.local_runpod.faults import DEFAULT_FAULTS, coerce_fault
 from runpod_worker.local_runpod.state import Platform
 
 log = logging.getLogger("local_runpod")
@@ -72,9 +71,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any = None) -> None:
         payload = b"" if body is None else json.dumps(body).encode()
+        self._send_raw(status, payload, "application/json" if body is not None else None)
+
+    def _send_raw(self, status: int, payload: bytes, content_type: str | None) -> None:
         self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json")
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -107,8 +109,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         time.sleep(delay)
         if route == ("GET", "status", 2):
-            job = self.platform.find(parts[1])
-            self._send(200, job.public()) if job else self._send(404, {"error": "request does not exist"})
+            status = self.platform.find(parts[1])
+            self._send(200, status) if status else self._send(404, {"error": "request does not exist"})
         elif route == ("POST", "cancel", 2):
             job = self.platform.cancel(parts[1])
             self._send(200, {"id": job.id, "status": job.status}) if job else self._send(
@@ -129,6 +131,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.platform.take_fault("lose_run_answer"):
             self._send(500, {"error": "Internal Server Error"})
             return
+        if self.platform.take_fault("garble_run_answer"):
+            self._send_raw(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+            return
         self._send(200, job)
 
     def _worker(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
@@ -148,6 +153,8 @@ class Handler(BaseHTTPRequestHandler):
         elif kind in ("job-done", "job-stream") and method == "POST" and len(parts) == 4:
             # The SDK sends a JSON string under a form content type.
             body = json.loads(self._raw_body or b"{}")
+            if kind == "job-done" and body.get("status") == "IN_PROGRESS":
+                time.sleep(float(self.platform.faults["progress_delay_s"]))  # lands late (#250)
             if kind == "job-done":
                 self.platform.result(worker_id, parts[3], body)
             self._send(200, {})
@@ -163,15 +170,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         platform = self.platform
         if parts == ["faults"] and method == "POST":
-            changes = self._body()
-            with platform.lock:
-                for key, value in changes.items():
-                    if key not in DEFAULT_FAULTS:
-                        raise ValueError(f"unknown fault {key!r}")
-                    platform.faults[key] = coerce_fault(key, value)
-                self._send(200, dict(platform.faults))
+            self._send(200, platform.set_faults(self._body()))
         elif parts == ["faults"]:
             self._send(200, dict(platform.faults))
+        elif parts == ["endpoint"] and method == "POST":
+            self._send(200, platform.set_max_workers(int(self._body()["workers"]["max"])))
+        elif parts == ["endpoint"]:
+            self._send(200, dict(platform.endpoint))
         elif parts == ["state"]:
             with platform.lock:
                 state = {

@@ -21,10 +21,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from runpod_worker.local_runpod.faults import DEFAULT_FAULTS, parse_faults, parse_pairs
+from runpod_worker.local_runpod.faults import DEFAULT_FAULTS, coerce_fault, parse_faults, parse_pairs
 from runpod_worker.local_runpod.jobs import FINAL_STATES, Job, now_ms
 from runpod_worker.local_runpod.webhooks import deliver_webhook
-from runpod_worker.local_runpod.workers import WorkerProc, kill_group, spawn_worker, worker_env
+from runpod_worker.local_runpod.workers import WorkerProc, kill_group, spawn_worker, worker_env, worker_states
 
 log = logging.getLogger("local_runpod")
 
@@ -43,7 +43,7 @@ class Platform:
         self.queue: deque[str] = deque()
         self.stops: dict[str, set[str]] = {}
         self.workers: dict[str, WorkerProc] = {}
-        self.faults: dict[str, Any] = {**DEFAULT_FAULTS, **parse_faults(args.fault)}
+        self.faults: dict[str, Any] = dict(DEFAULT_FAULTS)
         self.retried = 0
         self.worker_key = args.worker_key or secrets.token_hex(16)
         # Public API requests by route ("run", "status", ...), refused ones included: benchmarks count them.
@@ -53,6 +53,37 @@ class Platform:
         self.log_dir = Path(args.log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.generation = 0
+        # RunPod's default is 3 (v2 OpenAPI `CreateEndpointRequest.workers.max`); the stand-in's default also
+        # lets every process it starts work, and scripted workers (`--workers 0`) take jobs.
+        max_workers = max(3, args.workers) if args.max_workers is None else args.max_workers
+        self.endpoint: dict[str, Any] = {"id": args.endpoint_id, "workers": {"min": 0, "max": max_workers}}
+        self.set_faults(parse_faults(args.fault))
+
+    def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            for key, value in changes.items():
+                if key not in DEFAULT_FAULTS:
+                    raise ValueError(f"unknown fault {key!r}")
+                self.faults[key] = coerce_fault(key, value)
+            if "idle_days" in changes:
+                self._idle_scale_down(int(self.faults["idle_days"]))
+            self.lock.notify_all()
+            return dict(self.faults)
+
+    def _idle_scale_down(self, days: int) -> None:
+        """RunPod's rule for an endpoint without requests (docs serverless/endpoints/
+        endpoint-configurations.mdx:80-88): after 3 days max workers drops to 2, after 7 to 0, for good."""
+        workers = self.endpoint["workers"]
+        if days >= 7:
+            workers["max"] = 0
+        elif days >= 3:
+            workers["max"] = min(workers["max"], 2)
+
+    def set_max_workers(self, value: int) -> dict[str, Any]:
+        with self.lock:
+            self.endpoint["workers"]["max"] = value
+            self.lock.notify_all()
+            return dict(self.endpoint)
 
     # ----------------------------------------------------------------------------------- public API
 
@@ -68,27 +99,29 @@ class Platform:
         with self.lock:
             self.jobs[job.id] = job
             self.queue.append(job.id)
-            if self.faults["duplicate_jobs"] > 0:
-                self.faults["duplicate_jobs"] -= 1
-                job.duplicate_pending = True
-            if self.faults["kill_worker_mid_job"] > 0:
-                self.faults["kill_worker_mid_job"] -= 1
-                job.kill_on_progress = True
+            job.duplicate_pending = self._use_count("duplicate_jobs")
+            job.kill_on_progress = self._use_count("kill_worker_mid_job")
+            job.rerun_pending = self._use_count("rerun_after_result")
             self.lock.notify_all()
         return {"id": job.id, "status": "IN_QUEUE"}
 
     def take_fault(self, name: str) -> bool:
-        """Uses up one of a counted fault (`lose_run_answer`): True when it fires."""
+        """Uses up one of a counted fault (`lose_run_answer`, `garble_run_answer`): True when it fires."""
         with self.lock:
-            if self.faults[name] > 0:
-                self.faults[name] -= 1
-                return True
+            return self._use_count(name)
+
+    def _use_count(self, name: str) -> bool:
+        if self.faults[name] > 0:
+            self.faults[name] -= 1
+            return True
         return False
 
-    def find(self, job_id: str) -> Job | None:
+    def find(self, job_id: str) -> dict[str, Any] | None:
+        """The job's `/status` document, or None once RunPod would answer 404."""
         with self.lock:
             self._expire()
-            return self.jobs.get(job_id)
+            job = self.jobs.get(job_id)
+            return None if job is None else job.public(with_retries=bool(self.faults["status_retries"]))
 
     def cancel(self, job_id: str) -> Job | None:
         with self.lock:
@@ -103,6 +136,8 @@ class Platform:
             return job
 
     def health(self) -> dict[str, Any]:
+        """`/health` (docs serverless/endpoints/operation-reference.mdx:904-920 for the jobs; the worker
+        states are those of the SDK docs' example, runpod/docs sdks/*/endpoints.mdx before f5cdf4b4)."""
         with self.lock:
             counts = {"completed": 0, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": self.retried}
             for job in self.jobs.values():
@@ -111,14 +146,16 @@ class Platform:
                 )
                 if key:
                     counts[key] += 1
-            running = sum(1 for w in self.workers.values() if w.jobs)
-            return {"jobs": counts, "workers": {"idle": len(self.workers) - running, "running": running}}
+            return {"jobs": counts, "workers": worker_states(self._allocated(), self._throttled())}
 
     # ----------------------------------------------------------------------------------- worker side
 
     def take(self, worker_id: str) -> dict[str, Any] | None:
         deadline = time.monotonic() + TAKE_HOLD_S
         with self.lock:
+            worker = self.workers.get(worker_id)
+            if worker is not None:
+                worker.ready = True  # it got past its start-up: no longer "initializing"
             while not self.shutting_down:
                 job = self._next_for(worker_id)
                 if job is not None:
@@ -130,6 +167,8 @@ class Platform:
         return None
 
     def _next_for(self, worker_id: str) -> dict[str, Any] | None:
+        if not self._may_work(worker_id):
+            return None
         now = time.monotonic()
         for job_id in list(self.queue):
             job = self.jobs[job_id]
@@ -138,9 +177,32 @@ class Platform:
             if job.status == "IN_PROGRESS" and worker_id in {d["worker_id"] for d in job.deliveries}:
                 continue  # the second copy of a duplicated job goes to another worker
             self.queue.remove(job_id)
-            self._deliver(job, worker_id)
+            if job.status in FINAL_STATES:
+                self._rerun(job, worker_id)
+            else:
+                self._deliver(job, worker_id)
             return {"id": job.id, "input": job.input}
         return None
+
+    def _may_work(self, worker_id: str) -> bool:
+        """Within the endpoint's max workers, and not throttled (a worker "waiting on compute capacity",
+        v2 OpenAPI `WorkerStatus`). Max workers 0 leaves every job queued until its TTL."""
+        limit = int(self.endpoint["workers"]["max"])
+        worker = self.workers.get(worker_id)
+        if worker is not None and (worker not in self._allocated() or worker in self._throttled()):
+            return False
+        busy = {
+            job.worker_id for job in self.jobs.values() if job.status == "IN_PROGRESS" and not job.reopened
+        }
+        return worker_id in busy or len(busy) < limit
+
+    def _allocated(self) -> list[WorkerProc]:
+        """The worker processes RunPod would run: as many as max workers allows, oldest first."""
+        ordered = sorted(self.workers.values(), key=lambda worker: worker.number)
+        return ordered[: max(0, int(self.endpoint["workers"]["max"]))]
+
+    def _throttled(self) -> list[WorkerProc]:
+        return self._allocated()[: int(self.faults["throttled_workers"])]
 
     def _deliver(self, job: Job, worker_id: str) -> None:
         duplicate = job.status == "IN_PROGRESS"
@@ -156,9 +218,23 @@ class Platform:
         job.output = None
         job.started_ms = job.started_ms or now_ms()
         if job.duplicate_pending:
-            # Handed out again while the first worker runs it, as RunPod occasionally does (#402).
+            # Handed out to a second worker while the first runs it: our worst case of runpod-python#402,
+            # which reports the second run after the first finished (see `rerun_after_result`).
             job.duplicate_pending = False
             self.queue.appendleft(job.id)
+
+    def _rerun(self, job: Job, worker_id: str) -> None:
+        """A finished job handed out again (runpod-python#402). What /status says meanwhile is not
+        reported: `rerun_result=ignored` keeps the first result, `replaces` reopens the job."""
+        job.deliveries.append({"worker_id": worker_id, "at_ms": now_ms(), "rerun": True})
+        job.rerun_worker = worker_id
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.jobs.add(job.id)
+        if self.faults["rerun_result"] == "replaces":
+            job.attempts += 1
+            job.status, job.worker_id, job.result_worker = "IN_PROGRESS", worker_id, None
+            job.output = job.error = job.finished_ms = job.finished_at = None
 
     def result(self, worker_id: str, job_id: str, body: dict[str, Any]) -> None:
         to_kill: WorkerProc | None = None
@@ -166,33 +242,55 @@ class Platform:
             job = self.jobs.get(job_id)
             if job is None:
                 return
-            primary = job.worker_id == worker_id and job.status == "IN_PROGRESS"
-            final_counts = self._final_counts(job, worker_id)
             if body.get("status") == "IN_PROGRESS":
-                if primary:
-                    job.output = body.get("output")
-                    if job.kill_on_progress:
-                        job.kill_on_progress = False
-                        to_kill = self.workers.get(worker_id)
+                to_kill = self._progress(job, worker_id, body.get("output"))
             else:
-                worker = self.workers.get(worker_id)
-                if worker is not None:
-                    worker.jobs.discard(job_id)
-                if not final_counts:
-                    # A late or duplicate delivery (by default RunPod keeps the final result of the
-                    # assigned worker; see `duplicate_result`): recorded for tests to inspect.
-                    job.ignored_results.append({"worker_id": worker_id, **body})
-                elif "error" in body:
-                    self._finish(job, "FAILED", error=body["error"], output=body.get("output"))
-                else:
-                    self._finish(job, "COMPLETED", output=body.get("output"))
+                self._final(job, worker_id, body)
         if to_kill is not None:
             log.warning("fault: killing worker %s in the middle of job %s", to_kill.worker_id, job_id)
             kill_group(to_kill.process)
 
+    def _progress(self, job: Job, worker_id: str, output: Any) -> WorkerProc | None:
+        """A progress post (runpod 1.12.0 rp_progress.py:21: `{"status": "IN_PROGRESS", "output": …}`)."""
+        if job.status in FINAL_STATES and job.rerun_worker == worker_id:
+            job.ignored_results.append({"worker_id": worker_id, "status": "IN_PROGRESS", "output": output})
+            return None
+        if job.status in {"COMPLETED", "FAILED"} and job.result_worker == worker_id:
+            # runpod-python#250: a progress post landing after the result the same worker posted leaves the
+            # job IN_PROGRESS with the progress as output, for good (its executionTime frozen).
+            job.status, job.output, job.error, job.reopened = "IN_PROGRESS", output, None, True
+            return None
+        if job.worker_id != worker_id or job.status != "IN_PROGRESS":
+            return None
+        job.output = output
+        if job.kill_on_progress:
+            job.kill_on_progress = False
+            return self.workers.get(worker_id)
+        return None
+
+    def _final(self, job: Job, worker_id: str, body: dict[str, Any]) -> None:
+        """A final result (rp_job.py:266-283: `{"output": …}`, or `{"error": …}` and maybe an output)."""
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.jobs.discard(job.id)
+        if not self._final_counts(job, worker_id):
+            # A late, duplicate or re-run delivery (by default RunPod keeps the final result of the
+            # assigned worker; see `duplicate_result`): recorded for tests to inspect.
+            job.ignored_results.append({"worker_id": worker_id, **body})
+            return
+        if "error" in body:
+            self._finish(job, "FAILED", error=body["error"], output=body.get("output"))
+        else:
+            self._finish(job, "COMPLETED", output=body.get("output"))
+        job.result_worker = worker_id
+        if job.rerun_pending:
+            job.rerun_pending = False
+            self.queue.append(job.id)
+            self.lock.notify_all()
+
     def _final_counts(self, job: Job, worker_id: str) -> bool:
         """Whether this worker's final result ends the job (called with the lock held)."""
-        if job.status != "IN_PROGRESS":
+        if job.status != "IN_PROGRESS" or job.reopened:
             return False
         rule = self.faults["duplicate_result"]
         if rule == "first":
@@ -238,9 +336,8 @@ class Platform:
             self.queue.remove(job.id)
         for worker in self.workers.values():
             worker.jobs.discard(job.id)
-        if job.webhook:
-            body = {**job.public(), "input": job.input, "webhook": job.webhook}
-            threading.Thread(target=self._send_webhook, args=(job, body), daemon=True).start()
+        if job.webhook and (status != "CANCELLED" or self.faults["webhook_on_cancel"]):
+            threading.Thread(target=self._send_webhook, args=(job, job.webhook_body()), daemon=True).start()
 
     def _send_webhook(self, job: Job, body: dict[str, Any]) -> None:
         deliver_webhook(
@@ -252,11 +349,18 @@ class Platform:
         )
 
     def _expire(self) -> None:
+        """TTL (from submission, whatever the state) and result retention (from the end) both delete the
+        job: /status answers 404 (docs serverless/endpoints/send-requests.mdx:124-131, 156-163)."""
         now = time.monotonic()
         for job in list(self.jobs.values()):
             ttl_s = float(job.policy.get("ttl", 86_400_000)) / 1000
             expired_result = job.finished_at is not None and now - job.finished_at > self.args.result_ttl
-            expired_ttl = (now_ms() - job.created_ms) / 1000 > ttl_s
+            expired_ttl = (now_ms() - job.created_ms) / 1000 > ttl_s and not job.expired_in_queue
+            if expired_ttl and job.status == "IN_QUEUE" and self.faults["queued_expiry"] == "TIMED_OUT":
+                # docs serverless/endpoints/job-states.mdx:20: TIMED_OUT "expired before it was picked up".
+                job.expired_in_queue = True
+                self._finish(job, "TIMED_OUT")
+                continue
             if expired_result or expired_ttl:
                 with contextlib.suppress(ValueError):
                     self.queue.remove(job.id)
@@ -265,20 +369,26 @@ class Platform:
                 del self.jobs[job.id]
 
     def enforce_timeouts(self) -> None:
+        """Past its execution timeout a job is stopped (the stop channel, rp_scale.py:275-339) and ends
+        TIMED_OUT (job-states.mdx:20), or FAILED with `timeout_status=FAILED` (v1 OpenAPI
+        `executionTimeoutMs`: "the request is marked as failed"). No source shows an `error` with it."""
         with self.lock:
             self._expire()
             for job in self.jobs.values():
                 limit_ms = job.policy.get("executionTimeout", self.args.execution_timeout * 1000)
-                if job.status == "IN_PROGRESS" and job.started_ms and now_ms() - job.started_ms > limit_ms:
+                if job.status != "IN_PROGRESS" or job.started_ms is None or job.reopened:
+                    continue
+                if now_ms() - job.started_ms > limit_ms:
                     self._stop_everywhere(job)
-                    self._finish(job, "TIMED_OUT", error="execution timeout exceeded")
+                    self._finish(job, str(self.faults["timeout_status"]))
 
     # ----------------------------------------------------------------------------------- processes
 
     def spawn(self, base_url: str) -> None:
         with self.lock:
             self.generation += 1
-            worker_id = f"local-worker-{self.generation}"
+            number = self.generation
+            worker_id = f"local-worker-{number}"
         env = worker_env(
             worker_id=worker_id,
             base_url=base_url,
@@ -286,7 +396,7 @@ class Platform:
             worker_key=self.worker_key,
             extra=parse_pairs(self.args.env),
         )
-        worker = spawn_worker(worker_id, env, self.log_dir)
+        worker = spawn_worker(worker_id, number, env, self.log_dir)
         with self.lock:
             self.workers[worker_id] = worker
         log.info("started worker %s (pid %s)", worker_id, worker.process.pid)
@@ -313,6 +423,7 @@ class Platform:
             return
         if job.attempts < self.args.max_attempts:
             self.retried += 1
+            job.retries += 1
             job.status, job.worker_id, job.output = "IN_QUEUE", None, None
             self.queue.appendleft(job.id)
             self.lock.notify_all()

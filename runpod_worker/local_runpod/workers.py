@@ -21,12 +21,38 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SIMULATOR_DIR = REPO_ROOT / "runpod_worker" / "simulated_ai_toolkit"
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkerProc:
     worker_id: str
+    number: int
     process: subprocess.Popen[bytes]
     jobs: set[str] = field(default_factory=set)
     last_ping: float = 0.0
+    # False until its first job take: the SDK takes jobs only after its fitness checks pass
+    # (worker.py:39-53), so until then the worker is "initializing".
+    ready: bool = False
+
+
+# The worker states of `/health` in RunPod's SDK docs example (runpod/docs sdks/python/endpoints.mdx and
+# sdks/go/endpoints.mdx, removed in f5cdf4b4 on 2026-02-23): idle, initializing, ready, running,
+# throttled. Today's page (serverless/endpoints/operation-reference.mdx:904-920) shows only idle and
+# running. Both examples there have `ready` equal to `idle`; RunPod does not define it further.
+HEALTH_WORKER_STATES = ("idle", "initializing", "ready", "running", "throttled")
+
+
+def worker_states(allocated: list[WorkerProc], throttled: list[WorkerProc]) -> dict[str, int]:
+    counts = dict.fromkeys(HEALTH_WORKER_STATES, 0)
+    for worker in allocated:
+        if worker in throttled:
+            counts["throttled"] += 1
+        elif worker.jobs:
+            counts["running"] += 1
+        elif not worker.ready:
+            counts["initializing"] += 1
+        else:
+            counts["idle"] += 1
+    counts["ready"] = counts["idle"]
+    return counts
 
 
 def worker_env(
@@ -54,7 +80,7 @@ def worker_env(
     return env
 
 
-def spawn_worker(worker_id: str, env: dict[str, str], log_dir: Path) -> WorkerProc:
+def spawn_worker(worker_id: str, number: int, env: dict[str, str], log_dir: Path) -> WorkerProc:
     logfile = open(log_dir / f"{worker_id}.log", "wb")  # noqa: SIM115 - owned by the process
     process = subprocess.Popen(
         [sys.executable, "-u", "-m", "runpod_worker.handler"],
@@ -65,7 +91,7 @@ def spawn_worker(worker_id: str, env: dict[str, str], log_dir: Path) -> WorkerPr
         start_new_session=True,  # killing the group also kills its ping process and trainer
     )
     logfile.close()
-    return WorkerProc(worker_id, process)
+    return WorkerProc(worker_id, number, process)
 
 
 def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
