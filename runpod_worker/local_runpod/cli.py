@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     base_url = f"http://{args.host}:{server.server_address[1]}"
+    platform.rest.base_url = base_url
     stopping = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

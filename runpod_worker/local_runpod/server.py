@@ -4,7 +4,9 @@ Public (Bearer `--api-key`): `POST /v2/<eid>/run`, `GET /v2/<eid>/status/<id>`, 
 `GET /v2/<eid>/health` (docs: serverless/endpoints/operation-reference.mdx). Worker side (the key in
 `RUNPOD_AI_API_KEY`, sent bare): `GET …/job-take/<worker>`, `GET …/job-stop/<worker>`,
 `POST …/job-done/<worker>/<job>`, `GET …/ping/<worker>` as the pinned SDK calls them (runpod 1.12.0
-rp_job.py, rp_http.py, rp_ping.py). Control (Bearer `--api-key`): `/_control/faults`, `/_control/state`.
+rp_job.py, rp_http.py, rp_ping.py). REST v2 (Bearer `--api-key`): `/v2/templates`, `/v2/network-volumes`,
+`/v2/serverless`, `/v2/pods` (`rest_v2.py`). Control (Bearer `--api-key`): `/_control/faults`,
+`/_control/state`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from runpod_worker.local_runpod.rest_v2 import Problem
 from runpod_worker.local_runpod.state import Platform
 
 log = logging.getLogger("local_runpod")
+
+REST_COLLECTIONS = frozenset({"templates", "network-volumes", "serverless", "pods"})
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -39,6 +44,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
     def _dispatch(self, method: str) -> None:
         # Read the whole body before any answer, early refusals (401, 429, 5xx, 404) included: bytes left
         # unread on a kept-alive connection would be parsed as the start of the client's next request.
@@ -50,7 +61,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._worker(method, parts[1:], parse_qs(url.query))
             elif parts[:1] == ["_control"]:
                 self._control(method, parts[1:])
-            elif parts[:1] == ["v2"] and len(parts) >= 3 and parts[1] == self.platform.args.endpoint_id:
+            elif parts[:1] == ["v2"] and len(parts) >= 2 and parts[1] in REST_COLLECTIONS:
+                self._rest(method, parts[1:])
+            elif parts[:1] == ["v2"] and len(parts) >= 3 and self.platform.serves_endpoint(parts[1]):
                 self._public(method, parts[2:])
             else:
                 self._send(404, {"error": "not found"})
@@ -136,6 +149,27 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(200, job)
 
+    def _rest(self, method: str, parts: list[str]) -> None:
+        """REST v2 (`rest_v2.py`): RFC 9457 problems for every refusal."""
+        try:
+            if not self._authorised_public():
+                raise Problem(
+                    401, "missing bearer token" if "Authorization" not in self.headers else "invalid token"
+                )
+            try:
+                body = json.loads(self._raw_body) if self._raw_body else None
+            except ValueError as exc:
+                raise Problem(400, f"the request body is not valid JSON: {exc}") from exc
+            answer = self.platform.rest.handle(method, parts, body)
+        except Problem as problem:
+            payload = json.dumps(problem.body).encode()
+            self._send_raw(problem.status, payload, "application/problem+json")
+            return
+        if answer.body is None:
+            self._send_raw(answer.status, b"", None)
+        else:
+            self._send(answer.status, answer.body)
+
     def _worker(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
         if not secrets.compare_digest(self.headers.get("Authorization", ""), self.platform.worker_key):
             self._send(401, {"error": "Unauthorized"})
@@ -173,10 +207,6 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, platform.set_faults(self._body()))
         elif parts == ["faults"]:
             self._send(200, dict(platform.faults))
-        elif parts == ["endpoint"] and method == "POST":
-            self._send(200, platform.set_max_workers(int(self._body()["workers"]["max"])))
-        elif parts == ["endpoint"]:
-            self._send(200, dict(platform.endpoint))
         elif parts == ["state"]:
             with platform.lock:
                 state = {

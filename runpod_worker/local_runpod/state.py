@@ -18,13 +18,22 @@ import threading
 import time
 import uuid
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from runpod_worker.local_runpod.faults import DEFAULT_FAULTS, coerce_fault, parse_faults, parse_pairs
 from runpod_worker.local_runpod.jobs import FINAL_STATES, Job, now_ms
+from runpod_worker.local_runpod.rest_v2 import RestStore
 from runpod_worker.local_runpod.webhooks import deliver_webhook
-from runpod_worker.local_runpod.workers import WorkerProc, kill_group, spawn_worker, worker_env, worker_states
+from runpod_worker.local_runpod.workers import (
+    WorkerProc,
+    kill_group,
+    spawn_worker,
+    worker_env,
+    worker_state,
+    worker_states,
+)
 
 log = logging.getLogger("local_runpod")
 
@@ -56,8 +65,35 @@ class Platform:
         # RunPod's default is 3 (v2 OpenAPI `CreateEndpointRequest.workers.max`); the stand-in's default also
         # lets every process it starts work, and scripted workers (`--workers 0`) take jobs.
         max_workers = max(3, args.workers) if args.max_workers is None else args.max_workers
-        self.endpoint: dict[str, Any] = {"id": args.endpoint_id, "workers": {"min": 0, "max": max_workers}}
+        # The endpoint as REST v2 shows it (oa2 `Endpoint`); `workers.max` caps the workers that take jobs
+        # and `timeout` is the default execution timeout (ms), so a PATCH through REST v2 changes both.
+        self.endpoint: dict[str, Any] = {
+            "id": args.endpoint_id,
+            "name": args.endpoint_id,
+            "type": "QUEUE",
+            "gpu": {"pools": ["ADA_24"], "count": 1, "allowedCudaVersions": [], "minCudaVersion": None},
+            "workers": {"min": 0, "max": max_workers, "idleTimeout": 5},
+            "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4},
+            "timeout": int(args.execution_timeout * 1000),
+            "flashboot": "OFF",
+            "dataCenterIds": [],
+            "networkVolumes": [],
+            "image": "runpod_worker (local processes)",
+            "args": "",
+            "disk": 50,
+            "ports": [],
+            "env": {},
+            "registry": None,
+            "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        self.rest = RestStore(lock=self.lock, own_endpoint=self.endpoint, workers_of=self._worker_list)
         self.set_faults(parse_faults(args.fault))
+
+    def serves_endpoint(self, endpoint_id: str) -> bool:
+        """The job API answers for the stand-in's endpoint until it is deleted through REST v2; any other
+        id gets 404, as RunPod answers a wrong endpoint id (docs send-requests.mdx:215)."""
+        with self.lock:
+            return endpoint_id == self.args.endpoint_id and endpoint_id in self.rest.endpoints
 
     def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -78,12 +114,6 @@ class Platform:
             workers["max"] = 0
         elif days >= 3:
             workers["max"] = min(workers["max"], 2)
-
-    def set_max_workers(self, value: int) -> dict[str, Any]:
-        with self.lock:
-            self.endpoint["workers"]["max"] = value
-            self.lock.notify_all()
-            return dict(self.endpoint)
 
     # ----------------------------------------------------------------------------------- public API
 
@@ -195,6 +225,31 @@ class Platform:
             job.worker_id for job in self.jobs.values() if job.status == "IN_PROGRESS" and not job.reopened
         }
         return worker_id in busy or len(busy) < limit
+
+    def _worker_list(self, endpoint_id: str) -> list[dict[str, Any]]:
+        """`GET /v2/serverless/<id>/workers` (oa2 `Worker`, `WorkerStatus`), called with the lock held."""
+        if endpoint_id != self.args.endpoint_id:
+            return []
+        states = {
+            "running": "RUNNING",
+            "initializing": "INITIALIZING",
+            "throttled": "THROTTLED",
+            "idle": "IDLE",
+        }
+        throttled = self._throttled()
+        return [
+            {
+                "id": worker.worker_id,
+                "status": states[worker_state(worker, throttled)],
+                "isStale": False,
+                "version": 1,
+                "gpuCount": 1,
+                "image": self.endpoint["image"],
+                "gpuTypeId": None,
+                "dataCenterId": None,
+            }
+            for worker in self._allocated()
+        ]
 
     def _allocated(self) -> list[WorkerProc]:
         """The worker processes RunPod would run: as many as max workers allows, oldest first."""
@@ -375,7 +430,7 @@ class Platform:
         with self.lock:
             self._expire()
             for job in self.jobs.values():
-                limit_ms = job.policy.get("executionTimeout", self.args.execution_timeout * 1000)
+                limit_ms = job.policy.get("executionTimeout", self.endpoint["timeout"])
                 if job.status != "IN_PROGRESS" or job.started_ms is None or job.reopened:
                     continue
                 if now_ms() - job.started_ms > limit_ms:

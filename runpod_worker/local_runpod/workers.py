@@ -40,17 +40,18 @@ class WorkerProc:
 HEALTH_WORKER_STATES = ("idle", "initializing", "ready", "running", "throttled")
 
 
+def worker_state(worker: WorkerProc, throttled: list[WorkerProc]) -> str:
+    if worker in throttled:
+        return "throttled"
+    if worker.jobs:
+        return "running"
+    return "idle" if worker.ready else "initializing"
+
+
 def worker_states(allocated: list[WorkerProc], throttled: list[WorkerProc]) -> dict[str, int]:
     counts = dict.fromkeys(HEALTH_WORKER_STATES, 0)
     for worker in allocated:
-        if worker in throttled:
-            counts["throttled"] += 1
-        elif worker.jobs:
-            counts["running"] += 1
-        elif not worker.ready:
-            counts["initializing"] += 1
-        else:
-            counts["idle"] += 1
+        counts[worker_state(worker, throttled)] += 1
     counts["ready"] = counts["idle"]
     return counts
 

@@ -179,14 +179,20 @@ class LocalRunPod:
         response.raise_for_status()
         return dict(response.json())
 
+    @property
+    def rest_url(self) -> str:
+        """RunPod's REST v2 management API, as the stand-in serves it."""
+        return f"{self.base_url}/v2"
+
     def endpoint(self) -> dict[str, Any]:
-        response = self.session.get(f"{self.base_url}/_control/endpoint", timeout=10)
+        """The stand-in's endpoint as `GET /v2/serverless/<id>` shows it."""
+        response = self.session.get(f"{self.rest_url}/serverless/{self.endpoint_id}", timeout=10)
         response.raise_for_status()
         return dict(response.json())
 
     def set_endpoint_max_workers(self, value: int) -> dict[str, Any]:
-        response = self.session.post(
-            f"{self.base_url}/_control/endpoint", json={"workers": {"max": value}}, timeout=10
+        response = self.session.patch(
+            f"{self.rest_url}/serverless/{self.endpoint_id}", json={"workers": {"max": value}}, timeout=10
         )
         response.raise_for_status()
         return dict(response.json())
