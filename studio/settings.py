@@ -257,6 +257,10 @@ RUNPOD_API_BASE = env.str(
     else "http://127.0.0.1:8765/v2",
 ).rstrip("/")
 RUNPOD_TIMEOUT_SECONDS = env.float("RUNPOD_TIMEOUT_SECONDS", default=10.0)
+# The GPU pools the endpoint may place a run on, in order of preference (ids of training/gpu_pools.py).
+# One setting for all: runpod_provision sends them as the endpoint's gpu.pools, pricing estimates at the
+# dearest GPU among them, and a run's time limit must fit the slowest.
+RUNPOD_GPU_POOLS: list[str] = env.list("RUNPOD_GPU_POOLS", default=["AMPERE_80", "ADA_24"])
 
 
 # --- Email --------------------------------------------------------------------------------
@@ -396,21 +400,19 @@ LOGGING = {
 TRAINING_MIN_IMAGES = env.int("TRAINING_MIN_IMAGES", default=10)
 TRAINING_MAX_IMAGES = 200
 
-# RunPod serverless prices per second by GPU (runpod.md §7, 2026-06). Override with e.g.
-# TRAINING_GPU_PRICES_USD_PER_SECOND="RTX 4090=0.00031,A100 80GB=0.00076". Keys are matched against the
-# GPU name the worker reports; a name that matches none is billed at TRAINING_GPU_TYPE's price.
-TRAINING_GPU_PRICES_USD_PER_SECOND: dict[str, str] = env.dict(
-    "TRAINING_GPU_PRICES_USD_PER_SECOND",
-    default={"RTX 4090": "0.00031", "L40S": "0.00053", "A100 80GB": "0.00076", "H100": "0.00116"},
-)
+# RunPod's serverless price per second of every GPU is in training/gpu_pools.py (with its source and
+# date); this overrides or adds GPUs, e.g. TRAINING_GPU_PRICES_USD_PER_SECOND="RTX 4090=0.00034". Names are
+# matched word by word against the GPU name the worker reports; a GPU without a price is billed at the
+# endpoint's GPU (TRAINING_GPU_TYPE).
+TRAINING_GPU_PRICES_USD_PER_SECOND: dict[str, str] = env.dict("TRAINING_GPU_PRICES_USD_PER_SECOND", default={})
 # Seconds per Flux LoRA step at 512-1024 px for cost estimates (ai-toolkit.md: ~1.9-2.1 s/step on
 # 24 GB cards; the others are extrapolated until measured on our endpoint).
 TRAINING_SECONDS_PER_STEP: dict[str, str] = env.dict(
     "TRAINING_SECONDS_PER_STEP",
     default={"RTX 4090": "2.0", "L40S": "1.5", "A100 80GB": "1.1", "H100": "0.8"},
 )
-# The GPU the endpoint is configured for: estimates use it, and unrecognised GPU names bill at it.
-TRAINING_GPU_TYPE = env.str("TRAINING_GPU_TYPE", default="A100 80GB")
+# The GPU estimates assume and unpriced GPUs bill at; empty = the dearest GPU of RUNPOD_GPU_POOLS.
+TRAINING_GPU_TYPE = env.str("TRAINING_GPU_TYPE", default="")
 # Model load, quantisation and latent caching happen before the first step and are billed too.
 TRAINING_OVERHEAD_SECONDS = env.int("TRAINING_OVERHEAD_SECONDS", default=600)
 # RunPod's default execution timeout (10 min) would kill training; the quality preset needs ~1.5 h.
