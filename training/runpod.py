@@ -176,12 +176,12 @@ class RunPodClient:
             try:
                 response = self._send(method, path, json=json)
             except (requests.Timeout, requests.ConnectionError) as exc:
-                if _never_connected(exc):
+                if never_connected(exc):
                     # RunPod cannot have seen the request (refused, unresolvable, timed out connecting):
                     # safe to repeat, even a /run.
                     if last:
                         raise RunPodUnavailable(
-                            f"RunPod did not accept a connection for {operation} ({_cause(exc)})."
+                            f"RunPod did not accept a connection for {operation} ({connection_cause(exc)})."
                         ) from exc
                 elif not repeatable:
                     raise RunPodSubmitUncertain(
@@ -241,14 +241,14 @@ class RunPodClient:
         raise RunPodRejected(_rejection_message(response, operation), status_code=code)
 
     def _backoff(self, attempt: int, *, response: requests.Response | None) -> float:
-        retry_after = _retry_after(response)
-        if retry_after is not None:
-            return min(retry_after, MAX_RETRY_AFTER_SECONDS)
+        asked = retry_after(response)
+        if asked is not None:
+            return min(asked, MAX_RETRY_AFTER_SECONDS)
         # Full jitter: many workers hitting a 429 together must not retry in lockstep.
         return random.uniform(0, self.backoff_seconds * 2 ** (attempt - 1))
 
 
-def _never_connected(exc: requests.RequestException) -> bool:
+def never_connected(exc: requests.RequestException) -> bool:
     """The connection was never opened (refused, name not resolved, or timed out while connecting)."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
@@ -257,7 +257,7 @@ def _never_connected(exc: requests.RequestException) -> bool:
     return isinstance(reason, NewConnectionError)
 
 
-def _cause(exc: requests.RequestException) -> str:
+def connection_cause(exc: requests.RequestException) -> str:
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     if isinstance(reason, NameResolutionError):
         return "its address could not be resolved"
@@ -286,7 +286,7 @@ def _json_object(response: requests.Response, operation: str, *, repeatable: boo
     return payload
 
 
-def _retry_after(response: requests.Response | None) -> float | None:
+def retry_after(response: requests.Response | None) -> float | None:
     if response is None:
         return None
     try:
