@@ -203,6 +203,10 @@ async def _train(
     keep_alive = asyncio.create_task(reporter.keep_alive())
     try:
         return await _train_reporting(job, spec, workspace, reporter)
+    except Exception:
+        # A failure's result must not overtake a progress post either (runpod-python#250).
+        await reporter.settle()
+        raise
     finally:
         keep_alive.cancel()
 

@@ -257,6 +257,42 @@ RUNPOD_API_BASE = env.str(
     else "http://127.0.0.1:8765/v2",
 ).rstrip("/")
 RUNPOD_TIMEOUT_SECONDS = env.float("RUNPOD_TIMEOUT_SECONDS", default=10.0)
+# RunPod's REST v2 management API (v1 is retired); the local stand-in serves its subset beside the job API.
+RUNPOD_REST_API_BASE = env.str(
+    "RUNPOD_REST_API_BASE",
+    default="https://api.runpod.io/v2"
+    if env.str("RUNPOD_API_KEY", default="")
+    else "http://127.0.0.1:8765/v2",
+).rstrip("/")
+# The GPU pools the endpoint may place a run on, in order of preference (ids of training/gpu_pools.py).
+# One setting for all: runpod_provision sends them as the endpoint's gpu.pools, pricing estimates at the
+# dearest GPU among them, and a run's time limit must fit the slowest.
+RUNPOD_GPU_POOLS: list[str] = env.list("RUNPOD_GPU_POOLS", default=["AMPERE_80", "ADA_24"])
+
+# What `manage.py runpod_provision` makes on RunPod (docs/TRAINING.md, "Provisioning"). Names find the
+# resources again: the endpoint is RUNPOD_PROVISION_NAME, its template "<name>-worker", its volume
+# "<name>-cache".
+RUNPOD_PROVISION_NAME = env.str("RUNPOD_PROVISION_NAME", default="lora-training")
+RUNPOD_WORKER_IMAGE = env.str("RUNPOD_WORKER_IMAGE", default="")
+RUNPOD_WORKER_DISK_GB = env.int("RUNPOD_WORKER_DISK_GB", default=50)
+# Worker environment: plain values here; secrets by name only, their values read from the environment of
+# the provisioning command (never its command line), e.g. HF_TOKEN='{{ RUNPOD_SECRET_hf_token }}' to point
+# at a RunPod secret instead of sending the value.
+RUNPOD_WORKER_ENV: dict[str, str] = env.dict("RUNPOD_WORKER_ENV", default={})
+RUNPOD_WORKER_SECRET_ENV: list[str] = env.list("RUNPOD_WORKER_SECRET_ENV", default=["HF_TOKEN"])
+# A network volume for the weights cache pins the endpoint to its data centre; none when the data centre is
+# empty (RunPod's cached models are the other way, docs/TRAINING.md).
+RUNPOD_NETWORK_VOLUME_DATA_CENTER = env.str("RUNPOD_NETWORK_VOLUME_DATA_CENTER", default="")
+RUNPOD_NETWORK_VOLUME_GB = env.int("RUNPOD_NETWORK_VOLUME_GB", default=100)
+RUNPOD_WORKERS_MIN = env.int("RUNPOD_WORKERS_MIN", default=0)
+RUNPOD_WORKERS_MAX = env.int("RUNPOD_WORKERS_MAX", default=3)
+# Seconds a worker stays (billed) after a job. RunPod refuses it with REQUEST_COUNT scaling on a queue
+# endpoint, so it is sent only with QUEUE_DELAY.
+RUNPOD_IDLE_TIMEOUT_SECONDS = env.int("RUNPOD_IDLE_TIMEOUT_SECONDS", default=5)
+# QUEUE_DELAY (seconds a job may wait before a worker is added) or REQUEST_COUNT (jobs per worker).
+RUNPOD_SCALER_TYPE = env.str("RUNPOD_SCALER_TYPE", default="QUEUE_DELAY")
+RUNPOD_SCALER_VALUE = env.float("RUNPOD_SCALER_VALUE", default=4.0)
+RUNPOD_FLASHBOOT = env.str("RUNPOD_FLASHBOOT", default="FLASHBOOT")
 
 
 # --- Email --------------------------------------------------------------------------------
@@ -396,12 +432,12 @@ LOGGING = {
 TRAINING_MIN_IMAGES = env.int("TRAINING_MIN_IMAGES", default=10)
 TRAINING_MAX_IMAGES = 200
 
-# RunPod serverless prices per second by GPU (runpod.md §7, 2026-06). Override with e.g.
-# TRAINING_GPU_PRICES_USD_PER_SECOND="RTX 4090=0.00031,A100 80GB=0.00076". Keys are matched against the
-# GPU name the worker reports; a name that matches none is billed at TRAINING_GPU_TYPE's price.
+# RunPod's serverless price per second of every GPU is in training/gpu_pools.py (with its source and
+# date); this overrides or adds GPUs, e.g. TRAINING_GPU_PRICES_USD_PER_SECOND="RTX 4090=0.00034". Names are
+# matched word by word against the GPU name the worker reports; a GPU without a price is billed at the
+# endpoint's GPU (TRAINING_GPU_TYPE).
 TRAINING_GPU_PRICES_USD_PER_SECOND: dict[str, str] = env.dict(
-    "TRAINING_GPU_PRICES_USD_PER_SECOND",
-    default={"RTX 4090": "0.00031", "L40S": "0.00053", "A100 80GB": "0.00076", "H100": "0.00116"},
+    "TRAINING_GPU_PRICES_USD_PER_SECOND", default={}
 )
 # Seconds per Flux LoRA step at 512-1024 px for cost estimates (ai-toolkit.md: ~1.9-2.1 s/step on
 # 24 GB cards; the others are extrapolated until measured on our endpoint).
@@ -409,8 +445,8 @@ TRAINING_SECONDS_PER_STEP: dict[str, str] = env.dict(
     "TRAINING_SECONDS_PER_STEP",
     default={"RTX 4090": "2.0", "L40S": "1.5", "A100 80GB": "1.1", "H100": "0.8"},
 )
-# The GPU the endpoint is configured for: estimates use it, and unrecognised GPU names bill at it.
-TRAINING_GPU_TYPE = env.str("TRAINING_GPU_TYPE", default="A100 80GB")
+# The GPU estimates assume and unpriced GPUs bill at; empty = the dearest GPU of RUNPOD_GPU_POOLS.
+TRAINING_GPU_TYPE = env.str("TRAINING_GPU_TYPE", default="")
 # Model load, quantisation and latent caching happen before the first step and are billed too.
 TRAINING_OVERHEAD_SECONDS = env.int("TRAINING_OVERHEAD_SECONDS", default=600)
 # RunPod's default execution timeout (10 min) would kill training; the quality preset needs ~1.5 h.

@@ -1,44 +1,55 @@
-"""GPU prices and step times from settings: what a run is likely to cost, and what it did cost."""
+"""GPU prices and step times: what a run is likely to cost, and what it did cost.
+
+Prices come from RunPod's table (`training/gpu_pools.py`, with its source and date), overridden per GPU by
+`TRAINING_GPU_PRICES_USD_PER_SECOND`. The endpoint's GPU — what estimates assume and what a GPU without a
+price bills at — is `TRAINING_GPU_TYPE` when set, else the dearest GPU of the endpoint's pools
+(`RUNPOD_GPU_POOLS`): RunPod may place a run on any of them, so the estimate is an upper bound.
+"""
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 from django.conf import settings
 
+from training import gpu_pools
+
 CENTS = Decimal("0.0001")
 
 
+def price_table() -> dict[str, Decimal]:
+    overrides = {str(k): Decimal(str(v)) for k, v in settings.TRAINING_GPU_PRICES_USD_PER_SECOND.items()}
+    return {**gpu_pools.GPU_PRICES_USD_PER_SECOND, **overrides}
+
+
+def endpoint_gpu() -> str:
+    """The GPU estimates are made for, and that a GPU without a price bills at."""
+    if settings.TRAINING_GPU_TYPE:
+        return str(settings.TRAINING_GPU_TYPE)
+    gpu = gpu_pools.dearest(gpu_pools.endpoint_gpus(), price_table())
+    return gpu or max(price_table(), key=lambda name: price_table()[name])
+
+
 def gpu_type_for(gpu_name: str) -> str:
-    """The price-table key for a GPU name as nvidia-smi reports it, or the endpoint's configured GPU."""
-    flat = re.sub(r"[^a-z0-9]", "", gpu_name.lower())
-    for key in settings.TRAINING_GPU_PRICES_USD_PER_SECOND:
-        if _model_token(key) in flat:
-            return str(key)
-    # A machine without a GPU (the simulator) or an unknown card must not make a run free.
-    return str(settings.TRAINING_GPU_TYPE)
-
-
-def _model_token(key: str) -> str:
-    """ "RTX 4090" -> "4090", "A100 80GB" -> "a100": the first word with a digit identifies the card."""
-    words = [re.sub(r"[^a-z0-9]", "", word.lower()) for word in key.split()]
-    return next((word for word in words if any(ch.isdigit() for ch in word)), "".join(words))
+    """The price-table GPU for a name as nvidia-smi reports it, or the endpoint's GPU."""
+    # A machine without a GPU (the simulator) or a card without a price must not make a run free.
+    return gpu_pools.match_gpu(gpu_name, price_table()) or endpoint_gpu()
 
 
 def price_per_second(gpu_type: str) -> Decimal:
-    prices = settings.TRAINING_GPU_PRICES_USD_PER_SECOND
-    return Decimal(str(prices.get(gpu_type, prices[settings.TRAINING_GPU_TYPE])))
+    table = price_table()
+    return table.get(gpu_type) or table[endpoint_gpu()]
 
 
 def seconds_per_step(gpu_type: str) -> Decimal:
-    table = settings.TRAINING_SECONDS_PER_STEP
-    return Decimal(str(table.get(gpu_type, table[settings.TRAINING_GPU_TYPE])))
+    table = {str(k): Decimal(str(v)) for k, v in settings.TRAINING_SECONDS_PER_STEP.items()}
+    # A GPU never measured is assumed as slow as the slowest measured one.
+    return table.get(gpu_type) or table.get(endpoint_gpu()) or max(table.values())
 
 
 def estimate_cost(*, steps: int, gpu_type: str | None = None) -> Decimal:
     """Steps x measured seconds per step, plus start-up overhead, at the GPU's per-second price."""
-    gpu = gpu_type or settings.TRAINING_GPU_TYPE
+    gpu = gpu_type or endpoint_gpu()
     seconds = steps * seconds_per_step(gpu) + settings.TRAINING_OVERHEAD_SECONDS
     return (seconds * price_per_second(gpu)).quantize(CENTS)
 

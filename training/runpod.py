@@ -5,12 +5,16 @@
     job = client.status(job.id)        # RunPodJob(status="IN_PROGRESS", output={...}, ...)
 
 Errors: `RunPodUnavailable` is transient (timeout, connection error, 429, 5xx: try again later),
-`RunPodRejected` is permanent (4xx: fix the request), `RunPodJobNotFound` means RunPod no longer knows
-the job (unknown id, or its result expired 30 minutes after it finished).
+`RunPodRejected` is permanent (4xx: fix the request). A 404 names no cause: RunPod answers it for a job it
+no longer knows (unknown id, result expired 30 minutes after the end, TTL passed) and for a wrong or deleted
+endpoint alike (docs serverless/endpoints/send-requests.mdx:130, 215). So a 404 on a job is
+`RunPodJobNotFound`, and a 404 on `/health`, which names no job, is `RunPodEndpointNotFound`: ask
+`health()` before concluding that a job is lost.
 
 `/run` is not idempotent on RunPod's side (no idempotency key), so it is repeated only when RunPod
-certainly did not accept it: a 429, or a connection that never opened. Any other failure of `/run`
-raises `RunPodSubmitUncertain`: a job may exist, and the caller must not blindly submit again.
+certainly did not accept it: a 429, or a connection that never opened. Any other failure of `/run` raises
+`RunPodSubmitUncertain`: a job may exist, and the caller must not blindly submit again. That includes a
+2xx whose body cannot be read (a gateway page, a cut body): RunPod took the request, only its id is lost.
 """
 
 from __future__ import annotations
@@ -54,7 +58,13 @@ class RunPodRejected(RunPodError):
 
 
 class RunPodJobNotFound(RunPodRejected):
-    """RunPod does not know this job: a wrong id, or a result past its 30-minute retention."""
+    """RunPod answered 404 for this job: a wrong id, a result past its 30-minute retention, a TTL that
+    passed, or a wrong or deleted endpoint (only `health()` tells the last apart)."""
+
+
+class RunPodEndpointNotFound(RunPodRejected):
+    """RunPod answered 404 for the endpoint itself (`/health`): RUNPOD_ENDPOINT_ID is wrong, or the
+    endpoint was deleted. No job of it can be reached, though the jobs may well be running."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,12 @@ class RunPodClient:
         body: dict[str, Any] = {"input": job_input, "policy": policy}
         if webhook:
             body["webhook"] = webhook
-        return RunPodJob.from_payload(self._request("POST", "/run", json=body, repeatable=False))
+        job = RunPodJob.from_payload(self._request("POST", "/run", json=body, repeatable=False))
+        if not job.id:
+            raise RunPodSubmitUncertain(
+                "RunPod accepted POST run but its answer has no job id; a job may exist."
+            )
+        return job
 
     def status(self, job_id: str) -> RunPodJob:
         return RunPodJob.from_payload(self._request("GET", f"/status/{job_id}"))
@@ -142,6 +157,7 @@ class RunPodClient:
         return RunPodJob.from_payload(self._request("POST", f"/cancel/{job_id}"))
 
     def health(self) -> RunPodHealth:
+        """Workers and jobs of the endpoint; raises RunPodEndpointNotFound when RunPod does not know it."""
         payload = self._request("GET", "/health")
         return RunPodHealth(jobs=dict(payload.get("jobs") or {}), workers=dict(payload.get("workers") or {}))
 
@@ -160,12 +176,12 @@ class RunPodClient:
             try:
                 response = self._send(method, path, json=json)
             except (requests.Timeout, requests.ConnectionError) as exc:
-                if _never_connected(exc):
+                if never_connected(exc):
                     # RunPod cannot have seen the request (refused, unresolvable, timed out connecting):
                     # safe to repeat, even a /run.
                     if last:
                         raise RunPodUnavailable(
-                            f"RunPod did not accept a connection for {operation} ({_cause(exc)})."
+                            f"RunPod did not accept a connection for {operation} ({connection_cause(exc)})."
                         ) from exc
                 elif not repeatable:
                     raise RunPodSubmitUncertain(
@@ -192,10 +208,17 @@ class RunPodClient:
         """The JSON body, None to try again, or the error this status means."""
         code = response.status_code
         if 200 <= code < 300:
-            return _json_object(response, operation)
+            return _json_object(response, operation, repeatable=repeatable)
+        if code == 404 and operation == "GET health":
+            raise RunPodEndpointNotFound(
+                "RunPod does not know the endpoint (GET health: HTTP 404). Check RUNPOD_ENDPOINT_ID: the "
+                "endpoint may have been deleted or re-created under a new id.",
+                status_code=code,
+            )
         if code == 404:
             raise RunPodJobNotFound(
-                f"RunPod does not know this job ({operation}: HTTP 404); it may have expired.",
+                f"RunPod does not know this job ({operation}: HTTP 404); it may have expired, or the "
+                "endpoint id may be wrong.",
                 status_code=code,
             )
         if code in RETRY_STATUSES:
@@ -218,14 +241,14 @@ class RunPodClient:
         raise RunPodRejected(_rejection_message(response, operation), status_code=code)
 
     def _backoff(self, attempt: int, *, response: requests.Response | None) -> float:
-        retry_after = _retry_after(response)
-        if retry_after is not None:
-            return min(retry_after, MAX_RETRY_AFTER_SECONDS)
+        asked = retry_after(response)
+        if asked is not None:
+            return min(asked, MAX_RETRY_AFTER_SECONDS)
         # Full jitter: many workers hitting a 429 together must not retry in lockstep.
         return random.uniform(0, self.backoff_seconds * 2 ** (attempt - 1))
 
 
-def _never_connected(exc: requests.RequestException) -> bool:
+def never_connected(exc: requests.RequestException) -> bool:
     """The connection was never opened (refused, name not resolved, or timed out while connecting)."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
@@ -234,7 +257,7 @@ def _never_connected(exc: requests.RequestException) -> bool:
     return isinstance(reason, NewConnectionError)
 
 
-def _cause(exc: requests.RequestException) -> str:
+def connection_cause(exc: requests.RequestException) -> str:
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     if isinstance(reason, NameResolutionError):
         return "its address could not be resolved"
@@ -243,17 +266,27 @@ def _cause(exc: requests.RequestException) -> str:
     return "timed out connecting"
 
 
-def _json_object(response: requests.Response, operation: str) -> dict[str, Any]:
+def _json_object(response: requests.Response, operation: str, *, repeatable: bool) -> dict[str, Any]:
+    # A 2xx means RunPod took the request: an unreadable answer to a call that is not repeatable (/run)
+    # hides what it made, it does not undo it.
+    unreadable = RunPodUnavailable if repeatable else RunPodSubmitUncertain
+    suffix = "" if repeatable else "; a job may exist"
     try:
         payload = response.json()
     except ValueError as exc:
-        raise RunPodUnavailable(f"RunPod answered {operation} with a body that is not JSON.") from exc
+        raise unreadable(
+            f"RunPod answered {operation} (HTTP {response.status_code}) with a body not JSON{suffix}.",
+            status_code=response.status_code,
+        ) from exc
     if not isinstance(payload, dict):
-        raise RunPodUnavailable(f"RunPod answered {operation} with JSON that is not an object.")
+        raise unreadable(
+            f"RunPod answered {operation} with JSON that is not an object{suffix}.",
+            status_code=response.status_code,
+        )
     return payload
 
 
-def _retry_after(response: requests.Response | None) -> float | None:
+def retry_after(response: requests.Response | None) -> float | None:
     if response is None:
         return None
     try:

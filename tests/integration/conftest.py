@@ -189,6 +189,7 @@ def stack_factory(
         settings.RUNPOD_API_BASE = f"{runpod.base_url}/v2"
         settings.RUNPOD_ENDPOINT_ID = runpod.endpoint_id
         settings.RUNPOD_API_KEY = runpod.api_key
+        settings.RUNPOD_REST_API_BASE = runpod.rest_url
         env = {
             "DATABASE_URL": _database_url(),
             "REDIS_URL": broker_url,
@@ -203,6 +204,7 @@ def stack_factory(
             "RUNPOD_API_BASE": settings.RUNPOD_API_BASE,
             "RUNPOD_ENDPOINT_ID": runpod.endpoint_id,
             "RUNPOD_API_KEY": runpod.api_key,
+            "RUNPOD_REST_API_BASE": runpod.rest_url,
             "TRAINING_MIN_IMAGES": "3",
             "TRAINING_SWEEP_INTERVAL_SECONDS": str(SWEEP_INTERVAL_S),
             "TRAINING_FINISHING_POLL_SECONDS": str(FINISHING_POLL_S),

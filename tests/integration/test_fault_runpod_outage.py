@@ -1,8 +1,9 @@
 """RunPod slow, silent or unreachable, on the live stack: each run still trains on one GPU job, ends with
 one LoRA that is the character's current one, and keeps every reference image.
 
-The stand-in's switches make the faults (runpod_worker/local_runpod.py): `slow_rate`/`slow_s` answer
+The stand-in's switches make the faults (runpod_worker/local_runpod/): `slow_rate`/`slow_s` answer
 after the client gave up (a `/run` creates its job first), `lose_run_answer` makes a job and answers 500,
+`garble_run_answer` makes a job and answers 200 with a body that is not JSON,
 `public_down` closes every public API connection unanswered while the GPU workers carry on and still
 call the backend back. The deterministic ten-minute version is tests/training/test_runpod_outage_clock.py.
 
@@ -81,6 +82,20 @@ def test_a_lost_run_answer_leaves_the_first_job_to_claim_the_run(alice: Any, sta
 
     # The 500 left the outcome unknown; within the grace period (10 min) nothing was sent again, and the
     # job that did exist claimed the run when its worker started.
+    assert_one_job_one_lora(stack, run)
+    assert run.attempts == 1 and api_calls(stack, "run") == 1
+    assert run.events.filter(to_status="completed").count() == 1
+
+
+def test_a_garbled_run_answer_leaves_its_job_to_claim_the_run_and_sends_no_second(
+    alice: Any, stack_factory: Any
+) -> None:
+    # A 2xx whose body is not JSON: RunPod made the job, its id is unreadable. The client calls that
+    # uncertain (not "certainly no job"), so the grace period holds a second /run back.
+    stack = stack_factory(faults={"garble_run_answer": "1"})
+
+    run = final(start(character_ready_to_train(alice)), timeout=60)
+
     assert_one_job_one_lora(stack, run)
     assert run.attempts == 1 and api_calls(stack, "run") == 1
     assert run.events.filter(to_status="completed").count() == 1

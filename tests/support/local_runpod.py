@@ -10,6 +10,7 @@ worker processes, their ping processes and trainers), so nothing outlives the te
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +40,9 @@ class LocalRunPod:
         env: dict[str, str] | None = None,
         faults: dict[str, Any] | None = None,
         port: int | None = None,
+        worker_key: str = "",
+        max_workers: int | None = None,
+        execution_timeout: float | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workers = workers
@@ -50,6 +54,9 @@ class LocalRunPod:
         self.env = dict(env or {})
         self.faults = dict(faults or {})
         self.port = port or free_port()
+        self.worker_key = worker_key
+        self.max_workers = max_workers
+        self.execution_timeout = execution_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
@@ -83,6 +90,9 @@ class LocalRunPod:
             f"--max-attempts={self.max_attempts}",
             f"--log-dir={self.log_dir}",
             "--seed=7",
+            *([f"--worker-key={self.worker_key}"] if self.worker_key else []),
+            *([f"--max-workers={self.max_workers}"] if self.max_workers is not None else []),
+            *([f"--execution-timeout={self.execution_timeout}"] if self.execution_timeout else []),
             *(f"--env={key}={value}" for key, value in self.env.items()),
             *(f"--fault={key}={value}" for key, value in self.faults.items()),
         ]
@@ -169,11 +179,77 @@ class LocalRunPod:
         response.raise_for_status()
         return dict(response.json())
 
+    @property
+    def rest_url(self) -> str:
+        """RunPod's REST v2 management API, as the stand-in serves it."""
+        return f"{self.base_url}/v2"
+
+    def endpoint(self) -> dict[str, Any]:
+        """The stand-in's endpoint as `GET /v2/serverless/<id>` shows it."""
+        response = self.session.get(f"{self.rest_url}/serverless/{self.endpoint_id}", timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def set_endpoint_max_workers(self, value: int) -> dict[str, Any]:
+        response = self.session.patch(
+            f"{self.rest_url}/serverless/{self.endpoint_id}", json={"workers": {"max": value}}, timeout=10
+        )
+        response.raise_for_status()
+        return dict(response.json())
+
     def state(self) -> dict[str, Any]:
         response = self.session.get(f"{self.base_url}/_control/state", timeout=10)
         response.raise_for_status()
         return dict(response.json())
 
+    def scripted_worker(self, worker_id: str = "scripted-worker") -> ScriptedWorker:
+        """A worker played by the test over the worker-side protocol (start the stand-in with
+        `workers=0` and a `worker_key`), for behaviours that need exact timing."""
+        return ScriptedWorker(self, worker_id)
+
     def logs(self) -> str:
         """Everything the stand-in and its workers printed, for assertion messages."""
         return log_tails(self.workdir / "local-runpod.log", *sorted(self.log_dir.glob("*.log")))
+
+
+class ScriptedWorker:
+    """Speaks the worker side as the pinned SDK does (runpod 1.12.0 rp_job.py `get_job`, rp_http.py
+    `_transmit`: a JSON string under a form content type, the worker key bare in `Authorization`)."""
+
+    def __init__(self, runpod: LocalRunPod, worker_id: str) -> None:
+        assert runpod.worker_key, "start the stand-in with a worker_key to script a worker"
+        self.worker_id = worker_id
+        self.base = f"{runpod.base_url}/_worker/{runpod.endpoint_id}"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = runpod.worker_key
+
+    def take(self) -> dict[str, Any] | None:
+        """One job-take long poll: the job handed out, or None (204)."""
+        response = self.session.get(
+            f"{self.base}/job-take/{self.worker_id}?gpu=local&job_in_progress=0", timeout=10
+        )
+        response.raise_for_status()
+        return None if response.status_code == 204 else dict(response.json())
+
+    def take_until(self, job_id: str, *, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.take()
+            if job is not None and job["id"] == job_id:
+                return job
+        raise TimeoutError(f"job {job_id} was not handed out in {timeout}s")
+
+    def progress(self, job_id: str, output: Any) -> None:
+        self._post(job_id, {"status": "IN_PROGRESS", "output": output})
+
+    def finish(self, job_id: str, *, output: Any = None, error: str | None = None) -> None:
+        self._post(job_id, {"error": error} if error is not None else {"output": output})
+
+    def _post(self, job_id: str, body: dict[str, Any]) -> None:
+        response = self.session.post(
+            f"{self.base}/job-done/{self.worker_id}/{job_id}?gpu=local&isStream=false",
+            data=json.dumps(body),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "X-Request-ID": job_id},
+            timeout=30,
+        )
+        response.raise_for_status()

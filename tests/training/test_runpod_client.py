@@ -8,6 +8,7 @@ from tests.support.ports import free_port
 from tests.training.payloads import runpod_payload
 from training.runpod import (
     RunPodClient,
+    RunPodEndpointNotFound,
     RunPodJobNotFound,
     RunPodRejected,
     RunPodSubmitUncertain,
@@ -239,3 +240,49 @@ def test_a_body_that_is_not_json_is_transient(client: RunPodClient) -> None:
 
     with pytest.raises(RunPodUnavailable, match="not JSON"):
         client.status(JOB_ID)
+
+
+@responses.activate
+def test_a_2xx_run_answer_whose_body_is_not_json_is_uncertain_because_the_job_may_exist(
+    client: RunPodClient,
+) -> None:
+    # A 2xx means RunPod took the request; a gateway page or a cut body only hides the job's id.
+    responses.post(f"{ENDPOINT}/run", body="<html><body>502 Bad Gateway</body></html>", status=200)
+
+    with pytest.raises(RunPodSubmitUncertain, match="a job may exist"):
+        submit(client)
+
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_2xx_run_answer_without_a_job_id_is_uncertain(client: RunPodClient) -> None:
+    responses.post(f"{ENDPOINT}/run", json={"status": "IN_QUEUE"})
+
+    with pytest.raises(RunPodSubmitUncertain, match="a job may exist"):
+        submit(client)
+
+
+@responses.activate
+def test_a_404_on_health_means_runpod_does_not_know_the_endpoint(client: RunPodClient) -> None:
+    # RunPod answers 404 for a wrong endpoint id as for an expired job (docs send-requests.mdx:215);
+    # only /health, which names no job, tells the two apart.
+    responses.get(f"{ENDPOINT}/health", status=404, json={"error": "not found"})
+
+    with pytest.raises(RunPodEndpointNotFound, match="RUNPOD_ENDPOINT_ID") as caught:
+        client.health()
+
+    assert not isinstance(caught.value, RunPodJobNotFound)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_status_with_keys_runpod_may_add_reads_as_usual(client: RunPodClient) -> None:
+    responses.get(
+        f"{ENDPOINT}/status/{JOB_ID}",
+        json=runpod_payload("status_in_progress", retries=1, someNewField={"x": 1}),
+    )
+
+    job = client.status(JOB_ID)
+
+    assert (job.status, job.execution_ms) == ("IN_PROGRESS", 61532)

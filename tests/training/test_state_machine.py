@@ -72,14 +72,39 @@ def test_applying_a_runpod_status_moves_the_run_only_when_allowed(
     assert run.events.count() == (1 if (from_status, to_status) in ALLOWED else 0)
 
 
-def test_timed_out_fails_the_run_with_a_readable_message(character: Any) -> None:
+def test_timed_out_without_an_error_fails_the_run_as_timed_out_saying_what_to_do(character: Any) -> None:
+    # RunPod's TIMED_OUT carries no `error` in any source (docs serverless/endpoints/job-states.mdx:20).
     run = make_run(character, status="training")
 
-    apply(run, "TIMED_OUT", error="execution timeout exceeded")
+    apply(run, "TIMED_OUT", executionTime=10_800_000)
 
     run.refresh_from_db()
-    assert run.status == "failed"
-    assert run.error_message  # the worker's text when it gave one, our own otherwise
+    assert (run.status, run.error_code) == ("failed", "timed_out")
+    assert "Retry with fewer steps" in run.error_message
+
+
+def test_a_timeout_runpod_reports_as_failed_without_an_error_still_fails_the_run_with_a_message(
+    character: Any,
+) -> None:
+    # The v1 OpenAPI says a job past its execution timeout is "marked as failed" (api-reference/openapi.json
+    # :3415); no source shows an `error` with it.
+    run = make_run(character, status="training")
+
+    apply(run, "FAILED", executionTime=10_800_000)
+
+    run.refresh_from_db()
+    assert run.status == "failed" and run.error_message
+    assert run.execution_ms == 10_800_000
+
+
+def test_a_job_that_expired_in_the_queue_as_timed_out_fails_the_queued_run(character: Any) -> None:
+    # docs serverless/endpoints/job-states.mdx:20: TIMED_OUT also means "expired before it was picked up".
+    run = make_run(character, status="queued")
+
+    apply(run, "TIMED_OUT")
+
+    run.refresh_from_db()
+    assert (run.status, run.error_code, run.execution_ms) == ("failed", "timed_out", None)
 
 
 def test_a_failed_job_carries_the_workers_classified_error(character: Any) -> None:
