@@ -384,7 +384,12 @@ class AIToolkitClient:
 
     def job_get(self, job_id: str) -> AIToolkitJob:
         # An unknown id answers 200 with `null` (`ui/src/app/api/jobs/route.ts:14-18`).
-        payload = self._request("GET", "/api/jobs", params={"id": job_id}).json()
+        try:
+            payload = self._request("GET", "/api/jobs", params={"id": job_id}).json()
+        except ValueError as exc:
+            raise AIToolkitUnavailable(
+                "The UI answered GET /api/jobs?id= with a body that is not JSON."
+            ) from exc
         if payload is None:
             raise AIToolkitNotFound(f"The pod has no job {job_id}.", status_code=200)
         if not isinstance(payload, dict):

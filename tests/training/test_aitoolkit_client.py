@@ -96,6 +96,14 @@ def test_an_unknown_job_answering_null_is_not_found(client: AIToolkitClient) -> 
 
 
 @responses.activate
+def test_a_page_instead_of_json_is_a_transient_failure(client: AIToolkitClient) -> None:
+    responses.get(f"{URL}/api/jobs", body="<html>pod starting</html>", content_type="text/html")
+
+    with pytest.raises(AIToolkitUnavailable, match="not JSON"):
+        client.job_get(JOB_ID)
+
+
+@responses.activate
 def test_every_call_sends_the_pods_token_as_a_bearer_header(client: AIToolkitClient) -> None:
     responses.get(f"{URL}/api/auth", json=aitoolkit_payload("get_api_auth_200"))
 
