@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ui_progress  # the web UI's progress rows, written only for a `diffusion_trainer` the UI started
 from safetensors.numpy import save_file
 
 VERSION_FILE = Path(__file__).with_name("version.py")
@@ -163,11 +164,13 @@ def train(config: dict[str, Any]) -> None:
     out = Path(process["training_folder"]) / name
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    ui_progress.start(process, out).model_loading(quantize=bool(process["model"].get("quantize")))
     print("Loading Flux model")
     print("Loading transformer")
     if process["model"].get("quantize"):
         print("Quantizing transformer")
     print(f"create LoRA network. base dim (rank): {rank}, alpha: {process['network']['linear_alpha']}")
+    ui_progress.hook.dataset_loading()
     for dataset in process["datasets"]:
         folder = Path(dataset["folder_path"])
         images = find_images(folder)
@@ -179,6 +182,7 @@ def train(config: dict[str, Any]) -> None:
     if process["train"].get("skip_first_sample"):
         print("Skipping first sample due to config setting")
     run_loop(name, process, out, total, rank, save_every, keep, lr, bool(sampling))
+    ui_progress.hook.done()
 
 
 def run_loop(
@@ -198,6 +202,7 @@ def run_loop(
     seed = int(os.environ.get("SEED", "42"))
     sample_every = int(process["sample"]["sample_every"])
     started = time.monotonic()
+    ui_progress.hook.training(start_step=0)
     sys.stderr.write(bar_line(name, 0, total, 0, lr, None) + "\r")
     sys.stderr.flush()
     for step in range(1, total + 1):
@@ -207,6 +212,7 @@ def run_loop(
         loss = 0.5 * (0.995**step) + 0.05
         sys.stderr.write(bar_line(name, step, total, time.monotonic() - started, lr, loss) + "\r")
         sys.stderr.flush()
+        ui_progress.hook.step_end(step, loss=loss, lr=lr)
         if step % save_every == 0 and step != total:
             save_checkpoint(out, name, rank, step, keep, seed)
         if sampling and step % sample_every == 0 and step != total:
@@ -214,7 +220,9 @@ def run_loop(
     sys.stderr.write("\n")
     if failure == "no_output":
         return
+    ui_progress.hook.saving(total)
     save_lora(out / f"{name}.safetensors", rank, total, name, seed)
+    ui_progress.hook.back_to_training()
     if sampling:
         write_samples(out, total, len(process["sample"]["prompts"]))
 
@@ -229,6 +237,7 @@ def fail(kind: str, step: int) -> None:
 
 def save_checkpoint(out: Path, name: str, rank: int, step: int, keep: int, seed: int) -> None:
     print(f"\nSaving at step {step}")
+    ui_progress.hook.saving(step)
     path = out / f"{name}_{step:09d}.safetensors"
     save_lora(path, rank, step, name, seed)
     print(f"Saved checkpoint to {path}")
@@ -238,6 +247,7 @@ def save_checkpoint(out: Path, name: str, rank: int, step: int, keep: int, seed:
     for old in saves[:-keep] if keep > 0 else []:
         print(f"Removing old save: {old}")
         old.unlink()
+    ui_progress.hook.back_to_training()
 
 
 def write_samples(out: Path, step: int, count: int) -> None:
@@ -245,7 +255,10 @@ def write_samples(out: Path, step: int, count: int) -> None:
     samples.mkdir(exist_ok=True)
     stamp = int(time.time() * 1000)
     for index in range(count):
+        ui_progress.hook.sampling(index, count)
         (samples / f"{stamp}__{step:09d}_{index}.jpg").write_bytes(SAMPLE_JPEG)
+    ui_progress.hook.sampling(count, count)
+    ui_progress.hook.back_to_training()
 
 
 def main() -> int:
@@ -261,10 +274,12 @@ def main() -> int:
         try:
             train(load_config(arg))
         except Stopped:
+            ui_progress.hook.on_error(KeyboardInterrupt())
             banner = "=" * 40
             print(f"{banner}\nJob stopped\n{banner}")
             return 0
         except Exception as exc:
+            ui_progress.hook.on_error(exc)
             failures += 1
             print(f"Error running job: {exc}")
             print("========================================\nResult:")

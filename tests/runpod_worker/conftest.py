@@ -131,3 +131,7 @@ def fake_backend() -> Iterator[FakeBackend]:
 @pytest.fixture
 def golden_dir() -> Path:
     return Path(__file__).parent / "golden"
+
+
+# A running AI Toolkit UI stand-in with a dataset, and the studio's client for it.
+from tests.runpod_worker.ui_pod import ui_pod  # noqa: E402, F401

@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_worker_never_imports_django() -> None:
     code = (
         "import sys, runpod_worker.handler, runpod_worker.local_runpod; "
+        "import runpod_worker.local_ai_toolkit_ui.server; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
     )
     result = subprocess.run(

@@ -1,4 +1,4 @@
-"""Canned RunPod payloads from `fixtures/`, loaded by name."""
+"""Canned payloads from `fixtures/`, by name: RunPod's, and the AI Toolkit UI's (`fixtures/aitoolkit/`)."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def runpod_payload(name: str, **overrides: Any) -> dict[str, Any]:
     payload: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
     payload.update(overrides)
     return payload
+
+
+def aitoolkit_payload(name: str) -> Any:
+    """An answer recorded from AI Toolkit's real web UI (see `fixtures/aitoolkit/PROVENANCE.md`)."""
+    return json.loads((FIXTURES / "aitoolkit" / f"{name}.json").read_text())
