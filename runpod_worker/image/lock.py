@@ -5,10 +5,14 @@
 
 `compile` resolves `requirements.in` in one pip pass (with the image's Python, 3.12, on this x86_64 Linux),
 taking diffusers from a local clone at the pinned commit, and writes every installed distribution as an
-`==` pin with the packages that pull it in. `check` needs no GitHub: it asks PyPI (pip's dry run with
-`--report`, wheels only, for CPython 3.12 on glibc 2.39 x86_64 as in the image's Ubuntu 24.04) to resolve
-the lock's PyPI pins together with the recorded requirements of the two pins that are not PyPI wheels (the
-diffusers git commit and the sdist-only packages), and fails unless pip picks exactly the lock's versions.
+`==` pin with the packages that pull it in. The image installs that lock with pip, `--no-deps`.
+
+`check` needs no GitHub: it asks PyPI to resolve the lock's PyPI pins for the image (CPython 3.12 on
+glibc 2.39 x86_64, Ubuntu 24.04; wheels only), together with the recorded requirements of the pins that are
+not PyPI wheels (the diffusers git commit, the sdist-only packages), and fails unless exactly the lock's
+versions come out. The resolver is uv's (`uv pip compile --python-platform`), which fetches metadata in
+parallel: pip's own dry run (`pip install --dry-run --report --platform ... --only-binary=:all:`) answers
+the same for a fully pinned set but takes about a minute for these 224 distributions.
 """
 
 from __future__ import annotations
@@ -29,20 +33,14 @@ REQUIREMENTS_IN = WORKER / "requirements.in"
 LOCK = WORKER / "requirements.lock"
 
 IMAGE_PYTHON = "3.12"
-# Ubuntu 24.04 has glibc 2.39. pip does not widen a manylinux_2_X --platform to older glibc versions on its
-# own (pip/_internal/utils/compatibility_tags.py expands only manylinux2014/2010), so every tag is named.
-IMAGE_PLATFORMS: tuple[str, ...] = (
-    *(f"manylinux_2_{minor}_x86_64" for minor in range(39, 16, -1)),
-    "manylinux2014_x86_64",
-    "manylinux_2_12_x86_64",
-    "manylinux2010_x86_64",
-    "manylinux_2_5_x86_64",
-    "manylinux1_x86_64",
-)
+# Ubuntu 24.04 has glibc 2.39: uv accepts every manylinux wheel up to that (pip would need each older tag
+# named, since it widens only manylinux2014/2010 on its own: pip/_internal/utils/compatibility_tags.py).
+IMAGE_PLATFORM = "x86_64-manylinux_2_39"
+PYPI = "https://pypi.org/simple"
 GIT_PIN = re.compile(r"^(?P<name>[A-Za-z0-9._-]+) @ git\+(?P<url>https://\S+?)@(?P<commit>[0-9a-f]{40})$")
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+?)\s*(?:#.*)?$")
 REQUIRES = re.compile(r"^#! (?P<name>[A-Za-z0-9._-]+) requires: (?P<requires>.*)$")
-CHECK_TIMEOUT_S = 240.0
+CHECK_TIMEOUT_S = 120.0
 
 
 class LockError(Exception):
@@ -99,29 +97,21 @@ def git_pins_in(path: Path = REQUIREMENTS_IN) -> dict[str, tuple[str, str]]:
 
 
 def _pip_env() -> dict[str, str]:
-    # The machine's pip configuration (extra indexes, find-links, constraint files) must not decide
+    # The machine's pip and uv configuration (extra indexes, find-links, constraint files) must not decide
     # what the image resolves to: only PyPI and the flags below do.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
-    env["PIP_CONFIG_FILE"] = os.devnull
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", UV_NO_CONFIG="1")
+    env.update(UV_HTTP_TIMEOUT="20")
     return env
 
 
-def _target_flags() -> list[str]:
-    flags = ["--python-version", IMAGE_PYTHON, "--only-binary=:all:"]
-    for platform in IMAGE_PLATFORMS:
-        flags += ["--platform", platform]
-    return flags
-
-
-def _run_pip(args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pip", *args, "--timeout", "20", "--retries", "2"]
+def _run(command: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_pip_env())
     except subprocess.TimeoutExpired as exc:
         raise LockError(
-            f"pip did not answer within {timeout:.0f} s while checking the worker lock against PyPI. "
-            "Check that PyPI is reachable from this machine (pip's proxy settings), then run again."
+            f"No answer within {timeout:.0f} s while checking the worker lock against PyPI. "
+            "Check that PyPI is reachable from this machine (proxy settings), then run again."
         ) from exc
 
 
@@ -129,7 +119,14 @@ def _pip_failure(result: subprocess.CompletedProcess[str], what: str) -> LockErr
     lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
     detail = "\n".join(lines[-12:])
     unreachable = any(
-        marker in detail for marker in ("NewConnectionError", "Name or service not known", "ConnectTimeout")
+        marker in detail
+        for marker in (
+            "NewConnectionError",
+            "Name or service not known",
+            "ConnectTimeout",
+            "dns error",
+            "timed out",
+        )
     )
     hint = (
         "PyPI could not be reached: check the network or pip's proxy settings, then run again."
@@ -140,40 +137,40 @@ def _pip_failure(result: subprocess.CompletedProcess[str], what: str) -> LockErr
 
 
 def check(lock: Lock | None = None, *, timeout: float = CHECK_TIMEOUT_S) -> dict[str, str]:
-    """Resolves the lock for the image's Python and platform; returns what pip chose (name -> version)."""
+    """Resolves the lock for the image's Python and platform; returns what came out (name -> version)."""
     lock = lock or Lock.read()
     _check_git_pins(lock)
     with tempfile.TemporaryDirectory(prefix="worker-lock-") as scratch:
         requirements = Path(scratch) / "requirements.txt"
-        lines = [f"{name}=={version}" for name, version in sorted(lock.pins.items())]
-        lines = [line for line in lines if line.split("==")[0] not in lock.sdists]
-        for name in (*lock.git, *lock.sdists):
-            # A requirement on a git pin (lycoris-lora needs diffusers) is met by that pin, checked below.
-            lines += [
-                spec for spec in lock.requires.get(name, ()) if _base_requirement(spec)[0] not in lock.git
-            ]
-        requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        report = Path(scratch) / "report.json"
-        args = ["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
-        result = _run_pip([*args, *_target_flags(), "-r", str(requirements)], timeout=timeout)
+        requirements.write_text("\n".join(_check_requirements(lock)) + "\n", encoding="utf-8")
+        resolved = Path(scratch) / "resolved.txt"
+        command = [sys.executable, "-m", "uv", "pip", "compile", str(requirements), "-o", str(resolved),
+                   "--python-version", IMAGE_PYTHON, "--python-platform", IMAGE_PLATFORM, "--no-build",
+                   "--index-url", PYPI, "--no-header", "--no-annotate", "--quiet"]  # fmt: skip
+        result = _run(command, timeout=timeout)
         if result.returncode != 0:
             raise _pip_failure(result, "resolving its PyPI pins for CPython 3.12, manylinux x86_64")
-        chosen = _chosen(json.loads(report.read_text(encoding="utf-8")))
+        chosen = {
+            normalize(name): version
+            for name, version in re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", resolved.read_text(), re.MULTILINE)
+        }
     _compare(lock, chosen)
     _check_sdists(lock, timeout=timeout)
     return chosen
 
 
-def _chosen(report: dict[str, object]) -> dict[str, str]:
-    items = report.get("install")
-    assert isinstance(items, list)
-    return {normalize(item["metadata"]["name"]): item["metadata"]["version"] for item in items}
+def _check_requirements(lock: Lock) -> list[str]:
+    lines = [f"{name}=={version}" for name, version in sorted(lock.pins.items()) if name not in lock.sdists]
+    for name in (*lock.git, *lock.sdists):
+        # A requirement on a git pin (lycoris-lora needs diffusers) is met by that pin, checked apart.
+        lines += [spec for spec in lock.requires.get(name, ()) if _base_requirement(spec)[0] not in lock.git]
+    return lines
 
 
 def _compare(lock: Lock, chosen: dict[str, str]) -> None:
     expected = {name: version for name, version in lock.pins.items() if name not in lock.sdists}
     problems = [
-        f"{name}: the lock says {version}, pip chose {chosen.get(name, 'nothing')}"
+        f"{name}: the lock says {version}, PyPI resolves {chosen.get(name, 'nothing')}"
         for name, version in sorted(expected.items())
         if chosen.get(name) != version
     ]
@@ -203,7 +200,19 @@ def _check_sdists(lock: Lock, *, timeout: float) -> None:
     # pip cannot resolve a source distribution for another platform without building it, so these are
     # checked to exist on PyPI at their pinned version; their requirements were resolved above.
     for name in lock.sdists:
-        result = _run_pip(["index", "versions", name], timeout=timeout)
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "index",
+            "versions",
+            name,
+            "--index-url",
+            PYPI,
+            "--timeout",
+            "20",
+        ]
+        result = _run(command, timeout=timeout)
         versions = re.search(r"Available versions: (.*)", result.stdout)
         if result.returncode != 0 or versions is None:
             raise _pip_failure(result, f"looking up {name} on PyPI")
