@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint fmt migrate run worker beat clean bench load-test
+.PHONY: install demo test lint fmt migrate run worker beat clean bench load-test worker-lock worker-smoke
 
 # (Re)create the virtualenv and install the pinned dependencies when any requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt runpod_worker/requirements.txt
@@ -62,6 +62,16 @@ bench: $(STAMP)
 load-test: $(STAMP)
 	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; eval "$$services"; \
 	$(BIN)/python bench/load_test.py
+
+# The GPU worker image's lock, checked against PyPI for the image's Python and platform (also in make test).
+worker-lock: $(STAMP)
+	$(BIN)/python -m runpod_worker.image.lock check
+
+# The real AI Toolkit trains a tiny model through the unmodified handler (runpod_worker/README.md, "The smoke").
+# AI_TOOLKIT_PYTHON: a Python 3.12 environment installed from runpod_worker/requirements.lock.
+worker-smoke:
+	@test -n "$(AI_TOOLKIT_DIR)" -a -n "$(AI_TOOLKIT_PYTHON)" || { echo "set AI_TOOLKIT_DIR and AI_TOOLKIT_PYTHON"; exit 1; }
+	runpod_worker/image/smoke.sh "$(AI_TOOLKIT_PYTHON)" "$(AI_TOOLKIT_DIR)"
 
 clean:
 	rm -rf var staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -1,37 +1,24 @@
 """Builds the AI Toolkit job config with every key explicit, and picks the GPU preset.
 
 AI Toolkit's class defaults are bad for Flux (lr 1e-6, ddpm scheduler, fp32, alpha 1.0), so nothing
-here relies on them: every key the upstream `train_lora_flux_24gb.yaml` example sets is written.
+here relies on them: every key the upstream `train_lora_flux_24gb.yaml` example sets is written, except
+its process `device`, which nothing reads.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from runpod_worker.contract import BaseModel, GpuInfo, GpuPreset, JobInput
+from runpod_worker.weights import base_model_source, schnell_adapter_source
 
-MODEL_SOURCES: dict[str, str] = {
-    BaseModel.FLUX_DEV: "black-forest-labs/FLUX.1-dev",
-    BaseModel.FLUX_SCHNELL: "black-forest-labs/FLUX.1-schnell",
-}
-# A local diffusers folder baked into the image or cached on the volume wins over the HF id.
-MODEL_PATH_ENV: dict[str, str] = {
-    BaseModel.FLUX_DEV: "FLUX_DEV_PATH",
-    BaseModel.FLUX_SCHNELL: "FLUX_SCHNELL_PATH",
-}
-SCHNELL_ADAPTER = "ostris/FLUX.1-schnell-training-adapter"
 # Cards with at least this much memory get the 80 GB preset (A100/H100 report about 79-80 GiB).
 HIGH_VRAM_THRESHOLD_GB = 40.0
 # What a machine without nvidia-smi reports as its GPU (CI, laptops running the simulator).
 NO_GPU = "no GPU (CPU only)"
-
-
-def model_source(base_model: str) -> str:
-    return os.environ.get(MODEL_PATH_ENV[base_model]) or MODEL_SOURCES[base_model]
 
 
 def detect_gpu() -> GpuInfo:
@@ -59,7 +46,7 @@ def choose_preset(requested: str | None, gpu: GpuInfo) -> str:
     return GpuPreset.HIGH_VRAM_80GB if gpu.memory_gb >= HIGH_VRAM_THRESHOLD_GB else GpuPreset.LOW_VRAM_24GB
 
 
-def _model_section(job: JobInput, preset: str, source: str) -> dict[str, Any]:
+def _model_section(job: JobInput, preset: str, source: str, adapter: str | None) -> dict[str, Any]:
     low_vram_card = preset == GpuPreset.LOW_VRAM_24GB
     model: dict[str, Any] = {
         "name_or_path": source,
@@ -74,7 +61,7 @@ def _model_section(job: JobInput, preset: str, source: str) -> dict[str, Any]:
         "low_vram": False,
     }
     if job.base_model == BaseModel.FLUX_SCHNELL:
-        model["assistant_lora_path"] = SCHNELL_ADAPTER
+        model["assistant_lora_path"] = adapter or schnell_adapter_source().name_or_path
     return model
 
 
@@ -120,17 +107,26 @@ def _train_section(job: JobInput, preset: str) -> dict[str, Any]:
 
 
 def build_config(
-    job: JobInput, *, preset: str, dataset_dir: Path, training_folder: Path, model_path: str | None = None
+    job: JobInput,
+    *,
+    preset: str,
+    dataset_dir: Path,
+    training_folder: Path,
+    model_path: str | None = None,
+    adapter_path: str | None = None,
 ) -> dict[str, Any]:
-    """The AI Toolkit config for this job, as a JSON-serialisable dict."""
+    """The AI Toolkit config for this job, as a JSON-serialisable dict; every key is one AI Toolkit reads
+    at the pinned commit (tests/runpod_worker/upstream/ai_toolkit_config_keys.json)."""
     name = job.output.lora_name
     process: dict[str, Any] = {
         "type": "sd_trainer",
+        # No process-level `device`: upstream's examples set it, but nothing reads it (the accelerate
+        # device is used; only the job-level config.device is read, by jobs/ExtensionJob.py).
         "training_folder": str(training_folder),
-        "device": "cuda:0",
         "trigger_word": job.trigger_word,
         "performance_log_every": 0,
-        "network": {"type": "lora", "linear": job.params.rank, "linear_alpha": job.params.alpha},
+        # FLUX LoRAs are saved in PEFT format and AI Toolkit forces alpha = rank (toolkit/lora_special.py).
+        "network": {"type": "lora", "linear": job.params.rank, "linear_alpha": job.params.rank},
         "save": {
             "dtype": "float16",
             "save_every": job.params.save_every,
@@ -151,7 +147,9 @@ def build_config(
             }
         ],
         "train": _train_section(job, preset),
-        "model": _model_section(job, preset, model_path or model_source(job.base_model)),
+        "model": _model_section(
+            job, preset, model_path or base_model_source(job.base_model).name_or_path, adapter_path
+        ),
         "sample": _sample_section(job),
         "logging": {"log_every": 1, "use_ui_logger": False, "use_wandb": False},
     }

@@ -46,6 +46,9 @@ class ErrorCode:
     BAD_INPUT = "bad_input"
     DOWNLOAD_FAILED = "download_failed"
     OUT_OF_MEMORY = "out_of_memory"
+    # The base model could not be had from the Hugging Face Hub: gated (licence not accepted, no or wrong
+    # HF_TOKEN), not found, or the Hub unreachable. The message names HF_TOKEN and the licence page.
+    MODEL_ACCESS = "model_access"
     TRAINER_FAILED = "trainer_failed"
     UPLOAD_FAILED = "upload_failed"
     CANCELLED = "cancelled"
@@ -57,6 +60,7 @@ class ErrorCode:
         BAD_INPUT,
         DOWNLOAD_FAILED,
         OUT_OF_MEMORY,
+        MODEL_ACCESS,
         TRAINER_FAILED,
         UPLOAD_FAILED,
         CANCELLED,
@@ -97,7 +101,9 @@ MAX_SAMPLE_PROMPTS = 10
 PARAM_DEFAULTS: dict[str, Any] = {
     "steps": 1500,
     "rank": 16,
-    "alpha": None,  # None means "same as rank"
+    # AI Toolkit saves FLUX LoRAs in PEFT format, which has no alpha, and forces alpha = rank
+    # (toolkit/lora_special.py:428-431 at 27a03a91): null means rank, and no other value is accepted.
+    "alpha": None,
     "learning_rate": 1e-4,
     "resolutions": [512, 768, 1024],
     "batch_size": 1,
@@ -208,6 +214,11 @@ class TrainingParams:
         rank = _int(merged, "rank", path, 4, 128)
         if merged["alpha"] is None:
             merged["alpha"] = rank
+        if merged["alpha"] != rank:
+            raise ContractError(
+                _join(path, "alpha"),
+                "must be null or equal to rank: AI Toolkit trains FLUX LoRAs with alpha = rank",
+            )
         return cls(
             steps=_int(merged, "steps", path, 100, 6000),
             rank=rank,

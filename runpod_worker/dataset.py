@@ -195,6 +195,39 @@ def _verify(label: str, image: ImageSpec, path: Path, sha256: str) -> None:
         )
 
 
+# --------------------------------------------------------------------------- decoding
+
+
+def undecodable_reason(path: Path) -> str | None:
+    """Why Pillow cannot decode the image at `path` (every pixel, not only its header); None if it can."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def refuse_undecodable(paths: list[Path]) -> None:
+    """Fails the job as bad input, naming every image that does not decode.
+
+    AI Toolkit opens each image with Pillow when it scans the dataset and drops one that fails without a
+    word (toolkit/dataloader_mixins.py, the image-size scan), so a run would "succeed" on fewer images,
+    or, with none left, fail as a trainer error. Decoding here first says which files to replace.
+    """
+    bad = [(path.name, reason) for path in paths if (reason := undecodable_reason(path)) is not None]
+    if not bad:
+        return
+    listed = "; ".join(f"{name} ({reason})" for name, reason in bad)
+    raise JobFailed(
+        ErrorCode.BAD_INPUT,
+        f"{len(bad)} of {len(paths)} images cannot be decoded: {listed}. They are damaged or not really "
+        "JPEG, PNG or WebP files; replace them and start a new run.",
+    )
+
+
 # --------------------------------------------------------------------------- captions
 
 _WORD = r"(?<![A-Za-z0-9_]){}(?![A-Za-z0-9_])"

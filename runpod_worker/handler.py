@@ -23,6 +23,7 @@ from runpod_worker.callbacks import CallbackClient, Decision
 from runpod_worker.config import build_config, choose_preset, detect_gpu
 from runpod_worker.contract import (
     CALLBACK_ACTION_STOP,
+    BaseModel,
     ContractError,
     ErrorCode,
     GpuInfo,
@@ -33,10 +34,10 @@ from runpod_worker.contract import (
     Stage,
     Timings,
 )
-from runpod_worker.dataset import download_images, write_captions
+from runpod_worker.dataset import download_images, refuse_undecodable, write_captions
 from runpod_worker.errors import JobFailed
+from runpod_worker.failures import classify_failure
 from runpod_worker.trainer import (
-    classify_failure,
     final_artifact,
     is_simulator,
     run_trainer,
@@ -46,6 +47,7 @@ from runpod_worker.trainer import (
     trainer_version,
 )
 from runpod_worker.upload import upload_file
+from runpod_worker.weights import base_model_source, schnell_adapter_source, trainer_env
 
 log = logging.getLogger("runpod_worker")
 
@@ -246,7 +248,10 @@ async def _train_reporting(
 
 def _prepare_dataset(spec: JobInput, workspace: Path) -> Path:
     dataset_dir = workspace / "dataset"
-    download_images(spec.images, dataset_dir)
+    paths = download_images(spec.images, dataset_dir)
+    # AI Toolkit skips an image it cannot decode without a word and trains on the rest, so every image is
+    # decoded here first: a bad one fails the job before any GPU time is spent.
+    refuse_undecodable(paths)
     write_captions(spec.images, dataset_dir, spec.trigger_word)
     return dataset_dir
 
@@ -257,17 +262,30 @@ async def _run_training(
     name = spec.output.lora_name
     training_folder = workspace / "output"
     preset = choose_preset(spec.gpu_preset, gpu)
-    config = build_config(spec, preset=preset, dataset_dir=dataset_dir, training_folder=training_folder)
+    sources = [base_model_source(spec.base_model)]
+    if spec.base_model == BaseModel.FLUX_SCHNELL:
+        sources.append(schnell_adapter_source())
+    config = build_config(
+        spec,
+        preset=preset,
+        dataset_dir=dataset_dir,
+        training_folder=training_folder,
+        model_path=sources[0].name_or_path,
+        adapter_path=sources[1].name_or_path if len(sources) > 1 else None,
+    )
     config_path = workspace / "config.json"
     config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    log.info("training %s on %s (%s GB) with the %s preset", name, gpu.name, gpu.memory_gb, preset)
-    env = {"SEED": str(spec.params.seed)} if spec.params.seed is not None else {}
+    log.info("training %s on %s (%s GB) with the %s preset; weights: %s", name, gpu.name, gpu.memory_gb,
+             preset, ", ".join(f"{s.name_or_path} ({s.kind})" for s in sources))  # fmt: skip
+    env = trainer_env(sources)
+    if spec.params.seed is not None:
+        env["SEED"] = str(spec.params.seed)
     run = await run_trainer(config_path, name=name, on_progress=reporter.report, env=env)
     tail = list(run.tail)
     if run.stopped:
         raise JobFailed(reporter.stop_code, f"Training was stopped: {reporter.stop_reason}.", tail)
     if run.returncode != 0:
-        raise classify_failure(run.returncode, tail)
+        raise classify_failure(run.returncode, tail, model=sources[0].name_or_path)
     if any(line.strip() == "Job stopped" for line in tail):
         raise JobFailed(
             ErrorCode.TRAINER_FAILED, "The trainer was interrupted before it finished; retry the run.", tail

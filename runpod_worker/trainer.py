@@ -144,34 +144,6 @@ def trainer_version(toolkit_dir: Path) -> str:
     return match.group(1) if match else "unknown"
 
 
-# ------------------------------------------------------------------------------- failures
-
-_OOM_MARKERS = ("OOM during training step", "CUDA out of memory", "OutOfMemoryError", "out of memory")
-
-
-def classify_failure(returncode: int | None, tail: list[str]) -> JobFailed:
-    text = "\n".join(tail)
-    if any(marker in text for marker in _OOM_MARKERS):
-        return JobFailed(
-            ErrorCode.OUT_OF_MEMORY,
-            "The GPU ran out of memory. Lower the batch size or drop the 1024 resolution, "
-            'or train on an 80 GB GPU (gpu_preset "80gb").',
-            tail,
-        )
-    reason = next((line.strip() for line in reversed(tail) if line.startswith("Error running job:")), "")
-    if not reason:
-        reason = next(
-            (line.strip() for line in reversed(tail) if re.match(r"^\w*(Error|Exception)\b", line)), ""
-        )
-    detail = f" ({reason})" if reason else ""
-    return JobFailed(
-        ErrorCode.TRAINER_FAILED,
-        f"The trainer stopped with exit code {returncode}{detail}. Retry the run; "
-        "if it fails again, check the images and parameters against the log below.",
-        tail,
-    )
-
-
 # ------------------------------------------------------------------------------- the subprocess
 
 

@@ -1,5 +1,9 @@
 """A stand-in for AI Toolkit's run.py: same command line, output, files and exit codes; no GPU, no torch.
 
+What it prints and writes follows a real run of AI Toolkit 27a03a91 on a tiny FLUX.1
+(tests/runpod_worker/fixtures/ai_toolkit/trains_with_checkpoints_and_samples.txt, and its `output_files`
+in fixtures.json); tests/runpod_worker/test_simulator_fidelity.py holds the two side by side.
+
 It trains nothing. It exists so the worker, the local RunPod stand-in and the backend can be run and
 tested end to end on a laptop or CI. Environment switches:
 
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import signal
+import struct
 import sys
 import time
 from pathlib import Path
@@ -23,9 +29,11 @@ from typing import Any
 
 import numpy as np
 import ui_progress  # the web UI's progress rows, written only for a `diffusion_trainer` the UI started
-from safetensors.numpy import save_file
+import yaml
+from safetensors.numpy import save, save_file
 
 VERSION_FILE = Path(__file__).with_name("version.py")
+VERSION = VERSION_FILE.read_text(encoding="utf-8").split('"')[1]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 HIDDEN = 3072  # FLUX.1 transformer width
 MLP = 12288
@@ -83,7 +91,29 @@ def flux_lora_shapes(rank: int) -> dict[str, tuple[int, int]]:
     return shapes
 
 
-def save_lora(path: Path, rank: int, step: int, name: str, seed: int) -> None:
+def lora_metadata(config: dict[str, Any], step: int, epoch: int) -> dict[str, str]:
+    """The LoRA's safetensors metadata as AI Toolkit writes it: the config's `meta` with `[name]` filled in,
+    then training info (jobs/process/BaseSDTrainProcess.py `update_training_metadata`, `get_training_info`),
+    the software block and `format` (toolkit/metadata.py `get_meta_for_safetensors`); non-strings as JSON."""
+    name = config["config"]["name"]
+    process = config["config"]["process"][0]
+    meta: dict[str, Any] = json.loads(json.dumps(config.get("meta", {})).replace("[name]", name))
+    meta["training_info"] = {"step": step, "epoch": epoch}
+    meta["ss_base_model_version"] = "flux.1"  # toolkit/stable_diffusion_model.py get_base_model_version
+    meta["ss_output_name"] = name
+    trigger = process.get("trigger_word")
+    if trigger is not None:
+        meta["ss_tag_frequency"] = {f"1_{trigger}": {trigger: 1}}
+    meta["software"] = {"name": "ai-toolkit", "repo": "https://github.com/ostris/ai-toolkit",
+                        "version": VERSION}  # fmt: skip
+    meta["simulated"] = "true"
+    flat = {key: value if isinstance(value, str) else json.dumps(value) for key, value in meta.items()}
+    flat["format"] = "pt"
+    return flat
+
+
+def save_lora(path: Path, config: dict[str, Any], step: int, seed: int, epoch: int = 0) -> None:
+    rank = int(config["config"]["process"][0]["network"]["linear"])
     rng = np.random.default_rng(seed + step)
     tensors = {}
     for key, shape in flux_lora_shapes(rank).items():
@@ -91,16 +121,25 @@ def save_lora(path: Path, rank: int, step: int, name: str, seed: int) -> None:
             tensors[key] = (rng.standard_normal(shape, dtype=np.float32) * 0.01).astype(np.float16)
         else:
             tensors[key] = np.full(shape, 1e-4 * step, dtype=np.float16)
-    metadata = {
-        "training_info": json.dumps({"step": step, "epoch": 0}),
-        "ss_output_name": name,
-        "ss_base_model_version": "flux1",
-        "format": "pt",
-        "simulated": "true",
-    }
+    metadata = lora_metadata(config, step, epoch)
+    metadata.update(model_hashes(tensors, metadata))
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
+
+
+def model_hashes(tensors: dict[str, Any], metadata: dict[str, str]) -> dict[str, str]:
+    """sd-webui-additional-networks' hashes over the file saved with the ss_ metadata only
+    (toolkit/metadata.py add_model_hash_to_meta, toolkit/train_tools.py addnet_hash_*)."""
+    data = save(
+        {k: v for k, v in tensors.items()},
+        metadata={k: v for k, v in metadata.items() if k.startswith("ss_")},
+    )
+    (length,) = struct.unpack("<Q", data[:8])
+    return {
+        "sshs_model_hash": hashlib.sha256(data[8 + length :]).hexdigest(),
+        "sshs_legacy_hash": hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8],
+    }
 
 
 def fmt_clock(seconds: float) -> str:
@@ -110,25 +149,37 @@ def fmt_clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+# tqdm's Unicode bar: full blocks, one partial block of eighths, spaces (tqdm/std.py Bar.UTF).
+BAR_CHARS = " " + "".join(map(chr, range(0x258F, 0x2587, -1)))
+
+
+def bar_glyphs(n: int, total: int, width: int = 10) -> str:
+    eighths = len(BAR_CHARS) - 1
+    full, part = divmod(int(n / total * width * eighths), eighths)
+    if full >= width:
+        return BAR_CHARS[-1] * width
+    return BAR_CHARS[-1] * full + BAR_CHARS[part] + BAR_CHARS[0] * (width - full - 1)
+
+
 def bar_line(name: str, n: int, total: int, elapsed: float, lr: float, loss: float | None) -> str:
-    """One tqdm redraw as ToolkitProgressBar prints it without a TTY (10-character bar)."""
-    pct = int(100 * n / total)
-    filled = int(10 * n / total)
-    bar = "\u2588" * filled + " " * (10 - filled)
+    """One tqdm redraw as ToolkitProgressBar prints it without a TTY (10-character bar). Before the first
+    completed step the rate and time left are `?`, and the postfix follows once a loss is set."""
+    head = f"{name}: {int(100 * n / total):3d}%|{bar_glyphs(n, total)}| {n}/{total}"
+    postfix = "" if loss is None else f", lr: {lr:.1e} loss: {loss:.3e}"
     if n == 0 or elapsed <= 0:
-        return f"{name}: {pct:3d}%|{bar}| {n}/{total} [00:00<?, ?it/s]"
+        return f"{head} [{fmt_clock(max(elapsed, 0))}<?, ?it/s{postfix}]"
     rate = n / elapsed
     rate_text = f"{rate:5.2f}it/s" if rate >= 1 else f"{1 / rate:5.2f}s/it"
-    remaining = fmt_clock((total - n) / rate)
-    postfix = f"lr: {lr:.1e}" + (f" loss: {loss:.3e}" if loss is not None else "")
-    return f"{name}: {pct:3d}%|{bar}| {n}/{total} [{fmt_clock(elapsed)}<{remaining}, {rate_text}, {postfix}]"
+    return f"{head} [{fmt_clock(elapsed)}<{fmt_clock((total - n) / rate)}, {rate_text}{postfix}]"
 
 
 def load_config(arg: str) -> dict[str, Any]:
     path = Path(arg)
     if not path.exists():
         path = Path(__file__).parent / "config" / arg
-    return json.loads(path.read_text(encoding="utf-8"))
+    config = json.loads(path.read_text(encoding="utf-8"))
+    # toolkit/config.py get_config: `[name]` anywhere in the config becomes the job's name.
+    return json.loads(json.dumps(config).replace("[name]", config["config"]["name"]))
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -137,6 +188,23 @@ def find_images(folder: Path) -> list[Path]:
         for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.parts)
     )
+
+
+def usable_images(folder: Path) -> list[Path]:
+    """toolkit/data_loader.py: an image that fails to open is reported and left out; the run goes on."""
+    from PIL import Image
+
+    usable = []
+    for path in find_images(folder):
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception as exc:  # what AI Toolkit catches, too
+            print(f"Error processing image: {path}")
+            print(exc)
+            continue
+        usable.append(path)
+    return usable
 
 
 class Stopped(Exception):
@@ -156,90 +224,112 @@ def train(config: dict[str, Any]) -> None:
     print(f"# Running job: {name}")
     print("#############################################")
     print("Running  1 process")
-    total = int(process["train"]["steps"])
-    rank = int(process["network"]["linear"])
-    save_every = int(process["save"]["save_every"])
-    keep = int(process["save"]["max_step_saves_to_keep"])
-    lr = float(process["train"]["lr"])
     out = Path(process["training_folder"]) / name
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    # jobs/process/BaseTrainProcess.py save_training_config: the raw config as YAML.
+    (out / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     ui_progress.start(process, out).model_loading(quantize=bool(process["model"].get("quantize")))
     print("Loading Flux model")
     print("Loading transformer")
     if process["model"].get("quantize"):
         print("Quantizing transformer")
-    print(f"create LoRA network. base dim (rank): {rank}, alpha: {process['network']['linear_alpha']}")
+    rank = int(process["network"]["linear"])
+    # toolkit/lora_special.py: FLUX LoRAs are PEFT format, where alpha is the rank whatever is asked.
+    print(f"create LoRA network. base dim (rank): {rank}, alpha: {rank}")
     ui_progress.hook.dataset_loading()
     for dataset in process["datasets"]:
         folder = Path(dataset["folder_path"])
-        images = find_images(folder)
         print(f"Dataset: {folder}")
         print("  -  Preprocessing image dimensions")
-        assert images, f"no images found in {folder}"
+        images = usable_images(folder)
         print(f"  -  Found {len(images)} images")
-    sampling = not process["train"].get("disable_sampling", False) and process["sample"]["prompts"]
+        assert images, f"no images found in {folder}"
     if process["train"].get("skip_first_sample"):
         print("Skipping first sample due to config setting")
-    run_loop(name, process, out, total, rank, save_every, keep, lr, bool(sampling))
+    Loop(config, out, batches_per_epoch=max(1, len(images))).run()
     ui_progress.hook.done()
 
 
-def run_loop(
-    name: str,
-    process: dict[str, Any],
-    out: Path,
-    total: int,
-    rank: int,
-    save_every: int,
-    keep: int,
-    lr: float,
-    sampling: bool,
-) -> None:
-    seconds_per_step = float(os.environ.get("SIMULATED_TRAINER_SECONDS_PER_STEP", "0.01"))
-    failure = os.environ.get("SIMULATED_TRAINER_FAIL", "")
-    fail_at = int(os.environ.get("SIMULATED_TRAINER_FAIL_AT_STEP", str(max(1, total // 2))))
-    seed = int(os.environ.get("SEED", "42"))
-    sample_every = int(process["sample"]["sample_every"])
-    started = time.monotonic()
-    ui_progress.hook.training(start_step=0)
-    sys.stderr.write(bar_line(name, 0, total, 0, lr, None) + "\r")
-    sys.stderr.flush()
-    for step in range(1, total + 1):
-        time.sleep(seconds_per_step)
-        if failure in ("crash", "oom") and step >= fail_at:
-            fail(failure, step)
-        loss = 0.5 * (0.995**step) + 0.05
-        sys.stderr.write(bar_line(name, step, total, time.monotonic() - started, lr, loss) + "\r")
+class Loop:
+    """The training loop's output (jobs/process/BaseSDTrainProcess.py `run`): for each 0-based step, a
+    redraw with the step's loss, the checkpoint and samples when the step is a multiple of save_every /
+    sample_every (never step 0), then the redraw that counts it done. The final LoRA and samples follow."""
+
+    def __init__(self, config: dict[str, Any], out: Path, *, batches_per_epoch: int) -> None:
+        self.config, self.out = config, out
+        self.batches_per_epoch = batches_per_epoch
+        self.name = config["config"]["name"]
+        process = config["config"]["process"][0]
+        self.total = int(process["train"]["steps"])
+        self.save_every = int(process["save"]["save_every"])
+        self.keep = int(process["save"]["max_step_saves_to_keep"])
+        self.lr = float(process["train"]["lr"])
+        self.sample_every = int(process["sample"]["sample_every"])
+        prompts = process["sample"]["prompts"]
+        self.prompts = len(prompts) if not process["train"].get("disable_sampling", False) else 0
+        self.seed = int(os.environ.get("SEED", "42"))
+        self.started = time.monotonic()
+
+    def bar(self, n: int, loss: float | None) -> None:
+        sys.stderr.write(
+            "\r" + bar_line(self.name, n, self.total, time.monotonic() - self.started, self.lr, loss)
+        )
         sys.stderr.flush()
-        ui_progress.hook.step_end(step, loss=loss, lr=lr)
-        if step % save_every == 0 and step != total:
-            save_checkpoint(out, name, rank, step, keep, seed)
-        if sampling and step % sample_every == 0 and step != total:
-            write_samples(out, step, len(process["sample"]["prompts"]))
-    sys.stderr.write("\n")
-    if failure == "no_output":
-        return
-    ui_progress.hook.saving(total)
-    save_lora(out / f"{name}.safetensors", rank, total, name, seed)
-    ui_progress.hook.back_to_training()
-    if sampling:
-        write_samples(out, total, len(process["sample"]["prompts"]))
+
+    def run(self) -> None:
+        seconds_per_step = float(os.environ.get("SIMULATED_TRAINER_SECONDS_PER_STEP", "0.01"))
+        failure = os.environ.get("SIMULATED_TRAINER_FAIL", "")
+        fail_at = int(os.environ.get("SIMULATED_TRAINER_FAIL_AT_STEP", str(max(1, self.total // 2))))
+        sys.stderr.write("\n")
+        # DiffusionTrainer.hook_before_train_loop: step 0 and "Training" before the first bar.
+        ui_progress.hook.training(start_step=0)
+        self.bar(0, None)
+        for step in range(self.total):
+            time.sleep(seconds_per_step)
+            if failure in ("crash", "oom") and step + 1 >= fail_at:
+                fail(failure, step)
+            loss = 0.5 * (0.995 ** (step + 1)) + 0.05
+            self.bar(step, loss)
+            if step and step % self.save_every == 0:
+                save_checkpoint(
+                    self.config, self.out, step, self.keep, self.seed, step // self.batches_per_epoch
+                )
+            if step and self.prompts and step % self.sample_every == 0:
+                write_samples(self.out, step, self.prompts, nested=True)
+            self.bar(step + 1, loss)
+            # BaseSDTrainProcess.py:2815-2817: step_num = step + 1, then end_step_hook writes it.
+            ui_progress.hook.step_end(step + 1, loss=loss, lr=self.lr)
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+        if failure == "no_output":
+            return
+        final = self.out / f"{self.name}.safetensors"
+        ui_progress.hook.saving(self.total)
+        save_lora(final, self.config, self.total, self.seed, epoch=self.total // self.batches_per_epoch)
+        print(f"Saved checkpoint to {final}")
+        (self.out / "optimizer.pt").write_bytes(b"simulated optimizer state")
+        print(f"Saved optimizer to {self.out / 'optimizer.pt'}")
+        ui_progress.hook.back_to_training()
+        if self.prompts:
+            write_samples(self.out, self.total, self.prompts, nested=False)
 
 
 def fail(kind: str, step: int) -> None:
     if kind == "oom":
+        # jobs/process/BaseSDTrainProcess.py:2633-2645: three skipped batches, the fourth OOM aborts.
+        rule = "#" * 48
         for attempt in range(1, 4):
-            print(f"# OOM during training step, skipping batch {attempt}/3 #")
+            print(f"\n{rule}\n# OOM during training step, skipping batch {attempt}/3 #\n{rule}\n")
         raise RuntimeError("OOM during training step 3 times in a row, aborting training")
     raise ValueError(f"simulated crash at step {step}")
 
 
-def save_checkpoint(out: Path, name: str, rank: int, step: int, keep: int, seed: int) -> None:
+def save_checkpoint(config: dict[str, Any], out: Path, step: int, keep: int, seed: int, epoch: int) -> None:
+    name = config["config"]["name"]
     print(f"\nSaving at step {step}")
     ui_progress.hook.saving(step)
     path = out / f"{name}_{step:09d}.safetensors"
-    save_lora(path, rank, step, name, seed)
+    save_lora(path, config, step, seed, epoch)
     print(f"Saved checkpoint to {path}")
     (out / "optimizer.pt").write_bytes(b"simulated optimizer state")
     print(f"Saved optimizer to {out / 'optimizer.pt'}")
@@ -250,13 +340,31 @@ def save_checkpoint(out: Path, name: str, rank: int, step: int, keep: int, seed:
     ui_progress.hook.back_to_training()
 
 
-def write_samples(out: Path, step: int, count: int) -> None:
-    samples = out / "samples"
-    samples.mkdir(exist_ok=True)
+def write_samples(out: Path, step: int, count: int, *, nested: bool) -> None:
+    """Samples as toolkit/config_modules.py save_image_atomic writes them: into samples/.tmp, a 300 px
+    thumbnail moved to samples/.thumbs/<file>.jpg first, then the image into place; the "Generating Images"
+    bar is nested under the training bar (cursor-up escapes) inside the loop, plain after it."""
+    up = "\x1b[A\n" if nested else ""
+    started = time.monotonic()
+    sys.stderr.write(
+        ("\n" if nested else "") + f"\rGenerating Images:   0%|          | 0/{count} [00:00<?, ?it/s]{up}"
+    )
+    samples, tmp, thumbs = out / "samples", out / "samples" / ".tmp", out / "samples" / ".thumbs"
+    for folder in (tmp, thumbs):
+        folder.mkdir(parents=True, exist_ok=True)
     stamp = int(time.time() * 1000)
     for index in range(count):
         ui_progress.hook.sampling(index, count)
-        (samples / f"{stamp}__{step:09d}_{index}.jpg").write_bytes(SAMPLE_JPEG)
+        filename = f"{stamp}__{step:09d}_{index}.jpg"
+        (tmp / filename).write_bytes(SAMPLE_JPEG)
+        (thumbs / f"{filename}.jpg").write_bytes(SAMPLE_JPEG)
+        (tmp / filename).replace(samples / filename)
+    done = fmt_clock(time.monotonic() - started)
+    sys.stderr.write(
+        f"\rGenerating Images: 100%|{bar_glyphs(1, 1)}| {count}/{count} [{done}<00:00,  1.00it/s]{up}"
+    )
+    sys.stderr.write("\r" + " " * 64 + ("\x1b[A\n" if nested else "\r\n\n"))
+    sys.stderr.flush()
     ui_progress.hook.sampling(count, count)
     ui_progress.hook.back_to_training()
 

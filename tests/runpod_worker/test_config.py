@@ -8,17 +8,18 @@ import pytest
 
 from runpod_worker.config import NO_GPU, build_config, choose_preset
 from runpod_worker.contract import GpuInfo, JobInput
+from runpod_worker.weights import DIFFUSERS_COMPONENTS
 from tests.runpod_worker.factories import job_input
 
 DATASET = Path("/workspace/job/dataset")
 OUTPUT = Path("/workspace/job/output")
-# Every key upstream's config/examples/train_lora_flux_24gb.yaml sets, as paths into the config.
+# Every key upstream's config/examples/train_lora_flux_24gb.yaml sets, as paths into the config, except
+# config.process.0.device, which the example sets but nothing reads (upstream/ai_toolkit_config_keys.json).
 EXAMPLE_KEYS = [
     "job",
     "config.name",
     "config.process.0.type",
     "config.process.0.training_folder",
-    "config.process.0.device",
     "config.process.0.network.type",
     "config.process.0.network.linear",
     "config.process.0.network.linear_alpha",
@@ -124,10 +125,14 @@ def test_schnell_trains_with_the_training_adapter(monkeypatch: pytest.MonkeyPatc
     assert model["assistant_lora_path"] == "ostris/FLUX.1-schnell-training-adapter"
 
 
-def test_a_local_model_folder_replaces_the_hub_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLUX_DEV_PATH", "/runpod-volume/models/flux-dev")
+def test_a_local_model_folder_replaces_the_hub_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    folder = tmp_path / "flux-dev"
+    for component in DIFFUSERS_COMPONENTS:
+        (folder / component).mkdir(parents=True)
+    monkeypatch.setenv("RUNPOD_MODEL_CACHE_DIR", str(tmp_path / "no-cache"))
+    monkeypatch.setenv("FLUX_DEV_PATH", str(folder))
     config = build_config(_job(), preset="24gb", dataset_dir=DATASET, training_folder=OUTPUT)
-    assert _lookup(config, "config.process.0.model.name_or_path") == "/runpod-volume/models/flux-dev"
+    assert _lookup(config, "config.process.0.model.name_or_path") == str(folder)
 
 
 def test_sampling_is_disabled_without_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,3 +154,70 @@ def test_the_preset_follows_the_gpu_unless_the_input_says(
     requested: str | None, gpu: GpuInfo, preset: str
 ) -> None:
     assert choose_preset(requested, gpu) == preset
+
+
+UPSTREAM_KEYS = json.loads((Path(__file__).parent / "upstream" / "ai_toolkit_config_keys.json").read_text())
+# Where each part of our config is read upstream: a section of the committed key list, per path pattern.
+SECTION_OF = {
+    "": "(top)",
+    "config": "config",
+    "config.process.0": "process[]",
+    "config.process.0.network": "network",
+    "config.process.0.save": "save",
+    "config.process.0.datasets.0": "datasets[]",
+    "config.process.0.train": "train",
+    "config.process.0.train.ema_config": "train.ema_config",
+    "config.process.0.model": "model",
+    "config.process.0.sample": "sample",
+    "config.process.0.logging": "logging",
+}
+# Free-form mappings passed on whole: optimizer keyword arguments, and metadata written into the LoRA.
+FREE_FORM = {"config.process.0.train.optimizer_params", "meta"}
+
+
+def _written_keys(config: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """(path of the mapping, key) for every key the config writes, lists of mappings entered."""
+    pairs = []
+    for key, value in config.items():
+        path = f"{prefix}.{key}" if prefix else key
+        pairs.append((prefix, key))
+        if path in FREE_FORM:
+            continue
+        if isinstance(value, dict):
+            pairs += _written_keys(value, path)
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for index, item in enumerate(value):
+                pairs += _written_keys(item, f"{path}.{index}")
+    return pairs
+
+
+def test_the_committed_key_list_is_from_the_pinned_ai_toolkit_commit() -> None:
+    assert UPSTREAM_KEYS["ai_toolkit_commit"] == "27a03a91f23eb1b757d5ec2e80ee3e129cfcc350"
+    assert "linear_alpha" in UPSTREAM_KEYS["sections"]["network"]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_key_the_config_writes_is_one_ai_toolkit_reads(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(name, monkeypatch)
+
+    pairs = _written_keys(config)
+    unread = [
+        f"{section}.{key}" if section else key
+        for section, key in pairs
+        if key not in UPSTREAM_KEYS["sections"][SECTION_OF[section]]
+    ]
+
+    assert {section for section, _ in pairs} <= set(SECTION_OF)
+    assert unread == []
+
+
+def test_a_misspelled_key_would_fail_the_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config("flux-dev-24gb", monkeypatch)
+    config["config"]["process"][0]["train"]["learning_rate"] = 1e-4
+
+    pairs = _written_keys(config)
+
+    assert ("config.process.0.train", "learning_rate") in pairs
+    assert "learning_rate" not in UPSTREAM_KEYS["sections"]["train"]

@@ -161,3 +161,21 @@ def test_an_unknown_code_becomes_unknown() -> None:
 
 def test_the_run_id_must_be_a_uuid() -> None:
     assert JobInput.from_dict(job_input(run_id=RUN_ID.upper())).run_id == RUN_ID.upper()
+
+
+def test_alpha_other_than_the_rank_is_refused_because_ai_toolkit_forces_alpha_to_rank_for_flux() -> None:
+    with pytest.raises(ContractError) as caught:
+        JobInput.from_dict(job_input(params={"steps": 100, "rank": 16, "alpha": 8}))
+
+    assert caught.value.field == "params.alpha"
+    assert "alpha = rank" in caught.value.message
+
+
+def test_alpha_equal_to_the_rank_is_accepted() -> None:
+    assert JobInput.from_dict(job_input(params={"steps": 100, "rank": 16, "alpha": 16})).params.alpha == 16
+
+
+def test_a_model_access_error_is_read_back_with_its_code() -> None:
+    error = parse_error(WorkerError("model_access", "set HF_TOKEN").to_json())
+
+    assert (error.code, error.message) == ("model_access", "set HF_TOKEN")

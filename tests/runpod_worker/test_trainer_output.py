@@ -9,7 +9,6 @@ import pytest
 from runpod_worker.errors import JobFailed
 from runpod_worker.trainer import (
     ProgressParser,
-    classify_failure,
     final_artifact,
     safetensors_metadata,
     split_lines,
@@ -114,28 +113,3 @@ def test_a_file_that_is_not_safetensors_fails_the_job(tmp_path: Path) -> None:
     path.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00nope!")
     with pytest.raises(JobFailed):
         safetensors_metadata(path)
-
-
-def test_repeated_ooms_are_classified_as_out_of_memory() -> None:
-    tail = ["# OOM during training step, skipping batch 3/3 #", "Error running job: OOM during training step"]
-    failure = classify_failure(1, tail)
-    assert failure.code == "out_of_memory"
-    assert "batch size" in failure.message
-
-
-def test_a_cuda_oom_traceback_is_classified_as_out_of_memory() -> None:
-    tail = ["torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]
-    assert classify_failure(1, tail).code == "out_of_memory"
-
-
-def test_a_crash_names_the_error_and_keeps_the_log() -> None:
-    tail = ["Traceback (most recent call last):", "ValueError: bad", "Error running job: bad"]
-    failure = classify_failure(1, tail)
-    assert failure.code == "trainer_failed"
-    assert "Error running job: bad" in failure.message
-    assert failure.to_worker_error().log_tail == tail
-
-
-def test_the_error_keeps_only_the_last_20_lines() -> None:
-    failure = classify_failure(1, [f"line {n}" for n in range(100)])
-    assert failure.to_worker_error().log_tail == [f"line {n}" for n in range(80, 100)]

@@ -236,6 +236,25 @@ def test_a_bad_image_fails_the_job_with_its_own_message(
     assert words in error.message and "Image 2 (img01.jpg)" in error.message
 
 
+def test_an_image_that_does_not_decode_is_refused_before_training_naming_every_such_file(
+    runpod: LocalRunPod, bucket: Bucket, fake_backend: FakeBackend
+) -> None:
+    # JPEG magic bytes and header, then cut off: AI Toolkit would skip it and train on the others.
+    truncated = jpeg_bytes(5, size=128)[:300]
+    images = [
+        image_entry(bucket, 0),
+        image_entry(bucket, 1, data=truncated),
+        image_entry(bucket, 2, data=truncated),
+    ]
+    final = _finish(runpod, runpod.run(_job(bucket, images=images, callback=fake_backend.callback())))
+    error = parse_error(final["error"])
+    assert (final["status"], error.code) == ("FAILED", "bad_input")
+    assert "2 of 3 images cannot be decoded" in error.message
+    assert "img01.jpg" in error.message and "img02.jpg" in error.message and "img00.jpg" not in error.message
+    assert not [e for e in fake_backend.of("progress") if e["stage"] == "training"]
+    assert bucket.stored() == ["images/img00.jpg", "images/img01.jpg", "images/img02.jpg"]
+
+
 def test_bad_input_fails_at_once_and_names_the_field(runpod: LocalRunPod, bucket: Bucket) -> None:
     job = _job(bucket)
     job["params"]["rank"] = 512

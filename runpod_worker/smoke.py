@@ -1,0 +1,365 @@
+"""The worker's smoke: the real AI Toolkit trains a tiny model through the unmodified handler.
+
+    AI_TOOLKIT_DIR=/path/to/ai-toolkit python -m runpod_worker.smoke [--model DIR] [--steps 100]
+
+Run with AI Toolkit's Python (the image's one environment). It builds a tiny random-weight base model
+(`runpod_worker.tiny_models`, no download) unless `--model` names one, serves a few JPEGs and an upload
+target from a local HTTP server, starts the local RunPod stand-in (`runpod_worker.local_runpod`, which runs
+`python -m runpod_worker.handler` in production mode through the runpod SDK) and submits one job. It
+fails loudly unless the job COMPLETED, the trainer's progress was parsed and called back up to the last
+step, and the uploaded LoRA is a safetensors file of `transformer.*.lora_A/B.weight` tensors whose size
+and sha256 are what the job output says. Then it prints its figures.
+
+On a machine without an NVIDIA GPU it puts `runpod_worker/image/cpu_only` on the trainer's PYTHONPATH
+(see its docstring: an import-time CUDA query in an AI Toolkit module FLUX.1 does not use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from runpod_worker.contract import CONTRACT_VERSION, JobOutput, Stage
+from runpod_worker.trainer import is_simulator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CPU_ONLY = Path(__file__).resolve().parent / "image" / "cpu_only"
+# The smallest run the contract accepts (params.steps >= 100).
+DEFAULT_STEPS = 100
+MODEL_ENV = {"flux-dev": "FLUX_DEV_PATH", "flux-schnell": "FLUX_SCHNELL_PATH"}
+
+
+class SmokeFailed(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- the local HTTP side
+
+
+@dataclass
+class LocalSide:
+    """Images to GET, one PUT target for the LoRA, and the backend's worker callback."""
+
+    images: dict[str, bytes]
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    uploads: dict[str, bytes] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    base_url: str = ""
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        side = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                data = side.images.get(self.path.removeprefix("/images/"))
+                self._answer(200 if data is not None else 404, data or b"", "image/jpeg")
+
+            def do_PUT(self) -> None:
+                side.uploads[self.path.removeprefix("/upload/")] = self._body()
+                self._answer(200, b"", "text/plain")
+
+            def do_POST(self) -> None:
+                if self.headers.get("Authorization") != f"Bearer {side.token}":
+                    self._answer(401, b"{}", "application/json")
+                    return
+                side.events.append(json.loads(self._body()))
+                self._answer(200, json.dumps({"action": "continue"}).encode(), "application/json")
+
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+@contextmanager
+def serving(side: LocalSide) -> Iterator[LocalSide]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), side.handler())
+    side.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield side
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def smoke_images(count: int, size: int) -> dict[str, bytes]:
+    """Noise JPEGs: AI Toolkit never upscales, so small images train at their own size, quickly."""
+    from PIL import Image
+
+    images = {}
+    for index in range(count):
+        buffer = io.BytesIO()
+        Image.effect_noise((size, size), 32 + 8 * index).convert("RGB").save(buffer, "JPEG", quality=90)
+        images[f"img{index:02d}.jpg"] = buffer.getvalue()
+    return images
+
+
+def job_input(side: LocalSide, args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"steps": args.steps, "rank": args.rank, "resolutions": [512], "seed": 42,
+                              "save_every": args.save_every or args.steps}  # fmt: skip
+    if args.sample_every:
+        params.update(sample_every=args.sample_every, sample_prompts=["[trigger] smiling, studio light"])
+    return {
+        "contract_version": CONTRACT_VERSION,
+        "run_id": str(uuid.uuid4()),
+        "trigger_word": "ohwx",
+        "base_model": args.base_model,
+        # Neither 8-bit quantisation nor 8-bit Adam is what a CPU smoke proves; the 80gb preset has neither.
+        "gpu_preset": args.preset,
+        "params": params,
+        "images": [
+            {
+                "url": f"{side.base_url}/images/{name}",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "filename": name,
+                "caption": "[trigger], a photo",
+            }
+            for name, data in side.images.items()
+        ],
+        "output": {
+            "lora_name": "smoke_lora",
+            "lora_upload_url": f"{side.base_url}/upload/smoke_lora.safetensors",
+        },
+        "callback": {"url": f"{side.base_url}/callback", "token": side.token},
+    }
+
+
+# ----------------------------------------------------------------------------- the RunPod stand-in
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def stand_in(workdir: Path, env: dict[str, str]) -> Iterator[tuple[str, str, Path]]:
+    """The local RunPod stand-in with one worker; yields (endpoint URL, API key, worker log folder)."""
+    port, key, logs = free_port(), uuid.uuid4().hex, workdir / "runpod-logs"
+    command = [
+        sys.executable,
+        "-u",
+        "-m",
+        "runpod_worker.local_runpod",
+        "--port",
+        str(port),
+        "--api-key",
+        key,
+        "--endpoint-id",
+        "smoke",
+        "--workers",
+        "1",
+        "--log-dir",
+        str(logs),
+    ]
+    with open(workdir / "local_runpod.log", "wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/v2/smoke"
+        _wait_healthy(url, key, process)
+        yield url, key, logs
+    finally:
+        with_signal(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with_signal(process, signal.SIGKILL)
+            process.wait()
+
+
+def with_signal(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def _wait_healthy(url: str, key: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SmokeFailed(f"the RunPod stand-in exited with code {process.returncode} at start")
+        try:
+            if requests.get(f"{url}/health", headers=_auth(key), timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SmokeFailed("the RunPod stand-in did not answer /health within 60 s")
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def run_job(url: str, key: str, document: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    answer = requests.post(f"{url}/run", json={"input": document}, headers=_auth(key), timeout=10)
+    answer.raise_for_status()
+    job_id = answer.json()["id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = requests.get(f"{url}/status/{job_id}", headers=_auth(key), timeout=10).json()
+        if status["status"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
+            return dict(status)
+        time.sleep(1)
+    raise SmokeFailed(f"the job did not finish within {timeout_s:.0f} s")
+
+
+# ----------------------------------------------------------------------------- verdict and figures
+
+
+def lora_tensors(data: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensor index and metadata of a safetensors file, read from its header (no torch needed)."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    metadata = header.pop("__metadata__", {}) or {}
+    return header, metadata
+
+
+def verify(status: dict[str, Any], side: LocalSide, steps: int) -> dict[str, Any]:
+    if status["status"] != "COMPLETED":
+        raise SmokeFailed(f"the job ended {status['status']}: {status.get('error')}")
+    output = JobOutput.from_dict(status["output"])
+    training = [e for e in side.events if e.get("event") == "progress" and e.get("stage") == Stage.TRAINING]
+    seen = [int(e.get("step") or 0) for e in training]
+    # Progress is throttled (WORKER_PROGRESS_INTERVAL_S), so not every step is called back; those that are
+    # must be real steps of this run, in order.
+    if not seen or not 0 < max(seen) <= steps or seen != sorted(seen):
+        raise SmokeFailed(f"the trainer's progress was not parsed (training callbacks saw steps {seen})")
+    data = side.uploads.get("smoke_lora.safetensors")
+    if data is None:
+        raise SmokeFailed("no LoRA arrived at the upload target")
+    digest = hashlib.sha256(data).hexdigest()
+    if (len(data), digest) != (output.lora.bytes, output.lora.sha256):
+        raise SmokeFailed(f"the upload ({len(data)} B, {digest}) is not what the output says ({output.lora})")
+    tensors, metadata = lora_tensors(data)
+    lora = [
+        n
+        for n in tensors
+        if n.startswith("transformer.") and n.endswith((".lora_A.weight", ".lora_B.weight"))
+    ]
+    if not lora or len(lora) != len(tensors):
+        raise SmokeFailed(
+            f"the LoRA's tensors are not all transformer.*.lora_A/B.weight: {sorted(tensors)[:5]}"
+        )
+    if output.steps != steps:
+        raise SmokeFailed(f"the output says {output.steps} steps, not {steps}")
+    return {"steps": output.steps, "train_s": output.timings.train_s, "lora_bytes": len(data),
+            "tensors": len(lora), "progress_callbacks": len(training),
+            "trainer_version": output.trainer_version, "lora_metadata_keys": sorted(metadata)}  # fmt: skip
+
+
+def build_model(base_model: str, dest: Path) -> None:
+    subprocess.run([sys.executable, "-m", "runpod_worker.tiny_models", base_model, str(dest)], cwd=REPO_ROOT,
+                   check=True, timeout=600)  # fmt: skip
+
+
+def worker_env(args: argparse.Namespace, model: Path, workdir: Path) -> dict[str, str]:
+    env = {**os.environ, "AI_TOOLKIT_DIR": str(args.ai_toolkit), MODEL_ENV[args.base_model]: str(model),
+           "WORKER_WORKSPACE": str(workdir / "jobs"), "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    if shutil.which("nvidia-smi") is None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CPU_ONLY), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def smoke(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    if not (args.ai_toolkit / "run.py").is_file() or is_simulator(args.ai_toolkit):
+        raise SmokeFailed(f"AI_TOOLKIT_DIR={args.ai_toolkit} is not a checkout of the real AI Toolkit")
+    model = args.model or workdir / "model"
+    if args.model is None:
+        build_model(args.base_model, model)
+    side = LocalSide(images=smoke_images(args.images, args.image_size))
+    started = time.monotonic()
+    with serving(side), stand_in(workdir, worker_env(args, model, workdir)) as (url, key, logs):
+        status = run_job(url, key, job_input(side, args), args.timeout)
+        try:
+            figures = verify(status, side, args.steps)
+        except SmokeFailed:
+            for log in sorted(logs.glob("*.log")):
+                print(f"--- {log.name} (last 60 lines)", file=sys.stderr)
+                print("\n".join(log.read_text(errors="replace").splitlines()[-60:]), file=sys.stderr)
+            raise
+    figures["job_s"] = round(time.monotonic() - started, 1)
+    return figures
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--ai-toolkit", type=Path, default=Path(os.environ.get("AI_TOOLKIT_DIR", "/app/ai-toolkit"))
+    )
+    parser.add_argument("--base-model", choices=sorted(MODEL_ENV), default="flux-dev")
+    parser.add_argument("--model", type=Path, default=None, help="a tiny model folder already built")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--images", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--preset", choices=["24gb", "80gb"], default="80gb")
+    parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: none)")
+    parser.add_argument("--sample-every", type=int, default=0, help="sample every N steps (0: none)")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep everything here (default: a temp dir)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.ai_toolkit = args.ai_toolkit.resolve()
+    with tempfile.TemporaryDirectory(prefix="worker-smoke-") as scratch:
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            figures = smoke(args, workdir)
+        except (SmokeFailed, subprocess.CalledProcessError, requests.RequestException) as exc:
+            print(f"SMOKE FAILED: {exc}", file=sys.stderr)
+            return 1
+    per_step = figures["train_s"] / max(1, figures["steps"])
+    print(f"SMOKE PASSED: {figures['steps']} steps of real AI Toolkit {figures['trainer_version']} on a tiny "
+          f"{args.base_model} in {figures['train_s']:.1f} s of training ({per_step:.2f} s/step), "
+          f"{figures['job_s']:.1f} s for the whole job; LoRA {figures['lora_bytes']} bytes, "
+          f"{figures['tensors']} transformer lora_A/B tensors; {figures['progress_callbacks']} progress "
+          "callbacks")  # fmt: skip
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""A tiny FLUX.1 (dev or schnell) in the exact diffusers layout AI Toolkit loads.
+
+AI Toolkit 27a03a91 loads FLUX.1 in `toolkit/stable_diffusion_model.py` (`StableDiffusion.load_model`,
+the `is_flux` branch): `FluxTransformer2DModel` from `transformer/`, `FlowMatchEulerDiscreteScheduler`
+from `scheduler/`, `AutoencoderKL` from `vae/`, `T5TokenizerFast` / `T5EncoderModel` from `tokenizer_2/` /
+`text_encoder_2/` and `CLIPTokenizer` / `CLIPTextModel` from `tokenizer/` / `text_encoder/`; a local
+folder counts as a full checkpoint when it has `text_encoder/`. `FluxPipeline.save_pretrained` writes
+exactly that layout with `model_index.json`.
+
+What stays as in black-forest-labs/FLUX.1-dev: every class, the VAE's 16 latent channels and 8x
+down-sampling (four blocks), the transformer's 64 input channels (16 latents packed 2x2), T5's gated-GELU
+feed-forward, CLIP's quick-GELU, both tokenizers' lengths, the VAE's scaling and shift factors and the
+scheduler configuration. What is tiny: widths, depths and vocabularies. Schnell differs from dev in
+`guidance_embeds` (false: it is not guidance-distilled) and in its scheduler (shift 1, no dynamic shifting).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runpod_worker.tiny_models.tokenizers import write_clip_tokenizer, write_t5_tokenizer
+
+DEV_SCHEDULER: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    guidance_embeds: bool
+    scheduler: dict[str, Any] = field(default_factory=dict)
+
+
+DEV = Variant("FLUX.1-dev", guidance_embeds=True, scheduler=DEV_SCHEDULER)
+SCHNELL = Variant(
+    "FLUX.1-schnell",
+    guidance_embeds=False,
+    scheduler={**DEV_SCHEDULER, "shift": 1.0, "use_dynamic_shifting": False},
+)
+
+CLIP_WIDTH = 32  # also the transformer's pooled_projection_dim: Flux pools CLIP's last hidden state
+T5_WIDTH = 32  # also the transformer's joint_attention_dim
+HEAD_DIM = 16  # split by axes_dims_rope over (text index, height, width), as (16, 56, 56) splits 128
+ROPE_AXES = (4, 6, 6)
+
+
+def build(dest: Path, variant: Variant, *, seed: int = 0) -> Path:
+    import torch
+    from diffusers import FluxPipeline
+
+    torch.manual_seed(seed)
+    dest.mkdir(parents=True, exist_ok=True)
+    clip_ids = write_clip_tokenizer(dest / "tokenizer")
+    t5_ids = write_t5_tokenizer(dest / "tokenizer_2")
+    pipe = FluxPipeline(
+        scheduler=_scheduler(variant),
+        vae=_vae(),
+        text_encoder=_clip(clip_ids),
+        tokenizer=_load_clip_tokenizer(dest / "tokenizer"),
+        text_encoder_2=_t5(t5_ids),
+        tokenizer_2=_load_t5_tokenizer(dest / "tokenizer_2"),
+        transformer=_transformer(variant),
+    )
+    pipe.save_pretrained(str(dest), safe_serialization=True)
+    _mark(dest, variant, seed)
+    return dest
+
+
+def _scheduler(variant: Variant) -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(**variant.scheduler)
+
+
+def _vae() -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        act_fn="silu",
+        latent_channels=16,
+        norm_num_groups=4,
+        sample_size=1024,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        force_upcast=True,
+        mid_block_add_attention=True,
+    )
+
+
+def _clip(ids: dict[str, int]) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=ids["vocab_size"],
+            hidden_size=CLIP_WIDTH,
+            intermediate_size=2 * CLIP_WIDTH,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            projection_dim=CLIP_WIDTH,
+            bos_token_id=ids["bos_token_id"],
+            eos_token_id=ids["eos_token_id"],
+            pad_token_id=ids["pad_token_id"],
+        )
+    )
+
+
+def _t5(ids: dict[str, int]) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=ids["vocab_size"],
+            d_model=T5_WIDTH,
+            d_kv=8,
+            d_ff=2 * T5_WIDTH,
+            num_layers=1,
+            num_heads=4,
+            relative_attention_num_buckets=32,
+            relative_attention_max_distance=128,
+            feed_forward_proj="gated-gelu",
+            tie_word_embeddings=False,
+            pad_token_id=ids["pad_token_id"],
+            eos_token_id=ids["eos_token_id"],
+            decoder_start_token_id=ids["pad_token_id"],
+        )
+    )
+
+
+def _transformer(variant: Variant) -> Any:
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=HEAD_DIM,
+        num_attention_heads=2,
+        joint_attention_dim=T5_WIDTH,
+        pooled_projection_dim=CLIP_WIDTH,
+        guidance_embeds=variant.guidance_embeds,
+        axes_dims_rope=ROPE_AXES,
+    )
+
+
+def _load_clip_tokenizer(folder: Path) -> Any:
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def _load_t5_tokenizer(folder: Path) -> Any:
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast.from_pretrained(str(folder))
+
+
+def _mark(dest: Path, variant: Variant, seed: int) -> None:
+    # Says what this folder is, so nobody mistakes it for real weights.
+    note = {"tiny_model_of": variant.name, "random_weights": True, "seed": seed}
+    (dest / "TINY_MODEL.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
