@@ -287,7 +287,7 @@ class Loop:
         for step in range(self.total):
             time.sleep(seconds_per_step)
             if failure in ("crash", "oom") and step + 1 >= fail_at:
-                fail(failure, step)
+                fail(failure, step + 1)
             loss = 0.5 * (0.995 ** (step + 1)) + 0.05
             self.bar(step, loss)
             if step and step % self.save_every == 0:
