@@ -165,7 +165,8 @@ def _face_flags(facts: PhotoFacts, faces: list[engine.Detection], *, min_face_pi
         flags.append(Flag.MULTIPLE_FACES)
     if facts.face_pixels is not None and facts.face_pixels < min_face_pixels:
         flags.append(Flag.FACE_TOO_SMALL)
-    if facts.blur is not None and facts.blur < BLUR_MIN_VARIANCE:
+    # A face too small is enlarged to make its chip, which softens it: its blur says nothing more.
+    if facts.blur is not None and facts.blur < BLUR_MIN_VARIANCE and Flag.FACE_TOO_SMALL not in flags:
         flags.append(Flag.BLURRY)
     clipped = float(facts.faces[0].get("clipped", 0.0))
     if facts.brightness < DARK_MAX_MEAN or (clipped > CLIPPED_MAX_SHARE and facts.brightness < 128):
