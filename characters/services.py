@@ -56,7 +56,14 @@ class IngestReport:
 
 
 def character_create(
-    *, owner: User, name: str, trigger_word: str, description: str = "", auto_train: bool = False
+    *,
+    owner: User,
+    name: str,
+    trigger_word: str,
+    description: str = "",
+    auto_train: bool = False,
+    is_person: bool = True,
+    face_crops: bool = True,
 ) -> Character:
     """Create a character for `owner`; its name must be new among the owner's characters."""
     character = Character(
@@ -65,6 +72,8 @@ def character_create(
         trigger_word=trigger_word.strip(),
         description=description.strip(),
         auto_train=auto_train,
+        is_person=is_person,
+        face_crops=face_crops,
     )
     _validate(character)
     try:
