@@ -222,7 +222,9 @@ def reference_image_file(request: HttpRequest, character_id: uuid.UUID, image_id
 
 def _consent_first(request: HttpRequest, character: Character) -> HttpResponse:
     url = reverse("characters:consent", args=[character.pk])
-    message = "Photos of a person need your consent first: agree to the consent statement, then upload."
+    message = (
+        f"Photos of a person need your consent first: agree to the consent statement at {url}, then upload."
+    )
     if _wants_json(request):
         body = {
             "message": message,
