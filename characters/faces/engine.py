@@ -106,6 +106,27 @@ def detect_faces(pixels: np.ndarray, *, upsample: int = 0) -> list[Detection]:
     return sorted(found, key=lambda face: face.width, reverse=True)
 
 
+def detect_small_faces(pixels: np.ndarray, *, search_side: int) -> list[Detection]:
+    """The second, finer search for a photo where `detect_faces` found nothing: the image is shrunk to
+    `search_side` and doubled by the detector, which finds faces down to 40 px at that size for about
+    half the cost of doubling the whole copy. Boxes and landmarks are given in `pixels`' own scale."""
+    import dlib
+    from PIL import Image
+
+    height, width = pixels.shape[:2]
+    scale = min(1.0, search_side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    smaller = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
+    models = face_models()
+    with _lock:
+        rectangles, scores, _ = models.detector.run(smaller, 1, DETECTION_THRESHOLD)
+        found = [
+            _detection(models, pixels, _scaled(dlib, rect, 1 / scale), score)
+            for rect, score in zip(rectangles, scores, strict=True)
+        ]
+    return sorted(found, key=lambda face: face.width, reverse=True)
+
+
 def embed_face(pixels: np.ndarray, face: Detection) -> np.ndarray:
     """The face's 128-number descriptor (float32), computed on the aligned 150 px chip."""
     import dlib
@@ -131,6 +152,15 @@ def _detection(models: FaceModels, pixels: np.ndarray, rect: Any, score: float) 
     height, width = pixels.shape[:2]
     box = (max(0, rect.left()), max(0, rect.top()), min(width, rect.right()), min(height, rect.bottom()))
     return Detection(box=box, score=float(score), landmarks=points, shape=shape)
+
+
+def _scaled(dlib: Any, rect: Any, factor: float) -> Any:
+    return dlib.rectangle(
+        round(rect.left() * factor),
+        round(rect.top() * factor),
+        round(rect.right() * factor),
+        round(rect.bottom() * factor),
+    )
 
 
 def _verify(path: Path, expected: str) -> None:

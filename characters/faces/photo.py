@@ -20,8 +20,11 @@ from characters.faces import engine, measures
 from characters.faces.flags import Flag
 
 # Faces of 80 px and more are found at upsample 0 (dlib's HOG window); 1024 px keeps a head-and-
-# shoulders face of a 2 MP photo well above that, and a photo with none found is searched again at 2x.
+# shoulders face of a 2 MP photo well above that. A photo with none found is searched again on a 720 px
+# copy doubled, which finds faces down to ~57 px of the 1024 px copy (all of them "too small" for
+# training anyway) and keeps that worst case under the 0.5 s budget (docs/BENCHMARKS.md).
 ANALYSIS_SIDE = 1024
+SEARCH_AGAIN_SIDE = 720
 THUMB_SIDE = 64  # blank check and background signature need no detail
 # A second face at least half as wide as the main one is another person in the picture, not a poster
 # in the background.
@@ -73,7 +76,7 @@ def analyse_photo(stream: IO[bytes], *, training_resolution: int, min_face_pixel
     if facts.spread <= BLANK_MAX_SPREAD:
         facts.flags.append(Flag.BLANK)
         return facts  # nothing to find on a blank page, and nothing to gain from the detector's time
-    faces = engine.detect_faces(pixels) or engine.detect_faces(pixels, upsample=1)
+    faces = engine.detect_faces(pixels) or engine.detect_small_faces(pixels, search_side=SEARCH_AGAIN_SIDE)
     facts.faces = [_face_record(face, small.size) for face in faces]
     facts.background = measures.background_signature(_thumb(small), _thumb_box(faces, small.size))
     if not faces:
