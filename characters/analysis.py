@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -48,8 +49,13 @@ def character_photos_analyse(*, character: Character, budget_seconds: float) -> 
 
 def photo_analysis_run(*, image: ReferenceImage, character: Character) -> PhotoAnalysis | None:
     """Analyse one photo and store the result (and its face crop); None when the photo went meanwhile."""
-    facts = _analyse(image)
-    crop_name = _store_crop(image, character, facts) if facts is not None else ""
+    try:
+        with default_storage.open(str(image.file.name), "rb") as stream:
+            content = stream.read()
+    except OSError:  # gone with its photo meanwhile, or lost: recorded as unreadable if the photo remains
+        content = b""
+    facts = _analyse(image, content)
+    crop_name = _store_crop(image, character, facts, content) if facts is not None else ""
     try:
         return _record(image, facts, crop_name)
     except BaseException:
@@ -107,15 +113,14 @@ def _current(image: ReferenceImage) -> bool:
     return analysis is not None and analysis.analyser == face_photo.VERSION
 
 
-def _analyse(image: ReferenceImage) -> face_photo.PhotoFacts | None:
+def _analyse(image: ReferenceImage, content: bytes) -> face_photo.PhotoFacts | None:
     """The photo's facts, or None when its stored file cannot be read as an image."""
     try:
-        with default_storage.open(str(image.file.name), "rb") as stream:
-            return face_photo.analyse_photo(
-                io.BytesIO(stream.read()),
-                training_resolution=settings.CHARACTERS_TRAINING_RESOLUTION,
-                min_face_pixels=settings.CHARACTERS_MIN_FACE_PIXELS,
-            )
+        return face_photo.analyse_photo(
+            io.BytesIO(content),
+            training_resolution=settings.CHARACTERS_TRAINING_RESOLUTION,
+            min_face_pixels=settings.CHARACTERS_MIN_FACE_PIXELS,
+        )
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         logger.warning(
             "photo %s of character %s could not be read for the face check", image.pk, image.character_id
@@ -123,13 +128,14 @@ def _analyse(image: ReferenceImage) -> face_photo.PhotoFacts | None:
         return None
 
 
-def _store_crop(image: ReferenceImage, character: Character, facts: face_photo.PhotoFacts) -> str:
+def _store_crop(
+    image: ReferenceImage, character: Character, facts: face_photo.PhotoFacts, content: bytes
+) -> str:
     if not (character.is_person and character.face_crops):
         return ""
-    with default_storage.open(str(image.file.name), "rb") as stream:
-        crop = face_photo.face_crop(
-            io.BytesIO(stream.read()), facts, resolution=settings.CHARACTERS_TRAINING_RESOLUTION
-        )
+    crop = face_photo.face_crop(
+        io.BytesIO(content), facts, resolution=settings.CHARACTERS_TRAINING_RESOLUTION
+    )
     if crop is None:
         return ""
     buffer = io.BytesIO()
@@ -148,12 +154,15 @@ def _record(
             if crop_name:
                 transaction.on_commit(lambda: default_storage.delete(crop_name))
             return None
+        previous = PhotoAnalysis.objects.filter(image_id=image.pk).values_list("crop", flat=True).first()
         try:
             analysis, _ = PhotoAnalysis.objects.update_or_create(
                 image_id=image.pk, defaults=_fields(facts, crop_name)
             )
         except IntegrityError:  # another task recorded it first; its result is as good as this one
             return PhotoAnalysis.objects.filter(image_id=image.pk).first()
+        if previous and previous != crop_name:  # face crops were turned off: the old crop goes
+            transaction.on_commit(partial(default_storage.delete, previous))
     return analysis
 
 

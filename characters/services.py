@@ -104,6 +104,8 @@ def character_update(*, character: Character, **fields: object) -> Character:
     if turned_on:
         transaction.on_commit(partial(_send_auto_train_enabled, character.pk))
     if dataset_changed:
+        # Crops are made (or not) during a photo's analysis: every photo is analysed again.
+        PhotoAnalysis.objects.filter(image__character=character).update(analyser="")
         _analyse_after_commit(character.pk)
     return character
 

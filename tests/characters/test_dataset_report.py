@@ -313,3 +313,27 @@ def test_the_admin_shows_the_report_and_the_consent(alice: Any, staff: Any, clie
     assert f"<strong>{anna.dataset_report.score}</strong> / 100" in page
     assert "This may be someone else" in page
     assert "statement 2026-12-1" in page
+
+
+def test_turning_face_crops_on_later_makes_the_crops(alice: Any) -> None:
+    anna = character_with(alice, {photos.PERSON_A[2]: photos.photo(photos.PERSON_A[2])}, face_crops=False)
+
+    services.character_update(character=anna, face_crops=True)
+    analyse(anna)
+
+    [(_, name)] = selectors.character_face_crops(anna)
+    assert default_storage.exists(name)
+
+
+def test_turning_face_crops_off_deletes_the_crops(
+    alice: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    anna = character_with(alice, {photos.PERSON_A[2]: photos.photo(photos.PERSON_A[2])})
+    [(_, name)] = selectors.character_face_crops(anna)
+
+    services.character_update(character=anna, face_crops=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        analyse(anna)
+
+    assert not default_storage.exists(name)
+    assert not PhotoAnalysis.objects.exclude(crop="").exists()
