@@ -13,7 +13,12 @@ RUN groupadd --system studio && useradd --system --gid studio --home-dir /app st
 
 WORKDIR /app
 COPY requirements.txt .
-RUN pip install -r requirements.txt
+# face-recognition-models also holds dlib's 68-point landmark model (100 MB), which the studio never loads
+# and whose training data (iBUG 300-W) is licensed for research only: it is removed (docs/IDENTITY.md).
+RUN pip install -r requirements.txt \
+    && python -c "import importlib.util, pathlib; \
+folder = pathlib.Path(importlib.util.find_spec('face_recognition_models').submodule_search_locations[0]); \
+(folder / 'models' / 'shape_predictor_68_face_landmarks.dat').unlink()"
 
 COPY --chown=studio:studio . .
 # collectstatic needs settings to import; these values are only for the build step.

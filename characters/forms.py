@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
+from characters import consent
 from characters.models import trigger_word_validator
 from characters.services import CAPTION_MAX_LENGTH
 from studio.errors import ApplicationError
@@ -21,6 +22,19 @@ class CharacterForm(forms.Form):
         label="Train automatically",
         help_text="Start training by itself once the character has enough reference images.",
     )
+    is_person = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Is a person",
+        help_text="Off for a style, an object or a drawn character: photos are then not checked for one "
+        "person's face.",
+    )
+    face_crops = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Add face crops",
+        help_text="Train on a crop around the face of each photo as well as on the photo.",
+    )
 
     def add_service_error(self, error: ApplicationError) -> None:
         """Show a service's refusal beside the fields it names, or above the form."""
@@ -38,3 +52,13 @@ class CaptionForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Write [trigger] where the character's trigger word goes.",
     )
+
+
+class ConsentForm(forms.Form):
+    basis = forms.ChoiceField(
+        choices=list(consent.BASES.items()),
+        widget=forms.RadioSelect,
+        label="Whose photos are these?",
+    )
+    agree = forms.BooleanField(label="I agree to the statement above.")
+    wording_version = forms.CharField(widget=forms.HiddenInput, initial=consent.CURRENT_VERSION)

@@ -32,6 +32,18 @@ class Character(models.Model):
         default=False,
         help_text="Start training by itself once the character has enough reference images.",
     )
+    is_person = models.BooleanField(
+        default=True,
+        help_text="Off for a style, an object or a drawn character: its photos are not checked for one "
+        "person's face, and photos without faces never stop training.",
+    )
+    face_crops = models.BooleanField(
+        default=True,
+        help_text="Add a crop around the face of each photo to the training set (for people).",
+    )
+    # Moved forward whenever a photo comes or goes or the two switches above change: a dataset report
+    # computed from an earlier state is out of date.
+    dataset_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -89,3 +101,74 @@ class ReferenceImage(models.Model):
 
     def __str__(self) -> str:
         return self.original_filename
+
+
+def face_crop_name(character_id: object, sha256: str) -> str:
+    return f"characters/{character_id}/crops/{sha256}.jpg"
+
+
+class PhotoConsent(models.Model):
+    """The statement its owner agreed to before the first photo of a character was uploaded.
+
+    One per character (a new agreement replaces the old one); it goes when the character is erased.
+    """
+
+    character = models.OneToOneField(Character, on_delete=models.CASCADE, related_name="consent")
+    given_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    given_at = models.DateTimeField()
+    wording_version = models.CharField(max_length=32)
+    # Which case of the statement was affirmed: the uploader is the person shown, or has their consent.
+    basis = models.CharField(
+        max_length=16, choices=[("self", "I am the person"), ("permission", "I have permission")]
+    )
+
+    def __str__(self) -> str:
+        return f"consent {self.wording_version} for {self.character_id}"
+
+
+class PhotoAnalysis(models.Model):
+    """What the face analysis found in one reference photo. Holds its face embedding (biometric data),
+    so it exists only with its photo: deleting the photo deletes it."""
+
+    image = models.OneToOneField(ReferenceImage, on_delete=models.CASCADE, related_name="analysis")
+    analyser = models.CharField(max_length=64, help_text="Models and rules version that produced this.")
+    analysed_at = models.DateTimeField()
+    faces = models.JSONField(default=list, help_text="Boxes as fractions of width and height, largest first.")
+    embedding = models.BinaryField(null=True, blank=True, editable=False)  # 128 float32 of the main face
+    phash = models.CharField(max_length=16, blank=True)
+    face_phash = models.CharField(max_length=16, blank=True)
+    blur = models.FloatField(null=True, blank=True)
+    brightness = models.FloatField(default=0.0)
+    face_pixels = models.PositiveIntegerField(null=True, blank=True)
+    yaw = models.FloatField(null=True, blank=True)
+    background = models.JSONField(default=list)
+    flags = models.JSONField(default=list)
+    crop = models.FileField(max_length=255, blank=True)
+
+    class Meta:
+        verbose_name_plural = "photo analyses"
+
+    def __str__(self) -> str:
+        return f"analysis of {self.image_id}"
+
+
+class DatasetReport(models.Model):
+    """The character's photos judged together; recomputed (by Celery) whenever photos come and go."""
+
+    character = models.OneToOneField(Character, on_delete=models.CASCADE, related_name="dataset_report")
+    dataset_as_of = models.DateTimeField(null=True, blank=True)  # the character's dataset_changed_at it saw
+    computed_at = models.DateTimeField()
+    analyser = models.CharField(max_length=64)
+    score = models.PositiveSmallIntegerField(default=0)
+    photo_count = models.PositiveIntegerField(default=0)
+    with_face = models.PositiveIntegerField(default=0)
+    usable = models.PositiveIntegerField(default=0)
+    medoid = models.ForeignKey(
+        ReferenceImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    photos = models.JSONField(default=dict, help_text="Per photo id: flags (code, message) and distance.")
+    warnings = models.JSONField(default=list)
+    poses = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"dataset report of {self.character_id}"

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from django.conf import settings
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
-from characters.models import Character, ReferenceImage
+from characters.analysis import embedding_of
+from characters.faces.flags import Flag
+from characters.faces.photo import VERSION as ANALYSER_VERSION
+from characters.models import Character, DatasetReport, PhotoAnalysis, PhotoConsent, ReferenceImage
 
 
 def character_list_for(user: Any) -> QuerySet[Character]:
@@ -40,3 +46,110 @@ def reference_image_get_for(
 
 def reference_image_list(character: Character) -> QuerySet[ReferenceImage]:
     return character.images.order_by("created_at", "id")
+
+
+# --- Identity: consent, dataset report, face crops ----------------------------------------
+
+
+@dataclass(frozen=True)
+class IdentityCheck:
+    """What training's start and confirm pages need from the dataset report.
+
+    `refusal` is a message when training must not start (most photos of a person show no face), else
+    None; `warnings` are the report's warnings to show beside the start button; `current` says whether
+    the report reflects the photos as they are now (False while the analysis runs).
+    """
+
+    refusal: str | None
+    warnings: list[dict[str, str]]
+    current: bool
+    score: int | None
+
+
+def character_has_consent(character: Character) -> bool:
+    return PhotoConsent.objects.filter(character_id=character.pk).exists()
+
+
+def dataset_report_get(character: Character) -> DatasetReport | None:
+    return DatasetReport.objects.filter(character_id=character.pk).select_related("medoid").first()
+
+
+def dataset_report_is_current(character: Character, report: DatasetReport | None) -> bool:
+    """True when the report was computed from the character's photos and switches as they are now."""
+    if report is None or report.analyser != ANALYSER_VERSION:
+        return False
+    changed_at = (
+        Character.objects.filter(pk=character.pk).values_list("dataset_changed_at", flat=True).first()
+    )
+    return changed_at is None or (report.dataset_as_of is not None and report.dataset_as_of >= changed_at)
+
+
+def character_identity_check(character: Character) -> IdentityCheck:
+    """Training start calls this: refuse only when most analysed photos of a person show no face
+    (CHARACTERS_NO_FACE_REFUSAL_SHARE); a character marked "not a person" is never refused. A report
+    still being computed refuses nothing: the photos are judged by the report that exists."""
+    report = dataset_report_get(character)
+    if report is None:
+        return IdentityCheck(refusal=None, warnings=[], current=False, score=None)
+    current = dataset_report_is_current(character, report)
+    return IdentityCheck(
+        refusal=_no_face_refusal(character, report),
+        warnings=list(report.warnings),
+        current=current,
+        score=report.score,
+    )
+
+
+def character_face_crops(character: Character) -> list[tuple[ReferenceImage, str]]:
+    """Each photo with a face-centred crop, and the crop's storage name, for the training dataset
+    (empty when the character's face crops are off or it is not a person)."""
+    if not (character.is_person and character.face_crops):
+        return []
+    analyses = (
+        PhotoAnalysis.objects.filter(image__character=character)
+        .exclude(crop="")
+        .select_related("image")
+        .order_by("image__created_at", "image__id")
+    )
+    return [(analysis.image, str(analysis.crop.name)) for analysis in analyses]
+
+
+def character_reference_embeddings(character: Character) -> list[tuple[ReferenceImage, np.ndarray]]:
+    """The main-face embedding of each analysed photo that is not flagged as someone else, for the
+    likeness of samples against the references."""
+    report = dataset_report_get(character)
+    others = _photos_flagged(report, Flag.OTHER_PERSON) if report is not None else set()
+    analyses = PhotoAnalysis.objects.filter(
+        image__character=character, embedding__isnull=False
+    ).select_related("image")
+    found: list[tuple[ReferenceImage, np.ndarray]] = []
+    for analysis in analyses:
+        embedding = embedding_of(analysis)
+        if embedding is not None and str(analysis.image_id) not in others:
+            found.append((analysis.image, embedding))
+    return found
+
+
+def _no_face_refusal(character: Character, report: DatasetReport) -> str | None:
+    if not character.is_person or report.photo_count == 0:
+        return None
+    without = sum(
+        1
+        for verdict in report.photos.values()
+        if any(flag["code"] in (Flag.NO_FACE, Flag.BLANK) for flag in verdict.get("flags", []))
+    )
+    if without / report.photo_count <= settings.CHARACTERS_NO_FACE_REFUSAL_SHARE:
+        return None
+    return (
+        f"{without} of {report.photo_count} photos show no face, so the LoRA would have no face to learn. "
+        "Replace them with photos of the person's face, or, if this character is not a person, turn "
+        "“Is a person” off in its settings."
+    )
+
+
+def _photos_flagged(report: DatasetReport, flag: Flag) -> set[str]:
+    return {
+        key
+        for key, verdict in report.photos.items()
+        if any(f["code"] == flag for f in verdict.get("flags", []))
+    }

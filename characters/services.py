@@ -20,16 +20,27 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
+from characters import consent
 from characters.ingest import ImageRejected, PreparedImage, display_name, prepare_image
-from characters.models import Character, ReferenceImage, reference_image_name, reference_thumbnail_name
+from characters.models import (
+    Character,
+    PhotoAnalysis,
+    PhotoConsent,
+    ReferenceImage,
+    reference_image_name,
+    reference_thumbnail_name,
+)
 from characters.signals import auto_train_enabled, character_deleting, reference_images_added
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
 
 logger = logging.getLogger(__name__)
 
-CHARACTER_FIELDS = frozenset({"name", "trigger_word", "description", "auto_train"})
+CHARACTER_FIELDS = frozenset({"name", "trigger_word", "description", "auto_train", "is_person", "face_crops"})
+# Changing these changes what the dataset report says (face checks, crops): it is recomputed.
+DATASET_FIELDS = frozenset({"is_person", "face_crops"})
 CAPTION_MAX_LENGTH = 1000
 
 
@@ -45,7 +56,14 @@ class IngestReport:
 
 
 def character_create(
-    *, owner: User, name: str, trigger_word: str, description: str = "", auto_train: bool = False
+    *,
+    owner: User,
+    name: str,
+    trigger_word: str,
+    description: str = "",
+    auto_train: bool = False,
+    is_person: bool = True,
+    face_crops: bool = True,
 ) -> Character:
     """Create a character for `owner`; its name must be new among the owner's characters."""
     character = Character(
@@ -54,6 +72,8 @@ def character_create(
         trigger_word=trigger_word.strip(),
         description=description.strip(),
         auto_train=auto_train,
+        is_person=is_person,
+        face_crops=face_crops,
     )
     _validate(character)
     try:
@@ -69,20 +89,30 @@ def character_update(*, character: Character, **fields: object) -> Character:
     if unknown:
         raise TypeError(f"character_update() cannot change {sorted(unknown)}")
     turned_on = bool(fields.get("auto_train")) and not character.auto_train
+    dataset_changed = any(getattr(character, name) != fields[name] for name in DATASET_FIELDS & set(fields))
     for name, value in fields.items():
         setattr(character, name, value.strip() if isinstance(value, str) else value)
     _validate(character)
+    update_fields = [*fields, "updated_at"]
+    if dataset_changed:
+        character.dataset_changed_at = timezone.now()
+        update_fields.append("dataset_changed_at")
     try:
-        character.save(update_fields=[*fields, "updated_at"])
+        character.save(update_fields=update_fields)
     except IntegrityError as error:
         raise _name_taken(character.name) from error
     if turned_on:
         transaction.on_commit(partial(_send_auto_train_enabled, character.pk))
+    if dataset_changed:
+        # Crops are made (or not) during a photo's analysis: every photo is analysed again.
+        PhotoAnalysis.objects.filter(image__character=character).update(analyser="")
+        _analyse_after_commit(character.pk)
     return character
 
 
 def character_delete(*, character: Character) -> None:
-    """Delete a character with its images; its stored files go once the deletion has committed.
+    """Erase a character: its photos, face crops, face analyses (embeddings), dataset report and consent
+    rows, and every stored file under `characters/<id>/`, which go once the deletion has committed.
 
     Listeners of `character_deleting` run first (training cancels a run in progress), outside the delete.
     """
@@ -91,6 +121,49 @@ def character_delete(*, character: Character) -> None:
     names = _stored_names(character.images.all())
     character.delete()
     transaction.on_commit(partial(_delete_character_files, folder, names))
+
+
+# --- Consent ------------------------------------------------------------------------------
+
+
+def character_consent_record(
+    *, character: Character, given_by: User, basis: str, wording_version: str = consent.CURRENT_VERSION
+) -> PhotoConsent:
+    """Record that `given_by` agreed to the consent statement for this character's photos (replacing an
+    earlier agreement); uploading photos needs one."""
+    if wording_version not in consent.WORDINGS:
+        raise ApplicationError(
+            f"There is no consent statement {wording_version!r}; agree to the current one "
+            f"({consent.CURRENT_VERSION}).",
+            code="unknown_consent_version",
+        )
+    if basis not in consent.BASES:
+        message = "Say whether you are the person in the photos or have their permission."
+        raise ApplicationError(message, code="invalid", fields={"basis": [message]})
+    if given_by.pk != character.owner_id:
+        raise ApplicationError(
+            "Only the character's owner can give consent for its photos.", code="not_owner"
+        )
+    record, _ = PhotoConsent.objects.update_or_create(
+        character=character,
+        defaults={
+            "given_by": given_by,
+            "given_at": timezone.now(),
+            "wording_version": wording_version,
+            "basis": basis,
+        },
+    )
+    return record
+
+
+def _require_consent(character: Character, filename: str) -> None:
+    if not PhotoConsent.objects.filter(character_id=character.pk).exists():
+        raise ImageRejected(
+            filename,
+            "photos of a person need your consent first: agree to the consent statement for this "
+            "character, then upload again.",
+            code="consent_required",
+        )
 
 
 def _validate(character: Character) -> None:
@@ -127,6 +200,22 @@ def reference_image_add(*, character: Character, upload: UploadedFile) -> Refere
     return image
 
 
+def reference_images_upload(*, character: Character, uploads: Iterable[UploadedFile]) -> IngestReport:
+    """What the web page and the API call: like `reference_images_add_many`, once the character's
+    consent is recorded. Without it every file is refused with code `consent_required`."""
+    if PhotoConsent.objects.filter(character_id=character.pk).exists():
+        return reference_images_add_many(character=character, uploads=uploads)
+    report = IngestReport()
+    for upload in uploads:
+        try:
+            _require_consent(character, display_name(upload.name or ""))
+        except ImageRejected as rejected:
+            report.rejected.append(rejected)
+        finally:
+            upload.close()
+    return report
+
+
 def reference_images_add_many(*, character: Character, uploads: Iterable[UploadedFile]) -> IngestReport:
     """Add each upload in turn, keeping the good ones and reporting each refusal.
 
@@ -158,10 +247,19 @@ def reference_image_update_caption(*, image: ReferenceImage, caption: str) -> Re
 
 
 def reference_image_delete(*, image: ReferenceImage) -> None:
-    """Delete a reference image; its stored files go once the deletion has committed."""
-    names = _stored_names([image])
-    image.delete()
+    """Delete a reference image with its face analysis (embedding) and crop; its stored files go once
+    the deletion has committed, and the character's dataset report is recomputed."""
+    with transaction.atomic():
+        # The lock orders this against an analysis being recorded for the image (characters.analysis),
+        # so the crop that analysis stored is either seen here or removed by it.
+        locked = ReferenceImage.objects.select_for_update().filter(pk=image.pk).first()
+        if locked is None:
+            return
+        names = _stored_names([locked])
+        locked.delete()
+        Character.objects.filter(pk=image.character_id).update(dataset_changed_at=timezone.now())
     transaction.on_commit(partial(_delete_files, names))
+    _analyse_after_commit(image.character_id)
 
 
 def _reference_image_ingest(*, character: Character, upload: UploadedFile) -> ReferenceImage:
@@ -215,6 +313,8 @@ def _reference_image_record(
             existing = locked.images.filter(sha256=prepared.sha256).first()
             if existing is not None:
                 raise _duplicate(name, existing)
+            locked.dataset_changed_at = timezone.now()
+            locked.save(update_fields=["dataset_changed_at"])
             return ReferenceImage.objects.create(
                 character=locked,
                 file=stored[0],
@@ -248,6 +348,21 @@ def _duplicate(filename: str, existing: ReferenceImage) -> ImageRejected:
 
 def _announce_images_added(character: Character) -> None:
     transaction.on_commit(partial(_send_images_added, character.pk))
+    _analyse_after_commit(character.pk)
+
+
+def _analyse_after_commit(character_id: object) -> None:
+    """Queue the face analysis and dataset report once the change is committed (never in the request)."""
+
+    def enqueue() -> None:
+        from characters import tasks  # tasks call services: imported late to keep the import one-way
+
+        try:
+            tasks.analyse_character_photos.delay(str(character_id))
+        except Exception:  # a broker outage must not fail the upload; the report sweep queues it later
+            logger.exception("could not queue the face analysis of character %s", character_id)
+
+    transaction.on_commit(enqueue)
 
 
 def _send_auto_train_enabled(character_id: object) -> None:
@@ -267,9 +382,12 @@ def _send_images_added(character_id: object) -> None:
 
 
 def _stored_names(images: Iterable[ReferenceImage]) -> list[str]:
+    images = list(images)
     names: list[str] = []
     for image in images:
         names.extend(name for name in (image.file.name, image.thumbnail.name) if name)
+    crops = PhotoAnalysis.objects.filter(image__in=images).exclude(crop="").values_list("crop", flat=True)
+    names.extend(crops)
     return names
 
 

@@ -12,6 +12,8 @@ urlpatterns = [
     path("<uuid:character_id>/", views.character_detail, name="detail"),
     path("<uuid:character_id>/edit/", views.character_edit, name="edit"),
     path("<uuid:character_id>/delete/", views.character_delete, name="delete"),
+    path("<uuid:character_id>/consent/", views.character_consent, name="consent"),
+    path("<uuid:character_id>/report/", views.character_dataset_report, name="report"),
     path("<uuid:character_id>/images/", views.reference_images_upload, name="upload"),
     path(
         "<uuid:character_id>/images/<uuid:image_id>/caption/", views.reference_image_caption, name="caption"

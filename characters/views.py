@@ -16,13 +16,16 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from characters import services
-from characters.forms import CaptionForm, CharacterForm
+from characters import consent, services
+from characters.forms import CaptionForm, CharacterForm, ConsentForm
 from characters.ingest import MAX_BYTES, ImageRejected
 from characters.models import Character, ReferenceImage
 from characters.selectors import (
     character_get_for,
+    character_has_consent,
     character_list_for,
+    dataset_report_get,
+    dataset_report_is_current,
     reference_image_get_for,
     reference_image_list,
 )
@@ -110,19 +113,65 @@ def reference_images_upload(request: HttpRequest, character_id: uuid.UUID) -> Ht
     """Add the posted files. Answers JSON to the upload script, an HTML report to a plain form."""
     character = character_get_for(request.user, character_id)
     uploads = request.FILES.getlist(UPLOAD_FIELD)
+    if not character_has_consent(character):
+        return _consent_first(request, character)
     if not uploads:
         message = "Choose at least one JPEG, PNG or WebP image to upload."
         if _wants_json(request):
             return JsonResponse({"message": message, "added": [], "rejected": []}, status=400)
         messages.error(request, message)
         return redirect("characters:detail", character_id=character.pk)
-    report = services.reference_images_add_many(character=character, uploads=uploads)
+    report = services.reference_images_upload(character=character, uploads=uploads)
     status = 400 if report.rejected and not report.added else 200
     image_count = character.images.count()
     if _wants_json(request):
         return JsonResponse(_report_as_json(character, report, image_count), status=status)
     context = {"character": character, "report": report, "image_count": image_count}
     return render(request, "characters/upload_result.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def character_consent(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
+    """The consent statement the owner agrees to before the first upload (and may agree to again)."""
+    character = character_get_for(request.user, character_id)
+    form = ConsentForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.character_consent_record(
+                character=character,
+                given_by=request.user,  # type: ignore[arg-type]
+                basis=form.cleaned_data["basis"],
+                wording_version=form.cleaned_data["wording_version"],
+            )
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, "Consent recorded. You can upload photos now.")
+            return redirect("characters:detail", character_id=character.pk)
+    context = {
+        "character": character,
+        "form": form,
+        "wording": consent.WORDINGS[consent.CURRENT_VERSION],
+        "version": consent.CURRENT_VERSION,
+        "existing": getattr(character, "consent", None),
+    }
+    return render(request, "characters/consent.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def character_dataset_report(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
+    """The dataset report alone: each photo with its face boxes and flags, the set's warnings and score."""
+    character = character_get_for(request.user, character_id)
+    report = dataset_report_get(character)
+    context = {
+        "character": character,
+        "report": report,
+        "report_current": dataset_report_is_current(character, report),
+        "entries": _report_entries(character, report),
+    }
+    return render(request, "characters/dataset_report.html", context)
 
 
 @login_required
@@ -169,6 +218,47 @@ def reference_image_thumbnail(
 def reference_image_file(request: HttpRequest, character_id: uuid.UUID, image_id: uuid.UUID) -> FileResponse:
     image = reference_image_get_for(request.user, character_id, image_id)
     return _stored_file(image.file.name)
+
+
+def _consent_first(request: HttpRequest, character: Character) -> HttpResponse:
+    url = reverse("characters:consent", args=[character.pk])
+    message = (
+        f"Photos of a person need your consent first: agree to the consent statement at {url}, then upload."
+    )
+    if _wants_json(request):
+        body = {
+            "message": message,
+            "code": "consent_required",
+            "consent_url": url,
+            "added": [],
+            "rejected": [],
+        }
+        return JsonResponse(body, status=400)
+    messages.error(request, message)
+    return redirect(url)
+
+
+def _report_entries(character: Character, report: Any) -> list[dict[str, Any]]:
+    """Each photo with its analysis (face boxes) and its verdict in the report, in upload order."""
+    verdicts = report.photos if report is not None else {}
+    entries = []
+    for image in reference_image_list(character).select_related("analysis"):
+        analysis = getattr(image, "analysis", None)
+        entries.append(
+            {
+                "image": image,
+                "faces": [_box_style(face["box"]) for face in (analysis.faces if analysis else [])],
+                "verdict": verdicts.get(str(image.pk)),
+                "analysed": analysis is not None,
+            }
+        )
+    return entries
+
+
+def _box_style(box: list[float]) -> str:
+    left, top, right, bottom = box
+    width, height = (right - left) * 100, (bottom - top) * 100
+    return f"left:{left * 100:.1f}%;top:{top * 100:.1f}%;width:{width:.1f}%;height:{height:.1f}%"
 
 
 def _render_form(request: HttpRequest, form: CharacterForm, *, character: Character | None) -> HttpResponse:

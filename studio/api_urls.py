@@ -43,6 +43,16 @@ v1 = [
         name="character",
     ),
     path(
+        "characters/<uuid:character_id>/consent",
+        characters_api.CharacterConsentApi.as_view(),
+        name="character-consent",
+    ),
+    path(
+        "characters/<uuid:character_id>/dataset-report",
+        characters_api.CharacterDatasetReportApi.as_view(),
+        name="character-dataset-report",
+    ),
+    path(
         "characters/<uuid:character_id>/images",
         characters_api.ReferenceImageListApi.as_view(),
         name="character-images",

@@ -242,6 +242,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "developer.tasks.sweep_webhook_deliveries",
         "schedule": env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=60.0),
     },
+    # The safety net under the face analysis queued after each upload or delete: characters whose
+    # dataset report is missing or older than their photos are queued again.
+    "sweep-dataset-reports": {
+        "task": "characters.tasks.sweep_dataset_reports",
+        "schedule": env.float("CHARACTERS_REPORT_SWEEP_SECONDS", default=300.0),
+    },
 }
 
 
@@ -425,6 +431,22 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR"},
     },
 }
+
+
+# --- Characters: identity -----------------------------------------------------------------
+
+# Faces are judged at the largest resolution the presets train at (training/presets.py: 512-1024).
+CHARACTERS_TRAINING_RESOLUTION = env.int("CHARACTERS_TRAINING_RESOLUTION", default=1024)
+# A main face narrower than this at that resolution is flagged "too small": the VAE sees it as a 12x12
+# latent patch, too little for a likeness (docs/IDENTITY.md).
+CHARACTERS_MIN_FACE_PIXELS = env.int("CHARACTERS_MIN_FACE_PIXELS", default=100)
+# Training a person is refused when more than this share of the analysed photos shows no face
+# ("most photos"); 1.0 never refuses. A character marked "not a person" is never refused.
+CHARACTERS_NO_FACE_REFUSAL_SHARE = env.float("CHARACTERS_NO_FACE_REFUSAL_SHARE", default=0.5)
+# One analysis task works this long (about 0.2-0.3 s a photo), then queues the next slice, far inside
+# CELERY_TASK_SOFT_TIME_LIMIT.
+CHARACTERS_ANALYSIS_SLICE_SECONDS = env.float("CHARACTERS_ANALYSIS_SLICE_SECONDS", default=60.0)
+CHARACTERS_REPORT_SWEEP_BATCH = env.int("CHARACTERS_REPORT_SWEEP_BATCH", default=50)
 
 
 # --- Training -----------------------------------------------------------------------------

@@ -61,6 +61,15 @@ def create_character(page: Any) -> None:
     page.get_by_role("heading", name="Anna", level=1).wait_for()
 
 
+def give_consent(page: Any, character_url: str) -> None:
+    """Uploading needs the owner's consent first: agree to the statement on the consent page."""
+    page.goto(character_url + "consent/")
+    page.get_by_label("I am the person in these photos.").check()
+    page.get_by_label("I agree to the statement above.").check()
+    page.get_by_role("button", name="Record my consent").click()
+    page.get_by_role("heading", name="Anna", level=1).wait_for()
+
+
 def upload(page: Any, files: list[str]) -> None:
     page.locator("#upload-input").set_input_files(files)
     page.locator("#upload-list .file-result.ok").nth(len(files) - 1).wait_for()
@@ -127,6 +136,7 @@ def test_a_new_user_trains_a_lora_in_the_browser_and_downloads_it(
     sign_up(page, base)
     create_character(page)
     character_url = page.url
+    give_consent(page, character_url)
     upload(page, photos(tmp_path / "photos"))
     start_training(page, artifacts)
 

@@ -180,7 +180,7 @@ def test_the_announcement_waits_for_the_surrounding_transaction_to_commit(
         services.reference_image_add(character=anna, upload=images.upload(images.jpeg_bytes(), "a.jpg"))
 
     assert announcements == []
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # the announcement and the queueing of the face analysis
 
 
 def test_a_failing_listener_does_not_fail_the_upload(

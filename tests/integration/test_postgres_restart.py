@@ -85,6 +85,9 @@ class Product:
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return self.api.post(self.web.url + path, timeout=30, **kwargs)
 
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.api.put(self.web.url + path, timeout=30, **kwargs)
+
     def rows(self, model: type[Any], columns: tuple[str, ...], *, where: str, value: str) -> list[Any]:
         """Straight from the database: `columns` of `model`'s rows whose `where` column is `value`, oldest
         first."""
@@ -257,6 +260,8 @@ def start_a_run(app: Product) -> tuple[str, str]:
     character = app.post("/api/v1/characters", json={"name": "Anna", "trigger_word": "ohwx_anna"})
     assert character.status_code == 201, character.text
     character_id = character.json()["id"]
+    consented = app.put(f"/api/v1/characters/{character_id}/consent", json={"basis": "self"})
+    assert consented.status_code == 200, consented.text
     photos = [("files", (f"photo-{i}.jpg", jpeg, "image/jpeg")) for i, jpeg in enumerate(distinct_jpegs(3))]
     added = app.post(f"/api/v1/characters/{character_id}/images", files=photos)
     assert added.status_code == 201 and len(added.json()["added"]) == 3, added.text

@@ -98,6 +98,7 @@ def test_no_secret_reaches_a_response_a_log_or_the_job_input_in_a_whole_flow(
         api.post("/api/v1/characters", {"name": "Anna", "trigger_word": "ohwx_anna"}, format="json")
     )
     character_id = character.json()["id"]
+    keep(api.put(f"/api/v1/characters/{character_id}/consent", {"basis": "self"}, format="json"))
     files = [
         SimpleUploadedFile(f"{i}.jpg", content, "image/jpeg") for i, content in enumerate(distinct_jpegs(3))
     ]
