@@ -194,14 +194,20 @@ if REDIS_URL:
         "visibility_timeout": 3600,
     }
 else:
-    # The embedded default: a broker that needs no server, used by a real worker process.
+    # The embedded default: a broker that needs no server, used by a real worker process. kombu's own
+    # file-system transport lets a consumer read a message while it is being written (a worker then stops
+    # on "Unrecoverable error"); studio/filesystem_broker.py writes and claims every file atomically.
     _queue_dir = VAR_DIR / "celery" / "queue"
-    _queue_dir.mkdir(parents=True, exist_ok=True)  # the file-system transport needs it to exist
+    _processed_dir = VAR_DIR / "celery" / "processed"
+    for _folder in (_queue_dir, _processed_dir):
+        _folder.mkdir(parents=True, exist_ok=True)  # the file-system transport needs them to exist
     CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT = "studio.filesystem_broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
-        "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        # On the queue's file system: a consumer claims a message by renaming it here.
+        "processed_folder": str(_processed_dir),
         # Broadcast (worker control) messages; kombu's default is a folder in the working directory.
         "control_folder": str(VAR_DIR / "celery" / "control"),
         "store_processed": False,
