@@ -4,16 +4,14 @@ upload ten photos, train on the local RunPod stand-in, watch the bar reach 100 %
 from __future__ import annotations
 
 import hashlib
-import io
-import random
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageDraw
 
+from tests.browser.photos import photos
 from tests.integration.conftest import Stack
 from training.models import TrainingRun
 
@@ -22,25 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_d
 PASSWORD = "a long browser passphrase 7"
 # Slow enough for the page to poll a few times mid-run, fast enough to keep the test well under a minute.
 TRAINER = {"SIMULATED_TRAINER_SECONDS_PER_STEP": "0.08"}
-
-
-def photos(folder: Path, count: int = 10) -> list[str]:
-    """Distinct 640 x 768 JPEGs: a face-like figure on a coloured background, different in each."""
-    folder.mkdir()
-    paths = []
-    for index in range(count):
-        rng = random.Random(index)
-        image = Image.new("RGB", (640, 768), tuple(rng.randrange(60, 220) for _ in range(3)))
-        draw = ImageDraw.Draw(image)
-        x, y = 200 + rng.randrange(-60, 60), 180 + rng.randrange(-40, 40)
-        draw.ellipse((x, y, x + 240, y + 300), fill=(224, 172, 140))
-        draw.rectangle((x - 40, y + 300, x + 280, 768), fill=tuple(rng.randrange(0, 255) for _ in range(3)))
-        path = folder / f"anna-{index:02d}.jpg"
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=90)
-        path.write_bytes(buffer.getvalue())
-        paths.append(str(path))
-    return paths
 
 
 def sign_up(page: Any, base: str) -> None:
