@@ -119,6 +119,7 @@ RULES: dict[str, Rule] = {
     "password_change": Rule("signed-in"),
     "password_change_done": Rule("signed-in"),
     "healthz": Rule("admin-public"),  # 200 or 503 by the services' health, never a secret
+    "favicon": Rule("admin-public"),  # a redirect to the static icon, for anyone
     "api-schema": Rule("api-public"),
     "api-docs": Rule("api-public"),
     "api-redoc": Rule("api-public"),
