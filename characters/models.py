@@ -50,8 +50,8 @@ def reference_image_name(character_id: object, sha256: str, extension: str) -> s
     return f"characters/{character_id}/images/{sha256}{extension}"
 
 
-def reference_thumbnail_name(character_id: object, sha256: str) -> str:
-    return f"characters/{character_id}/thumbnails/{sha256}.webp"
+def reference_thumbnail_name(character_id: object, sha256: str, *, large: bool = False) -> str:
+    return f"characters/{character_id}/thumbnails/{sha256}{'-512' if large else ''}.webp"
 
 
 def reference_image_path(instance: ReferenceImage, filename: str) -> str:
@@ -67,6 +67,9 @@ class ReferenceImage(models.Model):
     character = models.ForeignKey(Character, on_delete=models.CASCADE, related_name="images")
     file = models.FileField(upload_to=reference_image_path, max_length=255)
     thumbnail = models.FileField(max_length=255, blank=True)
+    # 512 px on the long side, for screens with 2-3 device pixels per CSS pixel; empty for photos added
+    # before it existed (pages then offer the 256 px one alone).
+    thumbnail_large = models.FileField(max_length=255, blank=True)
     original_filename = models.CharField(max_length=255)
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,6 +21,7 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from characters.ingest import ImageRejected, PreparedImage, display_name, prepare_image
 from characters.models import Character, ReferenceImage, reference_image_name, reference_thumbnail_name
@@ -157,6 +159,27 @@ def reference_image_update_caption(*, image: ReferenceImage, caption: str) -> Re
     return image
 
 
+def reference_images_update_captions(*, character: Character, captions: dict[Any, str]) -> int:
+    """Replace the captions of the character's images given by id, all or none; returns how many changed.
+
+    Ids of images no longer in the character (deleted meanwhile) are skipped.
+    """
+    cleaned = {str(image_id): caption.strip() for image_id, caption in captions.items()}
+    for caption in cleaned.values():
+        if len(caption) > CAPTION_MAX_LENGTH:
+            message = f"Keep each caption under {CAPTION_MAX_LENGTH} characters (one has {len(caption)})."
+            raise ApplicationError(message, code="caption_too_long")
+    changed = []
+    now = timezone.now()  # bulk_update does not apply auto_now
+    with transaction.atomic():
+        for image in character.images.select_for_update().filter(pk__in=list(cleaned)):
+            if image.caption != cleaned[str(image.pk)]:
+                image.caption, image.updated_at = cleaned[str(image.pk)], now
+                changed.append(image)
+        ReferenceImage.objects.bulk_update(changed, ["caption", "updated_at"])
+    return len(changed)
+
+
 def reference_image_delete(*, image: ReferenceImage) -> None:
     """Delete a reference image; its stored files go once the deletion has committed."""
     names = _stored_names([image])
@@ -180,27 +203,30 @@ def _reference_image_ingest(*, character: Character, upload: UploadedFile) -> Re
         raise
 
 
-def _store(character: Character, prepared: PreparedImage) -> tuple[str, str]:
-    """Save the image and its thumbnail; returns their storage names."""
-    image_name = reference_image_name(character.pk, prepared.sha256, prepared.extension)
-    thumbnail_name = reference_thumbnail_name(character.pk, prepared.sha256)
+def _store(character: Character, prepared: PreparedImage) -> tuple[str, str, str]:
+    """Save the image and its two thumbnails; returns their storage names."""
+    names = (
+        (reference_image_name(character.pk, prepared.sha256, prepared.extension), prepared.image),
+        (reference_thumbnail_name(character.pk, prepared.sha256), prepared.thumbnail),
+        (reference_thumbnail_name(character.pk, prepared.sha256, large=True), prepared.thumbnail_large),
+    )
     saved: list[str] = []
     try:
-        saved.append(default_storage.save(image_name, File(prepared.image, name=image_name)))
-        saved.append(default_storage.save(thumbnail_name, File(prepared.thumbnail, name=thumbnail_name)))
+        for name, content in names:
+            saved.append(default_storage.save(name, File(content, name=name)))
     except Exception as error:
-        logger.exception("Could not store %s for character %s", image_name, character.pk)
+        logger.exception("Could not store %s for character %s", names[0][0], character.pk)
         _delete_files(saved)
         raise ImageRejected(
             prepared.original_filename,
             "the file storage is not answering, so the image was not saved. Try again in a minute.",
             code="storage_unavailable",
         ) from error
-    return saved[0], saved[1]
+    return saved[0], saved[1], saved[2]
 
 
 def _reference_image_record(
-    *, character: Character, prepared: PreparedImage, stored: tuple[str, str]
+    *, character: Character, prepared: PreparedImage, stored: tuple[str, str, str]
 ) -> ReferenceImage:
     name = prepared.original_filename
     try:
@@ -219,6 +245,7 @@ def _reference_image_record(
                 character=locked,
                 file=stored[0],
                 thumbnail=stored[1],
+                thumbnail_large=stored[2],
                 original_filename=name,
                 sha256=prepared.sha256,
                 width=prepared.width,
@@ -269,7 +296,9 @@ def _send_images_added(character_id: object) -> None:
 def _stored_names(images: Iterable[ReferenceImage]) -> list[str]:
     names: list[str] = []
     for image in images:
-        names.extend(name for name in (image.file.name, image.thumbnail.name) if name)
+        names.extend(
+            name for name in (image.file.name, image.thumbnail.name, image.thumbnail_large.name) if name
+        )
     return names
 
 

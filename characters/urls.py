@@ -13,6 +13,7 @@ urlpatterns = [
     path("<uuid:character_id>/edit/", views.character_edit, name="edit"),
     path("<uuid:character_id>/delete/", views.character_delete, name="delete"),
     path("<uuid:character_id>/images/", views.reference_images_upload, name="upload"),
+    path("<uuid:character_id>/captions/", views.reference_image_captions, name="captions"),
     path(
         "<uuid:character_id>/images/<uuid:image_id>/caption/", views.reference_image_caption, name="caption"
     ),

@@ -91,6 +91,7 @@ def test_it_adds_an_image_with_its_file_thumbnail_and_measurements(anna: Charact
     image.refresh_from_db()
     assert image.file.name == f"characters/{anna.pk}/images/{image.sha256}.jpg"
     assert image.thumbnail.name == f"characters/{anna.pk}/thumbnails/{image.sha256}.webp"
+    assert image.thumbnail_large.name == f"characters/{anna.pk}/thumbnails/{image.sha256}-512.webp"
     assert (image.width, image.height, image.original_filename) == (640, 512, "a.jpg")
     assert default_storage.size(image.file.name) == image.bytes
 
@@ -122,7 +123,7 @@ def test_a_refused_duplicate_leaves_no_stray_file_in_storage(anna: Character, is
     with pytest.raises(ImageRejected):
         services.reference_image_add(character=anna, upload=images.upload(content, "again.jpg"))
 
-    assert len([path for path in isolated_media.rglob("*") if path.is_file()]) == 2  # image + thumbnail
+    assert len([path for path in isolated_media.rglob("*") if path.is_file()]) == 3  # image + 2 thumbnails
 
 
 def test_it_refuses_an_image_beyond_the_per_character_maximum(anna: Character, settings: Any) -> None:
@@ -228,6 +229,7 @@ def test_deleting_an_image_removes_its_row_and_files(
     assert not ReferenceImage.objects.filter(pk=image.pk).exists()
     assert not default_storage.exists(image.file.name)
     assert not default_storage.exists(image.thumbnail.name)
+    assert not default_storage.exists(image.thumbnail_large.name)
 
 
 def test_deleting_a_character_removes_its_images_and_its_storage_folder(
