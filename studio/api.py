@@ -30,8 +30,21 @@ class ErrorDetailSerializer(serializers.Serializer):
     )
 
 
+class RateLimitSerializer(serializers.Serializer):
+    scope = serializers.CharField(help_text="Which limit, e.g. `training_run_start`.")
+    limit = serializers.IntegerField(help_text="How many counted requests the window allows.")
+    window_seconds = serializers.IntegerField(help_text="The sliding window's length.")
+    counts = serializers.CharField(help_text="What is counted, e.g. accepted run starts (refusals are not).")
+    resets_at = serializers.DateTimeField(help_text="When the next request will be accepted.")
+    retry_after_seconds = serializers.IntegerField(help_text="The same as the Retry-After header.")
+
+
+class ErrorDetailWithLimitSerializer(ErrorDetailSerializer):
+    rate_limit = RateLimitSerializer(required=False, help_text="Only on 429 `rate_limited`.")
+
+
 class ErrorSerializer(serializers.Serializer):
-    error = ErrorDetailSerializer()
+    error = ErrorDetailWithLimitSerializer()
 
 
 class StudioAutoSchema(AutoSchema):

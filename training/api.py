@@ -18,8 +18,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from characters.selectors import character_get_for
@@ -32,6 +30,7 @@ from studio.api_idempotency import (
     idempotent_create,
     request_fingerprint,
 )
+from studio.api_rate_limit import AcceptedRequestThrottle, record_accepted
 from studio.errors import ApplicationError, Conflict
 from studio.transfer import download_url
 from training import services
@@ -156,13 +155,11 @@ class LoraDownloadSerializer(serializers.Serializer):
 # --- Rate limit ---------------------------------------------------------------------------
 
 
-class TrainingRunStartThrottle(ScopedRateThrottle):
-    """Per-user limit on creating runs (`training_run_start` in DEFAULT_THROTTLE_RATES)."""
+class TrainingRunStartThrottle(AcceptedRequestThrottle):
+    """Per-user limit on runs started (`training_run_start` in DEFAULT_THROTTLE_RATES): only accepted starts
+    and retries count, since only they spend GPU money; refused and replayed requests do not."""
 
-    def get_rate(self) -> str | None:
-        # Read at request time, not import time, so settings (and tests) can change the rate.
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(str(self.scope))
-        return None if rate is None else str(rate)
+    counts = "accepted run starts (new runs and retries)"
 
 
 def _api_status(error: ApplicationError) -> ApplicationError:
@@ -232,6 +229,8 @@ class TrainingRunStartApi(APIView):
             )
         except ApplicationError as error:
             raise _api_status(error) from error
+        if not replayed:
+            record_accepted(request, self)
         return _accepted(run, request, replayed=replayed)
 
 
@@ -309,6 +308,8 @@ class TrainingRunRetryApi(APIView):
             )
         except ApplicationError as error:
             raise _api_status(error) from error
+        if not replayed:
+            record_accepted(request, self)
         return _accepted(run, request, replayed=replayed)
 
 
