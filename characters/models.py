@@ -6,6 +6,7 @@ from pathlib import PurePosixPath
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.functions import Lower
 
 TRIGGER_WORD_PATTERN = r"^[a-z][a-z0-9_]{2,31}$"
 
@@ -39,6 +40,10 @@ class Character(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["owner", "name"], name="character_name_unique_per_owner"),
+            # The service compares names ignoring case; this holds it when two creates race.
+            models.UniqueConstraint(
+                "owner", Lower("name"), name="character_name_unique_per_owner_ignoring_case"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -95,7 +96,18 @@ def character_delete(*, character: Character) -> None:
     transaction.on_commit(partial(_delete_character_files, folder, names))
 
 
+def _visible_name(name: str) -> str:
+    """The name in NFC, stripped; refused when nothing of it can be seen (zero-width and other invisible
+    characters alone would give a character nobody can tell apart or click on)."""
+    name = unicodedata.normalize("NFC", name).strip()
+    if not any(unicodedata.category(char)[0] in "LNPS" for char in name):
+        message = "Give the character a name with letters or digits a person can see."
+        raise ApplicationError(message, code="invalid", fields={"name": [message]})
+    return name
+
+
 def _validate(character: Character) -> None:
+    character.name = _visible_name(character.name)
     try:
         character.full_clean(validate_constraints=False)
     except ValidationError as error:
@@ -104,11 +116,11 @@ def _validate(character: Character) -> None:
         }
         first = next(iter(fields.values()))[0]
         raise ApplicationError(first, code="invalid", fields=fields) from error
-    others = Character.objects.filter(owner_id=character.owner_id, name=character.name).exclude(
-        pk=character.pk
-    )
-    if others.exists():
-        raise _name_taken(character.name)
+    # "anna" beside "Anna" would be two characters nobody can tell apart in a list.
+    others = Character.objects.filter(owner_id=character.owner_id, name__iexact=character.name)
+    taken = others.exclude(pk=character.pk).first()
+    if taken is not None:
+        raise _name_taken(taken.name)
 
 
 def _name_taken(name: str) -> Conflict:

@@ -55,6 +55,26 @@ def test_it_refuses_a_second_character_with_the_same_name_for_one_owner(anna: Ch
     }
 
 
+def test_it_refuses_a_name_that_differs_from_another_only_in_case(anna: Character, alice: Any) -> None:
+    with pytest.raises(Conflict) as caught:
+        services.character_create(owner=alice, name="anna", trigger_word="ohwx_other")
+
+    assert caught.value.code == "name_taken"
+    assert "“Anna”" in caught.value.message
+    assert Character.objects.filter(owner=alice).count() == 1
+
+
+@pytest.mark.parametrize("name", ["\u200b\u200b", "\u200b\u200c\u200d\ufeff", " \u2060 "])
+def test_it_refuses_a_name_made_only_of_invisible_characters(alice: Any, name: str) -> None:
+    with pytest.raises(ApplicationError) as caught:
+        services.character_create(owner=alice, name=name, trigger_word="ohwx_ghost")
+
+    assert caught.value.fields == {
+        "name": ["Give the character a name with letters or digits a person can see."]
+    }
+    assert not Character.objects.filter(owner=alice).exists()
+
+
 def test_two_owners_may_use_the_same_character_name(anna: Character, bob: Any) -> None:
     services.character_create(owner=bob, name="Anna", trigger_word="ohwx_anna")
 
