@@ -113,6 +113,10 @@ def reference_images_upload(request: HttpRequest, character_id: uuid.UUID) -> Ht
     uploads = request.FILES.getlist(UPLOAD_FIELD)
     if not uploads:
         message = "Choose at least one JPEG, PNG or WebP image to upload."
+        if request.FILES:  # sent under another name: a page from before the form's part was renamed
+            message = (
+                f"The photos came under another name than `{UPLOAD_FIELD}`. Reload the page and upload again."
+            )
         if _wants_json(request):
             return JsonResponse({"message": message, "added": [], "rejected": []}, status=400)
         messages.error(request, message)
