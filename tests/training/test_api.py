@@ -401,3 +401,33 @@ def test_bob_sees_nothing_of_alices_spend(bob_api: APIClient, character: Any) ->
     make_run(character, TrainingRun.Status.TRAINING)
     body = bob_api.get("/api/v1/me").json()
     assert body["active_runs"] == [] and Decimal(body["spend_this_month_usd"]) == 0
+
+
+# --- Characters with their LoRA -------------------------------------------------------------
+
+
+def test_a_character_in_the_api_shows_its_lora_status_and_links_to_its_current_lora(
+    alice_api: APIClient, character: Any
+) -> None:
+    run = completed(character)
+
+    body = alice_api.get(f"/api/v1/characters/{character.pk}").json()
+
+    assert body["lora_status"] == "ready"
+    assert body["lora"]["run_id"] == str(run.pk)
+    assert (body["lora"]["bytes"], body["lora"]["sha256"]) == (4321, "c" * 64)
+    assert body["lora"]["urls"]["download"].endswith(f"/api/v1/runs/{run.pk}/lora")
+    assert body["active_run"] is None
+
+
+def test_the_character_list_shows_which_characters_are_training(
+    alice_api: APIClient, character: Any, alice: Any
+) -> None:
+    run = make_run(character, TrainingRun.Status.TRAINING)
+    CharacterFactory(owner=alice, name="Untrained")
+
+    rows = {row["name"]: row for row in alice_api.get("/api/v1/characters").json()["results"]}
+
+    assert rows[character.name]["lora_status"] == "training"
+    assert rows[character.name]["active_run"]["id"] == str(run.pk)
+    assert (rows["Untrained"]["lora_status"], rows["Untrained"]["lora"]) == ("none", None)
