@@ -170,6 +170,10 @@ RULES: dict[str, Rule] = {
     "admin:login": Rule("admin-public"),
     "admin:logout": Rule("admin-public", ("POST",)),
     "admin:jsi18n": Rule("admin"),
+    # A run's own Cancel, Retry and Re-sync buttons (POST only).
+    "admin:training_trainingrun_cancel": Rule("admin", ("POST",)),
+    "admin:training_trainingrun_retry": Rule("admin", ("POST",)),
+    "admin:training_trainingrun_resync": Rule("admin", ("POST",)),
 }
 ADMIN_DEFAULT = Rule("admin")
 
