@@ -83,6 +83,7 @@ def studio(alice: Any, settings: Any) -> dict[str, str]:
         "characters": "/characters/",
         "character": f"/characters/{character.pk}/",
         "train": f"/characters/{character.pk}/train/",
+        "captions": f"/characters/{character.pk}/captions/",
         "run": f"/runs/{completed.pk}/",
         "cancelled-run": f"/runs/{cancelled.pk}/",
         "runs": "/runs/",
@@ -146,7 +147,8 @@ def _record(artifacts: Path, key: str, measured: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280", "390"])
 @pytest.mark.parametrize(
-    "name", ["characters", "character", "train", "run", "cancelled-run", "runs", "tokens", "webhook"]
+    "name",
+    ["characters", "character", "train", "captions", "run", "cancelled-run", "runs", "tokens", "webhook"],
 )
 def test_no_part_of_the_page_is_wider_than_the_screen(
     page: Any, live_server: Any, alice: Any, studio: dict[str, str], artifacts: Path, name: str, viewport: Any
