@@ -204,7 +204,7 @@ def upload(base: str, session: requests.Session, character_id: str, paths: list[
 def _part_header(boundary: str, path: Path) -> bytes:
     return (
         f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="images"; filename="{path.name}"\r\n'
+        f'Content-Disposition: form-data; name="files"; filename="{path.name}"\r\n'
         "Content-Type: image/jpeg\r\n\r\n"
     ).encode()
 

@@ -30,6 +30,8 @@ from studio.api_parsers import JSONParser
 from studio.errors import ApplicationError, NotFound
 from studio.transfer import download_url
 
+# The multipart part name photos are uploaded under, here and on the character page's form.
+UPLOAD_PART = "files"
 # Image links in responses stay valid long enough to render a page of thumbnails.
 IMAGE_URL_TTL_SECONDS = 3600
 
@@ -104,6 +106,9 @@ class ImageUploadResultSerializer(serializers.Serializer):
 
 
 class CharacterListApi(APIView):
+    # What a character looks like in answers; training's API adds its LoRA (training.api).
+    output_serializer: type[CharacterSerializer] = CharacterSerializer
+
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         trigger_word = serializers.CharField(max_length=32)
@@ -124,10 +129,15 @@ class CharacterListApi(APIView):
     def get(self, request: Request) -> Response:
         return paginated_response(
             queryset=character_list_for(request.user),
-            serializer_class=CharacterSerializer,
+            serializer_class=self.output_serializer,
             request=request,
             view=self,
+            page_context=self.page_context,
         )
+
+    def page_context(self, characters: list[Character]) -> dict[str, Any]:
+        """What the output serializer reads for a whole page at once (nothing here; see training.api)."""
+        return {}
 
     @extend_schema(
         operation_id="characters_create",
@@ -139,10 +149,12 @@ class CharacterListApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         character = services.character_create(owner=request.user, **serializer.validated_data)  # type: ignore[arg-type]
-        return Response(CharacterSerializer(character).data, status=status.HTTP_201_CREATED)
+        return Response(self.output_serializer(character).data, status=status.HTTP_201_CREATED)
 
 
 class CharacterDetailApi(APIView):
+    output_serializer: type[CharacterSerializer] = CharacterSerializer
+
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100, required=False)
         trigger_word = serializers.CharField(max_length=32, required=False)
@@ -157,7 +169,7 @@ class CharacterDetailApi(APIView):
     @extend_schema(operation_id="characters_read", responses=CharacterSerializer, tags=["characters"])
     def get(self, request: Request, character_id: uuid.UUID) -> Response:
         character = character_get_for(request.user, character_id)
-        return Response(CharacterSerializer(character).data)
+        return Response(self.output_serializer(character).data)
 
     @extend_schema(
         operation_id="characters_update",
@@ -171,7 +183,7 @@ class CharacterDetailApi(APIView):
         serializer.is_valid(raise_exception=True)
         if serializer.validated_data:
             character = services.character_update(character=character, **serializer.validated_data)
-        return Response(CharacterSerializer(character).data)
+        return Response(self.output_serializer(character).data)
 
     @extend_schema(operation_id="characters_delete", responses={204: None}, tags=["characters"])
     def delete(self, request: Request, character_id: uuid.UUID) -> Response:
@@ -226,6 +238,7 @@ class ReferenceImageListApi(APIView):
     )
     def post(self, request: Request, character_id: uuid.UUID) -> Response:
         character = character_get_for(request.user, character_id)
+        _check_part_names(request)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         if not character_has_consent(character):
@@ -247,6 +260,18 @@ class ReferenceImageListApi(APIView):
             )
         data = {"added": report.added, "rejected": rejected}
         return Response(ImageUploadResultSerializer(data).data, status=status.HTTP_201_CREATED)
+
+
+def _check_part_names(request: Request) -> None:
+    """Files sent under another part name (the web form's old `images`, a typo) are named in the refusal,
+    rather than answered "files: this field is required" as if nothing had been sent."""
+    others = sorted(name for name in request.FILES if name != UPLOAD_PART)
+    if others and UPLOAD_PART not in request.FILES:
+        sent = ", ".join(f"`{name}`" for name in others)
+        message = (
+            f"Send the photos as parts named `{UPLOAD_PART}`; this request's file parts are named {sent}."
+        )
+        raise ApplicationError(message, code="invalid", fields={UPLOAD_PART: [message]})
 
 
 def _rejection(rejected: Any) -> dict[str, str]:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from django import forms
 
 from characters import consent
-from characters.models import trigger_word_validator
+from characters.models import ReferenceImage, trigger_word_validator
 from characters.services import CAPTION_MAX_LENGTH
 from studio.errors import ApplicationError
 
@@ -62,3 +65,46 @@ class ConsentForm(forms.Form):
     )
     agree = forms.BooleanField(label="I agree to the statement above.")
     wording_version = forms.CharField(widget=forms.HiddenInput, initial=consent.CURRENT_VERSION)
+
+
+class CaptionsForm(forms.Form):
+    """Every photo's caption at once (`caption-<image id>`), or one caption for them all (`apply_to_all`)."""
+
+    all_caption = forms.CharField(
+        required=False,
+        max_length=CAPTION_MAX_LENGTH,
+        label="One caption for every photo",
+        help_text="Replaces every caption below when you press “Apply to all”.",
+        widget=forms.TextInput(attrs={"placeholder": "[trigger] smiling, outdoors"}),
+    )
+
+    def __init__(self, *args: Any, images: Sequence[ReferenceImage], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.images = list(images)
+        for image in self.images:
+            self.fields[self.field_name(image)] = forms.CharField(
+                required=False,
+                max_length=CAPTION_MAX_LENGTH,
+                initial=image.caption,
+                label=f"Caption of {image.original_filename}",
+                widget=forms.Textarea(attrs={"rows": 2, "placeholder": "[trigger] smiling, outdoors"}),
+            )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "apply_to_all" in self.data and not (cleaned.get("all_caption") or "").strip():
+            self.add_error("all_caption", "Write the caption to give every photo, then press “Apply to all”.")
+        return cleaned
+
+    @staticmethod
+    def field_name(image: ReferenceImage) -> str:
+        return f"caption-{image.pk}"
+
+    def rows(self) -> list[tuple[ReferenceImage, forms.BoundField]]:
+        return [(image, self[self.field_name(image)]) for image in self.images]
+
+    def captions(self) -> dict[Any, str]:
+        """Image id -> caption: the one caption for all when "Apply to all" was pressed, else each field."""
+        if "apply_to_all" in self.data:
+            return {image.pk: self.cleaned_data["all_caption"] for image in self.images}
+        return {image.pk: self.cleaned_data[self.field_name(image)] for image in self.images}

@@ -36,6 +36,9 @@ MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MIN_SHORT_SIDE = 512
 THUMBNAIL_SIZE = 256
+# Grids show photos about 110-160 CSS px wide; phones draw them at 2-3 device pixels per CSS pixel, where a
+# 256 px thumbnail is upscaled and soft. Pages offer both through `srcset`; the browser picks.
+LARGE_THUMBNAIL_SIZE = 512
 
 # Pillow's own plugin names; anything else is refused however it is named.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -63,6 +66,7 @@ class PreparedImage:
     original_filename: str
     image: IO[bytes]
     thumbnail: IO[bytes]
+    thumbnail_large: IO[bytes]
     extension: str
     content_type: str
     sha256: str
@@ -73,6 +77,7 @@ class PreparedImage:
     def close(self) -> None:
         self.image.close()
         self.thumbnail.close()
+        self.thumbnail_large.close()
 
 
 def prepare_image(upload: IO[bytes], *, filename: str, size: int) -> PreparedImage:
@@ -192,19 +197,23 @@ def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
 def _encode(image: Image.Image, source: Image.Image, *, name: str, image_format: str) -> PreparedImage:
     stored = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - handed to the caller
     thumbnail = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
+    thumbnail_large = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
     try:
         out_format = "JPEG" if image_format == "JPEG" and image.mode == "RGB" else image_format
         if out_format == "JPEG" and image.mode != "RGB":
             out_format = "PNG"  # JPEG cannot keep transparency
         image.save(stored, out_format, **_encoder_options(out_format, source))
-        _make_thumbnail(image).save(thumbnail, "WEBP", quality=80, method=4)
+        _make_thumbnail(image, THUMBNAIL_SIZE).save(thumbnail, "WEBP", quality=80, method=4)
+        _make_thumbnail(image, LARGE_THUMBNAIL_SIZE).save(thumbnail_large, "WEBP", quality=80, method=4)
         digest, length = _hash(stored)
         thumbnail.seek(0)
+        thumbnail_large.seek(0)
         width, height = image.size
         return PreparedImage(
             original_filename=name,
             image=stored,
             thumbnail=thumbnail,
+            thumbnail_large=thumbnail_large,
             extension=_EXTENSIONS[out_format],
             content_type=_CONTENT_TYPES[out_format],
             sha256=digest,
@@ -215,6 +224,7 @@ def _encode(image: Image.Image, source: Image.Image, *, name: str, image_format:
     except BaseException:
         stored.close()
         thumbnail.close()
+        thumbnail_large.close()
         raise
 
 
@@ -236,9 +246,9 @@ def _encoder_options(out_format: str, source: Image.Image) -> dict[str, Any]:
     return {"optimize": False, "compress_level": 6}
 
 
-def _make_thumbnail(image: Image.Image) -> Image.Image:
+def _make_thumbnail(image: Image.Image, longest_side: int) -> Image.Image:
     width, height = image.size
-    scale = THUMBNAIL_SIZE / max(width, height)
+    scale = min(1.0, longest_side / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 

@@ -6,6 +6,7 @@ from pathlib import PurePosixPath
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.functions import Lower
 
 TRIGGER_WORD_PATTERN = r"^[a-z][a-z0-9_]{2,31}$"
 
@@ -51,6 +52,10 @@ class Character(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["owner", "name"], name="character_name_unique_per_owner"),
+            # The service compares names ignoring case; this holds it when two creates race.
+            models.UniqueConstraint(
+                "owner", Lower("name"), name="character_name_unique_per_owner_ignoring_case"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -62,8 +67,8 @@ def reference_image_name(character_id: object, sha256: str, extension: str) -> s
     return f"characters/{character_id}/images/{sha256}{extension}"
 
 
-def reference_thumbnail_name(character_id: object, sha256: str) -> str:
-    return f"characters/{character_id}/thumbnails/{sha256}.webp"
+def reference_thumbnail_name(character_id: object, sha256: str, *, large: bool = False) -> str:
+    return f"characters/{character_id}/thumbnails/{sha256}{'-512' if large else ''}.webp"
 
 
 def reference_image_path(instance: ReferenceImage, filename: str) -> str:
@@ -79,6 +84,9 @@ class ReferenceImage(models.Model):
     character = models.ForeignKey(Character, on_delete=models.CASCADE, related_name="images")
     file = models.FileField(upload_to=reference_image_path, max_length=255)
     thumbnail = models.FileField(max_length=255, blank=True)
+    # 512 px on the long side, for screens with 2-3 device pixels per CSS pixel; empty for photos added
+    # before it existed (pages then offer the 256 px one alone).
+    thumbnail_large = models.FileField(max_length=255, blank=True)
     original_filename = models.CharField(max_length=255)
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()

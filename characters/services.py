@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -166,7 +168,18 @@ def _require_consent(character: Character, filename: str) -> None:
         )
 
 
+def _visible_name(name: str) -> str:
+    """The name in NFC, stripped; refused when nothing of it can be seen (zero-width and other invisible
+    characters alone would give a character nobody can tell apart or click on)."""
+    name = unicodedata.normalize("NFC", name).strip()
+    if not any(unicodedata.category(char)[0] in "LNPS" for char in name):
+        message = "Give the character a name with letters or digits a person can see."
+        raise ApplicationError(message, code="invalid", fields={"name": [message]})
+    return name
+
+
 def _validate(character: Character) -> None:
+    character.name = _visible_name(character.name)
     try:
         character.full_clean(validate_constraints=False)
     except ValidationError as error:
@@ -175,11 +188,11 @@ def _validate(character: Character) -> None:
         }
         first = next(iter(fields.values()))[0]
         raise ApplicationError(first, code="invalid", fields=fields) from error
-    others = Character.objects.filter(owner_id=character.owner_id, name=character.name).exclude(
-        pk=character.pk
-    )
-    if others.exists():
-        raise _name_taken(character.name)
+    # "anna" beside "Anna" would be two characters nobody can tell apart in a list.
+    others = Character.objects.filter(owner_id=character.owner_id, name__iexact=character.name)
+    taken = others.exclude(pk=character.pk).first()
+    if taken is not None:
+        raise _name_taken(taken.name)
 
 
 def _name_taken(name: str) -> Conflict:
@@ -246,6 +259,27 @@ def reference_image_update_caption(*, image: ReferenceImage, caption: str) -> Re
     return image
 
 
+def reference_images_update_captions(*, character: Character, captions: dict[Any, str]) -> int:
+    """Replace the captions of the character's images given by id, all or none; returns how many changed.
+
+    Ids of images no longer in the character (deleted meanwhile) are skipped.
+    """
+    cleaned = {str(image_id): caption.strip() for image_id, caption in captions.items()}
+    for caption in cleaned.values():
+        if len(caption) > CAPTION_MAX_LENGTH:
+            message = f"Keep each caption under {CAPTION_MAX_LENGTH} characters (one has {len(caption)})."
+            raise ApplicationError(message, code="caption_too_long")
+    changed = []
+    now = timezone.now()  # bulk_update does not apply auto_now
+    with transaction.atomic():
+        for image in character.images.select_for_update().filter(pk__in=list(cleaned)):
+            if image.caption != cleaned[str(image.pk)]:
+                image.caption, image.updated_at = cleaned[str(image.pk)], now
+                changed.append(image)
+        ReferenceImage.objects.bulk_update(changed, ["caption", "updated_at"])
+    return len(changed)
+
+
 def reference_image_delete(*, image: ReferenceImage) -> None:
     """Delete a reference image with its face analysis (embedding) and crop; its stored files go once
     the deletion has committed, and the character's dataset report is recomputed."""
@@ -278,27 +312,30 @@ def _reference_image_ingest(*, character: Character, upload: UploadedFile) -> Re
         raise
 
 
-def _store(character: Character, prepared: PreparedImage) -> tuple[str, str]:
-    """Save the image and its thumbnail; returns their storage names."""
-    image_name = reference_image_name(character.pk, prepared.sha256, prepared.extension)
-    thumbnail_name = reference_thumbnail_name(character.pk, prepared.sha256)
+def _store(character: Character, prepared: PreparedImage) -> tuple[str, str, str]:
+    """Save the image and its two thumbnails; returns their storage names."""
+    names = (
+        (reference_image_name(character.pk, prepared.sha256, prepared.extension), prepared.image),
+        (reference_thumbnail_name(character.pk, prepared.sha256), prepared.thumbnail),
+        (reference_thumbnail_name(character.pk, prepared.sha256, large=True), prepared.thumbnail_large),
+    )
     saved: list[str] = []
     try:
-        saved.append(default_storage.save(image_name, File(prepared.image, name=image_name)))
-        saved.append(default_storage.save(thumbnail_name, File(prepared.thumbnail, name=thumbnail_name)))
+        for name, content in names:
+            saved.append(default_storage.save(name, File(content, name=name)))
     except Exception as error:
-        logger.exception("Could not store %s for character %s", image_name, character.pk)
+        logger.exception("Could not store %s for character %s", names[0][0], character.pk)
         _delete_files(saved)
         raise ImageRejected(
             prepared.original_filename,
             "the file storage is not answering, so the image was not saved. Try again in a minute.",
             code="storage_unavailable",
         ) from error
-    return saved[0], saved[1]
+    return saved[0], saved[1], saved[2]
 
 
 def _reference_image_record(
-    *, character: Character, prepared: PreparedImage, stored: tuple[str, str]
+    *, character: Character, prepared: PreparedImage, stored: tuple[str, str, str]
 ) -> ReferenceImage:
     name = prepared.original_filename
     try:
@@ -319,6 +356,7 @@ def _reference_image_record(
                 character=locked,
                 file=stored[0],
                 thumbnail=stored[1],
+                thumbnail_large=stored[2],
                 original_filename=name,
                 sha256=prepared.sha256,
                 width=prepared.width,
@@ -388,6 +426,11 @@ def _stored_names(images: Iterable[ReferenceImage]) -> list[str]:
         names.extend(name for name in (image.file.name, image.thumbnail.name) if name)
     crops = PhotoAnalysis.objects.filter(image__in=images).exclude(crop="").values_list("crop", flat=True)
     names.extend(crops)
+
+
+        names.extend(
+            name for name in (image.file.name, image.thumbnail.name, image.thumbnail_large.name) if name
+        )
     return names
 
 

@@ -15,6 +15,7 @@ urlpatterns = [
     path("<uuid:character_id>/consent/", views.character_consent, name="consent"),
     path("<uuid:character_id>/report/", views.character_dataset_report, name="report"),
     path("<uuid:character_id>/images/", views.reference_images_upload, name="upload"),
+    path("<uuid:character_id>/captions/", views.reference_image_captions, name="captions"),
     path(
         "<uuid:character_id>/images/<uuid:image_id>/caption/", views.reference_image_caption, name="caption"
     ),

@@ -17,8 +17,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from characters import consent, services
-from characters.forms import CaptionForm, CharacterForm, ConsentForm
-from characters.ingest import MAX_BYTES, ImageRejected
+from characters.forms import CaptionForm, CaptionsForm, CharacterForm, ConsentForm
+from characters.ingest import LARGE_THUMBNAIL_SIZE, MAX_BYTES, ImageRejected
 from characters.models import Character, ReferenceImage
 from characters.selectors import (
     character_get_for,
@@ -31,7 +31,8 @@ from characters.selectors import (
 )
 from studio.errors import ApplicationError
 
-UPLOAD_FIELD = "images"
+# The same part name as the API's upload (`files`), so one name works everywhere.
+UPLOAD_FIELD = "files"
 
 
 @login_required
@@ -117,6 +118,10 @@ def reference_images_upload(request: HttpRequest, character_id: uuid.UUID) -> Ht
         return _consent_first(request, character)
     if not uploads:
         message = "Choose at least one JPEG, PNG or WebP image to upload."
+        if request.FILES:  # sent under another name: a page from before the form's part was renamed
+            message = (
+                f"The photos came under another name than `{UPLOAD_FIELD}`. Reload the page and upload again."
+            )
         if _wants_json(request):
             return JsonResponse({"message": message, "added": [], "rejected": []}, status=400)
         messages.error(request, message)
@@ -194,6 +199,25 @@ def reference_image_caption(
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
+def reference_image_captions(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
+    """Every photo's caption on one page, with one caption to apply to them all."""
+    character = character_get_for(request.user, character_id)
+    images = list(reference_image_list(character))
+    form = CaptionsForm(request.POST or None, images=images)
+    if request.method == "POST" and form.is_valid():
+        try:
+            count = services.reference_images_update_captions(character=character, captions=form.captions())
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, f"Saved the captions of {count} photo{'s' if count != 1 else ''}.")
+            return redirect(reverse("characters:detail", args=[character.pk]) + "#images-heading")
+    context = {"character": character, "form": form, "rows": form.rows()}
+    return render(request, "characters/captions.html", context, status=400 if form.errors else 200)
+
+
+@login_required
 @require_POST
 def reference_image_delete(
     request: HttpRequest, character_id: uuid.UUID, image_id: uuid.UUID
@@ -210,6 +234,8 @@ def reference_image_thumbnail(
     request: HttpRequest, character_id: uuid.UUID, image_id: uuid.UUID
 ) -> FileResponse:
     image = reference_image_get_for(request.user, character_id, image_id)
+    if request.GET.get("size") == str(LARGE_THUMBNAIL_SIZE) and image.thumbnail_large.name:
+        return _stored_file(image.thumbnail_large.name)
     return _stored_file(image.thumbnail.name or image.file.name)
 
 

@@ -1,7 +1,8 @@
 """Developer settings pages: API tokens and webhook endpoints with their delivery log.
 
-A new token or signing secret is rendered once in the response to the POST that created it,
-never stored readable (tokens) nor shown again (secrets).
+A new token or signing secret is shown once: the POST that creates it keeps it in the session and redirects,
+and the next page view takes it out of the session and shows it. Reloading that page therefore neither
+shows it again nor creates another (a POST answered with a page would be sent again by a reload).
 """
 
 from __future__ import annotations
@@ -18,18 +19,21 @@ from developer import selectors, services
 from developer.forms import ApiTokenForm, WebhookEndpointForm
 from studio.errors import ApplicationError
 
+NEW_TOKEN_KEY = "developer:new-token"  # noqa: S105 - a session key, not a secret
+NEW_SECRET_KEY = "developer:new-secret"  # noqa: S105 - a session key, not a secret
+
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
     form = ApiTokenForm(request.POST or None)
-    new_token = None
     if request.method == "POST" and form.is_valid():
-        _token, new_token = services.api_token_create(user=request.user, name=form.cleaned_data["name"])  # type: ignore[arg-type]
-        form = ApiTokenForm()
+        _token, raw = services.api_token_create(user=request.user, name=form.cleaned_data["name"])  # type: ignore[arg-type]
+        request.session[NEW_TOKEN_KEY] = raw
+        return redirect("developer:tokens")
     tokens = selectors.api_token_list_for(request.user)  # type: ignore[arg-type]
-    context = {"form": form, "tokens": tokens, "new_token": new_token}
-    return render(request, "developer/token_list.html", context)
+    context = {"form": form, "tokens": tokens, "new_token": request.session.pop(NEW_TOKEN_KEY, None)}
+    return render(request, "developer/token_list.html", context, status=400 if form.errors else 200)
 
 
 @login_required
@@ -45,17 +49,17 @@ def token_revoke(request: HttpRequest, token_id: uuid.UUID) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def webhook_list(request: HttpRequest) -> HttpResponse:
     form = WebhookEndpointForm(request.POST or None)
-    new_secret = None
     if request.method == "POST" and form.is_valid():
         try:
-            _, new_secret = services.webhook_endpoint_create(user=request.user, **form.cleaned_data)  # type: ignore[arg-type]
+            _, secret = services.webhook_endpoint_create(user=request.user, **form.cleaned_data)  # type: ignore[arg-type]
         except ApplicationError as error:
             form.add_error("url" if "url" in error.fields else None, error.message)
         else:
-            form = WebhookEndpointForm()
+            request.session[NEW_SECRET_KEY] = secret
+            return redirect("developer:webhooks")
     endpoints = selectors.webhook_endpoint_list_for(request.user)  # type: ignore[arg-type]
-    context = {"form": form, "endpoints": endpoints, "new_secret": new_secret}
-    return render(request, "developer/webhook_list.html", context)
+    context = {"form": form, "endpoints": endpoints, "new_secret": request.session.pop(NEW_SECRET_KEY, None)}
+    return render(request, "developer/webhook_list.html", context, status=400 if form.errors else 200)
 
 
 @login_required

@@ -6,6 +6,7 @@ call one service or selector, and serialize. See docs/API.md for the conventions
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db.models import Model, QuerySet
@@ -30,8 +31,21 @@ class ErrorDetailSerializer(serializers.Serializer):
     )
 
 
+class RateLimitSerializer(serializers.Serializer):
+    scope = serializers.CharField(help_text="Which limit, e.g. `training_run_start`.")
+    limit = serializers.IntegerField(help_text="How many counted requests the window allows.")
+    window_seconds = serializers.IntegerField(help_text="The sliding window's length.")
+    counts = serializers.CharField(help_text="What is counted, e.g. accepted run starts (refusals are not).")
+    resets_at = serializers.DateTimeField(help_text="When the next request will be accepted.")
+    retry_after_seconds = serializers.IntegerField(help_text="The same as the Retry-After header.")
+
+
+class ErrorDetailWithLimitSerializer(ErrorDetailSerializer):
+    rate_limit = RateLimitSerializer(required=False, help_text="Only on 429 `rate_limited`.")
+
+
 class ErrorSerializer(serializers.Serializer):
-    error = ErrorDetailSerializer()
+    error = ErrorDetailWithLimitSerializer()
 
 
 class StudioAutoSchema(AutoSchema):
@@ -90,11 +104,15 @@ def paginated_response(
     view: APIView,
     ordering: str = "-created_at",
     context: dict[str, Any] | None = None,
+    page_context: Callable[[list[Any]], dict[str, Any]] | None = None,
 ) -> Response:
+    """One page of `queryset`; `page_context(page)` adds to the serializer's context what the page's rows
+    need read at once (one query for the page instead of one per row)."""
     paginator = StudioCursorPagination()
     paginator.ordering = ordering
     page: list[Model] = paginator.paginate_queryset(queryset, request, view=view) or []
-    data = serializer_class(page, many=True, context=context or {"request": request}).data
+    context = {**(context or {"request": request}), **(page_context(page) if page_context else {})}
+    data = serializer_class(page, many=True, context=context).data
     return paginator.get_paginated_response(data)
 
 

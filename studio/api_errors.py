@@ -17,6 +17,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from studio.api_rate_limit import RateLimited
 from studio.errors import ApplicationError
 
 # DRF's own codes, renamed where theirs would read oddly to a client.
@@ -53,7 +54,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if not isinstance(exc, exceptions.APIException):
         return None
     set_rollback()
-    response = Response(_error_body(exc), status=exc.status_code)
+    body = _error_body(exc)
+    if isinstance(exc, RateLimited):
+        body["error"]["rate_limit"] = exc.reached.as_dict()
+    response = Response(body, status=exc.status_code)
     for header, value in _headers(exc).items():
         response[header] = value
     return response
@@ -90,6 +94,8 @@ def _error_body(exc: exceptions.APIException) -> dict[str, Any]:
 def _message(exc: exceptions.APIException) -> str:
     if isinstance(exc, exceptions.NotAuthenticated):
         return "Send an API token as `Authorization: Bearer <token>` (create one under Developer settings)."
+    if isinstance(exc, RateLimited):
+        return exc.reached.message
     wait = getattr(exc, "wait", None)
     if isinstance(exc, exceptions.Throttled) and wait is not None:
         return f"Too many requests of this kind. Try again in {int(wait) + 1} seconds."
@@ -101,6 +107,9 @@ def _headers(exc: exceptions.APIException) -> dict[str, str]:
     headers: dict[str, str] = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = str(exc.auth_header)  # type: ignore[attr-defined]
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.reached.retry_after)
+        return headers
     wait = getattr(exc, "wait", None)
     if isinstance(exc, exceptions.Throttled) and wait is not None:
         headers["Retry-After"] = str(int(wait) + 1)

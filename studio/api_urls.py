@@ -17,6 +17,7 @@ from developer import api as developer_api
 from studio.errors import NotFound
 from studio.middleware import content_security_policy
 from training import api as training_api
+from training import api_characters as training_characters_api
 
 REDOC_POLICY = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
@@ -36,10 +37,11 @@ class ApiRouteNotFoundApi(APIView):
 
 v1 = [
     path("me", developer_api.MeApi.as_view(), name="me"),
-    path("characters", characters_api.CharacterListApi.as_view(), name="characters"),
+    # Characters with their LoRA: training's extension of the characters API (training/api_characters.py).
+    path("characters", training_characters_api.CharacterWithLoraListApi.as_view(), name="characters"),
     path(
         "characters/<uuid:character_id>",
-        characters_api.CharacterDetailApi.as_view(),
+        training_characters_api.CharacterWithLoraDetailApi.as_view(),
         name="character",
     ),
     path(

@@ -28,6 +28,9 @@ if (BASE_DIR / ".env").exists():
 # --- Core ---------------------------------------------------------------------------------
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Production is served over https behind a TLS-terminating proxy. `make demo` runs with DEBUG off on plain
+# http on loopback, so it turns this off: no https redirect, no Secure-only cookies, no HSTS.
+HTTPS = env.bool("DJANGO_HTTPS", default=True)
 
 if DEBUG:
     # A fixed key is fine only for the embedded default; production must bring its own.
@@ -65,7 +68,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "studio.append_slash.CommonMiddleware",  # Django's, with a POST to a URL without its slash kept a POST
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -165,12 +168,18 @@ if AWS_STORAGE_BUCKET_NAME:
 else:
     MEDIA_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 
+# WhiteNoise serves static files in every mode. Production serves the copy `collectstatic` made (hashed
+# names, compressed); STATIC_IN_PLACE serves them from their source folders with no collect step, as with
+# DEBUG on and in `make demo` (compressing every file takes minutes on a small machine).
+STATIC_IN_PLACE = env.bool("STATIC_IN_PLACE", default=DEBUG)
+if STATIC_IN_PLACE and not DEBUG:
+    WHITENOISE_USE_FINDERS = True  # with DEBUG on, WhiteNoise already does (and runserver serves them)
 STORAGES = {
     "default": MEDIA_STORAGE,
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
+            if STATIC_IN_PLACE
             else "whitenoise.storage.CompressedManifestStaticFilesStorage"
         )
     },
@@ -194,14 +203,20 @@ if REDIS_URL:
         "visibility_timeout": 3600,
     }
 else:
-    # The embedded default: a broker that needs no server, used by a real worker process.
+    # The embedded default: a broker that needs no server, used by a real worker process. kombu's own
+    # file-system transport lets a consumer read a message while it is being written (a worker then stops
+    # on "Unrecoverable error"); studio/filesystem_broker.py writes and claims every file atomically.
     _queue_dir = VAR_DIR / "celery" / "queue"
-    _queue_dir.mkdir(parents=True, exist_ok=True)  # the file-system transport needs it to exist
+    _processed_dir = VAR_DIR / "celery" / "processed"
+    for _folder in (_queue_dir, _processed_dir):
+        _folder.mkdir(parents=True, exist_ok=True)  # the file-system transport needs them to exist
     CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT = "studio.filesystem_broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
-        "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        # On the queue's file system: a consumer claims a message by renaming it here.
+        "processed_folder": str(_processed_dir),
         # Broadcast (worker control) messages; kombu's default is a folder in the working directory.
         "control_folder": str(VAR_DIR / "celery" / "control"),
         "store_processed": False,
@@ -382,7 +397,7 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
-if not DEBUG:
+if not DEBUG and HTTPS:
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
@@ -393,7 +408,9 @@ if not DEBUG:
     )
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-    CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# A refused form (an expired page, cookies blocked) gets the studio's page saying what to do.
+CSRF_FAILURE_VIEW = "studio.error_views.csrf_failure"
 SILENCED_SYSTEM_CHECKS: list[str] = []
 
 

@@ -5,6 +5,9 @@ from django.urls import include, path
 
 from studio import health, transfer, views
 
+handler400 = "studio.error_views.bad_request"
+handler403 = "studio.error_views.permission_denied"
+handler404 = "studio.error_views.page_not_found"
 handler500 = "studio.error_views.server_error"
 
 urlpatterns = [
@@ -18,6 +21,8 @@ urlpatterns = [
     path("developer/", include("developer.urls")),
     path("api/", include("studio.api_urls")),
     path("healthz", health.healthz, name="healthz"),
+    # Pages name their icon; this answers clients that ask the conventional address anyway.
+    path("favicon.ico", views.favicon, name="favicon"),
     path("transfer/<str:token>", transfer.transfer_view, name="transfer"),
     path("", include("training.urls")),
     path("admin/", admin.site.urls),

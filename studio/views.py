@@ -4,9 +4,10 @@ from typing import Any
 
 from django.contrib.auth import login
 from django.contrib.auth.views import LoginView, PasswordResetView
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.templatetags.static import static
+from django.views.decorators.http import require_GET, require_http_methods
 
 from studio.forms import RateLimitedAuthenticationForm, RateLimitedPasswordResetForm, SignupForm
 
@@ -16,6 +17,12 @@ def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("characters:list")
     return render(request, "home.html")
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Pages name their icon (base.html); this answers clients that ask the conventional address anyway."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
 
 
 @require_http_methods(["GET", "POST"])

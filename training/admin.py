@@ -7,15 +7,18 @@ the admin offers actions (start, cancel, retry, re-sync from RunPod) instead of 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.views.decorators.http import require_POST
 
 from characters.admin import CharacterAdmin
 from characters.models import Character
@@ -137,6 +140,39 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # runs start from a character ("Start training" on the characters list)
 
+    def has_change_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
+        # Nothing here is edited (no "Save"): state moves through the per-run buttons and the actions.
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path(
+                f"<path:object_id>/{operation}/",
+                self.admin_site.admin_view(require_POST(self.run_operation)),
+                {"operation": operation},
+                name=f"training_trainingrun_{operation}",
+            )
+            for operation in RUN_OPERATIONS
+        ]
+        return own + super().get_urls()
+
+    def run_operation(self, request: HttpRequest, object_id: str, operation: str) -> HttpResponse:
+        """One run's Cancel, Retry or Re-sync from its page: the same services as the bulk actions."""
+        run = TrainingRun.objects.filter(pk=object_id).first() if _is_uuid(object_id) else None
+        if run is None:
+            raise Http404("No such run.")
+        user: Any = request.user
+        act = RUN_OPERATIONS[operation]
+        report_each(self, request, TrainingRun.objects.filter(pk=run.pk), lambda each: act(each, user))
+        return redirect("admin:training_trainingrun_change", run.pk)
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        run = context.get("original")
+        context["run_operations"] = _operations_for(run) if run is not None else []
+        return super().render_change_form(request, context, *args, **kwargs)
+
     @admin.display(description="run", ordering="created_at")
     def short_id(self, run: TrainingRun) -> str:
         return str(run.id)[:8]
@@ -177,6 +213,34 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.action(description="Re-sync the selected runs from RunPod")
     def resync_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
         report_each(self, request, queryset, lambda run: _resynced(run))
+
+
+# Per-run buttons on a run's page: (operation, label, offered for this run?).
+RUN_OPERATIONS: dict[str, Callable[[TrainingRun, User], str]] = {
+    "cancel": lambda run, user: _cancelled(run),
+    "retry": lambda run, user: _retried(run, user),
+    "resync": lambda run, user: _resynced(run),
+}
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _operations_for(run: TrainingRun) -> list[tuple[str, str]]:
+    """(URL, label) of each button the run's page offers: only what can apply to this run."""
+    operations = [("cancel", "Cancel run")] if not run.is_final else []
+    if run.is_final and run.status != TrainingRun.Status.COMPLETED:
+        operations.append(("retry", "Retry (a new run from the same photos and parameters)"))
+    if run.runpod_job_id:
+        operations.append(("resync", "Re-sync from RunPod"))
+    return [
+        (reverse(f"admin:training_trainingrun_{name}", args=[run.pk]), label) for name, label in operations
+    ]
 
 
 def _cancelled(run: TrainingRun) -> str:

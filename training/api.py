@@ -18,11 +18,10 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from characters.selectors import character_get_for
+from runpod_worker.contract import ALLOWED_RESOLUTIONS, MAX_SAMPLE_PROMPTS, PARAM_DEFAULTS
 from studio.api import ErrorSerializer, page_query_parameters, paginated_response, paginated_schema
 from studio.api_idempotency import (
     HEADER as IDEMPOTENCY_HEADER,
@@ -32,6 +31,7 @@ from studio.api_idempotency import (
     idempotent_create,
     request_fingerprint,
 )
+from studio.api_rate_limit import AcceptedRequestThrottle, record_accepted
 from studio.errors import ApplicationError, Conflict
 from studio.transfer import download_url
 from training import services
@@ -153,16 +153,83 @@ class LoraDownloadSerializer(serializers.Serializer):
     sha256 = serializers.CharField(help_text="Check the downloaded file against this.")
 
 
+# --- Training parameters, as the schema documents them ---------------------------------------
+
+
+def _defaults(name: str) -> str:
+    """ "Defaults: fast 600, balanced 1500, quality 3000; without a preset 1500." """
+    by_preset = ", ".join(
+        f"{preset} {values.get(name, PARAM_DEFAULTS[name])}" for preset, values in PRESETS.items()
+    )
+    return f"Defaults: {by_preset}; without a preset {PARAM_DEFAULTS[name]}."
+
+
+class TrainingParamsSchema(serializers.Serializer):
+    """The training parameters by name, type and range (runpod_worker/contract.py, `TrainingParams.from_dict`,
+    which validates them); every one is optional, and given ones override the preset's."""
+
+    steps = serializers.IntegerField(
+        min_value=100, max_value=6000, required=False, help_text=_defaults("steps")
+    )
+    rank = serializers.IntegerField(
+        min_value=4, max_value=128, required=False, help_text=f"LoRA rank. {_defaults('rank')}"
+    )
+    alpha = serializers.FloatField(
+        max_value=1024.0, required=False, allow_null=True, help_text="Above 0. Null or absent: the rank."
+    )
+    learning_rate = serializers.FloatField(
+        min_value=1e-6, max_value=1e-2, required=False, help_text=_defaults("learning_rate")
+    )
+    resolutions = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(ALLOWED_RESOLUTIONS)),
+        min_length=1,
+        max_length=len(ALLOWED_RESOLUTIONS),
+        required=False,
+        help_text=f"Sizes to train at, each once. {_defaults('resolutions')}",
+    )
+    batch_size = serializers.IntegerField(min_value=1, max_value=8, required=False, help_text="Default 1.")
+    seed = serializers.IntegerField(
+        min_value=0, max_value=2**32 - 1, required=False, allow_null=True, help_text="Null: a random seed."
+    )
+    caption_dropout = serializers.FloatField(
+        min_value=0.0,
+        max_value=0.5,
+        required=False,
+        help_text=f"Default {PARAM_DEFAULTS['caption_dropout']}.",
+    )
+    save_every = serializers.IntegerField(
+        min_value=50,
+        required=False,
+        help_text=f"Steps between checkpoints. Default {PARAM_DEFAULTS['save_every']}.",
+    )
+    sample_prompts = serializers.ListField(
+        child=serializers.CharField(max_length=1000),
+        max_length=MAX_SAMPLE_PROMPTS,
+        required=False,
+        help_text="Prompts to render samples of while training. Default none.",
+    )
+    sample_every = serializers.IntegerField(
+        min_value=0, required=False, help_text="Steps between samples; 0 renders none. Default 0."
+    )
+
+    class Meta:
+        ref_name = "TrainingParams"
+
+
+@extend_schema_field(TrainingParamsSchema)
+class TrainingParamsField(serializers.DictField):
+    """A JSON object, checked by `training_params_validate` (the worker's own rules and messages, with error
+    code `invalid_params`); the schema shows it typed."""
+
+
 # --- Rate limit ---------------------------------------------------------------------------
 
 
-class TrainingRunStartThrottle(ScopedRateThrottle):
-    """Per-user limit on creating runs (`training_run_start` in DEFAULT_THROTTLE_RATES)."""
+class TrainingRunStartThrottle(AcceptedRequestThrottle):
+    """Per-user limit on runs started (`training_run_start` in DEFAULT_THROTTLE_RATES): only accepted starts
+    and retries count, since only they spend GPU money; refused and replayed requests do not."""
 
-    def get_rate(self) -> str | None:
-        # Read at request time, not import time, so settings (and tests) can change the rate.
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(str(self.scope))
-        return None if rate is None else str(rate)
+    counts = "accepted run starts (new runs and retries)"
 
 
 def _api_status(error: ApplicationError) -> ApplicationError:
@@ -192,10 +259,10 @@ class TrainingRunStartApi(APIView):
         preset = serializers.ChoiceField(
             choices=sorted(PRESETS), required=False, allow_null=True, help_text="Named defaults."
         )
-        params = serializers.DictField(
+        params = TrainingParamsField(
             required=False,
             allow_null=True,
-            help_text="Training parameters (steps, rank, learning_rate, ...); they override the preset.",
+            help_text="Training parameters; those given override the preset's.",
         )
 
         class Meta:
@@ -232,6 +299,8 @@ class TrainingRunStartApi(APIView):
             )
         except ApplicationError as error:
             raise _api_status(error) from error
+        if not replayed:
+            record_accepted(request, self)
         return _accepted(run, request, replayed=replayed)
 
 
@@ -309,6 +378,8 @@ class TrainingRunRetryApi(APIView):
             )
         except ApplicationError as error:
             raise _api_status(error) from error
+        if not replayed:
+            record_accepted(request, self)
         return _accepted(run, request, replayed=replayed)
 
 

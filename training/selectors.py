@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Case, F, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -38,6 +40,32 @@ def run_spend(prefix: str = "") -> Coalesce:
     `prefix` reaches the run through a relation (`"characters__training_runs__"`)."""
     started = When(**{f"{prefix}started_at__isnull": False}, then=F(f"{prefix}estimated_cost_usd"))
     return Coalesce(F(f"{prefix}cost_usd"), Case(started, default=Value(Decimal("0"))))
+
+
+@dataclass(frozen=True)
+class RunCharge:
+    """What a run counts against its owner's budget, as `run_spend` sums it: RunPod's cost (`exact`), the
+    estimate for a run that reached a GPU but whose cost RunPod has not reported, or None (never started)."""
+
+    amount: Decimal | None
+    exact: bool
+
+
+def training_run_charge(run: TrainingRun) -> RunCharge:
+    if run.cost_usd is not None:
+        return RunCharge(amount=run.cost_usd, exact=True)
+    if run.started_at is not None or not run.is_final:
+        return RunCharge(amount=run.estimated_cost_usd, exact=False)
+    return RunCharge(amount=None, exact=False)
+
+
+def training_run_cost_so_far(run: TrainingRun, *, now: datetime | None = None) -> Decimal:
+    """GPU money an active run has used until `now`: its time on a GPU at the GPU's per-second price."""
+    if run.started_at is None:
+        return Decimal("0")
+    seconds = Decimal(max(0.0, ((now or timezone.now()) - run.started_at).total_seconds()))
+    gpu = pricing.gpu_type_for(run.gpu_type) if run.gpu_type else settings.TRAINING_GPU_TYPE
+    return (seconds * pricing.price_per_second(gpu)).quantize(pricing.CENTS)
 
 
 def user_spend_this_month(user: User, *, now: datetime | None = None) -> Decimal:

@@ -5,8 +5,6 @@ user's run or character answers 404); writes go through `training.services`."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -25,50 +23,25 @@ from studio.errors import ApplicationError, NotFound
 from studio.models import User
 from training import services
 from training.artifacts import lora_download_name
+from training.budget import Budget, budget_advice, user_budget
 from training.forms import TrainingForm
 from training.models import TrainingEvent, TrainingRun
+from training.preflight import training_start_refusal
 from training.presets import PRESETS
 from training.selectors import (
     training_cost_estimate,
+    training_run_charge,
+    training_run_cost_so_far,
     training_run_get_for,
     training_run_list_for,
-    user_reserved_spend,
-    user_spend_this_month,
 )
 
 RUNS_PER_PAGE = 25
 USER = TrainingEvent.Source.USER
 
 
-@dataclass(frozen=True)
-class Budget:
-    """The user's monthly GPU budget as it stands, and what one more run would leave of it."""
-
-    limit: Decimal | None
-    spent: Decimal
-    reserved: Decimal
-    estimate: Decimal
-
-    @property
-    def remaining(self) -> Decimal | None:
-        return None if self.limit is None else max(Decimal("0"), self.limit - self.spent - self.reserved)
-
-    @property
-    def remaining_after(self) -> Decimal | None:
-        return None if self.remaining is None else self.remaining - self.estimate
-
-    @property
-    def enough(self) -> bool:
-        return self.remaining_after is None or self.remaining_after >= 0
-
-
 def _budget(user: User, steps: int) -> Budget:
-    return Budget(
-        limit=user.monthly_gpu_budget_usd,
-        spent=user_spend_this_month(user),
-        reserved=user_reserved_spend(user),
-        estimate=training_cost_estimate(steps=steps),
-    )
+    return user_budget(user, steps=steps)
 
 
 # ============================================================================================ start
@@ -106,6 +79,8 @@ def _render_form(
 ) -> HttpResponse:
     user: User = request.user  # type: ignore[assignment]
     image_count = character.images.count()
+    preset = _chosen_preset(form)
+    budget = _budget(user, PRESETS[preset]["steps"])
     context = {
         "character": character,
         "form": form,
@@ -113,7 +88,8 @@ def _render_form(
             {"name": name, **values, "estimate": training_cost_estimate(steps=values["steps"])}
             for name, values in PRESETS.items()
         ],
-        "budget": _budget(user, PRESETS[_chosen_preset(form)]["steps"]),
+        "budget": budget,
+        "budget_advice": budget_advice(budget=budget, preset=preset, steps=PRESETS[preset]["steps"]),
         "image_count": image_count,
         "min_images": settings.TRAINING_MIN_IMAGES,
         "active_run": character.training_runs.filter(status__in=TrainingRun.ACTIVE_STATUSES).first(),
@@ -129,13 +105,19 @@ def _chosen_preset(form: TrainingForm) -> str:
 
 
 def _render_confirm(request: HttpRequest, character: Character, form: TrainingForm) -> HttpResponse:
+    """The final settings and cost, and "Start training" only when the run would start; else why not."""
     user: User = request.user  # type: ignore[assignment]
+    steps, preset = int(form.params["steps"]), form.cleaned_data["preset"]
+    budget = _budget(user, steps)
+    refusal = training_start_refusal(character=character, budget=budget, preset=preset, steps=steps)
     context = {
         "character": character,
         "form": form,
         "params": form.params,
-        "preset": form.cleaned_data["preset"],
-        "budget": _budget(user, int(form.params["steps"])),
+        "preset": preset,
+        "budget": budget,
+        "budget_advice": budget_advice(budget=budget, preset=preset, steps=steps),
+        "refusal": refusal,
         "image_count": character.images.count(),
     }
     return render(request, "training/training_confirm.html", context)
@@ -163,6 +145,7 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "lora_filename": _lora_filename(run),
         "image_count": len(run.manifest),
         "gpu_seconds": run.execution_ms // 1000 if run.execution_ms is not None else None,
+        "charge": training_run_charge(run),
     }
     return render(request, "training/run_detail.html", context)
 
@@ -215,9 +198,15 @@ def _lora_as_json(run: TrainingRun) -> dict[str, Any] | None:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def training_run_cancel(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """GET: what cancelling costs and that it cannot be undone. POST: cancel."""
     run = _run_for(request, run_id)
+    if request.method == "GET":
+        if run.is_final:
+            return redirect("training:run-detail", run_id=run.pk)
+        context = {"run": run, "character": run.character, "billed": training_run_cost_so_far(run)}
+        return render(request, "training/run_confirm_cancel.html", context)
     try:
         services.training_run_cancel(run=run, source=USER)
     except ApplicationError as error:

@@ -22,6 +22,17 @@
     return Math.floor(seconds / 3600) + " h " + Math.floor((seconds % 3600) / 60) + " min";
   }
 
+  // The same text the server writes ("7 Dec, 14:03:07 UTC"), so a redrawn timeline does not change format.
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  function pad(number) {
+    return (number < 10 ? "0" : "") + number;
+  }
+  function utc(iso) {
+    var at = new Date(iso);
+    return at.getUTCDate() + " " + MONTHS[at.getUTCMonth()] + ", " + pad(at.getUTCHours()) + ":" +
+      pad(at.getUTCMinutes()) + ":" + pad(at.getUTCSeconds()) + " UTC";
+  }
+
   function timeline(events) {
     var list = document.getElementById("run-timeline");
     if (!list || list.children.length === events.length) return;
@@ -30,7 +41,7 @@
       var item = document.createElement("li");
       var time = document.createElement("time");
       time.dateTime = event.at;
-      time.textContent = new Date(event.at).toLocaleTimeString();
+      time.textContent = utc(event.at);
       var status = document.createElement("span");
       status.className = "status status-" + event.to;
       status.textContent = event.to_display;

@@ -1,4 +1,6 @@
-// Upload reference photos one request per file, with a progress bar and a message for each.
+// Upload reference photos one request per file, in the order they were chosen (one at a time, so the
+// character keeps them in that order), with a progress bar and a message for each. When the batch is done
+// the photo grid and the training panel (photo count, Train) are redrawn from the server's page.
 // Without JavaScript the same form posts every file at once and the server answers with a page.
 (function () {
   "use strict";
@@ -11,7 +13,7 @@
   var summary = document.getElementById("upload-summary");
   var maxBytes = parseInt(form.dataset.maxBytes, 10);
   var token = form.querySelector("input[name=csrfmiddlewaretoken]").value;
-  var PARALLEL = 2; // a few at a time keeps the page responsive and the server fair to others
+  var PARALLEL = 1; // one at a time: the server stores photos in the order they arrive
   var queue = [];
   var running = 0;
   var counts = { added: 0, rejected: 0 };
@@ -133,12 +135,31 @@
   function report() {
     if (running || queue.length) return;
     summary.hidden = false;
-    summary.textContent = counts.added + " added, " + counts.rejected + " refused. ";
-    if (counts.added) {
-      var link = document.createElement("a");
-      link.href = window.location.pathname;
-      link.textContent = "Show the new images";
-      summary.appendChild(link);
-    }
+    summary.textContent = counts.added + " added, " + counts.rejected + " refused.";
+    if (counts.added) refresh();
+  }
+
+  // Replace the grid and the training panel with the server's current ones (same page, same rules).
+  function refresh() {
+    if (!window.fetch || !window.DOMParser) return;
+    fetch(window.location.pathname, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        ["images", "training-panel"].forEach(function (id) {
+          var current = document.getElementById(id);
+          var replacement = fresh.getElementById(id);
+          if (current && replacement) current.replaceWith(document.importNode(replacement, true));
+        });
+      })
+      .catch(function () {
+        var link = document.createElement("a");
+        link.href = window.location.pathname;
+        link.textContent = " Reload the page to see them.";
+        summary.appendChild(link);
+      });
   }
 })();

@@ -4,16 +4,14 @@ upload ten photos, train on the local RunPod stand-in, watch the bar reach 100 %
 from __future__ import annotations
 
 import hashlib
-import io
-import random
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageDraw
 
+from tests.browser.photos import photos
 from tests.integration.conftest import Stack
 from training.models import TrainingRun
 
@@ -22,25 +20,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_d
 PASSWORD = "a long browser passphrase 7"
 # Slow enough for the page to poll a few times mid-run, fast enough to keep the test well under a minute.
 TRAINER = {"SIMULATED_TRAINER_SECONDS_PER_STEP": "0.08"}
-
-
-def photos(folder: Path, count: int = 10) -> list[str]:
-    """Distinct 640 x 768 JPEGs: a face-like figure on a coloured background, different in each."""
-    folder.mkdir()
-    paths = []
-    for index in range(count):
-        rng = random.Random(index)
-        image = Image.new("RGB", (640, 768), tuple(rng.randrange(60, 220) for _ in range(3)))
-        draw = ImageDraw.Draw(image)
-        x, y = 200 + rng.randrange(-60, 60), 180 + rng.randrange(-40, 40)
-        draw.ellipse((x, y, x + 240, y + 300), fill=(224, 172, 140))
-        draw.rectangle((x - 40, y + 300, x + 280, 768), fill=tuple(rng.randrange(0, 255) for _ in range(3)))
-        path = folder / f"anna-{index:02d}.jpg"
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=90)
-        path.write_bytes(buffer.getvalue())
-        paths.append(str(path))
-    return paths
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 
 def sign_up(page: Any, base: str) -> None:
@@ -71,11 +52,14 @@ def give_consent(page: Any, character_url: str) -> None:
 
 
 def upload(page: Any, files: list[str]) -> None:
+    """Uploads by the page's script; the grid and its count redraw themselves, in the order chosen."""
     page.locator("#upload-input").set_input_files(files)
     page.locator("#upload-list .file-result.ok").nth(len(files) - 1).wait_for()
     assert page.locator("#upload-list .file-result.error").count() == 0
-    page.reload()
-    assert page.locator(".image-grid .image-card").count() == len(files)
+    page.locator(".image-grid .image-tile").nth(len(files) - 1).wait_for()
+    assert page.locator("#image-count").inner_text() == f"({len(files)})"
+    names = page.locator(".image-grid .image-tile img").evaluate_all("images => images.map(i => i.alt)")
+    assert names == [Path(file).name for file in files]
 
 
 def start_training(page: Any, artifacts: Path) -> str:
@@ -127,11 +111,15 @@ def what_the_stack_did(stack: Stack) -> str:
     return f"runs: {runs}\n{stack.worker.logs()[-3000:]}\n{stack.runpod.logs()[-3000:]}"
 
 
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280", "390"])
 def test_a_new_user_trains_a_lora_in_the_browser_and_downloads_it(
-    page: Any, live_server: Any, stack_factory: Any, tmp_path: Path, artifacts: Path
+    page: Any, live_server: Any, stack_factory: Any, tmp_path: Path, artifacts: Path, viewport: Any
 ) -> None:
     stack: Stack = stack_factory(runpod_env=TRAINER)
     base = live_server.url
+    page.set_viewport_size(viewport)
+    artifacts = artifacts / f"journey-{viewport['width']}"
+    artifacts.mkdir(exist_ok=True)
 
     sign_up(page, base)
     create_character(page)
@@ -159,9 +147,6 @@ def test_a_new_user_trains_a_lora_in_the_browser_and_downloads_it(
     assert download.suggested_filename.endswith(".safetensors")
     assert len(stack.jobs()) == 1
     page.screenshot(path=str(artifacts / "run-completed.png"), full_page=True)
-    page.set_viewport_size({"width": 390, "height": 844})
-    page.screenshot(path=str(artifacts / "run-completed-phone.png"), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 900})
 
     page.goto(character_url)
     assert shown_sha256 in page.locator(".lora-status + .meta").inner_text()

@@ -140,6 +140,22 @@ def test_alice_uploads_several_images_in_one_request(alice_api: APIClient, alice
     assert body["added"][0]["url"].startswith("http")
 
 
+def test_photos_sent_under_another_part_name_are_refused_naming_the_part(
+    alice_api: APIClient, alice: Any
+) -> None:
+    character = CharacterFactory(owner=alice)
+    files = [jpeg_upload("a.jpg", seed=1)]
+
+    response = alice_api.post(f"{CHARACTERS}/{character.pk}/images", {"images": files}, format="multipart")
+
+    assert response.status_code == 400
+    assert (
+        "Send the photos as parts named `files`; this request's file parts are named `images`."
+        in (response.json()["error"]["message"])
+    )
+    assert not character.images.exists()
+
+
 def test_an_upload_reports_each_refused_file_and_keeps_the_good_ones(
     alice_api: APIClient, alice: Any
 ) -> None:

@@ -102,6 +102,13 @@ def test_it_makes_a_webp_thumbnail_at_most_256_px() -> None:
     assert (thumbnail.format, thumbnail.size) == ("WEBP", (256, 128))
 
 
+def test_it_makes_a_512_px_thumbnail_for_dense_screens() -> None:
+    prepared = prepare(images.jpeg_bytes((1024, 512)))
+
+    thumbnail = Image.open(prepared.thumbnail_large)
+    assert (thumbnail.format, thumbnail.size) == ("WEBP", (512, 256))
+
+
 def test_it_refuses_an_empty_file() -> None:
     error = refusal(b"", "empty.jpg")
 

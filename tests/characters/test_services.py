@@ -55,6 +55,26 @@ def test_it_refuses_a_second_character_with_the_same_name_for_one_owner(anna: Ch
     }
 
 
+def test_it_refuses_a_name_that_differs_from_another_only_in_case(anna: Character, alice: Any) -> None:
+    with pytest.raises(Conflict) as caught:
+        services.character_create(owner=alice, name="anna", trigger_word="ohwx_other")
+
+    assert caught.value.code == "name_taken"
+    assert "“Anna”" in caught.value.message
+    assert Character.objects.filter(owner=alice).count() == 1
+
+
+@pytest.mark.parametrize("name", ["\u200b\u200b", "\u200b\u200c\u200d\ufeff", " \u2060 "])
+def test_it_refuses_a_name_made_only_of_invisible_characters(alice: Any, name: str) -> None:
+    with pytest.raises(ApplicationError) as caught:
+        services.character_create(owner=alice, name=name, trigger_word="ohwx_ghost")
+
+    assert caught.value.fields == {
+        "name": ["Give the character a name with letters or digits a person can see."]
+    }
+    assert not Character.objects.filter(owner=alice).exists()
+
+
 def test_two_owners_may_use_the_same_character_name(anna: Character, bob: Any) -> None:
     services.character_create(owner=bob, name="Anna", trigger_word="ohwx_anna")
 
@@ -91,6 +111,7 @@ def test_it_adds_an_image_with_its_file_thumbnail_and_measurements(anna: Charact
     image.refresh_from_db()
     assert image.file.name == f"characters/{anna.pk}/images/{image.sha256}.jpg"
     assert image.thumbnail.name == f"characters/{anna.pk}/thumbnails/{image.sha256}.webp"
+    assert image.thumbnail_large.name == f"characters/{anna.pk}/thumbnails/{image.sha256}-512.webp"
     assert (image.width, image.height, image.original_filename) == (640, 512, "a.jpg")
     assert default_storage.size(image.file.name) == image.bytes
 
@@ -122,7 +143,7 @@ def test_a_refused_duplicate_leaves_no_stray_file_in_storage(anna: Character, is
     with pytest.raises(ImageRejected):
         services.reference_image_add(character=anna, upload=images.upload(content, "again.jpg"))
 
-    assert len([path for path in isolated_media.rglob("*") if path.is_file()]) == 2  # image + thumbnail
+    assert len([path for path in isolated_media.rglob("*") if path.is_file()]) == 3  # image + 2 thumbnails
 
 
 def test_it_refuses_an_image_beyond_the_per_character_maximum(anna: Character, settings: Any) -> None:
@@ -228,6 +249,7 @@ def test_deleting_an_image_removes_its_row_and_files(
     assert not ReferenceImage.objects.filter(pk=image.pk).exists()
     assert not default_storage.exists(image.file.name)
     assert not default_storage.exists(image.thumbnail.name)
+    assert not default_storage.exists(image.thumbnail_large.name)
 
 
 def test_deleting_a_character_removes_its_images_and_its_storage_folder(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
+from PIL import Image
 
 from characters import services
 from characters.models import Character, ReferenceImage
@@ -47,6 +49,8 @@ def character_urls(character: Character, image: ReferenceImage) -> dict[str, tup
         "delete": ("post", reverse("characters:delete", args=ids)),
         "upload": ("post", reverse("characters:upload", args=ids)),
         "caption": ("post", reverse("characters:caption", args=both)),
+        "captions form": ("get", reverse("characters:captions", args=ids)),
+        "captions": ("post", reverse("characters:captions", args=ids)),
         "image delete": ("post", reverse("characters:image_delete", args=both)),
         "thumbnail": ("get", reverse("characters:thumbnail", args=both)),
         "image file": ("get", reverse("characters:image_file", args=both)),
@@ -61,11 +65,13 @@ PAGES = [
     "delete",
     "upload",
     "caption",
+    "captions form",
+    "captions",
     "image delete",
     "thumbnail",
     "image file",
 ]
-WRITES = ["edit", "delete", "upload", "caption", "image delete"]
+WRITES = ["edit", "delete", "upload", "caption", "captions", "image delete"]
 
 
 @pytest.mark.parametrize("page", [*PAGES, "list", "create"])
@@ -195,7 +201,7 @@ def test_the_detail_page_shows_the_upload_form_and_the_image_grid(
 
     content = response.content.decode()
     assert 'enctype="multipart/form-data"' in content
-    assert 'name="images" multiple' in content
+    assert 'name="files" multiple' in content
     assert reverse("characters:thumbnail", args=[anna.pk, photo.pk]) in content
     assert "/static/js/upload.js" in content
 
@@ -204,7 +210,7 @@ def test_a_plain_form_upload_answers_a_page_listing_each_file(anna: Character, a
     files = [images.upload(content, f"good-{n}.jpg") for n, content in enumerate(images.distinct_jpegs(2))]
     files.append(images.upload(b"hello", "notes.jpg"))
 
-    response = client_for(alice).post(reverse("characters:upload", args=[anna.pk]), {"images": files})
+    response = client_for(alice).post(reverse("characters:upload", args=[anna.pk]), {"files": files})
 
     content = response.content.decode()
     assert response.status_code == 200
@@ -216,7 +222,7 @@ def test_a_plain_form_upload_answers_a_page_listing_each_file(anna: Character, a
 def test_a_script_upload_answers_json_for_each_file(anna: Character, alice: Any) -> None:
     response = client_for(alice).post(
         reverse("characters:upload", args=[anna.pk]),
-        {"images": [images.upload(images.jpeg_bytes((600, 400)), "small.jpg")]},
+        {"files": [images.upload(images.jpeg_bytes((600, 400)), "small.jpg")]},
         headers={"accept": "application/json"},
     )
 
@@ -237,7 +243,7 @@ def test_a_script_upload_answers_json_for_each_file(anna: Character, alice: Any)
 def test_a_script_upload_of_a_good_file_answers_its_thumbnail(anna: Character, alice: Any) -> None:
     response = client_for(alice).post(
         reverse("characters:upload", args=[anna.pk]),
-        {"images": [images.upload(images.webp_bytes(), "ok.webp")]},
+        {"files": [images.upload(images.webp_bytes(), "ok.webp")]},
         headers={"accept": "application/json"},
     )
 
@@ -262,6 +268,68 @@ def test_saving_a_caption_returns_to_the_image(anna: Character, photo: Reference
     photo.refresh_from_db()
     assert photo.caption == "[trigger] on a beach"
     assert response.url.endswith(f"#image-{photo.pk}")
+
+
+def test_the_caption_editor_saves_every_photos_caption_at_once(anna: Character, alice: Any) -> None:
+    first, second = (
+        services.reference_image_add(character=anna, upload=images.upload(content, f"{n}.jpg"))
+        for n, content in enumerate(images.distinct_jpegs(2))
+    )
+
+    response = client_for(alice).post(
+        reverse("characters:captions", args=[anna.pk]),
+        {
+            f"caption-{first.pk}": "[trigger] smiling",
+            f"caption-{second.pk}": " [trigger] outdoors ",
+            "save": "1",
+        },
+    )
+
+    assert response.status_code == 302
+    assert dict(anna.images.values_list("original_filename", "caption")) == {
+        "0.jpg": "[trigger] smiling",
+        "1.jpg": "[trigger] outdoors",
+    }
+
+
+def test_apply_to_all_gives_every_photo_the_one_caption(anna: Character, alice: Any) -> None:
+    for n, content in enumerate(images.distinct_jpegs(3)):
+        services.reference_image_add(character=anna, upload=images.upload(content, f"{n}.jpg"))
+
+    client_for(alice).post(
+        reverse("characters:captions", args=[anna.pk]),
+        {"all_caption": "[trigger], studio portrait", "apply_to_all": "1"},
+    )
+
+    assert set(anna.images.values_list("caption", flat=True)) == {"[trigger], studio portrait"}
+
+
+def test_apply_to_all_with_no_caption_written_clears_nothing_and_says_why(
+    anna: Character, photo: ReferenceImage, alice: Any
+) -> None:
+    services.reference_image_update_caption(image=photo, caption="[trigger] on a beach")
+
+    response = client_for(alice).post(
+        reverse("characters:captions", args=[anna.pk]), {"all_caption": " ", "apply_to_all": "1"}
+    )
+
+    assert response.status_code == 400
+    assert "Write the caption to give every photo" in response.content.decode()
+    photo.refresh_from_db()
+    assert photo.caption == "[trigger] on a beach"
+
+
+def test_the_grid_offers_the_512_px_thumbnail_for_dense_screens(
+    anna: Character, photo: ReferenceImage, alice: Any
+) -> None:
+    thumbnail = reverse("characters:thumbnail", args=[anna.pk, photo.pk])
+
+    page = client_for(alice).get(reverse("characters:detail", args=[anna.pk])).content.decode()
+    large = client_for(alice).get(thumbnail + "?size=512")
+
+    assert f'srcset="{thumbnail} 256w, {thumbnail}?size=512 512w"' in page
+    with Image.open(io.BytesIO(b"".join(large.streaming_content))) as served:
+        assert max(served.size) == 512
 
 
 def test_deleting_an_image_removes_it(anna: Character, photo: ReferenceImage, alice: Any) -> None:

@@ -98,3 +98,28 @@ def _exercise(operation: Any, headers: dict[str, str]) -> None:
         case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
 
     call()
+
+
+def test_the_schema_types_the_training_parameters_with_ranges_and_preset_defaults(
+    client: Client, db: None
+) -> None:
+    schema = openapi(client)
+    start = schema["components"]["schemas"]["TrainingRunStartInputRequest"]["properties"]["params"]
+    params = schema["components"]["schemas"]["TrainingParamsRequest"]["properties"]
+
+    assert "TrainingParams" in str(start)
+    assert params["steps"]["type"] == "integer"
+    assert (params["steps"]["minimum"], params["steps"]["maximum"]) == (100, 6000)
+    assert "fast 600, balanced 1500, quality 3000" in params["steps"]["description"]
+    assert (params["rank"]["minimum"], params["rank"]["maximum"]) == (4, 128)
+    assert params["resolutions"]["items"] == {"$ref": "#/components/schemas/ResolutionsEnum"}
+    assert schema["components"]["schemas"]["ResolutionsEnum"]["enum"] == [512, 768, 1024]
+    assert {"learning_rate", "seed", "batch_size", "sample_prompts"} <= set(params)
+
+
+def test_the_schema_shows_each_characters_lora_status_and_current_lora(client: Client, db: None) -> None:
+    schema = openapi(client)
+    character = schema["components"]["schemas"]["CharacterWithLora"]["properties"]
+
+    assert {"lora_status", "lora", "active_run"} <= set(character)
+    assert "download" in str(schema["components"]["schemas"]["CharacterLoraUrls"])

@@ -104,13 +104,23 @@ def test_bob_cannot_revoke_alices_token(bob_api: APIClient, alice: Any) -> None:
 
 def test_the_tokens_page_shows_a_new_token_once(client: Any, alice: Any) -> None:
     client.force_login(alice)
-    response = client.post(reverse("developer:tokens"), {"name": "render farm"})
-    assert response.status_code == 200
+    response = client.post(reverse("developer:tokens"), {"name": "render farm"}, follow=True)
+    assert response.redirect_chain == [(reverse("developer:tokens"), 302)]
     raw = response.context["new_token"]
     assert raw in response.content.decode()
     assert bearer(raw).get(ME).status_code == 200
     again = client.get(reverse("developer:tokens")).content.decode()
     assert "render farm" in again and raw not in again
+
+
+def test_reloading_the_page_that_shows_a_new_token_creates_no_second_token(client: Any, alice: Any) -> None:
+    client.force_login(alice)
+    created = client.post(reverse("developer:tokens"), {"name": "render farm"})
+
+    client.get(created["Location"])
+    client.get(created["Location"])
+
+    assert ApiToken.objects.filter(user=alice).count() == 1
 
 
 def test_the_tokens_page_revokes_a_token(client: Any, alice: Any) -> None:

@@ -142,7 +142,7 @@ def test_bob_can_neither_read_nor_change_alices_endpoint(bob_api: APIClient, ali
 
 def test_the_webhooks_page_registers_an_endpoint_and_shows_the_secret_once(client: Any, alice: Any) -> None:
     client.force_login(alice)
-    response = client.post(reverse("developer:webhooks"), {"url": "http://127.0.0.1:9/hook"})
+    response = client.post(reverse("developer:webhooks"), {"url": "http://127.0.0.1:9/hook"}, follow=True)
     secret = response.context["new_secret"]
     assert secret.startswith("whsec_") and secret in response.content.decode()
     endpoint = WebhookEndpoint.objects.get(user=alice)

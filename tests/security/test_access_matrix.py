@@ -119,6 +119,7 @@ RULES: dict[str, Rule] = {
     "password_change": Rule("signed-in"),
     "password_change_done": Rule("signed-in"),
     "healthz": Rule("admin-public"),  # 200 or 503 by the services' health, never a secret
+    "favicon": Rule("admin-public"),  # a redirect to the static icon, for anyone
     "api-schema": Rule("api-public"),
     "api-docs": Rule("api-public"),
     "api-redoc": Rule("api-public"),
@@ -130,6 +131,7 @@ RULES: dict[str, Rule] = {
     "characters:consent": Rule("owned", ("GET", "POST")),
     "characters:report": Rule("owned"),
     "characters:upload": Rule("owned", ("POST",)),
+    "characters:captions": Rule("owned", ("GET", "POST")),
     "characters:caption": Rule("owned", ("POST",)),
     "characters:image_delete": Rule("owned", ("POST",)),
     "characters:thumbnail": Rule("owned"),
@@ -144,7 +146,7 @@ RULES: dict[str, Rule] = {
     "training:run-list": Rule("signed-in"),
     "training:run-detail": Rule("owned"),
     "training:run-progress": Rule("owned"),
-    "training:run-cancel": Rule("owned", ("POST",)),
+    "training:run-cancel": Rule("owned", ("GET", "POST")),
     "training:run-retry": Rule("owned", ("POST",)),
     "training:run-lora": Rule("owned"),
     "training:runpod-webhook": Rule("hook", ("POST",)),
@@ -172,6 +174,10 @@ RULES: dict[str, Rule] = {
     "admin:login": Rule("admin-public"),
     "admin:logout": Rule("admin-public", ("POST",)),
     "admin:jsi18n": Rule("admin"),
+    # A run's own Cancel, Retry and Re-sync buttons (POST only).
+    "admin:training_trainingrun_cancel": Rule("admin", ("POST",)),
+    "admin:training_trainingrun_retry": Rule("admin", ("POST",)),
+    "admin:training_trainingrun_resync": Rule("admin", ("POST",)),
 }
 ADMIN_DEFAULT = Rule("admin")
 

@@ -68,7 +68,7 @@ def test_the_upload_script_gets_the_files_code_and_nothing_is_kept(
     sample: Sample, alice_web: Client, anna: Character, isolated_media: Path, upload_tmp: Path
 ) -> None:
     response = alice_web.post(
-        web_upload(anna), {"images": [as_upload(sample)]}, HTTP_ACCEPT="application/json"
+        web_upload(anna), {"files": [as_upload(sample)]}, HTTP_ACCEPT="application/json"
     )
     assert response.status_code == 400
     [rejected] = response.json()["rejected"]
@@ -81,7 +81,7 @@ def test_the_upload_script_gets_the_files_code_and_nothing_is_kept(
 def test_the_plain_form_gets_a_page_naming_the_file(
     sample: Sample, alice_web: Client, anna: Character, isolated_media: Path, upload_tmp: Path
 ) -> None:
-    response = alice_web.post(web_upload(anna), {"images": [as_upload(sample)]})
+    response = alice_web.post(web_upload(anna), {"files": [as_upload(sample)]})
     assert response.status_code == 400
     assert sample.filename in response.content.decode()
     assert_nothing_kept(anna, isolated_media, upload_tmp)
@@ -147,7 +147,7 @@ def test_a_file_name_with_markup_is_shown_escaped_on_the_result_page(
 ) -> None:
     name = '<img src=x onerror="alert(1)">.jpg'
     upload = SimpleUploadedFile(name, b"not an image", content_type="image/jpeg")
-    response = alice_web.post(web_upload(anna), {"images": [upload]})
+    response = alice_web.post(web_upload(anna), {"files": [upload]})
     page = response.content.decode()
     assert response.status_code == 400
     assert "<img src=x" not in page
@@ -183,7 +183,7 @@ def test_the_api_refuses_more_files_than_a_character_may_hold_in_one_request(
 def test_the_web_upload_refuses_more_files_than_a_character_may_hold_in_one_request(
     alice_web: Client, anna: Character, isolated_media: Path, upload_tmp: Path
 ) -> None:
-    response = alice_web.post(web_upload(anna), {"images": too_many_files()})
+    response = alice_web.post(web_upload(anna), {"files": too_many_files()})
     assert response.status_code == 400
     assert_nothing_kept(anna, isolated_media, upload_tmp)
 
@@ -209,7 +209,8 @@ def test_a_batch_of_the_whole_corpus_on_s3_keeps_exactly_the_good_photos(
     assert sorted(item["filename"] for item in body["rejected"]) == sorted(s.filename for s in REFUSED)
     assert len(body["added"]) == len(ACCEPTED)
     images = ReferenceImage.objects.filter(character=anna)
-    expected = sorted(name for image in images for name in (image.file.name, image.thumbnail.name))
+    stored_files = ("file", "thumbnail", "thumbnail_large")
+    expected = sorted(getattr(image, kind).name for image in images for kind in stored_files)
     listing = s3_storage.client().list_objects_v2(Bucket=S3_TEST_BUCKET, Prefix=f"characters/{anna.pk}/")
     stored = sorted(item["Key"] for item in listing.get("Contents", []))
     assert stored == expected

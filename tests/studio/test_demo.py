@@ -1,3 +1,10 @@
+"""`make demo` as a new user meets it: it trains its character, serves the studio's own pages with DEBUG off,
+takes several "Start training" at once, starts a crashed worker again and says so, and Ctrl-C stops it all.
+
+One demo runs for the whole module (starting it takes most of a minute); the tests use it in order and the
+last one stops it.
+"""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,53 +16,217 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from studio.management.commands.demo import SESSION_VARIABLE, processes_of_session
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+CONCURRENT_STARTS = 4
 
 pytestmark = pytest.mark.integration
 
 
-def test_the_demo_trains_its_character_and_stops_every_process_on_ctrl_c(tmp_path: Path) -> None:
+@dataclass
+class Demo:
+    process: subprocess.Popen[str]
+    session: str
+    var: Path
+    url: str
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, text: str, *, timeout: float) -> None:
+        wait_for(lambda: text in self.output, timeout=timeout, what=lambda: self.output[-4000:])
+
+    def logged_in(self) -> requests.Session:
+        """A browser-like session of the demo user, logged in through the login form."""
+        session = requests.Session()
+        form = session.get(f"{self.url}/accounts/login/", timeout=10)
+        password = (self.var / "demo" / "password").read_text().strip()
+        response = session.post(
+            f"{self.url}/accounts/login/",
+            data={"username": "demo", "password": password, "csrfmiddlewaretoken": csrf_token(form.text)},
+            timeout=10,
+        )
+        assert response.url == f"{self.url}/characters/", response.text[:2000]
+        return session
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    var = tmp_path_factory.mktemp("demo") / "var"
     session = uuid.uuid4().hex
+    port = free_port()
     # The embedded default, in a folder of its own: SQLite, the file-system broker, local files.
     environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    environment.update({"STUDIO_VAR_DIR": str(tmp_path / "var"), SESSION_VARIABLE: session})
+    environment.update({"STUDIO_VAR_DIR": str(var), SESSION_VARIABLE: session})
     command = [
-        sys.executable, "manage.py", "demo", "--port", str(free_port()), "--runpod-port", str(free_port()),
+        sys.executable, "manage.py", "demo", "--port", str(port), "--runpod-port", str(free_port()),
         "--photos", "10", "--steps", "100", "--seconds-per-step", "0.02",
     ]  # fmt: skip
-    demo = subprocess.Popen(
+    process = subprocess.Popen(
         command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(demo.stdout or []), daemon=True)
+    running = Demo(process=process, session=session, var=var, url=f"http://127.0.0.1:{port}")
+    reader = threading.Thread(target=lambda: running.lines.extend(process.stdout or []), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: any("Press Ctrl-C" in line for line in lines), timeout=240, what=lines)
+        running.wait_for_line("Press Ctrl-C", timeout=240)
+        yield running
     finally:
-        demo.send_signal(signal.SIGINT)
-        demo.wait(timeout=60)
+        running.stop()
         reader.join(timeout=5)
+        for pid in processes_of_session(session):
+            os.kill(pid, signal.SIGKILL)
 
-    output = "".join(lines)
-    lora = Path(re.search(r"LoRA: (\S+)", output).group(1))  # type: ignore[union-attr]
-    sha256 = re.search(r"SHA-256: ([0-9a-f]{64})", output).group(1)  # type: ignore[union-attr]
-    assert lora.is_relative_to(tmp_path)
+
+def test_the_demo_trains_its_character(demo: Demo) -> None:
+    lora = Path(re.search(r"LoRA: (\S+)", demo.output).group(1))  # type: ignore[union-attr]
+    sha256 = re.search(r"SHA-256: ([0-9a-f]{64})", demo.output).group(1)  # type: ignore[union-attr]
+
+    assert lora.is_relative_to(demo.var)
     assert hashlib.sha256(lora.read_bytes()).hexdigest() == sha256
-    assert "Every demo process has stopped." in output
-    assert demo.returncode == 0
-    assert processes_of_session(session) == []
 
 
-def wait_for(condition: object, *, timeout: float, what: list[str]) -> None:
+def test_the_demo_answers_a_missing_page_with_the_studios_own_page(demo: Demo) -> None:
+    response = requests.get(f"{demo.url}/no-such-page/", timeout=10)
+
+    assert response.status_code == 404
+    assert "Page not found" in response.text and "Character LoRA Studio" in response.text
+    assert "URLconf" not in response.text and "DEBUG = True" not in response.text
+
+
+def test_the_demo_serves_its_static_files_with_debug_off(demo: Demo) -> None:
+    response = requests.get(f"{demo.url}/static/css/studio.css", timeout=10)
+
+    assert response.status_code == 200
+    assert ".site-header" in response.text
+
+
+def test_the_demo_keeps_a_post_to_a_url_without_its_slash_a_post(demo: Demo) -> None:
+    session = demo.logged_in()
+
+    response = session.post(f"{demo.url}/characters/new", data={}, allow_redirects=False, timeout=10)
+
+    assert response.status_code == 308
+    assert response.headers["Location"] == "/characters/new/"
+
+
+def test_several_starts_at_once_through_the_demo_site_all_train(demo: Demo) -> None:
+    photos = sorted((demo.var / "demo" / "photos").iterdir())
+    owner = demo.logged_in()
+    characters = [create_character(owner, demo.url, f"Concurrent {index}", photos) for index in range(4)]
+    sessions = [demo.logged_in() for _ in characters]
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT_STARTS) as pool:
+        pairs = zip(sessions, characters, strict=True)
+        starts = [pool.submit(start_training, session, demo.url, character) for session, character in pairs]
+        runs = [start.result() for start in starts]
+
+    for run in runs:
+        assert final_status(owner, demo.url, run, timeout=120) == "completed", demo_logs(demo)
+    assert "Unrecoverable error" not in (demo.var / "demo" / "logs" / "worker.log").read_text()
+    assert "starting it again" not in demo.output
+
+
+def test_a_crashed_worker_is_started_again_and_the_console_says_so(demo: Demo) -> None:
+    worker = next(pid for pid in processes_of_session(demo.session) if is_celery_worker(pid))
+
+    os.kill(worker, signal.SIGKILL)
+
+    demo.wait_for_line("The Celery worker was killed by signal 9; starting it again", timeout=30)
+    session = demo.logged_in()
+    character = re.search(r'href="/characters/([0-9a-f-]{36})/"', session.get(f"{demo.url}/characters/").text)
+    run = start_training(session, demo.url, character.group(1))  # type: ignore[union-attr]
+    assert final_status(session, demo.url, run, timeout=120) == "completed", demo_logs(demo)
+
+
+def test_ctrl_c_stops_every_process_of_the_demo(demo: Demo) -> None:
+    demo.stop()
+
+    assert "Every demo process has stopped." in demo.output
+    assert demo.process.returncode == 0
+    assert processes_of_session(demo.session) == []
+
+
+# --- Helpers ------------------------------------------------------------------------------------------
+
+
+def csrf_token(html: str) -> str:
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+
+
+def create_character(session: requests.Session, base: str, name: str, photos: list[Path]) -> str:
+    form = session.get(f"{base}/characters/new/", timeout=10)
+    trigger = "ohwx_" + re.sub(r"\W", "", name.lower())
+    created = session.post(
+        f"{base}/characters/new/",
+        data={"name": name, "trigger_word": trigger, "csrfmiddlewaretoken": csrf_token(form.text)},
+        timeout=10,
+    )
+    character_id = re.search(r"/characters/([0-9a-f-]{36})/$", created.url).group(1)  # type: ignore[union-attr]
+    field_name = re.search(r'id="upload-input" type="file" name="(\w+)"', created.text).group(1)  # type: ignore[union-attr]
+    files = [(field_name, (photo.name, photo.read_bytes(), "image/jpeg")) for photo in photos]
+    uploaded = session.post(
+        f"{base}/characters/{character_id}/images/",
+        data={"csrfmiddlewaretoken": csrf_token(created.text)},
+        files=files,
+        timeout=60,
+    )
+    assert uploaded.status_code == 200, uploaded.text[:2000]
+    return character_id
+
+
+def start_training(session: requests.Session, base: str, character_id: str) -> str:
+    form = session.get(f"{base}/characters/{character_id}/train/", timeout=10)
+    data = {"preset": "fast", "steps": "100", "confirm": "1", "csrfmiddlewaretoken": csrf_token(form.text)}
+    started = session.post(f"{base}/characters/{character_id}/train/", data=data, timeout=30)
+    match = re.search(r"/runs/([0-9a-f-]{36})/$", started.url)
+    assert match, f"{started.status_code} {started.url}\n{started.text[:2000]}"
+    return match.group(1)
+
+
+def final_status(session: requests.Session, base: str, run_id: str, *, timeout: float) -> str:
+    def status() -> str | None:
+        run = session.get(f"{base}/runs/{run_id}/progress.json", timeout=10).json()
+        return str(run["status"]) if run["is_final"] else None
+
+    return str(wait_for(status, timeout=timeout, what=lambda: run_id))
+
+
+def is_celery_worker(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"celery" in b" ".join(command) and b"worker" in command
+
+
+def demo_logs(demo: Demo) -> str:
+    logs = demo.var / "demo" / "logs"
+    return "\n".join(f"== {path.name}\n{path.read_text()[-3000:]}" for path in logs.glob("*.log"))
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float, what: Callable[[], str]) -> Any:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not (result := condition()):
         if time.monotonic() > deadline:
-            raise AssertionError("the demo did not get there in time:\n" + "".join(what[-40:]))
+            raise AssertionError(f"not there in {timeout}s:\n{what()}")
         time.sleep(0.5)
+    return result

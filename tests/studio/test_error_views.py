@@ -99,3 +99,72 @@ def test_the_error_page_falls_back_to_plain_text_when_it_cannot_be_rendered(
     assert response.status_code == 503
     assert response["Content-Type"].startswith("text/plain")
     assert "cannot reach its database" in response.content.decode()
+
+
+def test_a_missing_page_is_the_studios_own_404_page(client_as_alice: Client) -> None:
+    response = client_as_alice.get("/no-such-page/")
+
+    assert response.status_code == 404
+    body = response.content.decode()
+    assert "Page not found" in body and "Character LoRA Studio" in body
+    assert "URLconf" not in body
+
+
+def test_a_missing_api_route_stays_in_the_api_error_shape(client_as_alice: Client) -> None:
+    response = client_as_alice.get("/api/v1/no-such-thing")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_form_sent_from_an_expired_page_gets_the_studios_page_saying_what_to_do(alice: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    response = client.post("/characters/new/", {"name": "Anna", "trigger_word": "ohwx_anna"})
+
+    assert response.status_code == 403
+    assert "reload the page" in response.content.decode()
+
+
+def test_more_files_than_one_upload_takes_get_the_studios_page_with_the_way_back(
+    client_as_alice: Client, alice: Any, settings: Any
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.characters.factories import CharacterFactory
+
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
+    character = CharacterFactory(owner=alice)
+    files = [SimpleUploadedFile(f"{index}.jpg", b"x", "image/jpeg") for index in range(4)]
+
+    response = client_as_alice.post(f"/characters/{character.pk}/images/", {"files": files})
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "More than 3 files were sent at once" in body
+    assert f'href="/characters/{character.pk}/"' in body
+
+
+def test_a_post_to_a_url_without_its_slash_is_redirected_keeping_its_method(client_as_alice: Client) -> None:
+    response = client_as_alice.post("/characters/new", {"name": "Anna"})
+
+    assert response.status_code == 308
+    assert response["Location"] == "/characters/new/"
+
+
+def test_a_post_to_a_url_without_its_slash_is_no_error_with_debug_on(
+    client_as_alice: Client, settings: Any
+) -> None:
+    settings.DEBUG = True
+
+    response = client_as_alice.post("/characters/new", {"name": "Anna"})
+
+    assert response.status_code == 308
+
+
+def test_the_conventional_icon_address_leads_to_the_studios_icon(client: Client) -> None:
+    response = client.get("/favicon.ico")
+
+    assert response.status_code == 301
+    assert response["Location"].endswith("favicon.svg")

@@ -159,3 +159,39 @@ def test_the_users_list_shows_spend_this_month(staff_client: Client, character: 
     page = staff_client.get(reverse("admin:studio_user_changelist")).content.decode()
 
     assert "2.50" in page
+
+
+def test_the_run_page_offers_no_save_but_this_runs_cancel_and_resync(
+    staff_client: Client, character: Character
+) -> None:
+    run = make_run(character, TrainingRun.Status.TRAINING, runpod_job_id="job-3")
+
+    page = staff_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+
+    assert 'name="_save"' not in page and 'name="_continue"' not in page
+    assert reverse("admin:training_trainingrun_cancel", args=[run.pk]) in page
+    assert reverse("admin:training_trainingrun_resync", args=[run.pk]) in page
+    assert reverse("admin:training_trainingrun_retry", args=[run.pk]) not in page
+
+
+def test_the_run_pages_cancel_button_cancels_that_run(
+    staff_client: Client, character: Character, provider: FakeProvider
+) -> None:
+    run = make_run(character, TrainingRun.Status.TRAINING, runpod_job_id="job-4")
+
+    response = staff_client.post(reverse("admin:training_trainingrun_cancel", args=[run.pk]), follow=True)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert provider.cancelled == ["job-4"]
+    assert "cancelled." in " ".join(messages_of(response))
+
+
+def test_a_failed_runs_page_retries_it_with_one_button(
+    staff_client: Client, character: Character, provider: FakeProvider
+) -> None:
+    old = make_run(character, TrainingRun.Status.FAILED, params={"steps": 700, "rank": 8})
+
+    staff_client.post(reverse("admin:training_trainingrun_retry", args=[old.pk]))
+
+    assert TrainingRun.objects.exclude(pk=old.pk).get().params["steps"] == 700

@@ -10,6 +10,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from studio.models import IdempotencyKey
+from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.developer.api_helpers import (
     alice_api,
     anonymous_api,
@@ -198,16 +199,60 @@ def test_concurrent_requests_with_one_key_start_one_run(
     assert IdempotencyKey.objects.get().resource_id is not None
 
 
-def test_run_creation_is_rate_limited(alice_api: APIClient, character: Any, settings: Any) -> None:
+def limit_starts_to(settings: Any, rate: str) -> None:
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"training_run_start": "2/hour"},
+        "DEFAULT_THROTTLE_RATES": {"training_run_start": rate},
     }
+    settings.TRAINING_MIN_IMAGES = 3  # ready_character's photos are enough
+
+
+def ready_character(owner: Any) -> Any:
+    character = CharacterFactory(owner=owner)
+    ReferenceImageFactory.create_batch(3, character=character)
+    return character
+
+
+def test_accepted_run_starts_are_rate_limited(alice_api: APIClient, alice: Any, settings: Any) -> None:
+    limit_starts_to(settings, "2/hour")
     for _ in range(2):
-        alice_api.post(start_url(character), {}, format="json")
-    response = alice_api.post(start_url(character), {}, format="json")
+        accepted = alice_api.post(start_url(ready_character(alice)), {}, format="json")
+        assert accepted.status_code == 202, accepted.json()
+
+    response = alice_api.post(start_url(ready_character(alice)), {}, format="json")
+
     assert_error(response, 429, "rate_limited")
-    assert int(response["Retry-After"]) > 0
+    assert TrainingRun.objects.count() == 2
+
+
+def test_refused_run_starts_do_not_count_against_the_limit(
+    alice_api: APIClient, alice: Any, character: Any, settings: Any
+) -> None:
+    limit_starts_to(settings, "2/hour")
+    for _ in range(30):
+        alice_api.post(start_url(character), {"params": {"steps": 5}}, format="json")  # 400 each
+
+    response = alice_api.post(start_url(character), {}, format="json")
+
+    assert response.status_code == 202
+
+
+def test_a_429_names_the_limit_its_window_and_when_it_resets(
+    alice_api: APIClient, alice: Any, settings: Any
+) -> None:
+    limit_starts_to(settings, "1/hour")
+    alice_api.post(start_url(ready_character(alice)), {}, format="json")
+
+    response = alice_api.post(start_url(ready_character(alice)), {}, format="json")
+
+    error = response.json()["error"]
+    assert error["rate_limit"]["limit"] == 1
+    assert error["rate_limit"]["window_seconds"] == 3600
+    assert error["rate_limit"]["scope"] == "training_run_start"
+    assert 3590 <= error["rate_limit"]["retry_after_seconds"] <= 3601
+    assert int(response["Retry-After"]) == error["rate_limit"]["retry_after_seconds"]
+    assert "at most 1 accepted run starts (new runs and retries) per hour" in error["message"]
+    assert "Refused requests do not count" in error["message"]
 
 
 # --- Reading ------------------------------------------------------------------------------
@@ -356,3 +401,33 @@ def test_bob_sees_nothing_of_alices_spend(bob_api: APIClient, character: Any) ->
     make_run(character, TrainingRun.Status.TRAINING)
     body = bob_api.get("/api/v1/me").json()
     assert body["active_runs"] == [] and Decimal(body["spend_this_month_usd"]) == 0
+
+
+# --- Characters with their LoRA -------------------------------------------------------------
+
+
+def test_a_character_in_the_api_shows_its_lora_status_and_links_to_its_current_lora(
+    alice_api: APIClient, character: Any
+) -> None:
+    run = completed(character)
+
+    body = alice_api.get(f"/api/v1/characters/{character.pk}").json()
+
+    assert body["lora_status"] == "ready"
+    assert body["lora"]["run_id"] == str(run.pk)
+    assert (body["lora"]["bytes"], body["lora"]["sha256"]) == (4321, "c" * 64)
+    assert body["lora"]["urls"]["download"].endswith(f"/api/v1/runs/{run.pk}/lora")
+    assert body["active_run"] is None
+
+
+def test_the_character_list_shows_which_characters_are_training(
+    alice_api: APIClient, character: Any, alice: Any
+) -> None:
+    run = make_run(character, TrainingRun.Status.TRAINING)
+    CharacterFactory(owner=alice, name="Untrained")
+
+    rows = {row["name"]: row for row in alice_api.get("/api/v1/characters").json()["results"]}
+
+    assert rows[character.name]["lora_status"] == "training"
+    assert rows[character.name]["active_run"]["id"] == str(run.pk)
+    assert (rows["Untrained"]["lora_status"], rows["Untrained"]["lora"]) == ("none", None)

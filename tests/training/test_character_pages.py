@@ -110,15 +110,29 @@ def test_the_detail_page_shows_the_current_lora_the_run_history_and_no_train_but
         page = client.get(reverse("characters:detail", args=[character.pk])).content.decode()
 
     assert f'href="{reverse("training:run-lora", args=[lora.pk])}"' in page
-    history = page.split('<table class="runs"')[1].split("</table>")[0]
+    history = page.split('<table class="runs')[1].split("</table>")[0]
     assert history.count("<tr>") == 1 + 3
     assert f'href="{reverse("training:start", args=[character.pk])}"' not in page
     assert "Follow the run" in page
 
 
-def test_the_detail_page_offers_train_when_nothing_runs(alice: Any) -> None:
+def test_the_detail_page_offers_train_when_nothing_runs(alice: Any, settings: Any) -> None:
+    settings.TRAINING_MIN_IMAGES = 2
     character = CharacterFactory(owner=alice)
+    ReferenceImageFactory.create_batch(2, character=character)
 
     page = client_for(alice).get(reverse("characters:detail", args=[character.pk])).content.decode()
 
     assert f'<a class="button" href="{reverse("training:start", args=[character.pk])}">Train</a>' in page
+
+
+def test_below_the_minimum_of_photos_train_is_disabled_with_the_reason(alice: Any, settings: Any) -> None:
+    settings.TRAINING_MIN_IMAGES = 10
+    character = CharacterFactory(owner=alice, name="Anna")
+    ReferenceImageFactory.create_batch(8, character=character)
+
+    page = client_for(alice).get(reverse("characters:detail", args=[character.pk])).content.decode()
+
+    assert 'disabled aria-describedby="train-refusal">Train</button>' in page
+    assert "Training needs at least 10 photos; Anna has 8. Add 2 more below." in page
+    assert reverse("training:start", args=[character.pk]) not in page

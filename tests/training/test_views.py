@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from tests.characters.factories import CharacterFactory
 from tests.training.conftest import FakeProvider, make_run
+from training.budget import affordable_steps
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.selectors import training_cost_estimate
@@ -227,7 +229,6 @@ def test_a_run_over_the_budget_is_refused_with_a_message_saying_what_to_do(
     assert response.status_code == 400
     (message,) = messages_of(response)
     assert "monthly GPU budget" in message
-    assert "Choose fewer steps or the fast preset" in message
     assert message in response.content.decode()
     assert not TrainingRun.objects.exists()
 
@@ -256,6 +257,91 @@ def test_a_second_run_while_one_is_active_is_refused_with_a_message(
     assert "Wait for it to finish or cancel it." in messages_of(response)[0]
     assert reverse("training:run-detail", args=[active.pk]) in response.content.decode()
     assert TrainingRun.objects.count() == 1
+
+
+def test_the_confirm_step_shows_the_refusal_in_place_of_start_training_when_photos_are_missing(
+    alice: Any, settings: Any
+) -> None:
+    settings.TRAINING_MIN_IMAGES = 10
+    few = CharacterFactory(owner=alice, name="Few")
+
+    page = (
+        client_for(alice).post(reverse("training:start", args=[few.pk]), {"preset": "fast"}).content.decode()
+    )
+
+    assert "This run cannot start." in page
+    assert "Training needs at least 10 reference photos and Few has 0. Add 10 more" in page
+    assert 'name="confirm"' not in page
+
+
+def test_over_the_budget_the_confirm_step_advises_the_fast_preset_when_it_fits(
+    character: Any, alice: Any
+) -> None:
+    fast = training_cost_estimate(steps=PRESETS["fast"]["steps"])
+    alice.monthly_gpu_budget_usd = fast + Decimal("0.01")
+    alice.save()
+
+    page = client_for(alice).post(reverse("training:start", args=[character.pk]), {"preset": "balanced"})
+
+    text = page.content.decode()
+    assert "This run cannot start." in text
+    assert f"Choose the fast preset (about ${fast:.2f})" in text
+    assert 'name="confirm"' not in text
+
+
+def test_over_the_budget_with_the_fast_preset_chosen_the_advice_is_fewer_steps(
+    character: Any, alice: Any
+) -> None:
+    alice.monthly_gpu_budget_usd = Decimal("0.71")  # about 300 steps
+    alice.save()
+
+    text = client_for(alice).post(reverse("training:start", args=[character.pk]), {"preset": "fast"}).content
+    page = text.decode()
+
+    assert "This run cannot start." in page
+    assert f"Set at most {affordable_steps(Decimal('0.71'))} steps under Advanced settings" in page
+    assert "fast preset" not in page
+
+
+def test_cancel_asks_first_saying_what_is_billed_and_changes_nothing(character: Any, alice: Any) -> None:
+    run = make_run(
+        character,
+        TrainingRun.Status.TRAINING,
+        started_at=timezone.now() - timedelta(minutes=10),
+        gpu_type="NVIDIA A100 80GB PCIe",
+    )
+
+    page = client_for(alice).get(reverse("training:run-cancel", args=[run.pk])).content.decode()
+
+    assert "Cancel the run of Anna?" in page
+    assert re.search(r"about <strong>\$0\.4[56]</strong> so far on NVIDIA A100 80GB PCIe", page), page
+    assert "It cannot be undone" in page
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.TRAINING
+
+
+def test_a_cancelled_run_shows_what_it_cost(character: Any, alice: Any) -> None:
+    run = make_run(
+        character,
+        TrainingRun.Status.CANCELLED,
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        cost_usd=Decimal("0.3100"),
+    )
+
+    page = client_for(alice).get(reverse("training:run-detail", args=[run.pk])).content.decode()
+
+    assert "GPU cost <strong>$0.31</strong>" in page
+    assert "billed although the run did not complete" in page
+
+
+def test_a_completed_run_is_titled_by_its_lora_not_as_training(character: Any, alice: Any) -> None:
+    run = completed_run(character)
+
+    page = client_for(alice).get(reverse("training:run-detail", args=[run.pk])).content.decode()
+
+    assert "<h1>LoRA of Anna</h1>" in page
+    assert "Training Anna" not in page
 
 
 # ============================================================================================ run page

@@ -19,7 +19,7 @@ from django.db.models import OuterRef, Q, Subquery
 from characters.models import Character
 from training.artifacts import lora_download_name
 from training.models import TrainingRun
-from training.selectors import character_current_lora, training_run_list_for
+from training.selectors import RunCharge, character_current_lora, training_run_charge, training_run_list_for
 
 register = template.Library()
 
@@ -95,4 +95,11 @@ def character_training_panel(
         "more_runs": len(runs) > HISTORY_LENGTH,
         "image_count": image_count,
         "min_images": settings.TRAINING_MIN_IMAGES,
+        "missing_images": max(0, settings.TRAINING_MIN_IMAGES - image_count),
     }
+
+
+@register.simple_tag
+def run_charge(run: TrainingRun) -> RunCharge:
+    """What the run counts against its owner's budget (`training_run_charge`), for a cost column."""
+    return training_run_charge(run)

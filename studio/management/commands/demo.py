@@ -1,18 +1,20 @@
 """`make demo`: the whole studio on this machine, training a demo character end to end.
 
-It migrates, creates a `demo` staff user, draws sample reference photos, starts the web app, a
-Celery worker, beat and the local RunPod stand-in (real worker, simulated trainer) under honcho,
-trains the demo character with `train_character --wait`, prints the URLs and keeps serving until
-Ctrl-C, which stops every process. A second run reuses the user, the photos and the LoRA.
+It migrates, creates a `demo` staff user, draws sample reference photos, starts the web app (gunicorn with
+DEBUG off, as in production), a Celery worker, beat and the local RunPod stand-in (real worker, simulated
+trainer), trains the demo character with `train_character --wait`, prints the URLs and keeps serving until
+Ctrl-C, which stops every process. A process that stops meanwhile is started again and the console says so
+(studio/demo_processes.py). A second run reuses the user, the photos and the LoRA.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
-import subprocess
 import sys
+import threading
 import time
 import uuid
 from argparse import ArgumentParser
@@ -25,6 +27,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from studio.demo_images import write_samples
+from studio.demo_processes import Supervisor, read_procfile
 from studio.models import User
 
 DEMO_USER = "demo"
@@ -55,17 +58,28 @@ class Command(BaseCommand):
         password = self._demo_user(demo_dir)
         photos = demo_dir / "photos"
         write_samples(photos, options["photos"])
-        processes = self._start_processes(demo_dir, options)
+        supervisor = self._start_processes(demo_dir, options)
+        done = threading.Event()
+        watcher = threading.Thread(target=supervisor.watch, args=(done,), daemon=True)
+        watcher.start()
         try:
-            self._wait_until_up(options["port"], options["runpod_port"], processes)
+            self._wait_until_up(options["port"], options["runpod_port"], supervisor)
             self._train(photos, steps=options["steps"])
             self._welcome(options["port"], password, demo_dir)
-            processes.wait()
+            while True:
+                time.sleep(3600)
         except KeyboardInterrupt:
             self.stdout.write("\nStopping the demo…")
         finally:
-            stop_processes(processes)
+            done.set()
+            watcher.join(timeout=5)
+            stop_processes(supervisor)
         self.stdout.write("Every demo process has stopped.")
+
+    def say(self, line: str) -> None:
+        """A line on the console at once, even when it is a pipe (the supervisor speaks from its thread)."""
+        self.stdout.write(line)
+        self.stdout.flush()
 
     def _demo_user(self, demo_dir: Path) -> str:
         """The demo staff user's password: made once, kept in var/demo/password."""
@@ -80,25 +94,18 @@ class Command(BaseCommand):
             User.objects.create_superuser(DEMO_USER, f"{DEMO_USER}@localhost", password)
         return password
 
-    def _start_processes(self, demo_dir: Path, options: dict[str, Any]) -> subprocess.Popen[bytes]:
+    def _start_processes(self, demo_dir: Path, options: dict[str, Any]) -> Supervisor:
         logs = demo_dir / "logs"
         (logs / "runpod").mkdir(parents=True, exist_ok=True)
-        environment = demo_environment(logs, options)
-        self.stdout.write(
-            f"Starting the web app, Celery worker and beat, and the local RunPod (logs in {logs})."
-        )
-        log = (logs / "processes.log").open("ab")
-        # Its own session: Ctrl-C reaches only this command, which then stops honcho in order.
-        return subprocess.Popen(
-            [sys.executable, "-m", "honcho", "-f", str(Path(settings.BASE_DIR) / "Procfile.demo"), "start"],
-            cwd=settings.BASE_DIR,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        environment = demo_environment(logs, options, secret_key=_secret_key(demo_dir))
+        self.say(f"Starting the web app, Celery worker and beat, and the local RunPod (logs in {logs}).")
+        commands = read_procfile(Path(settings.BASE_DIR) / "Procfile.demo")
+        root = Path(settings.BASE_DIR)
+        supervisor = Supervisor(commands, env=environment, cwd=root, logs=logs, say=self.say)
+        supervisor.start()
+        return supervisor
 
-    def _wait_until_up(self, port: int, runpod_port: int, processes: subprocess.Popen[bytes]) -> None:
+    def _wait_until_up(self, port: int, runpod_port: int, supervisor: Supervisor) -> None:
         checks = {
             "web app": (f"http://127.0.0.1:{port}/healthz", {}),
             "local RunPod": (
@@ -109,10 +116,10 @@ class Command(BaseCommand):
         deadline = time.monotonic() + 90
         for name, (url, headers) in checks.items():
             while not _answers(url, headers):
-                if processes.poll() is not None or time.monotonic() > deadline:
-                    raise CommandError(f"The {name} did not start; see var/demo/logs/processes.log.")
+                if time.monotonic() > deadline:
+                    raise CommandError(f"The {name} did not start; see its log in var/demo/logs/.")
                 time.sleep(0.5)
-            self.stdout.write(f"The {name} is up.")
+            self.say(f"The {name} is up.")
 
     def _train(self, photos: Path, *, steps: int) -> None:
         try:
@@ -146,22 +153,40 @@ class Command(BaseCommand):
         )
 
 
-def demo_environment(logs: Path, options: dict[str, Any]) -> dict[str, str]:
+def demo_environment(logs: Path, options: dict[str, Any], *, secret_key: str) -> dict[str, str]:
+    """The processes' environment: the embedded default, served as in production (DEBUG off) on loopback."""
     environment = dict(os.environ)
     environment.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
         STUDIO_VAR_DIR=str(settings.VAR_DIR),
         STUDIO_PUBLIC_URL=f"http://127.0.0.1:{options['port']}",
+        # DEBUG off, as production runs: the studio's own error pages, never Django's debug pages. Plain
+        # http on loopback, so no https redirect or Secure-only cookies; WhiteNoise serves static files.
+        DJANGO_DEBUG="false",
+        DJANGO_HTTPS="false",
+        DJANGO_SECRET_KEY=secret_key,
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        STATIC_IN_PLACE="true",
+        GUNICORN_BIND=f"127.0.0.1:{options['port']}",
+        WEB_CONCURRENCY="3",
         RUNPOD_API_BASE=f"http://127.0.0.1:{options['runpod_port']}/v2",
         RUNPOD_ENDPOINT_ID=settings.RUNPOD_ENDPOINT_ID,
         RUNPOD_API_KEY=settings.RUNPOD_API_KEY,
-        DEMO_WEB_PORT=str(options["port"]),
         DEMO_RUNPOD_PORT=str(options["runpod_port"]),
         DEMO_SECONDS_PER_STEP=str(options["seconds_per_step"]),
         DEMO_LOG_DIR=str(logs),
     )
     return environment
+
+
+def _secret_key(demo_dir: Path) -> str:
+    """The demo site's own secret key (DEBUG off needs one): made once, kept in var/demo/secret-key."""
+    path = demo_dir / "secret-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _answers(url: str, headers: dict[str, str]) -> bool:
@@ -171,18 +196,13 @@ def _answers(url: str, headers: dict[str, str]) -> bool:
         return False
 
 
-def stop_processes(processes: subprocess.Popen[bytes], *, grace: float = 15.0) -> None:
-    """Stop honcho (which stops its processes), then make sure nothing of this demo survives."""
-    if processes.poll() is None:
-        processes.send_signal(signal.SIGTERM)
-        try:
-            processes.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            processes.kill()
-            processes.wait(timeout=5)
+def stop_processes(supervisor: Supervisor, *, grace: float = 15.0) -> None:
+    """Stop every process the supervisor started, then make sure nothing of this demo survives."""
+    supervisor.stop(grace=grace)
     session = os.environ.get(SESSION_VARIABLE) or ""
     for pid in processes_of_session(session):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def processes_of_session(session: str) -> list[int]:

@@ -1,0 +1,84 @@
+"""A user's monthly GPU budget as it stands, what one more run would leave of it, and advice that fits the
+run the user chose when it does not fit (the fast preset only when it is not already chosen and would fit;
+otherwise the most steps that would)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+
+from studio.models import User
+from training import pricing
+from training.presets import PRESETS
+from training.selectors import month_start, training_cost_estimate, user_reserved_spend, user_spend_this_month
+
+MIN_STEPS = 100  # runpod_worker.contract.TrainingParams: steps 100-6000
+FAST = "fast"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The user's monthly GPU budget as it stands, and what one more run would leave of it."""
+
+    limit: Decimal | None
+    spent: Decimal
+    reserved: Decimal
+    estimate: Decimal
+
+    @property
+    def remaining(self) -> Decimal | None:
+        return None if self.limit is None else max(Decimal("0"), self.limit - self.spent - self.reserved)
+
+    @property
+    def remaining_after(self) -> Decimal | None:
+        return None if self.remaining is None else self.remaining - self.estimate
+
+    @property
+    def enough(self) -> bool:
+        return self.remaining_after is None or self.remaining_after >= 0
+
+
+def user_budget(user: User, *, steps: int) -> Budget:
+    return Budget(
+        limit=user.monthly_gpu_budget_usd,
+        spent=user_spend_this_month(user),
+        reserved=user_reserved_spend(user),
+        estimate=training_cost_estimate(steps=steps),
+    )
+
+
+def affordable_steps(remaining: Decimal) -> int:
+    """The most steps whose estimate `remaining` covers (0 when not even the start-up time is covered)."""
+    gpu = settings.TRAINING_GPU_TYPE
+    seconds = remaining / pricing.price_per_second(gpu) - settings.TRAINING_OVERHEAD_SECONDS
+    steps = int(seconds / pricing.seconds_per_step(gpu)) if seconds > 0 else 0
+    while steps > 0 and pricing.estimate_cost(steps=steps) > remaining:
+        steps -= 1  # the estimate rounds to cents; step down until it fits
+    return steps
+
+
+def budget_advice(*, budget: Budget, preset: str | None, steps: int, now: datetime | None = None) -> str:
+    """What the user can do about a run the budget cannot cover, for the run they chose."""
+    remaining = budget.remaining or Decimal("0")
+    fast_steps = int(PRESETS[FAST]["steps"])
+    fewer = min(affordable_steps(remaining), steps - 1)
+    renews = f"until {_next_month(now):%-d %B}, when the budget starts again, or ask staff to raise it."
+    if preset != FAST and steps > fast_steps and training_cost_estimate(steps=fast_steps) <= remaining:
+        return (
+            f"Choose the fast preset (about ${training_cost_estimate(steps=fast_steps):.2f}), wait {renews}"
+        )
+    if fewer >= MIN_STEPS:
+        return f"Set at most {fewer} steps under Advanced settings, wait {renews}"
+    return f"What is left (${remaining:.2f}) does not cover even the shortest run. Wait {renews}"
+
+
+def _next_month(now: datetime | None) -> datetime:
+    start = month_start(now)
+    return (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
