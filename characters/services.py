@@ -423,14 +423,11 @@ def _stored_names(images: Iterable[ReferenceImage]) -> list[str]:
     images = list(images)
     names: list[str] = []
     for image in images:
-        names.extend(name for name in (image.file.name, image.thumbnail.name) if name)
-    crops = PhotoAnalysis.objects.filter(image__in=images).exclude(crop="").values_list("crop", flat=True)
-    names.extend(crops)
-
-
         names.extend(
             name for name in (image.file.name, image.thumbnail.name, image.thumbnail_large.name) if name
         )
+    crops = PhotoAnalysis.objects.filter(image__in=images).exclude(crop="").values_list("crop", flat=True)
+    names.extend(crops)
     return names
 
 

@@ -33,7 +33,7 @@ def test_the_web_upload_without_consent_stores_nothing_and_sends_the_owner_to_th
 ) -> None:
     client.force_login(anna.owner)
 
-    response = client.post(reverse("characters:upload", args=[anna.pk]), {"images": [photo_upload()]})
+    response = client.post(reverse("characters:upload", args=[anna.pk]), {"files": [photo_upload()]})
 
     assert response.status_code == 302 and response.url == reverse("characters:consent", args=[anna.pk])
     assert not ReferenceImage.objects.exists()
@@ -45,7 +45,7 @@ def test_the_upload_script_is_told_that_consent_is_required(anna: Any, client: A
 
     response = client.post(
         reverse("characters:upload", args=[anna.pk]),
-        {"images": [photo_upload()]},
+        {"files": [photo_upload()]},
         HTTP_ACCEPT="application/json",
     )
 
@@ -90,7 +90,7 @@ def test_after_consent_the_web_upload_keeps_the_photo(anna: Any, client: Any) ->
     services.character_consent_record(character=anna, given_by=anna.owner, basis="permission")
     client.force_login(anna.owner)
 
-    response = client.post(reverse("characters:upload", args=[anna.pk]), {"images": [photo_upload()]})
+    response = client.post(reverse("characters:upload", args=[anna.pk]), {"files": [photo_upload()]})
 
     assert response.status_code == 200
     image = ReferenceImage.objects.get(character=anna)

@@ -181,6 +181,20 @@ def create_character(session: requests.Session, base: str, name: str, photos: li
         timeout=10,
     )
     character_id = re.search(r"/characters/([0-9a-f-]{36})/$", created.url).group(1)  # type: ignore[union-attr]
+    consent_form = session.get(f"{base}/characters/{character_id}/consent/", timeout=10)
+    agreed = session.post(
+        f"{base}/characters/{character_id}/consent/",
+        data={
+            "basis": "self",
+            "agree": "on",
+            "wording_version": re.search(r'name="wording_version" value="([^"]+)"', consent_form.text).group(
+                1
+            ),  # type: ignore[union-attr]
+            "csrfmiddlewaretoken": csrf_token(consent_form.text),
+        },
+        timeout=10,
+    )
+    assert agreed.status_code == 200, agreed.text[:2000]
     field_name = re.search(r'id="upload-input" type="file" name="(\w+)"', created.text).group(1)  # type: ignore[union-attr]
     files = [(field_name, (photo.name, photo.read_bytes(), "image/jpeg")) for photo in photos]
     uploaded = session.post(
