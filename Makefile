@@ -25,12 +25,14 @@ migrate: $(STAMP)
 # drive Debian's Chromium (CHROMIUM_PATH, default /usr/bin/chromium); without it they are deselected
 # and the run says so loudly at the end, except with CI=true, where a missing Chromium fails them.
 export CHROMIUM_PATH ?= /usr/bin/chromium
-# Test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them: the live-stack
-# suites spend most of their time waiting on their own processes, so three share two cores well.
+# Tests run in TEST_WORKERS processes (pytest-xdist), handed out test by test (`loadgroup`): a long
+# live-stack file no longer holds one process for minutes while the others idle. A module whose fixture
+# is built once per module (a live stack, the demo) stays in one process through its `xdist_group` mark.
+# The live-stack tests spend most of their time waiting on their own processes, so three share two cores.
 TEST_WORKERS ?= 3
 test: $(STAMP)
 	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; \
-	eval "$$services"; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	eval "$$services"; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 
 from studio.storage import s3_media_storage
 from tests.studio.factories import UserFactory
@@ -27,6 +28,23 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.basetemp is None:
         config.option.basetemp = tempfile.mkdtemp(prefix="studio-tests-")
         config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` hands tests out one by one; a module-scoped fixture (a live stack, the demo) would be
+    built again in every process that runs one of its tests, so such a module must keep its tests in one
+    process with `pytest.mark.xdist_group`."""
+    for item in items:
+        fixture_info = getattr(item, "_fixtureinfo", None)
+        if fixture_info is None or item.get_closest_marker("xdist_group"):
+            continue
+        # Our own fixtures only: plugins' (baseid "") are per process by design.
+        scopes = {d.scope for defs in fixture_info.name2fixturedefs.values() for d in defs if d.baseid}
+        if scopes & {"module", "package", "class"}:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses a module-scoped fixture: mark its module with "
+                f'pytestmark = pytest.mark.xdist_group("{item.module.__name__}")'  # type: ignore[attr-defined]
+            )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -50,6 +68,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"studio services: database={engine} {where} · broker={broker}"
         " · S3=SeaweedFS started by the test run when a test needs it",
     ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing() -> Iterator[None]:
+    """Personas are created thousands of times; PBKDF2's deliberate cost protects nothing in tests and
+    took about 0.3 s per user made or logged in. Set once for the session (`override_settings` also
+    clears Django's cached hashers)."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)

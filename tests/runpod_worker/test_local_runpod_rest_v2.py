@@ -12,7 +12,7 @@ import requests
 
 from tests.support.local_runpod import LocalRunPod
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("runpod_worker.test_local_runpod_rest_v2")]
 
 QUEUE_ENDPOINT = {
     "name": "lora-training",

@@ -13,12 +13,6 @@ from characters.models import Character
 from tests.characters.factories import CharacterFactory
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """Personas are created hundreds of times here; PBKDF2's cost protects nothing in these tests."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def upload_tmp(settings: Any, tmp_path: Path) -> Path:
     """Uploads spool to a folder of this test's own, so leftovers can be seen."""
