@@ -34,7 +34,12 @@ from characters.models import (
     reference_image_name,
     reference_thumbnail_name,
 )
-from characters.signals import auto_train_enabled, character_deleting, reference_images_added
+from characters.signals import (
+    auto_train_enabled,
+    character_deleting,
+    reference_image_deleting,
+    reference_images_added,
+)
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
 
@@ -282,13 +287,16 @@ def reference_images_update_captions(*, character: Character, captions: dict[Any
 
 def reference_image_delete(*, image: ReferenceImage) -> None:
     """Delete a reference image with its face analysis (embedding) and crop; its stored files go once
-    the deletion has committed, and the character's dataset report is recomputed."""
+    the deletion has committed, and the character's dataset report is recomputed.
+
+    Listeners of `reference_image_deleting` may refuse first (a run still training on the photo)."""
     with transaction.atomic():
         # The lock orders this against an analysis being recorded for the image (characters.analysis),
         # so the crop that analysis stored is either seen here or removed by it.
         locked = ReferenceImage.objects.select_for_update().filter(pk=image.pk).first()
         if locked is None:
             return
+        reference_image_deleting.send(sender=ReferenceImage, image=locked)
         names = _stored_names([locked])
         locked.delete()
         Character.objects.filter(pk=image.character_id).update(dataset_changed_at=timezone.now())

@@ -16,3 +16,8 @@ auto_train_enabled = Signal()
 # listener may call other services (training cancels a run in progress on its GPU). A listener that
 # raises stops the deletion. sender=Character, kwargs: character (Character).
 character_deleting = Signal()
+
+# Sent by `reference_image_delete` inside its transaction, with the image row locked and before it is
+# deleted. A listener that raises an `ApplicationError` refuses the deletion with its message (training
+# refuses while a run that trains on the photo is still active). sender=ReferenceImage, kwargs: image.
+reference_image_deleting = Signal()

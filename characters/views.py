@@ -223,8 +223,12 @@ def reference_image_delete(
     request: HttpRequest, character_id: uuid.UUID, image_id: uuid.UUID
 ) -> HttpResponse:
     image = reference_image_get_for(request.user, character_id, image_id)
-    services.reference_image_delete(image=image)
-    messages.success(request, f"Deleted {image.original_filename}.")
+    try:
+        services.reference_image_delete(image=image)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Deleted {image.original_filename}.")
     return redirect("characters:detail", character_id=character_id)
 
 

@@ -9,9 +9,18 @@ class TrainingConfig(AppConfig):
 
     def ready(self) -> None:
         # `characters` never imports `training`; training listens to its signal instead.
-        from characters.models import Character
-        from characters.signals import auto_train_enabled, character_deleting, reference_images_added
-        from training.receivers import cancel_runs_of_deleting_character, start_training_when_sheet_complete
+        from characters.models import Character, ReferenceImage
+        from characters.signals import (
+            auto_train_enabled,
+            character_deleting,
+            reference_image_deleting,
+            reference_images_added,
+        )
+        from training.receivers import (
+            cancel_runs_of_deleting_character,
+            refuse_deleting_a_photo_in_training,
+            start_training_when_sheet_complete,
+        )
 
         reference_images_added.connect(
             start_training_when_sheet_complete, sender=Character, dispatch_uid="training-autostart"
@@ -21,4 +30,9 @@ class TrainingConfig(AppConfig):
         )
         character_deleting.connect(
             cancel_runs_of_deleting_character, sender=Character, dispatch_uid="training-cancel-on-delete"
+        )
+        reference_image_deleting.connect(
+            refuse_deleting_a_photo_in_training,
+            sender=ReferenceImage,
+            dispatch_uid="training-keep-photos-of-active-runs",
         )

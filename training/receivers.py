@@ -5,7 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from characters.models import Character
+from django.urls import reverse
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
+
+from characters.models import Character, ReferenceImage
 from studio.errors import Conflict
 from training.models import TrainingEvent, TrainingRun
 from training.services import training_run_autostart, training_run_cancel
@@ -25,3 +29,20 @@ def cancel_runs_of_deleting_character(sender: Any, *, character: Character, **kw
             training_run_cancel(run=run, source=TrainingEvent.Source.SYSTEM)
         except Conflict:
             continue  # it ended on its own meanwhile
+
+
+def refuse_deleting_a_photo_in_training(sender: Any, *, image: ReferenceImage, **kwargs: Any) -> None:
+    """A photo an active run trains on stays until that run ends: its worker may still be downloading it,
+    and a deleted photo would fail the run after its GPU time was paid for."""
+    active = TrainingRun.objects.filter(
+        character_id=image.character_id, status__in=TrainingRun.ACTIVE_STATUSES
+    ).only("id", "created_at", "manifest")
+    for run in active:
+        if any(item.get("sha256") == image.sha256 for item in run.manifest):
+            started = date_format(localtime(run.created_at), "DATETIME_FORMAT")
+            raise Conflict(
+                f"{image.original_filename} cannot be deleted while the training run started {started} "
+                f"uses it. Wait for that run to finish, or cancel it at "
+                f"{reverse('training:run-detail', args=[run.pk])}, then delete the photo.",
+                code="photo_in_use",
+            )

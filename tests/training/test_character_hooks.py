@@ -10,8 +10,10 @@ from django.test import Client
 from django.urls import reverse
 
 from characters import services as character_services
-from characters.models import Character
+from characters.models import Character, ReferenceImage
+from studio.errors import Conflict
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
+from tests.developer.api_helpers import client_for as api_client_for
 from tests.training.conftest import FakeProvider, make_run
 from training.models import TrainingEvent, TrainingRun
 
@@ -118,3 +120,77 @@ def test_deleting_a_character_without_an_active_run_calls_no_gpu(
 
     assert provider.cancelled == []
     assert not Character.objects.filter(pk=sheet.pk).exists()
+
+
+# ============================================================================================ photo delete
+
+
+def trains_on(character: Character, status: str, *photos: ReferenceImage) -> TrainingRun:
+    manifest = [
+        {
+            "name": f"{p.sha256}.jpg",
+            "sha256": p.sha256,
+            "storage_name": p.file.name,
+            "caption": None,
+            "bytes": 1,
+        }
+        for p in photos
+    ]
+    return make_run(character, status, manifest=manifest)
+
+
+@pytest.mark.parametrize("status", TrainingRun.ACTIVE_STATUSES)
+def test_a_photo_an_active_run_trains_on_cannot_be_deleted_and_the_refusal_names_the_run(
+    sheet: Character, status: str
+) -> None:
+    photo = sheet.images.first()
+    assert photo is not None
+    run = trains_on(sheet, status, photo)
+
+    with pytest.raises(Conflict) as refused:
+        character_services.reference_image_delete(image=photo)
+
+    assert refused.value.code == "photo_in_use"
+    assert photo.original_filename in refused.value.message
+    assert reverse("training:run-detail", args=[run.pk]) in refused.value.message
+    assert ReferenceImage.objects.filter(pk=photo.pk).exists()
+
+
+def test_a_photo_added_after_the_run_started_or_kept_by_a_finished_run_can_be_deleted(
+    sheet: Character,
+) -> None:
+    in_training, in_finished_run, added_later = list(sheet.images.all())
+    trains_on(sheet, TrainingRun.Status.TRAINING, in_training)
+    trains_on(sheet, TrainingRun.Status.COMPLETED, in_finished_run)
+
+    character_services.reference_image_delete(image=added_later)
+    character_services.reference_image_delete(image=in_finished_run)
+
+    assert list(sheet.images.all()) == [in_training]
+
+
+def test_the_photo_page_says_why_the_photo_stays(sheet: Character, alice: Any) -> None:
+    photo = sheet.images.first()
+    assert photo is not None
+    trains_on(sheet, TrainingRun.Status.QUEUED, photo)
+
+    response = client_for(alice).post(
+        reverse("characters:image_delete", args=[sheet.pk, photo.pk]), follow=True
+    )
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"{photo.original_filename} cannot be deleted while the training run started" in page
+    assert ReferenceImage.objects.filter(pk=photo.pk).exists()
+
+
+def test_the_api_answers_409_with_the_reason(sheet: Character, alice: Any) -> None:
+    photo = sheet.images.first()
+    assert photo is not None
+    trains_on(sheet, TrainingRun.Status.TRAINING, photo)
+
+    response = api_client_for(alice).delete(reverse("api:character-image", args=[sheet.pk, photo.pk]))
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "photo_in_use"
+    assert ReferenceImage.objects.filter(pk=photo.pk).exists()
