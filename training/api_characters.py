@@ -1,5 +1,5 @@
 """The API's characters with their LoRA: training's part of `/api/v1/characters`, so that `characters` never
-imports `training` (as `training.admin` extends the character admin). `studio.api_urls` routes the character
+imports `training` (as `training.admin` extends the character admin). `training.api_urls` routes the character
 endpoints to these views; they answer as `characters.api`'s and add `lora_status`, the current `lora` (with
 links to its run and its download) and the run in progress."""
 
