@@ -6,7 +6,7 @@ imports no app. Anything under `/api/v1/` that matches no route answers 404 in t
 
 from __future__ import annotations
 
-from django.urls import include, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -33,7 +33,7 @@ class ApiRouteNotFoundApi(APIView):
 
 
 # The apps' routes share the `api` namespace; the catch-all comes last.
-v1 = [
+v1: list[URLPattern | URLResolver] = [
     path("", include("developer.api_urls")),
     path("", include("training.api_urls")),
     path("", include("characters.api_urls")),
