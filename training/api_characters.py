@@ -15,8 +15,8 @@ from characters.api import CharacterDetailApi, CharacterListApi, CharacterSerial
 from characters.models import Character
 from studio.api import ErrorSerializer, page_query_parameters, paginated_schema
 from training.artifacts import lora_download_name
+from training.character_pages import CharacterTraining, training_by_character
 from training.models import TrainingRun
-from training.templatetags.training_tags import CharacterTraining, training_by_character
 
 LORA_STATUSES = [
     ("none", "No LoRA and nothing training"),

@@ -9,8 +9,10 @@ class TrainingConfig(AppConfig):
 
     def ready(self) -> None:
         # `characters` never imports `training`; training listens to its signal instead.
+        from characters import page_parts
         from characters.models import Character
         from characters.signals import auto_train_enabled, character_deleting, reference_images_added
+        from training.character_pages import lora_status_card_part, training_panel
         from training.receivers import cancel_runs_of_deleting_character, start_training_when_sheet_complete
 
         reference_images_added.connect(
@@ -22,3 +24,6 @@ class TrainingConfig(AppConfig):
         character_deleting.connect(
             cancel_runs_of_deleting_character, sender=Character, dispatch_uid="training-cancel-on-delete"
         )
+        # Training's parts of the character pages: each card's LoRA status, and the training panel.
+        page_parts.card_part_register(lora_status_card_part)
+        page_parts.panel_register(training_panel)
