@@ -6,14 +6,19 @@
   A lower app learns of a higher one's work through signals and registries it owns, never by importing it.
 - No two project modules import each other, neither when loaded nor through an import deferred into a
   function: a circle means neither module can be understood, or changed, without the other.
+- Each app owns its templates' tags and its models' admin: an app's templates load only its own tag
+  libraries (and the project's), and a model is registered in the admin once, by its own app.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from django.contrib import admin
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("studio", "characters", "training", "developer")
@@ -207,3 +212,47 @@ def test_no_import_cycle_even_through_deferred_imports() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     a, b = "training.models", "characters.models"  # any two real modules
     assert _cycles([Import(a, b, 1, True), Import(b, a, 1, False)]) == [sorted([a, b])]
+
+
+def test_each_apps_templates_load_only_its_own_tag_libraries() -> None:
+    # A tag library is its module's name; it belongs to the package it is in.
+    owners = {module.rpartition(".")[2]: _package(module) for module in MODULES if ".templatetags." in module}
+    assert {"training_tags", "character_pages", "studio_admin"} <= set(owners)
+    offending = []
+    for template in sorted((ROOT / "templates").rglob("*.html")):
+        folder = template.relative_to(ROOT / "templates").parts[0]
+        owner = (
+            folder if folder in APP_LAYERS else "studio"
+        )  # base.html, admin/, registration/: the project's
+        for loaded in re.findall(r"{%\s*load\s+(.+?)\s*%}", template.read_text()):
+            for library in loaded.split():
+                if owners.get(library, owner) not in {owner, "studio"}:
+                    offending.append(f"{template.relative_to(ROOT)} loads {library} ({owners[library]})")
+    assert offending == [], (
+        "draw another app's part through the owner's extension points (characters.page_parts)"
+    )
+
+
+def test_each_model_is_registered_in_the_admin_by_its_own_app() -> None:
+    registered = {
+        model._meta.label: type(model_admin).__module__ for model, model_admin in admin.site._registry.items()
+    }
+    assert {"characters.Character", "studio.User", "training.TrainingRun"} <= set(registered)
+    offending = [
+        f"{label} by {module}"
+        for label, module in registered.items()
+        if _package(module) in PROJECT_PACKAGES and label.partition(".")[0] != _package(module)
+    ]
+    assert offending == []
+    unregistering = [edge for edge in _attribute_calls("unregister") if _package(edge) in PROJECT_PACKAGES]
+    assert unregistering == [], "add to another app's admin with its AdminExtension, never register it again"
+
+
+def _attribute_calls(attribute: str) -> list[str]:
+    """The project modules that call `<something>.<attribute>(...)`."""
+    return sorted(
+        module
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == attribute
+    )
