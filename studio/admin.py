@@ -45,7 +45,7 @@ class ExtensibleAdmin(admin.ModelAdmin):
 
     @classmethod
     def extension_register(cls, extension: AdminExtension) -> None:
-        if extension not in cls.extensions:  # `ready` may run more than once (tests)
+        if extension not in cls.extensions:  # registering the same extension again adds nothing
             cls.extensions.append(extension)
 
     def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
