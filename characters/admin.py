@@ -6,6 +6,7 @@ from django.utils.safestring import SafeString
 
 from characters.models import Character, DatasetReport, ReferenceImage
 from characters.selectors import dataset_report_get, dataset_report_is_current
+from studio.admin import ExtensibleAdmin
 from studio.transfer import download_url
 
 THUMBNAIL_LINK_SECONDS = 600
@@ -50,7 +51,9 @@ class ReferenceImageInline(admin.TabularInline):
 
 
 @admin.register(Character)
-class CharacterAdmin(admin.ModelAdmin):
+class CharacterAdmin(ExtensibleAdmin):
+    """Other apps add to it with `CharacterAdmin.extension_register` (training: runs, the current LoRA)."""
+
     list_display: tuple[str, ...] = (
         "name",
         "owner",

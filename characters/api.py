@@ -106,7 +106,7 @@ class ImageUploadResultSerializer(serializers.Serializer):
 
 
 class CharacterListApi(APIView):
-    # What a character looks like in answers; training's API adds its LoRA (training.api).
+    # What a character looks like in answers; training's API adds its LoRA (training.api_characters).
     output_serializer: type[CharacterSerializer] = CharacterSerializer
 
     class InputSerializer(serializers.Serializer):
@@ -136,7 +136,7 @@ class CharacterListApi(APIView):
         )
 
     def page_context(self, characters: list[Character]) -> dict[str, Any]:
-        """What the output serializer reads for a whole page at once (nothing here; see training.api)."""
+        """What the output serializer reads for a whole page at once (see training.api_characters)."""
         return {}
 
     @extend_schema(

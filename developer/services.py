@@ -1,4 +1,6 @@
-"""Every write to API tokens, webhook endpoints and webhook deliveries goes through here."""
+"""Every write to API tokens and webhook endpoints goes through here, and every webhook event is recorded
+here as one delivery per endpoint. Sending a delivery (its attempts, retries and the sweep's claim) is
+`developer.deliveries`, which the delivery tasks run."""
 
 from __future__ import annotations
 
@@ -7,21 +9,21 @@ import json
 import logging
 import secrets
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from developer import webhooks
 from developer.models import ApiToken, WebhookDelivery, WebhookEndpoint
+from developer.tasks import deliver_webhook
 from studio.errors import ApplicationError
 from studio.models import User
-from studio.sweeps import lock_overdue
+from training.models import TrainingRun
+from training.serializers import TrainingRunSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +138,6 @@ def webhook_events_record(
     event_type = EVENT_TYPES.get(status)
     if event_type is None:
         return []
-    from training.models import TrainingRun
-
     run = TrainingRun.objects.select_related("character").filter(pk=run_id).first()
     if run is None:
         return []
@@ -150,10 +150,8 @@ def webhook_events_record(
     return _deliveries_create(endpoints=endpoints, event_id=event_id, event_type=event_type, payload=payload)
 
 
-def _run_data(run: Any) -> dict[str, Any]:
+def _run_data(run: TrainingRun) -> dict[str, Any]:
     # The same document as GET /api/v1/runs/<id>, so receivers parse one shape.
-    from training.api import TrainingRunSerializer
-
     return json.loads(json.dumps(TrainingRunSerializer(run, context={}).data, default=str))
 
 
@@ -176,121 +174,7 @@ def _deliveries_create(
 
 def _enqueue_delivery(delivery_id: uuid.UUID) -> None:
     """Queues a delivery's task after commit; a broker outage must not fail the change that caused it."""
-    from developer.tasks import deliver_webhook
-
     try:
         deliver_webhook.delay(str(delivery_id))
     except Exception:  # any broker error: the delivery is due, and the sweep queues it
         logger.exception("could not queue webhook delivery %s; the sweep will send it", delivery_id)
-
-
-@dataclass(frozen=True)
-class AttemptOutcome:
-    attempt: int  # 0 when nothing was sent
-    retry_in: float | None  # seconds until the next attempt is due; None when there is none
-
-
-NOTHING_SENT = AttemptOutcome(attempt=0, retry_in=None)
-
-
-def max_attempts() -> int:
-    return 1 + len(settings.WEBHOOK_RETRY_DELAYS_SECONDS)
-
-
-def attempt_lease() -> timedelta:
-    """How long a claimed attempt holds its delivery: past it, the attempt is taken for dead."""
-    # The POST's connect and read timeouts, and as long again for the DNS checks before it and the
-    # write after it.
-    connect, read = webhooks.timeouts()
-    return timedelta(seconds=connect + read + settings.WEBHOOK_TIMEOUT_SECONDS)
-
-
-def webhook_delivery_attempt(*, delivery_id: uuid.UUID | str) -> AttemptOutcome:
-    """Send a due pending delivery once and record the outcome: delivered, failed, or due again later.
-
-    The attempt is claimed first with a conditional update that takes only a due delivery and makes it
-    due again only after `attempt_lease()`: duplicate tasks never send early nor two at once, and an
-    attempt whose worker died is sent again once the lease has run out.
-    """
-    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
-    if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
-        return NOTHING_SENT
-    now = timezone.now()
-    claimed = WebhookDelivery.objects.filter(
-        pk=delivery.pk,
-        status=WebhookDelivery.Status.PENDING,
-        attempts=delivery.attempts,
-        next_attempt_at__lte=now,
-    ).update(attempts=F("attempts") + 1, last_attempt_at=now, next_attempt_at=now + attempt_lease())
-    if not claimed:
-        return NOTHING_SENT
-    attempt = delivery.attempts + 1
-    result = _send(delivery)
-    final = result.ok or attempt >= max_attempts() or not delivery.endpoint.active
-    retry_in = None if final else _retry_delay(attempt)
-    _record(delivery, attempt, result, retry_in=retry_in)
-    return AttemptOutcome(attempt=attempt, retry_in=retry_in)
-
-
-def _retry_delay(attempt: int) -> float:
-    delays = settings.WEBHOOK_RETRY_DELAYS_SECONDS
-    return float(delays[min(attempt, len(delays)) - 1])
-
-
-def _send(delivery: WebhookDelivery) -> webhooks.PostResult:
-    endpoint = delivery.endpoint
-    if not endpoint.active:
-        return webhooks.PostResult(ok=False, status_code=None, error="The endpoint is disabled.")
-    try:
-        webhooks.check_url_is_public(endpoint.url)
-    except ApplicationError as error:
-        return webhooks.PostResult(ok=False, status_code=None, error=error.message)
-    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
-    headers = webhooks.sign(endpoint.secret, delivery.event_id, int(timezone.now().timestamp()), body)
-    return webhooks.post(endpoint.url, headers, body)
-
-
-def _record(
-    delivery: WebhookDelivery, attempt: int, result: webhooks.PostResult, *, retry_in: float | None
-) -> None:
-    now = timezone.now()
-    if result.ok:
-        status = WebhookDelivery.Status.DELIVERED
-    else:
-        status = WebhookDelivery.Status.PENDING if retry_in is not None else WebhookDelivery.Status.FAILED
-    # Only the latest claim records: an attempt that outlived its lease lost the delivery to another.
-    WebhookDelivery.objects.filter(
-        pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=attempt
-    ).update(
-        status=status,
-        last_status_code=result.status_code,
-        last_error=result.error,
-        delivered_at=now if result.ok else None,
-        next_attempt_at=None if retry_in is None else now + timedelta(seconds=retry_in),
-    )
-    if not result.ok:
-        logger.info(
-            "Webhook %s to endpoint %s failed (attempt %d): %s",
-            delivery.event_id, delivery.endpoint_id, attempt, result.error,
-        )  # fmt: skip
-
-
-def webhook_deliveries_claim_overdue(
-    *, now: datetime | None = None, batch_size: int | None = None
-) -> list[uuid.UUID]:
-    """Takes a bounded batch of pending deliveries due for longer than a sweep interval — their task was
-    lost — and makes each due now, so the next sweep leaves it to the task the caller queues.
-
-    Rows are locked with SKIP LOCKED, so two sweeps running at once never take the same delivery, and the
-    work is two queries whatever the number of deliveries.
-    """
-    now = timezone.now() if now is None else now
-    limit = batch_size or settings.WEBHOOK_SWEEP_BATCH_SIZE
-    overdue_since = now - timedelta(seconds=settings.WEBHOOK_SWEEP_INTERVAL_SECONDS)
-    with transaction.atomic():
-        pending = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING)
-        overdue = lock_overdue(pending, overdue_since=overdue_since, limit=limit)
-        delivery_ids = list(overdue.values_list("pk", flat=True))
-        if delivery_ids:
-            WebhookDelivery.objects.filter(pk__in=delivery_ids).update(next_attempt_at=now)
-    return delivery_ids

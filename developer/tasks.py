@@ -5,7 +5,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from developer.services import webhook_deliveries_claim_overdue, webhook_delivery_attempt
+from developer.deliveries import webhook_deliveries_claim_overdue, webhook_delivery_attempt
 
 logger = logging.getLogger(__name__)
 

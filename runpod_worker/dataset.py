@@ -1,4 +1,10 @@
-"""Downloads the training images (parallel, bounded, retried, verified) and writes their captions."""
+"""Downloads the training images (parallel, bounded, retried, verified) and writes their captions.
+
+Retrying is urllib3's `Retry` on the session's adapter: a connection that fails, an answer that does not
+come within the read timeout and a transient status (429, 5xx) are tried again with jittered
+exponential backoff. A body cut off midway is fetched again from the start here, from the
+same budget: one image never costs more than `attempts` requests.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from runpod_worker.contract import ErrorCode, ImageSpec
 from runpod_worker.errors import JobFailed
@@ -50,7 +57,11 @@ class DownloadSettings:
 
 
 class _Transient(Exception):
-    """A failure another attempt may fix (connection reset, 5xx, 429)."""
+    """A failure another attempt may fix (connection reset, 5xx, 429), after `requests` requests."""
+
+    def __init__(self, reason: str, *, requests_sent: int) -> None:
+        super().__init__(reason)
+        self.requests_sent = requests_sent
 
 
 def image_kind(head: bytes) -> str | None:
@@ -80,8 +91,8 @@ def download_images(
     def fetch(index_image: tuple[int, ImageSpec]) -> Path:
         nonlocal done
         if not hasattr(local, "session"):
-            local.session = _session(settings.concurrency)
-        path = _download_one(local.session, index_image[0], index_image[1], dest, settings)
+            local.session, local.adapter = _session(settings.concurrency)
+        path = _download_one(local.session, local.adapter, index_image[0], index_image[1], dest, settings)
         with done_lock:
             done += 1
             count = done
@@ -99,27 +110,57 @@ def download_images(
             raise
 
 
-def _session(pool_size: int) -> requests.Session:
+def _session(pool_size: int) -> tuple[requests.Session, HTTPAdapter]:
+    """A session for one download thread; its adapter's retries are set per image (`_retry`)."""
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    return session
+    return session, adapter
+
+
+def _retry(retries: int, settings: DownloadSettings) -> Retry:
+    """At most `retries` more requests after the first, for failures another request may fix."""
+    return Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=TRANSIENT_STATUSES,
+        # urllib3 retries the first failure at once, then waits 2, 4, … times `backoff_s` plus up to
+        # `backoff_s` of jitter, so parallel retries do not hit the store together. A Retry-After header
+        # is not obeyed: a store asking for an hour must not hold the GPU that long; the budget decides.
+        backoff_factor=settings.backoff_s,
+        backoff_jitter=settings.backoff_s,
+        backoff_max=30.0,
+        respect_retry_after_header=False,
+        raise_on_status=False,  # the last answer comes back, and `_check_status` names its status
+    )
 
 
 def _download_one(
-    session: requests.Session, index: int, image: ImageSpec, dest: Path, settings: DownloadSettings
+    session: requests.Session,
+    adapter: HTTPAdapter,
+    index: int,
+    image: ImageSpec,
+    dest: Path,
+    settings: DownloadSettings,
 ) -> Path:
     label = f"Image {index + 1} ({image.filename})"
+    budget = settings.attempts
     last_error = ""
-    for attempt in range(1, settings.attempts + 1):
+    while budget > 0:
+        # The session belongs to this thread, so setting its adapter's retries here is safe.
+        adapter.max_retries = _retry(budget - 1, settings)
         try:
             return _attempt(session, label, image, dest, settings)
         except _Transient as exc:
             last_error = str(exc)
-            if attempt < settings.attempts:
-                # Exponential backoff with jitter so 50 parallel retries do not hit the store together.
-                time.sleep(settings.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+            budget -= max(1, exc.requests_sent)
+            if budget > 0:  # a body cut off midway: fetch the image again after a pause
+                time.sleep(settings.backoff_s * (0.5 + random.random()))
     raise JobFailed(
         ErrorCode.DOWNLOAD_FAILED,
         f"{label} could not be downloaded after {settings.attempts} attempts ({last_error}). "
@@ -134,9 +175,11 @@ def _attempt(
     partial = dest / f".{image.filename}.part"
     digest = hashlib.sha256()
     size = 0
+    sent = 0  # requests this attempt made, retries by the adapter included; 0 until an answer came
     try:
         with session.get(image.url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as response:
-            _check_status(label, response.status_code)
+            sent = _requests_sent(response)
+            _check_status(label, response.status_code, requests_sent=sent)
             with open(partial, "wb") as out:
                 for chunk in response.iter_content(CHUNK):
                     size += len(chunk)
@@ -150,7 +193,8 @@ def _attempt(
                     out.write(chunk)
     except requests.RequestException as exc:
         partial.unlink(missing_ok=True)
-        raise _Transient(type(exc).__name__) from exc
+        # Without an answer, the adapter spent the whole budget on retries before giving up.
+        raise _Transient(type(exc).__name__, requests_sent=sent or settings.attempts) from exc
     except JobFailed:
         partial.unlink(missing_ok=True)
         raise
@@ -159,11 +203,17 @@ def _attempt(
     return target
 
 
-def _check_status(label: str, status: int) -> None:
+def _requests_sent(response: requests.Response) -> int:
+    retries = getattr(response.raw, "retries", None)
+    return 1 + len(retries.history) if retries is not None else 1
+
+
+def _check_status(label: str, status: int, *, requests_sent: int) -> None:
     if status == 200:
         return
     if status in TRANSIENT_STATUSES:
-        raise _Transient(f"HTTP {status}")
+        # The adapter already retried it as often as the budget allowed.
+        raise _Transient(f"HTTP {status}", requests_sent=requests_sent)
     hint = {
         403: "the link was refused or has expired",
         404: "the file is missing from storage",

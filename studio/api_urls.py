@@ -1,23 +1,20 @@
 """The REST API: `/api/v1/…` resources, the OpenAPI schema and its Swagger UI.
 
-Anything under `/api/v1/` that matches no route answers 404 in the API's error shape.
+Each app owns its resources' routes in its own `api_urls` module, included here by name so that the project
+imports no app. Anything under `/api/v1/` that matches no route answers 404 in the API's error shape.
 """
 
 from __future__ import annotations
 
-from django.urls import include, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from characters import api as characters_api
-from developer import api as developer_api
 from studio.errors import NotFound
 from studio.middleware import content_security_policy
-from training import api as training_api
-from training import api_characters as training_characters_api
 
 REDOC_POLICY = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
@@ -35,54 +32,11 @@ class ApiRouteNotFoundApi(APIView):
     get = post = put = patch = delete = dispatch_not_found
 
 
-v1 = [
-    path("me", developer_api.MeApi.as_view(), name="me"),
-    # Characters with their LoRA: training's extension of the characters API (training/api_characters.py).
-    path("characters", training_characters_api.CharacterWithLoraListApi.as_view(), name="characters"),
-    path(
-        "characters/<uuid:character_id>",
-        training_characters_api.CharacterWithLoraDetailApi.as_view(),
-        name="character",
-    ),
-    path(
-        "characters/<uuid:character_id>/consent",
-        characters_api.CharacterConsentApi.as_view(),
-        name="character-consent",
-    ),
-    path(
-        "characters/<uuid:character_id>/dataset-report",
-        characters_api.CharacterDatasetReportApi.as_view(),
-        name="character-dataset-report",
-    ),
-    path(
-        "characters/<uuid:character_id>/images",
-        characters_api.ReferenceImageListApi.as_view(),
-        name="character-images",
-    ),
-    path(
-        "characters/<uuid:character_id>/images/<uuid:image_id>",
-        characters_api.ReferenceImageDetailApi.as_view(),
-        name="character-image",
-    ),
-    path(
-        "characters/<uuid:character_id>/runs",
-        training_api.TrainingRunStartApi.as_view(),
-        name="character-runs",
-    ),
-    path("runs", training_api.TrainingRunListApi.as_view(), name="runs"),
-    path("runs/<uuid:run_id>", training_api.TrainingRunDetailApi.as_view(), name="run"),
-    path("runs/<uuid:run_id>/cancel", training_api.TrainingRunCancelApi.as_view(), name="run-cancel"),
-    path("runs/<uuid:run_id>/retry", training_api.TrainingRunRetryApi.as_view(), name="run-retry"),
-    path("runs/<uuid:run_id>/lora", training_api.TrainingRunLoraApi.as_view(), name="run-lora"),
-    path("tokens", developer_api.ApiTokenListApi.as_view(), name="tokens"),
-    path("tokens/<uuid:token_id>/revoke", developer_api.ApiTokenRevokeApi.as_view(), name="token-revoke"),
-    path("webhooks", developer_api.WebhookEndpointListApi.as_view(), name="webhooks"),
-    path("webhooks/<uuid:endpoint_id>", developer_api.WebhookEndpointDetailApi.as_view(), name="webhook"),
-    path(
-        "webhooks/<uuid:endpoint_id>/deliveries",
-        developer_api.WebhookDeliveryListApi.as_view(),
-        name="webhook-deliveries",
-    ),
+# The apps' routes share the `api` namespace; the catch-all comes last.
+v1: list[URLPattern | URLResolver] = [
+    path("", include("developer.api_urls")),
+    path("", include("training.api_urls")),
+    path("", include("characters.api_urls")),
     re_path(r"^.*$", ApiRouteNotFoundApi.as_view()),
 ]
 

@@ -22,15 +22,18 @@ from django.views.decorators.http import require_POST
 
 from characters.admin import CharacterAdmin
 from characters.models import Character
-from studio.admin import UserAdmin
+from studio.admin import AdminExtension, UserAdmin, admin_index_panel_register
 from studio.errors import ApplicationError
 from studio.models import User
+from training.admin_dashboard import training_dashboard_panel
 from training.models import StrayJob, TrainingEvent, TrainingRun
 from training.runpod import RunPodError
 from training.selectors import month_start, run_spend
 from training.services import training_run_cancel, training_run_poll, training_run_retry, training_run_start
 
 Source = TrainingEvent.Source
+
+admin_index_panel_register(training_dashboard_panel)
 
 STATUS_COLOURS: dict[str, str] = {
     TrainingRun.Status.PENDING: "#57606a",
@@ -300,7 +303,7 @@ class StrayJobAdmin(admin.ModelAdmin):
         return False
 
 
-# --- Characters: their runs inline, and "start training" --------------------------------------
+# --- Characters: their runs inline, the current LoRA, and "start training" (added to their admin) ------
 
 
 class TrainingRunInline(admin.TabularInline):
@@ -325,33 +328,36 @@ class TrainingRunInline(admin.TabularInline):
         return progress_bar(run)
 
 
-admin.site.unregister(Character)
+@admin.display(description="current LoRA")
+def current_lora(character: Character) -> SafeString | str:
+    run_id = getattr(character, "current_lora_run", None)
+    if run_id is None:
+        return "-"
+    url = reverse("admin:training_trainingrun_change", args=[run_id])
+    return format_html('<a href="{}">{}</a>', url, f"run {str(run_id)[:8]}")
 
 
-@admin.register(Character)
-class TrainingCharacterAdmin(CharacterAdmin):
-    inlines = [*CharacterAdmin.inlines, TrainingRunInline]
-    actions = ["start_training"]
-    list_display: tuple[str, ...] = (*CharacterAdmin.list_display, "current_lora")
+def _with_current_lora(queryset: QuerySet[Character]) -> QuerySet[Character]:
+    # The current LoRA is derived (the latest completed run): one subquery, not a query per row.
+    latest = TrainingRun.objects.filter(character=OuterRef("pk"), status=TrainingRun.Status.COMPLETED)
+    latest = latest.order_by("-finished_at", "-created_at")
+    return queryset.annotate(current_lora_run=Subquery(latest.values("pk")[:1]))
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Character]:
-        # The current LoRA is derived (the latest completed run): one subquery, not a query per row.
-        latest = TrainingRun.objects.filter(character=OuterRef("pk"), status=TrainingRun.Status.COMPLETED)
-        latest = latest.order_by("-finished_at", "-created_at")
-        return super().get_queryset(request).annotate(current_lora_run=Subquery(latest.values("pk")[:1]))
 
-    @admin.display(description="current LoRA")
-    def current_lora(self, character: Character) -> SafeString | str:
-        run_id = getattr(character, "current_lora_run", None)
-        if run_id is None:
-            return "-"
-        url = reverse("admin:training_trainingrun_change", args=[run_id])
-        return format_html('<a href="{}">{}</a>', url, f"run {str(run_id)[:8]}")
+@admin.action(description="Start training the selected characters (balanced preset)")
+def start_training(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Character]) -> None:
+    user: Any = request.user
+    report_each(modeladmin, request, queryset, lambda character: _started(character, user))
 
-    @admin.action(description="Start training the selected characters (balanced preset)")
-    def start_training(self, request: HttpRequest, queryset: QuerySet[Character]) -> None:
-        user: Any = request.user
-        report_each(self, request, queryset, lambda character: _started(character, user))
+
+CharacterAdmin.extension_register(
+    AdminExtension(
+        inlines=[TrainingRunInline],
+        list_display=[current_lora],
+        actions=[start_training],
+        annotate=_with_current_lora,
+    )
+)
 
 
 def _started(character: Character, user: User) -> str:
@@ -359,22 +365,19 @@ def _started(character: Character, user: User) -> str:
     return f"training started (run {run.id})."
 
 
-# --- Users: budget and spend ------------------------------------------------------------------
+# --- Users: spend this month (added to their admin) -------------------------------------------
 
 
-admin.site.unregister(User)
+@admin.display(description="GPU spend this month (USD)", ordering="spend_this_month_usd")
+def spend_this_month(user: User) -> str:
+    return f"{getattr(user, 'spend_this_month_usd', None) or 0:.2f}"
 
 
-@admin.register(User)
-class TrainingUserAdmin(UserAdmin):
-    list_display: tuple[str, ...] = (*UserAdmin.list_display, "spend_this_month")
+def _with_spend_this_month(queryset: QuerySet[User]) -> QuerySet[User]:
+    # The same sum as user_spend_this_month, as one annotation for the whole page.
+    this_month = Q(characters__training_runs__finished_at__gte=month_start())
+    spend = Sum(run_spend("characters__training_runs__"), filter=this_month)
+    return queryset.annotate(spend_this_month_usd=spend)
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
-        # The same sum as user_spend_this_month, as one annotation for the whole page.
-        this_month = Q(characters__training_runs__finished_at__gte=month_start())
-        spend = Sum(run_spend("characters__training_runs__"), filter=this_month)
-        return super().get_queryset(request).annotate(spend_this_month_usd=spend)
 
-    @admin.display(description="GPU spend this month (USD)", ordering="spend_this_month_usd")
-    def spend_this_month(self, user: User) -> str:
-        return f"{getattr(user, 'spend_this_month_usd', None) or 0:.2f}"
+UserAdmin.extension_register(AdminExtension(list_display=[spend_this_month], annotate=_with_spend_this_month))

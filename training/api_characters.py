@@ -1,5 +1,5 @@
 """The API's characters with their LoRA: training's part of `/api/v1/characters`, so that `characters` never
-imports `training` (as `training.admin` extends the character admin). `studio.api_urls` routes the character
+imports `training` (as `training.admin` extends the character admin). `training.api_urls` routes the character
 endpoints to these views; they answer as `characters.api`'s and add `lora_status`, the current `lora` (with
 links to its run and its download) and the run in progress."""
 
@@ -15,8 +15,8 @@ from characters.api import CharacterDetailApi, CharacterListApi, CharacterSerial
 from characters.models import Character
 from studio.api import ErrorSerializer, page_query_parameters, paginated_schema
 from training.artifacts import lora_download_name
+from training.character_pages import CharacterTraining, training_by_character
 from training.models import TrainingRun
-from training.templatetags.training_tags import CharacterTraining, training_by_character
 
 LORA_STATUSES = [
     ("none", "No LoRA and nothing training"),

@@ -9,6 +9,7 @@ class TrainingConfig(AppConfig):
 
     def ready(self) -> None:
         # `characters` never imports `training`; training listens to its signal instead.
+        from characters import page_parts
         from characters.models import Character, ReferenceImage
         from characters.signals import (
             auto_train_enabled,
@@ -16,6 +17,7 @@ class TrainingConfig(AppConfig):
             reference_image_deleting,
             reference_images_added,
         )
+        from training.character_pages import lora_status_card_part, training_panel
         from training.receivers import (
             cancel_runs_of_deleting_character,
             refuse_deleting_a_photo_in_training,
@@ -36,3 +38,6 @@ class TrainingConfig(AppConfig):
             sender=ReferenceImage,
             dispatch_uid="training-keep-photos-of-active-runs",
         )
+        # Training's parts of the character pages: each card's LoRA status, and the training panel.
+        page_parts.card_part_register(lora_status_card_part)
+        page_parts.panel_register(training_panel)

@@ -17,15 +17,10 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 from standardwebhooks.webhooks import Webhook
 
-from developer import services
+from developer import deliveries
+from developer.deliveries import attempt_lease, webhook_deliveries_claim_overdue, webhook_delivery_attempt
 from developer.models import WebhookDelivery, WebhookEndpoint
-from developer.services import (
-    attempt_lease,
-    webhook_deliveries_claim_overdue,
-    webhook_delivery_attempt,
-    webhook_endpoint_create,
-    webhook_events_record,
-)
+from developer.services import webhook_endpoint_create, webhook_events_record
 from developer.tasks import deliver_webhook, sweep_webhook_deliveries
 from studio.celery import app
 from tests.developer.receiver import Receiver, receiver
@@ -83,7 +78,7 @@ def killed_after_the_receiver_answered(monkeypatch: pytest.MonkeyPatch, delivery
         raise WorkerKilled
 
     with monkeypatch.context() as patch:
-        patch.setattr(services, "_record", die)
+        patch.setattr(deliveries, "_record", die)
         with pytest.raises(WorkerKilled):
             webhook_delivery_attempt(delivery_id=delivery.pk)
 
@@ -124,7 +119,7 @@ def test_a_failed_attempt_is_due_again_after_its_retry_delay_and_not_before(
         assert delivery.next_attempt_at == timezone.now() + timedelta(seconds=10)
 
         clock.shift(9)
-        assert webhook_delivery_attempt(delivery_id=delivery.pk) == services.NOTHING_SENT  # early duplicate
+        assert webhook_delivery_attempt(delivery_id=delivery.pk) == deliveries.NOTHING_SENT  # early duplicate
         clock.shift(1)
         assert webhook_delivery_attempt(delivery_id=delivery.pk).attempt == 2
 

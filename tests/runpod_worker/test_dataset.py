@@ -15,10 +15,14 @@ from runpod_worker.errors import JobFailed
 from tests.runpod_worker.conftest import jpeg_bytes
 
 FAST = DownloadSettings(concurrency=4, attempts=3, max_bytes=1024 * 1024, backoff_s=0.01)
+CUT = -1  # a scripted answer: the body stops halfway
 
 
 class Files:
-    """A loopback file server whose answers the test scripts: content, status codes, flaky first tries."""
+    """A loopback file server whose answers the test scripts: content, status codes, flaky first tries.
+
+    A scripted status of `CUT` sends the file's headers and only half its body, then closes the connection.
+    """
 
     def __init__(self) -> None:
         self.content: dict[str, bytes] = {}
@@ -41,6 +45,15 @@ def files() -> Iterator[Files]:
                 state.hits[self.path] = state.hits.get(self.path, 0) + 1
                 queued = state.fail_first.get(self.path, [])
                 status = queued.pop(0) if queued else (200 if self.path in state.content else 404)
+            if status == CUT:
+                body = state.content[self.path]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
             body = state.content.get(self.path, b"") if status == 200 else b"error"
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
@@ -72,6 +85,43 @@ def test_it_retries_a_server_error(files: Files, tmp_path: Path) -> None:
     download_images([spec], tmp_path, FAST)
     assert files.hits["/flaky.jpg"] == 3
     assert (tmp_path / "flaky.jpg").read_bytes() == jpeg_bytes(1)
+
+
+def test_it_retries_a_throttled_request(files: Files, tmp_path: Path) -> None:
+    spec = _spec(files, "busy.jpg", jpeg_bytes(4))
+    files.fail_first["/busy.jpg"] = [429]
+    download_images([spec], tmp_path, FAST)
+    assert files.hits["/busy.jpg"] == 2
+
+
+def test_a_body_cut_off_midway_is_fetched_again(files: Files, tmp_path: Path) -> None:
+    spec = _spec(files, "cut.jpg", jpeg_bytes(5))
+    files.fail_first["/cut.jpg"] = [CUT]
+    download_images([spec], tmp_path / "dataset", FAST)
+    assert files.hits["/cut.jpg"] == 2
+    assert (tmp_path / "dataset" / "cut.jpg").read_bytes() == jpeg_bytes(5)
+    assert [p.name for p in (tmp_path / "dataset").iterdir()] == ["cut.jpg"]  # no partial file left
+
+
+def test_server_errors_and_cut_bodies_share_one_bounded_budget(files: Files, tmp_path: Path) -> None:
+    spec = _spec(files, "bad.jpg", jpeg_bytes(6))
+    files.fail_first["/bad.jpg"] = [503, CUT, 503, 503, 503]
+    with pytest.raises(JobFailed) as caught:
+        download_images([spec], tmp_path, FAST)
+    assert caught.value.code == "download_failed"
+    assert (
+        "Image 1 (bad.jpg)" in caught.value.message and "after 3 attempts (HTTP 503)" in caught.value.message
+    )
+    assert files.hits["/bad.jpg"] == 3  # FAST allows three requests for one image, whatever failed
+
+
+def test_a_server_error_on_every_attempt_fails_naming_the_status(files: Files, tmp_path: Path) -> None:
+    spec = _spec(files, "down.jpg", jpeg_bytes(7))
+    files.fail_first["/down.jpg"] = [503, 502, 500, 503]
+    with pytest.raises(JobFailed) as caught:
+        download_images([spec], tmp_path, FAST)
+    assert "after 3 attempts (HTTP 500)" in caught.value.message
+    assert files.hits["/down.jpg"] == 3
 
 
 def test_a_missing_image_fails_with_its_name_and_status(files: Files, tmp_path: Path) -> None:

@@ -153,6 +153,32 @@ def test_the_index_summarises_runs_spend_and_the_endpoint(
     assert "step 5/10 (50%)" in page
 
 
+def test_the_characters_list_links_each_current_lora_to_its_run(
+    staff_client: Client, character: Character
+) -> None:
+    run = make_run(character, TrainingRun.Status.COMPLETED, finished_at=timezone.now())
+
+    page = staff_client.get(CHARACTERS).content.decode()
+
+    assert "Current LoRA" in page
+    assert reverse("admin:training_trainingrun_change", args=[run.pk]) in page
+    assert f"run {str(run.pk)[:8]}" in page
+
+
+def test_a_characters_page_shows_its_runs_and_offers_start_training_on_the_list(
+    staff_client: Client, character: Character
+) -> None:
+    make_run(character, TrainingRun.Status.FAILED, finished_at=timezone.now(), error_message="Out of memory")
+
+    page = staff_client.get(
+        reverse("admin:characters_character_change", args=[character.pk])
+    ).content.decode()
+    listing = staff_client.get(CHARACTERS).content.decode()
+
+    assert "Training runs" in page and "Out of memory" in page
+    assert 'value="start_training"' in listing and 'value="delete_selected"' in listing
+
+
 def test_the_users_list_shows_spend_this_month(staff_client: Client, character: Character) -> None:
     make_run(character, TrainingRun.Status.COMPLETED, finished_at=timezone.now(), cost_usd=Decimal("2.50"))
 

@@ -1,4 +1,4 @@
-"""Training on the character pages, drawn by training's template tags with a bounded number of queries."""
+"""Training on the character pages, drawn as parts the pages draw, with a bounded number of queries."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from django.utils import timezone
 from characters.models import Character
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.training.conftest import make_run
+from training.character_pages import training_by_character
 from training.models import TrainingRun
 from training.selectors import character_current_lora
-from training.templatetags.training_tags import training_by_character
 
 pytestmark = pytest.mark.django_db
 

@@ -1,26 +1,31 @@
-"""The admin index's operator summary: what is running, what failed, what it cost, RunPod's health."""
+"""The admin index's operator summary: what is running, what failed, what it cost, RunPod's health.
+
+Drawn on the admin index as a panel (registered by training/admin.py; studio/admin.py draws the panels).
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-from django import template
 from django.core.cache import cache
 from django.db.models import Sum
+from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.safestring import SafeString
 
 from training.models import TrainingRun
 from training.providers import get_provider
 from training.runpod import RunPodError
 from training.selectors import month_start
 
-register = template.Library()
-
 HEALTH_CACHE_SECONDS = 30  # the admin index must not call RunPod on every page view
 
 
-@register.inclusion_tag("admin/training_dashboard.html")
+def training_dashboard_panel() -> SafeString:
+    return SafeString(render_to_string("admin/training_dashboard.html", training_dashboard()))
+
+
 def training_dashboard() -> dict[str, Any]:
     day_ago = timezone.now() - timedelta(hours=24)
     spend = TrainingRun.objects.filter(finished_at__gte=month_start(), cost_usd__isnull=False).aggregate(
