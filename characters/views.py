@@ -74,12 +74,20 @@ def character_detail(request: HttpRequest, character_id: uuid.UUID) -> HttpRespo
     return render(request, "characters/character_detail.html", context)
 
 
+# A LoRA answers to the trigger word it was trained with (each training run records its own).
+TRIGGER_WORD_CHANGE_HINT = (
+    "A rare token that stands for the character in captions. Changing it applies to training from now on: "
+    "LoRAs already trained keep the trigger word they were trained with."
+)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def character_edit(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
     character = character_get_for(request.user, character_id)
     initial = {name: getattr(character, name) for name in services.CHARACTER_FIELDS}
     form = CharacterForm(request.POST or None, initial=initial)
+    form.fields["trigger_word"].help_text = TRIGGER_WORD_CHANGE_HINT
     if request.method == "POST" and form.is_valid():
         try:
             services.character_update(character=character, **form.cleaned_data)

@@ -306,7 +306,7 @@ class TrainingRunLoraApi(APIView):
         data = {
             "url": download_url(run.lora_name, ttl=int(LORA_URL_TTL.total_seconds())),
             "expires_at": timezone.now() + LORA_URL_TTL,
-            "filename": lora_download_name(run, run.character.trigger_word),
+            "filename": lora_download_name(run),
             "bytes": run.lora_bytes,
             "sha256": run.lora_sha256,
         }

@@ -66,7 +66,7 @@ class CharacterWithLoraSerializer(CharacterSerializer):
             return None
         return {
             "run_id": run.pk,
-            "filename": lora_download_name(run, character.trigger_word),
+            "filename": lora_download_name(run),
             "bytes": run.lora_bytes,
             "sha256": run.lora_sha256,
             "trained_at": run.finished_at,

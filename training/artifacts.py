@@ -215,7 +215,8 @@ def _chunks(name: str) -> Iterator[bytes]:
             yield chunk
 
 
-def lora_download_name(run: TrainingRun, trigger_word: str) -> str:
-    """`<trigger word>-<run id prefix>.safetensors`: recognisable in a folder of many LoRAs."""
+def lora_download_name(run: TrainingRun) -> str:
+    """`<trigger word>-<run id prefix>.safetensors`, with the trigger word the run trained on:
+    recognisable in a folder of many LoRAs."""
     suffix = PurePosixPath(run.lora_name).suffix or ".safetensors"
-    return f"{trigger_word}-{str(run.pk)[:8]}{suffix}"
+    return f"{run.trigger_word}-{str(run.pk)[:8]}{suffix}"

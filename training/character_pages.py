@@ -73,7 +73,7 @@ def training_panel(context: Context, character: Character, image_count: int) -> 
         {
             "character": character,
             "lora": lora,
-            "lora_filename": lora_download_name(lora, character.trigger_word) if lora else "",
+            "lora_filename": lora_download_name(lora) if lora else "",
             "active": next((run for run in runs if not run.is_final), None),
             "runs": runs[:HISTORY_LENGTH],
             "more_runs": len(runs) > HISTORY_LENGTH,

@@ -30,6 +30,11 @@ class TrainingRun(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     base_model = models.CharField(max_length=32, default="flux-dev")
+    trigger_word = models.CharField(
+        max_length=32,
+        help_text="The character's trigger word when the run started: the LoRA answers to this one, even "
+        "after the character's is changed.",
+    )
     params = models.JSONField(default=dict, help_text="Validated training parameters.")
     manifest = models.JSONField(
         default=list, help_text="The dataset frozen at start: image names, hashes and captions."

@@ -54,6 +54,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "character_id",
             "status",
             "base_model",
+            "trigger_word",
             "params",
             "progress",
             "error",
@@ -83,7 +84,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
             return None
         return {
-            "filename": lora_download_name(run, run.character.trigger_word),
+            "filename": lora_download_name(run),
             "bytes": run.lora_bytes,
             "sha256": run.lora_sha256,
         }

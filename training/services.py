@@ -152,6 +152,7 @@ def training_run_start(
         requested_by=requested_by,
         params=validated,
         manifest=manifest,
+        trigger_word=character.trigger_word,
         source=source,
         detail={"preset": preset} if preset else {},
     )
@@ -199,6 +200,7 @@ def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> 
         requested_by=requested_by,
         params=run.params,
         manifest=run.manifest,
+        trigger_word=run.trigger_word,
         source=source,
         detail={"retry_of": str(run.id)},
     )
@@ -266,6 +268,7 @@ def _run_create(
     requested_by: User,
     params: dict[str, Any],
     manifest: list[dict[str, Any]],
+    trigger_word: str,
     source: str,
     detail: dict[str, Any],
 ) -> TrainingRun:
@@ -284,6 +287,7 @@ def _run_create(
                     requested_by=requested_by,
                     params=params,
                     manifest=manifest,
+                    trigger_word=trigger_word,
                     estimated_cost_usd=estimate,
                     token_hash=token_hash(run_token(run_id)),
                     # If the enqueue below is lost, the sweep submits the run at this time.
@@ -457,7 +461,7 @@ def training_job_input(run: TrainingRun) -> dict[str, Any]:
     ttl = settings.TRAINING_JOB_TTL_SECONDS  # URLs must outlive the time the job may wait in the queue
     spec = JobInput(
         run_id=str(run.id),
-        trigger_word=run.character.trigger_word,
+        trigger_word=run.trigger_word,
         images=[
             ImageSpec(
                 url=download_url(item["storage_name"], ttl),
@@ -468,7 +472,7 @@ def training_job_input(run: TrainingRun) -> dict[str, Any]:
             for item in run.manifest
         ],
         output=OutputTarget(
-            lora_name=f"{run.character.trigger_word}_{run.id.hex[:8]}",
+            lora_name=f"{run.trigger_word}_{run.id.hex[:8]}",
             lora_upload_url=upload_url(lora_upload_name(run), ttl),
         ),
         params=TrainingParams.from_dict(run.params),

@@ -256,4 +256,4 @@ def _run_for(request: HttpRequest, run_id: uuid.UUID) -> TrainingRun:
 
 
 def _lora_filename(run: TrainingRun) -> str:
-    return lora_download_name(run, run.character.trigger_word)
+    return lora_download_name(run)

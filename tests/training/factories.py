@@ -12,5 +12,6 @@ class TrainingRunFactory(factory.django.DjangoModelFactory):
 
     character = factory.SubFactory(CharacterFactory)
     requested_by = factory.LazyAttribute(lambda run: run.character.owner)
+    trigger_word = factory.LazyAttribute(lambda run: run.character.trigger_word)
     status = TrainingRun.Status.PENDING
     params = factory.LazyFunction(lambda: {"steps": 1000, "rank": 16})
