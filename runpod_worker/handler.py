@@ -135,7 +135,8 @@ class ProgressReporter:
         extra = dict(report.fields) if report is not None else {}
         if self.resumed_from is not None:
             extra[CALLBACK_FIELD_RESUMED_FROM_STEP] = self.resumed_from
-        return self._callbacks.progress(progress, extra), report
+        decision = self._callbacks.progress(progress, extra) if extra else self._callbacks.progress(progress)
+        return decision, report
 
     async def flush(self) -> None:
         """One more progress callback with whatever is not yet reported (the last samples and loss)."""
