@@ -12,8 +12,9 @@ Everything here follows AI Toolkit at the pinned commit 27a03a91 (paths are in i
   `Saved checkpoint to <path>` (BaseSDTrainProcess.py:518-545, :699), then overwrites
   `<save_root>/optimizer.pt` and prints `Saved optimizer to <path>` or `Could not save optimizer`
   (:702-714), then prunes the oldest checkpoints beyond `max_step_saves_to_keep` (:716, :418-493). The
-  printed lines are the signal that a file is complete; both files are hard-linked aside at once, since
-  optimizer.pt is overwritten by the next save and the checkpoint may be pruned before its upload ends.
+  printed lines are the signal that a file is complete. The checkpoint is hard-linked aside at once (it
+  may be pruned before its upload ends; a link keeps its bytes), optimizer.pt is copied aside at once:
+  torch.save rewrites the same file in place at the next save, so a link would change under the upload.
 - Loss: with `logging.use_ui_logger`, every logged step goes to `<save_root>/loss_log.db`
   (toolkit/logging_aitk.py:338-342): table `metrics(step, key, value_real, value_text)`, keys
   `loss/loss` (BaseSDTrainProcess.py:2756-2761, the loss_dict of extensions_built_in/sd_trainer/
@@ -159,7 +160,7 @@ class ArtifactCollector:
         if match:
             self._flush_checkpoint()  # a previous one whose optimizer line never came
             path, step = Path(match.group(1)), int(match.group(2))
-            stashed = self._stash_file(path, f"{path.name}")
+            stashed = self._stash_file(path, path.name, link=True)
             if stashed is not None:
                 self._pending_checkpoint = _PendingCheckpoint(step, path.name, stashed)
             return
@@ -168,18 +169,20 @@ class ArtifactCollector:
             return
         if "Saved optimizer to " in line:
             path = Path(line.split("Saved optimizer to ", 1)[1].strip())
-            pending.optimizer = self._stash_file(path, f"optimizer_{pending.step:09d}.pt")
+            pending.optimizer = self._stash_file(path, f"optimizer_{pending.step:09d}.pt", link=False)
             self._flush_checkpoint()
         elif "Could not save optimizer" in line:
             self._flush_checkpoint()
 
-    def _stash_file(self, path: Path, name: str) -> Path | None:
+    def _stash_file(self, path: Path, name: str, *, link: bool) -> Path | None:
         self._stash.mkdir(parents=True, exist_ok=True)
         target = self._stash / name
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
         try:
-            os.link(path, target)  # instant, and the bytes stay when AI Toolkit replaces or prunes the file
+            if not link:
+                raise OSError("copy")
+            os.link(path, target)  # instant, and the bytes stay when AI Toolkit prunes the file
         except OSError:
             try:
                 shutil.copyfile(path, target)
