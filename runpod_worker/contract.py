@@ -97,7 +97,7 @@ CALLBACK_AUTH_SCHEME = "Bearer"
 # callback carrying it was answered HTTP 200, so the backend must treat them as upserts.
 # - `checkpoints`: CheckpointArtifact documents, each uploaded and hashed, in step order.
 # - `samples`: SampleArtifact documents, each uploaded and hashed.
-# - `loss`: {"loss": [[step, value], ...], "val_loss": [[step, value], ...]} read from AI Toolkit's
+# - `loss_series`: {"loss": [[step, value], ...], "val_loss": [[step, value], ...]} read from AI Toolkit's
 #   loss_log.db (keys `loss/loss` and `val/loss`), the steps after those already acknowledged,
 #   downsampled to at most LOSS_POINTS_PER_CALLBACK points per series (each point the mean of a run of
 #   consecutive steps, at its last step).
@@ -105,7 +105,7 @@ CALLBACK_AUTH_SCHEME = "Bearer"
 #   points after that step (as AI Toolkit's own UILogger prunes them, toolkit/logging_aitk.py:158-162).
 CALLBACK_FIELD_CHECKPOINTS = "checkpoints"
 CALLBACK_FIELD_SAMPLES = "samples"
-CALLBACK_FIELD_LOSS = "loss"
+CALLBACK_FIELD_LOSS = "loss_series"
 CALLBACK_FIELD_RESUMED_FROM_STEP = "resumed_from_step"
 LOSS_POINTS_PER_CALLBACK = 100
 # Additive: the answer to "started" may carry `resume`, a ResumeSpec document, when RunPod runs a job

@@ -297,12 +297,13 @@ async def _train_reporting(
 ) -> JobOutput:
     gpu = await asyncio.to_thread(detect_gpu)
     started = time.monotonic()
+    # Known from the claim on: every progress callback of this delivery says it.
+    reporter.resumed_from = resume.step if resume is not None else None
     await reporter.report(Progress(stage=Stage.DOWNLOADING, step=0, total_steps=spec.params.steps))
     dataset_dir = await asyncio.to_thread(_prepare_dataset, spec, workspace)
     save_root = workspace / "output" / spec.output.lora_name
     if resume is not None:
         await asyncio.to_thread(lay_out_resume, resume, save_root, spec.output.lora_name)
-        reporter.resumed_from = resume.step
     download_s = time.monotonic() - started
     reporter.check_stopped()
 

@@ -325,6 +325,10 @@ class Platform:
             return self.workers.get(worker_id)
         if job.kill_after_step and _training_step(output) >= job.kill_after_step:
             job.kill_after_step = 0
+            # Recorded on the delivery, so a test can count the steps the lost worker had trained.
+            for delivery in job.deliveries:
+                if delivery["worker_id"] == worker_id:
+                    delivery["killed_at_step"] = _training_step(output)
             return self.workers.get(worker_id)
         return None
 

@@ -222,10 +222,10 @@ def test_loss_points_are_reported_from_the_last_acknowledged_step(tmp_path: Path
     _loss_log(collector.save_root / "loss_log.db", range(1, 301))
 
     report = collector.report()
-    assert len(report.fields["loss"]["loss"]) <= LOSS_POINTS_PER_CALLBACK
-    assert report.fields["loss"]["val_loss"] == []
+    assert len(report.fields["loss_series"]["loss"]) <= LOSS_POINTS_PER_CALLBACK
+    assert report.fields["loss_series"]["val_loss"] == []
     collector.acknowledge(report)
-    assert "loss" not in collector.report().fields
+    assert "loss_series" not in collector.report().fields
 
 
 def test_a_resumed_run_reports_loss_only_after_its_start_step(tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ def test_a_resumed_run_reports_loss_only_after_its_start_step(tmp_path: Path) ->
     )
     _loss_log(collector.save_root / "loss_log.db", range(501, 511))
 
-    assert [p[0] for p in collector.report().fields["loss"]["loss"]] == list(range(501, 511))
+    assert [p[0] for p in collector.report().fields["loss_series"]["loss"]] == list(range(501, 511))
 
 
 # ------------------------------------------------------------------------------------------- redaction
