@@ -249,3 +249,49 @@ def test_a_run_cancelled_after_step_251_keeps_its_checkpoint_at_250(
     [checkpoint] = [c for c in _reported(fake_backend, "checkpoints") if c["step"] == 250]
     assert checkpoint["sha256"] == _sha(bucket.read("checkpoints/250.safetensors"))
     assert "loras/alice_v1.safetensors" not in bucket.stored()
+
+
+def test_a_new_job_with_a_resume_block_continues_from_that_checkpoint(
+    runpod: LocalRunPod, bucket: Bucket, fake_backend: FakeBackend
+) -> None:
+    """The other way a lost run comes back: the backend submits a new job whose input carries `resume`."""
+    first = _job(bucket, fake_backend, steps=300, save_every=100, prompts=PROMPTS[:1])
+    assert _finish(runpod, runpod.run(first))["status"] == "COMPLETED", runpod.logs()
+    [checkpoint] = [c for c in _reported(fake_backend, "checkpoints") if c["step"] == 200]
+    fake_backend.events.clear()
+
+    again = _job(bucket, fake_backend, steps=300, save_every=100, prompts=PROMPTS[:1])
+    again["resume"] = {
+        "step": 200,
+        "checkpoint_url": bucket.get_url("checkpoints/200.safetensors"),
+        "checkpoint_sha256": checkpoint["sha256"],
+        "optimizer_url": bucket.get_url("checkpoints/200.optimizer.pt"),
+        "optimizer_sha256": checkpoint["optimizer_sha256"],
+    }
+    final = _finish(runpod, runpod.run(again))
+
+    assert final["status"] == "COMPLETED", runpod.logs()
+    output = JobOutput.from_dict(final["output"])
+    assert (output.resumed_from_step, output.steps) == (200, 300)
+    trained = [e["step"] for e in fake_backend.of("progress") if e["stage"] == "training"]
+    assert min(trained) >= 200
+    # Nothing at or before the resumed step is made again: only the final samples.
+    assert output.checkpoints == [] and [s.step for s in output.samples] == [300]
+
+
+def test_a_resume_checkpoint_that_does_not_match_its_sha256_fails_before_training(
+    runpod: LocalRunPod, bucket: Bucket, fake_backend: FakeBackend
+) -> None:
+    job = _job(bucket, fake_backend, steps=300, save_every=100, prompts=[])
+    job["resume"] = {
+        "step": 100,
+        "checkpoint_url": bucket.put("checkpoints/forged.safetensors", b"not the checkpoint"),
+        "checkpoint_sha256": "0" * 64,
+    }
+
+    final = _finish(runpod, runpod.run(job))
+
+    assert final["status"] == "FAILED"
+    error = parse_error(final["error"])
+    assert error.code == "download_failed" and "checkpoint to resume from" in error.message
+    assert not [e for e in fake_backend.of("progress") if e["stage"] == "training"]
