@@ -3,7 +3,7 @@
 Everything here follows AI Toolkit at the pinned commit 27a03a91 (paths are in its repository):
 
 - Samples: `<save_root>/samples/<milliseconds>__<step:09d>_<index>.<ext>`, where save_root is
-  `<training_folder>/<name>` (jobs/process/BaseSDTrainProcess.py:286, :304-309,
+  `<training_folder>/<name>` (jobs/process/BaseTrainProcess.py:45; BaseSDTrainProcess.py:286, :304-309,
   toolkit/config_modules.py:1229-1236; the index is unpadded, as the sampler calls
   `save_image_atomic(img, i)` with max_count 0, toolkit/models/base_model.py:711). Each image is written
   into `samples/.tmp` and moved into place with os.replace (config_modules.py:1254-1275), so a file in
