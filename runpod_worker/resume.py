@@ -17,9 +17,10 @@ AI Toolkit at the pinned commit 27a03a91 resumes by itself when its save folder 
   (:2706) and renders no step-0 sample (:2479, `step_num <= 1`). The UI logger prunes logged steps after
   the start step on its first commit (toolkit/logging_aitk.py:158-162).
 
-Known failure, "resume restarts at 0" or at an older checkpoint (ostris/ai-toolkit#329): the newest-by-
-ctime rule picks whatever save was touched last, and a file without `training_info` (or a set
-`start_step`) leaves the step at 0. So the worker puts exactly one save in an otherwise empty save folder
+Known failures: resume "starts all over again" (ostris/ai-toolkit#688, for FLUX.2 Klein; a comment on #48
+reports the same) or at an older checkpoint (#329). From the source, the causes are the newest-by-ctime
+rule picking whatever save was touched last, and a file without `training_info` (or a set `start_step`)
+leaving the step at 0. So the worker puts exactly one save in an otherwise empty save folder
 (<training_folder>/<name>/<name>_<step:09d>.safetensors, with optimizer.pt beside it), checks its
 sha256 and that its metadata says the expected step, and the run's output names the step it resumed from.
 """
