@@ -580,7 +580,18 @@ class JobInput:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The additive fields only when set: a job that uses none of them is the same document as before
+        they existed, so a worker image from before them still takes it."""
+        data = asdict(self)
+        if data["resume"] is None:
+            del data["resume"]
+        for key in ("checkpoints", "samples"):
+            if not data["output"][key]:
+                del data["output"][key]
+        for key in ("sample_seed", "sample_first"):
+            if data["params"][key] == PARAM_DEFAULTS[key]:
+                del data["params"][key]
+        return data
 
 
 def _images(value: Any) -> list[ImageSpec]:

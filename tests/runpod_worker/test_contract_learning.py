@@ -173,3 +173,11 @@ def test_an_output_with_checkpoints_and_samples_round_trips() -> None:
     assert output.checkpoints == [CheckpointArtifact(750, "alice_v1_000000750.safetensors", 5, SHA)]
     assert output.samples == [SampleArtifact(1000, 0, "1__000001000_0.jpg", 3, SHA)]
     assert JobOutput.from_dict(output.to_dict()) == output
+
+
+def test_a_job_using_none_of_the_new_fields_is_the_document_older_workers_take() -> None:
+    document = JobInput.from_dict(job_input()).to_dict()
+
+    assert "resume" not in document
+    assert set(document["output"]) == {"lora_name", "lora_upload_url"}
+    assert "sample_seed" not in document["params"] and "sample_first" not in document["params"]
