@@ -108,3 +108,11 @@ def test_a_run_never_run_again_fails_the_resume_proof() -> None:
     status, side, document = _run()
     with pytest.raises(smoke.SmokeFailed, match="not run again"):
         smoke.verify_resume(status, side, document)
+
+
+def test_after_a_resume_the_lost_deliverys_checkpoints_and_loss_still_count() -> None:
+    status, side, document = _run(resume_at=50)
+
+    figures = smoke.verify_artifacts(status, side, document)
+
+    assert figures["checkpoints"] == 1 and figures["loss_points"] == 1
