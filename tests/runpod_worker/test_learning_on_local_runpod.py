@@ -295,3 +295,21 @@ def test_a_resume_checkpoint_that_does_not_match_its_sha256_fails_before_trainin
     error = parse_error(final["error"])
     assert error.code == "download_failed" and "checkpoint to resume from" in error.message
     assert not [e for e in fake_backend.of("progress") if e["stage"] == "training"]
+
+
+def test_an_invalid_resume_answer_fails_the_run_before_training(
+    runpod: LocalRunPod, bucket: Bucket, fake_backend: FakeBackend
+) -> None:
+    def resume_at_an_odd_step(event: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, Any]:
+        if event["event"] == "started":
+            return {"action": "continue", "resume": {"step": 123, "checkpoint_url": bucket.get_url("x"),
+                                                     "checkpoint_sha256": "0" * 64}}  # fmt: skip
+        return {"action": "continue"}
+
+    fake_backend.decide = resume_at_an_odd_step
+    final = _finish(runpod, runpod.run(_job(bucket, fake_backend, steps=300, save_every=100, prompts=[])))
+
+    error = parse_error(final["error"])
+    assert (final["status"], error.code) == ("FAILED", "bad_input")
+    assert "resume.step" in error.message
+    assert not fake_backend.of("progress")
