@@ -6,6 +6,7 @@ a cancelled run keeps the checkpoints it made. The test's fake backend plays the
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,14 @@ def test_every_sample_and_checkpoint_is_uploaded_verified_and_reported(
 ) -> None:
     """The issue's live-stack case on the worker side: 3 prompts, save_every 100, 300 steps: 9 samples, 2
     checkpoints and the final LoRA (the third save) in storage, each reported with its sha256."""
+    received: dict[str, float] = {}
+
+    def note_arrival(event: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, Any]:
+        for sample in event.get("samples", []):
+            received.setdefault(sample["filename"], time.time())
+        return {"action": "continue"}
+
+    fake_backend.decide = note_arrival
     job_id = runpod.run(_job(bucket, fake_backend, steps=300, save_every=100, prompts=PROMPTS))
     final = _finish(runpod, job_id)
     assert final["status"] == "COMPLETED", runpod.logs()
@@ -146,9 +155,13 @@ def test_every_sample_and_checkpoint_is_uploaded_verified_and_reported(
     # Each reported once (every callback here was answered 200), and all of it again in the output.
     assert [c.step for c in output.checkpoints] == [100, 200]
     assert len(output.samples) == 9 and output.resumed_from_step is None
-    # Each sample reached the backend before the run finished, not only at the end.
+    # Each sample reached the backend before the run finished, not only at the end, and within 5 s of the
+    # time in its name (when AI Toolkit began rendering it: toolkit/config_modules.py:1223-1227): the
+    # worker's share of the gallery's "visible within 5 s".
     first_sample_at = next(i for i, e in enumerate(fake_backend.events) if e.get("samples"))
     assert first_sample_at < len(fake_backend.events) - 3
+    delays = [received[name] - int(name.split("__")[0]) / 1000 for name in received]
+    assert len(delays) == 9 and max(delays) < 5.0, delays
 
 
 def test_the_loss_comes_from_the_loss_log_bounded_per_callback(
