@@ -24,6 +24,7 @@ from runpod_worker.contract import (
     CALLBACK_FIELD_CODE,
     CALLBACK_FIELD_DELIVERY_ID,
     CALLBACK_FIELD_OUTPUT,
+    CALLBACK_FIELD_RESUME,
     CALLBACK_FIELD_RETRY_AFTER_S,
     Callback,
     ErrorCode,
@@ -42,11 +43,24 @@ RETRY_AFTER_DEFAULT_S = 5.0
 
 
 class Decision:
-    def __init__(self, action: str, reason: str = "", retry_after_s: float = 0.0, code: str = "") -> None:
+    def __init__(
+        self,
+        action: str,
+        reason: str = "",
+        retry_after_s: float = 0.0,
+        code: str = "",
+        *,
+        delivered: bool = False,
+        resume: Any = None,
+    ) -> None:
         self.action = action
         self.reason = reason
         self.retry_after_s = retry_after_s
         self.code = code
+        # True when the backend answered HTTP 200: what the callback carried has arrived.
+        self.delivered = delivered
+        # The raw `resume` document of a "started" answer (validated by the handler against the job).
+        self.resume = resume
 
     @property
     def claimed_elsewhere(self) -> bool:
@@ -78,8 +92,11 @@ class CallbackClient:
             body[CALLBACK_FIELD_CLAIM_WAIT_S] = round(claim_wait_s, 3)
         return self._post(body)
 
-    def progress(self, progress: Progress) -> Decision:
-        return self._post({"event": CALLBACK_EVENT_PROGRESS, **self._ids(), **progress.to_dict()})
+    def progress(self, progress: Progress, extra: dict[str, Any] | None = None) -> Decision:
+        """`extra`: the additive fields (checkpoints, samples, loss, resumed_from_step; see contract.py)."""
+        return self._post(
+            {"event": CALLBACK_EVENT_PROGRESS, **self._ids(), **progress.to_dict(), **(extra or {})}
+        )
 
     def finished(self, output: JobOutput) -> Decision:
         return self._post(
@@ -115,20 +132,23 @@ class CallbackClient:
 
 
 def _decision(response: requests.Response) -> Decision:
+    delivered = Decision(CALLBACK_ACTION_CONTINUE, delivered=True)
     try:
         data = response.json()
     except ValueError:
-        return CONTINUE
+        return delivered
     if not isinstance(data, dict):
-        return CONTINUE
+        return delivered
     if data.get("action") == CALLBACK_ACTION_STOP:
         reason = str(data.get("reason") or "the run was stopped by the studio")
         code = data.get(CALLBACK_FIELD_CODE)
-        return Decision(CALLBACK_ACTION_STOP, reason, code=code if isinstance(code, str) else "")
+        code = code if isinstance(code, str) else ""
+        return Decision(CALLBACK_ACTION_STOP, reason, code=code, delivered=True)
     if data.get("action") == CALLBACK_ACTION_WAIT:
         reason = str(data.get("reason") or "another worker holds the run")
-        return Decision(CALLBACK_ACTION_WAIT, reason, _retry_after(data.get(CALLBACK_FIELD_RETRY_AFTER_S)))
-    return CONTINUE
+        retry_after = _retry_after(data.get(CALLBACK_FIELD_RETRY_AFTER_S))
+        return Decision(CALLBACK_ACTION_WAIT, reason, retry_after, delivered=True)
+    return Decision(CALLBACK_ACTION_CONTINUE, delivered=True, resume=data.get(CALLBACK_FIELD_RESUME))
 
 
 def _retry_after(value: Any) -> float:

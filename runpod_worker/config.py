@@ -74,8 +74,10 @@ def _sample_section(job: JobInput) -> dict[str, Any]:
         "height": 1024,
         "prompts": list(job.params.sample_prompts),
         "neg": "",
-        "seed": job.params.seed if job.params.seed is not None else 42,
-        "walk_seed": True,
+        # One seed for every prompt and every step: with walk_seed on, prompt i would get seed + i
+        # (jobs/process/BaseSDTrainProcess.py:290-302); off, a gallery column changes only by training.
+        "seed": job.params.effective_sample_seed,
+        "walk_seed": False,
         "guidance_scale": 1 if schnell else 4,
         "sample_steps": 4 if schnell else 20,
         "format": "jpg",
@@ -83,7 +85,7 @@ def _sample_section(job: JobInput) -> dict[str, Any]:
 
 
 def _train_section(job: JobInput, preset: str) -> dict[str, Any]:
-    sampling = job.params.sample_every > 0 and bool(job.params.sample_prompts)
+    sampling = job.params.sampling
     return {
         "batch_size": job.params.batch_size,
         "steps": job.params.steps,
@@ -100,8 +102,10 @@ def _train_section(job: JobInput, preset: str) -> dict[str, Any]:
         "timestep_type": "sigmoid",
         "ema_config": {"use_ema": True, "ema_decay": 0.99},
         "dtype": "bf16",
-        # The baseline sample at step 0 costs minutes of GPU time and teaches the user nothing.
-        "skip_first_sample": True,
+        # The baseline sample at step 0 costs minutes of GPU time and shows only the base model: off unless
+        # the job asks (BaseSDTrainProcess.py:2477-2481). `start_step` is never set: it would make AI Toolkit
+        # ignore the step in a resumed checkpoint's metadata (:884) and train it all again.
+        "skip_first_sample": not job.params.sample_first,
         "disable_sampling": not sampling,
     }
 
@@ -151,7 +155,9 @@ def build_config(
             job, preset, model_path or base_model_source(job.base_model).name_or_path, adapter_path
         ),
         "sample": _sample_section(job),
-        "logging": {"log_every": 1, "use_ui_logger": False, "use_wandb": False},
+        # The UI logger writes every step's loss to <training_folder>/<name>/loss_log.db
+        # (toolkit/logging_aitk.py:338-342), read for the loss chart instead of parsing the progress bar.
+        "logging": {"log_every": 1, "use_ui_logger": True, "use_wandb": False},
     }
     return {
         "job": "extension",

@@ -92,6 +92,25 @@ CALLBACK_FIELD_RETRY_AFTER_S = "retry_after_s"
 # holds the run, and the worker ends with that code instead of `cancelled`.
 CALLBACK_FIELD_CODE = "code"
 CALLBACK_AUTH_SCHEME = "Bearer"
+# Additive fields of a "progress" callback (see docs/TRAINING.md, "Samples, checkpoints, loss, resume").
+# Each is present only when it has something new; an item is sent again in the next callback until a
+# callback carrying it was answered HTTP 200, so the backend must treat them as upserts.
+# - `checkpoints`: CheckpointArtifact documents, each uploaded and hashed, in step order.
+# - `samples`: SampleArtifact documents, each uploaded and hashed.
+# - `loss_series`: {"loss": [[step, value], ...], "val_loss": [[step, value], ...]} read from AI Toolkit's
+#   loss_log.db (keys `loss/loss` and `val/loss`), the steps after those already acknowledged,
+#   downsampled to at most LOSS_POINTS_PER_CALLBACK points per series (each point the mean of a run of
+#   consecutive steps, at its last step).
+# - `resumed_from_step`: on every progress callback of a delivery that resumed; the backend drops loss
+#   points after that step (as AI Toolkit's own UILogger prunes them, toolkit/logging_aitk.py:158-162).
+CALLBACK_FIELD_CHECKPOINTS = "checkpoints"
+CALLBACK_FIELD_SAMPLES = "samples"
+CALLBACK_FIELD_LOSS = "loss_series"
+CALLBACK_FIELD_RESUMED_FROM_STEP = "resumed_from_step"
+LOSS_POINTS_PER_CALLBACK = 100
+# Additive: the answer to "started" may carry `resume`, a ResumeSpec document, when RunPod runs a job
+# again after losing its worker (the job input cannot change then). It wins over the input's `resume`.
+CALLBACK_FIELD_RESUME = "resume"
 
 ALLOWED_RESOLUTIONS: tuple[int, ...] = (512, 768, 1024)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
@@ -111,8 +130,19 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "caption_dropout": 0.05,
     "save_every": 250,
     "sample_prompts": [],
+    # 0 renders no samples. The studio's default is its save interval, so each checkpoint has its samples.
     "sample_every": 0,
+    # The seed of every sample image. AI Toolkit's `walk_seed` is off, so all prompts and all steps use this
+    # one seed (BaseSDTrainProcess.py:290-302 at 27a03a91): a column of the gallery compares like with like.
+    # null: the run's `seed`, or 42 when that is null too.
+    "sample_seed": None,
+    # A baseline sample at step 0, before any training (BaseSDTrainProcess.py:2477-2480). Off by default:
+    # it costs minutes of GPU time and shows the base model, not the character.
+    "sample_first": False,
 }
+# Bounds on the pre-signed upload targets of one job (see `OutputTarget`): at most 119 checkpoints follow
+# from steps <= 6000 and save_every >= 50; samples are bounded here, since sample_every has no lower bound.
+MAX_SAMPLE_UPLOADS = 2000
 
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
@@ -205,6 +235,8 @@ class TrainingParams:
     save_every: int
     sample_prompts: list[str]
     sample_every: int
+    sample_seed: int | None = None
+    sample_first: bool = False
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "params") -> TrainingParams:
@@ -231,7 +263,45 @@ class TrainingParams:
             save_every=_int(merged, "save_every", path, 50),
             sample_prompts=_prompts(merged["sample_prompts"], _join(path, "sample_prompts")),
             sample_every=_int(merged, "sample_every", path, 0),
+            sample_seed=_seed(merged["sample_seed"], _join(path, "sample_seed")),
+            sample_first=_bool(merged, "sample_first", path),
         )
+
+    @property
+    def sampling(self) -> bool:
+        return self.sample_every > 0 and bool(self.sample_prompts)
+
+    @property
+    def effective_sample_seed(self) -> int:
+        if self.sample_seed is not None:
+            return self.sample_seed
+        return self.seed if self.seed is not None else 42
+
+
+def checkpoint_steps(params: TrainingParams) -> list[int]:
+    """The steps AI Toolkit saves `<name>_<step:09d>.safetensors` at in a run from step 0: every multiple
+    of save_every inside the loop `for step in range(start_step, steps)`, never the start step itself
+    (jobs/process/BaseSDTrainProcess.py:2533, :2554, :2706-2716 at 27a03a91). The end of the run is saved
+    as `<name>.safetensors`, without a step (:2818-2819, :518-523), and is the LoRA, not a checkpoint."""
+    return list(range(params.save_every, params.steps, params.save_every))
+
+
+def sample_steps(params: TrainingParams) -> list[int]:
+    """The steps AI Toolkit renders samples at: step 0 unless `skip_first_sample` (:2477-2480), every
+    multiple of sample_every inside the loop except the start step (:2555-2560, :2706, :2724-2732), and once
+    more after the last step, numbered with the step count (:2820-2821). A resumed run renders no step-0
+    sample (`self.step_num <= 1` is false) and skips its start step, so its samples are a subset."""
+    if not params.sampling:
+        return []
+    every = params.sample_every
+    return ([0] if params.sample_first else []) + list(range(every, params.steps, every)) + [params.steps]
+
+
+def _bool(data: dict[str, Any], key: str, path: str) -> bool:
+    value = data[key]
+    if not isinstance(value, bool):
+        raise ContractError(_join(path, key), "must be true or false")
+    return value
 
 
 def _resolutions(value: Any, path: str) -> list[int]:
@@ -296,17 +366,146 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
+class CheckpointTarget:
+    """Where the checkpoint AI Toolkit saves at `step` goes, and the optimizer state saved with it."""
+
+    step: int
+    upload_url: str
+    optimizer_upload_url: str
+
+
+@dataclass(frozen=True)
+class SampleTarget:
+    """Where the sample of prompt `prompt_index` (0-based, in `params.sample_prompts` order) rendered at
+    `step` goes."""
+
+    step: int
+    prompt_index: int
+    upload_url: str
+
+
+@dataclass(frozen=True)
 class OutputTarget:
+    """Where the worker puts what it makes, as pre-signed PUT URLs.
+
+    `checkpoints` and `samples` are optional and may name any subset of what the run will make
+    (`checkpoint_steps`, `sample_steps` x prompts): the worker uploads what has a target and skips the
+    rest. Steps and prompts are known when the job is built, so every key is deterministic and the
+    backend signs them all up front; each URL is a PUT to one object key, and its expiry must cover the
+    run (the LoRA's URL already has to)."""
+
     lora_name: str
     lora_upload_url: str
+    checkpoints: list[CheckpointTarget] = field(default_factory=list)
+    samples: list[SampleTarget] = field(default_factory=list)
 
     @classmethod
-    def from_dict(cls, data: Any, path: str = "output") -> OutputTarget:
+    def from_dict(cls, data: Any, path: str = "output", params: TrainingParams | None = None) -> OutputTarget:
         data = _require_dict(data, path)
-        _reject_unknown(data, {"lora_name", "lora_upload_url"}, path)
+        _reject_unknown(data, {"lora_name", "lora_upload_url", "checkpoints", "samples"}, path)
         return cls(
             lora_name=_str(data, "lora_name", path, _SAFE_NAME, "must be letters, digits, _ or - (no dots)"),
             lora_upload_url=_url(data, "lora_upload_url", path),
+            checkpoints=_checkpoint_targets(data.get("checkpoints"), _join(path, "checkpoints"), params),
+            samples=_sample_targets(data.get("samples"), _join(path, "samples"), params),
+        )
+
+    def checkpoint_for(self, step: int) -> CheckpointTarget | None:
+        return next((target for target in self.checkpoints if target.step == step), None)
+
+    def sample_for(self, step: int, prompt_index: int) -> SampleTarget | None:
+        return next((t for t in self.samples if t.step == step and t.prompt_index == prompt_index), None)
+
+
+def _list(value: Any, path: str, limit: int) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > limit:
+        raise ContractError(path, f"must be a list of at most {limit} entries")
+    return value
+
+
+def _checkpoint_targets(value: Any, path: str, params: TrainingParams | None) -> list[CheckpointTarget]:
+    expected = set(checkpoint_steps(params)) if params is not None else None
+    targets, seen = [], set()
+    for index, item in enumerate(_list(value, path, 6000)):
+        where = f"{path}[{index}]"
+        item = _require_dict(item, where)
+        _reject_unknown(item, {"step", "upload_url", "optimizer_upload_url"}, where)
+        step = _int(item, "step", where, 1)
+        if expected is not None and step not in expected:
+            raise ContractError(_join(where, "step"), "is not a step the trainer saves a checkpoint at")
+        if step in seen:
+            raise ContractError(_join(where, "step"), "repeats another checkpoint's step")
+        seen.add(step)
+        targets.append(
+            CheckpointTarget(
+                step=step,
+                upload_url=_url(item, "upload_url", where),
+                optimizer_upload_url=_url(item, "optimizer_upload_url", where),
+            )
+        )
+    return targets
+
+
+def _sample_targets(value: Any, path: str, params: TrainingParams | None) -> list[SampleTarget]:
+    expected = set(sample_steps(params)) if params is not None else None
+    prompts = len(params.sample_prompts) if params is not None else MAX_SAMPLE_PROMPTS
+    targets, seen = [], set()
+    for index, item in enumerate(_list(value, path, MAX_SAMPLE_UPLOADS)):
+        where = f"{path}[{index}]"
+        item = _require_dict(item, where)
+        _reject_unknown(item, {"step", "prompt_index", "upload_url"}, where)
+        step = _int(item, "step", where, 0)
+        if expected is not None and step not in expected:
+            raise ContractError(_join(where, "step"), "is not a step the trainer renders samples at")
+        prompt_index = _int(item, "prompt_index", where, 0)
+        if prompt_index >= prompts:
+            raise ContractError(_join(where, "prompt_index"), f"must be below the {prompts} sample prompts")
+        if (step, prompt_index) in seen:
+            raise ContractError(where, "repeats another sample's step and prompt_index")
+        seen.add((step, prompt_index))
+        targets.append(
+            SampleTarget(step=step, prompt_index=prompt_index, upload_url=_url(item, "upload_url", where))
+        )
+    return targets
+
+
+@dataclass(frozen=True)
+class ResumeSpec:
+    """A checkpoint (and the optimizer state saved with it) to continue training from, at `step`.
+
+    Sent in the job input when the backend starts a new job for a run whose worker was lost, or in the
+    answer to the "started" callback when RunPod itself runs the job again (its input cannot change).
+    The worker checks both files' sha256 and that the checkpoint's own metadata says `step`, lays them where
+    AI Toolkit resumes from (see runpod_worker/resume.py) and the trainer continues at `step`."""
+
+    step: int
+    checkpoint_url: str
+    checkpoint_sha256: str
+    optimizer_url: str | None = None
+    optimizer_sha256: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, params: TrainingParams, path: str = "resume") -> ResumeSpec | None:
+        if data is None:
+            return None
+        data = _require_dict(data, path)
+        allowed = {"step", "checkpoint_url", "checkpoint_sha256", "optimizer_url", "optimizer_sha256"}
+        _reject_unknown(data, allowed, path)
+        step = _int(data, "step", path, 1)
+        if step not in checkpoint_steps(params):
+            raise ContractError(_join(path, "step"), "is not a step the trainer saves a checkpoint at")
+        optimizer_url = data.get("optimizer_url")
+        hint = "must be 64 lowercase hexadecimal characters"
+        return cls(
+            step=step,
+            checkpoint_url=_url(data, "checkpoint_url", path),
+            checkpoint_sha256=_str(data, "checkpoint_sha256", path, _SHA256, hint),
+            optimizer_url=None if optimizer_url is None else _url(data, "optimizer_url", path),
+            optimizer_sha256=None
+            if optimizer_url is None
+            else _str(data, "optimizer_sha256", path, _SHA256, hint),
         )
 
 
@@ -334,6 +533,7 @@ _INPUT_KEYS = {
     "images",
     "output",
     "callback",
+    "resume",
 }
 
 
@@ -347,6 +547,7 @@ class JobInput:
     base_model: str = BaseModel.DEFAULT
     gpu_preset: str | None = None
     callback: Callback | None = None
+    resume: ResumeSpec | None = None
     contract_version: int = CONTRACT_VERSION
 
     @classmethod
@@ -363,21 +564,34 @@ class JobInput:
         gpu_preset = data.get("gpu_preset")
         if gpu_preset is not None and gpu_preset not in GpuPreset.ALL:
             raise ContractError("gpu_preset", f"must be null or one of {list(GpuPreset.ALL)}")
+        params = TrainingParams.from_dict(data.get("params"))
         return cls(
             run_id=_str(data, "run_id", "", _UUID, "must be a UUID"),
             trigger_word=_str(
                 data, "trigger_word", "", _TRIGGER, "must be one word of letters, digits, _ or -"
             ),
             images=_images(data.get("images")),
-            output=OutputTarget.from_dict(data.get("output")),
-            params=TrainingParams.from_dict(data.get("params")),
+            output=OutputTarget.from_dict(data.get("output"), params=params),
+            params=params,
             base_model=base_model,
             gpu_preset=gpu_preset,
             callback=Callback.from_dict(data.get("callback")),
+            resume=ResumeSpec.from_dict(data.get("resume"), params),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The additive fields only when set: a job that uses none of them is the same document as before
+        they existed, so a worker image from before them still takes it."""
+        data = asdict(self)
+        if data["resume"] is None:
+            del data["resume"]
+        for key in ("checkpoints", "samples"):
+            if not data["output"][key]:
+                del data["output"][key]
+        for key in ("sample_seed", "sample_first"):
+            if data["params"][key] == PARAM_DEFAULTS[key]:
+                del data["params"][key]
+        return data
 
 
 def _images(value: Any) -> list[ImageSpec]:
@@ -420,6 +634,55 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class CheckpointArtifact:
+    """A checkpoint uploaded to its `CheckpointTarget`, as the bytes that left the worker. `name` is AI
+    Toolkit's file name, `<lora_name>_<step:09d>.safetensors`; the optimizer fields are null when AI
+    Toolkit could not save its optimizer state (BaseSDTrainProcess.py:702-714 prints and carries on)."""
+
+    step: int
+    name: str
+    bytes: int
+    sha256: str
+    optimizer_bytes: int | None = None
+    optimizer_sha256: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CheckpointArtifact:
+        opt_bytes, opt_sha = data.get("optimizer_bytes"), data.get("optimizer_sha256")
+        return cls(
+            step=int(data["step"]),
+            name=str(data["name"]),
+            bytes=int(data["bytes"]),
+            sha256=str(data["sha256"]),
+            optimizer_bytes=None if opt_bytes is None else int(opt_bytes),
+            optimizer_sha256=None if opt_sha is None else str(opt_sha),
+        )
+
+
+@dataclass(frozen=True)
+class SampleArtifact:
+    """A sample image uploaded to its `SampleTarget`. `filename` is AI Toolkit's,
+    `<milliseconds>__<step:09d>_<prompt_index>.<ext>` (BaseSDTrainProcess.py:304-309,
+    toolkit/config_modules.py:1230-1236)."""
+
+    step: int
+    prompt_index: int
+    filename: str
+    bytes: int
+    sha256: str
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SampleArtifact:
+        return cls(
+            step=int(data["step"]),
+            prompt_index=int(data["prompt_index"]),
+            filename=str(data["filename"]),
+            bytes=int(data["bytes"]),
+            sha256=str(data["sha256"]),
+        )
+
+
+@dataclass(frozen=True)
 class JobOutput:
     lora: LoraArtifact
     steps: int
@@ -427,6 +690,11 @@ class JobOutput:
     gpu: GpuInfo
     timings: Timings
     contract_version: int = CONTRACT_VERSION
+    # Additive: every checkpoint and sample this delivery uploaded (each was also reported in a progress
+    # callback as it appeared), and the step it resumed from (null: it trained from step 0).
+    checkpoints: list[CheckpointArtifact] = field(default_factory=list)
+    samples: list[SampleArtifact] = field(default_factory=list)
+    resumed_from_step: int | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> JobOutput:
@@ -446,12 +714,23 @@ class JobOutput:
                     upload_s=float(timings["upload_s"]),
                 ),
                 contract_version=int(data.get("contract_version", CONTRACT_VERSION)),
+                checkpoints=[CheckpointArtifact.from_dict(c) for c in data.get("checkpoints") or []],
+                samples=[SampleArtifact.from_dict(c) for c in data.get("samples") or []],
+                resumed_from_step=None
+                if data.get("resumed_from_step") is None
+                else int(data["resumed_from_step"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ContractError("output", f"is not a worker output document ({exc!r})") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The additive fields only when they say something: a run without samples, checkpoints or resume
+        gives the same document as before they existed."""
+        data = asdict(self)
+        for key in ("checkpoints", "samples", "resumed_from_step"):
+            if data[key] in ([], None):
+                del data[key]
+        return data
 
 
 @dataclass(frozen=True)

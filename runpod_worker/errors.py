@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from runpod_worker.contract import WorkerError
+from runpod_worker.redact import redact_lines
+
+# The trainer output a failed job carries back: the lines before the error usually say why.
+LOG_TAIL_LINES = 200
 
 
 class JobFailed(Exception):
@@ -13,4 +17,8 @@ class JobFailed(Exception):
         self.log_tail = list(log_tail or [])
 
     def to_worker_error(self) -> WorkerError:
-        return WorkerError(code=self.code, message=self.message, log_tail=self.log_tail[-20:])
+        """The error document, with the last LOG_TAIL_LINES lines of trainer output, secrets and signed URLs
+        redacted (runpod_worker/redact.py)."""
+        return WorkerError(
+            code=self.code, message=self.message, log_tail=redact_lines(self.log_tail[-LOG_TAIL_LINES:])
+        )

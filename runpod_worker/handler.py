@@ -19,10 +19,12 @@ from typing import Any
 
 import runpod
 
+from runpod_worker.artifacts import ArtifactCollector, Report
 from runpod_worker.callbacks import CallbackClient, Decision
 from runpod_worker.config import build_config, choose_preset, detect_gpu
 from runpod_worker.contract import (
     CALLBACK_ACTION_STOP,
+    CALLBACK_FIELD_RESUMED_FROM_STEP,
     BaseModel,
     ContractError,
     ErrorCode,
@@ -31,12 +33,15 @@ from runpod_worker.contract import (
     JobOutput,
     LoraArtifact,
     Progress,
+    ResumeSpec,
     Stage,
     Timings,
 )
 from runpod_worker.dataset import download_images, refuse_undecodable, write_captions
 from runpod_worker.errors import JobFailed
 from runpod_worker.failures import classify_failure
+from runpod_worker.redact import forget_secrets, register_secret
+from runpod_worker.resume import lay_out_resume
 from runpod_worker.trainer import (
     final_artifact,
     is_simulator,
@@ -63,6 +68,9 @@ PROGRESS_SETTLE_S = float(os.environ.get("WORKER_PROGRESS_SETTLE_S", 1.0))
 HEARTBEAT_INTERVAL_S = float(os.environ.get("WORKER_HEARTBEAT_INTERVAL_S", 10.0))
 # A delivery told to "wait" (another delivery of this job holds the run) gives up after this long.
 CLAIM_WAIT_MAX_S = float(os.environ.get("WORKER_CLAIM_WAIT_MAX_S", 180.0))
+# How often the samples folder is looked at: a new sample is uploaded and reported within about this much
+# of AI Toolkit moving it into place, plus its upload and one callback.
+ARTIFACT_POLL_S = float(os.environ.get("WORKER_ARTIFACT_POLL_S", 0.5))
 
 
 def workspace_root() -> Path:
@@ -79,10 +87,13 @@ class ProgressReporter:
         self._last_sent = 0.0
         self._last_callback = time.monotonic()
         self._progress: Progress | None = None
-        self._pending: asyncio.Task[Decision] | None = None
+        self._pending: asyncio.Task[tuple[Decision, Report | None]] | None = None
         self.stop_reason: str | None = None
         self.stop_code = ErrorCode.CANCELLED
         self._finished = False
+        # Samples, checkpoints and loss ride on progress callbacks once training has begun.
+        self.collector: ArtifactCollector | None = None
+        self.resumed_from: int | None = None
 
     async def report(self, progress: Progress) -> bool:
         """Returns False once the backend has answered "stop"."""
@@ -99,24 +110,51 @@ class ProgressReporter:
         return True
 
     async def keep_alive(self) -> None:
-        """Runs beside the job: re-sends the last progress whenever the backend heard nothing lately."""
+        """Runs beside the job: re-sends the last progress whenever the backend heard nothing lately, and
+        at once when a sample or checkpoint has been uploaded."""
         while self.stop_reason is None and not self._finished:
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S / 2)
+            await asyncio.sleep(min(ARTIFACT_POLL_S, HEARTBEAT_INTERVAL_S / 2))
             self._collect()
+            if self.collector is not None:
+                self.collector.scan_samples()
             quiet_for = time.monotonic() - self._last_callback
-            if self._progress is not None and quiet_for >= HEARTBEAT_INTERVAL_S and not self._finished:
+            news = self.collector is not None and self.collector.has_news
+            due = quiet_for >= HEARTBEAT_INTERVAL_S or news
+            if self._progress is not None and due and not self._finished:
                 self._call_back(self._progress)  # never after "finished"
 
     def _call_back(self, progress: Progress) -> None:
         if self._pending is None:
             # In the background: a slow backend must not stall reading the trainer's output.
             self._last_callback = time.monotonic()
-            self._pending = asyncio.create_task(asyncio.to_thread(self._callbacks.progress, progress))
+            self._pending = asyncio.create_task(asyncio.to_thread(self._send, progress))
+
+    def _send(self, progress: Progress) -> tuple[Decision, Report | None]:
+        """One progress callback with what is new (in a worker thread: it reads the loss log)."""
+        report = self.collector.report() if self.collector is not None else None
+        extra = dict(report.fields) if report is not None else {}
+        if self.resumed_from is not None:
+            extra[CALLBACK_FIELD_RESUMED_FROM_STEP] = self.resumed_from
+        decision = self._callbacks.progress(progress, extra) if extra else self._callbacks.progress(progress)
+        return decision, report
+
+    async def flush(self) -> None:
+        """One more progress callback with whatever is not yet reported (the last samples and loss)."""
+        if self._pending is not None:
+            await asyncio.wait({self._pending}, timeout=20)
+        self._collect()
+        if self._progress is not None and self._pending is None:
+            self._call_back(self._progress)
+            if self._pending is not None:
+                await asyncio.wait({self._pending}, timeout=20)
+            self._collect()
 
     def _collect(self) -> None:
         if self._pending is not None and self._pending.done():
-            decision = self._pending.result()
+            decision, report = self._pending.result()
             self._pending = None
+            if decision.delivered and report is not None and self.collector is not None:
+                self.collector.acknowledge(report)
             if decision.stop:
                 self.stop_reason = decision.reason
                 self.stop_code = _stop_code(decision)
@@ -163,18 +201,51 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
     delivery_id = uuid.uuid4().hex
     callbacks = CallbackClient(spec.callback, str(job["id"]), delivery_id)
     workspace = workspace_root() / f"{job['id']}-{delivery_id[:8]}"
+    secrets = _secrets_of(spec)
+    for secret in secrets:
+        register_secret(secret)
     try:
         decision = await _claim_run(callbacks)
         if decision.stop:
             # RunPod may hand a job out twice, and a run may be cancelled while queued: do no work.
             return _failure(JobFailed(_stop_code(decision), f"The run was not started: {decision.reason}."))
-        output = await _train(job, spec, callbacks, workspace)
+        resume = _resume_of(spec, decision)
+        output = await _train(job, spec, callbacks, workspace, resume)
         return output.to_dict()
     except JobFailed as failure:
         return _failure(failure)
     finally:
         callbacks.close()
+        forget_secrets(secrets)
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _secrets_of(spec: JobInput) -> list[str]:
+    """Values of this job that must never leave the worker in a log tail."""
+    values = [image.url for image in spec.images] + [spec.output.lora_upload_url]
+    values += [t.upload_url for t in spec.output.samples]
+    values += [u for t in spec.output.checkpoints for u in (t.upload_url, t.optimizer_upload_url)]
+    if spec.callback is not None:
+        values += [spec.callback.token, spec.callback.url]
+    if spec.resume is not None:
+        values += [spec.resume.checkpoint_url, spec.resume.optimizer_url or ""]
+    return [value for value in values if value]
+
+
+def _resume_of(spec: JobInput, decision: Decision) -> ResumeSpec | None:
+    """The backend's `resume` in its answer to "started" (RunPod ran the job again), else the input's."""
+    if decision.resume is None:
+        return spec.resume
+    try:
+        resume = ResumeSpec.from_dict(decision.resume, spec.params)
+    except ContractError as exc:
+        raise JobFailed(
+            ErrorCode.BAD_INPUT, f"The studio's resume answer is invalid: {exc.field} {exc.message}."
+        ) from exc
+    if resume is not None:
+        register_secret(resume.checkpoint_url)
+        register_secret(resume.optimizer_url)
+    return resume
 
 
 async def _claim_run(callbacks: CallbackClient) -> Decision:
@@ -199,12 +270,16 @@ async def _claim_run(callbacks: CallbackClient) -> Decision:
 
 
 async def _train(
-    job: dict[str, Any], spec: JobInput, callbacks: CallbackClient, workspace: Path
+    job: dict[str, Any],
+    spec: JobInput,
+    callbacks: CallbackClient,
+    workspace: Path,
+    resume: ResumeSpec | None = None,
 ) -> JobOutput:
     reporter = ProgressReporter(job, callbacks)
     keep_alive = asyncio.create_task(reporter.keep_alive())
     try:
-        return await _train_reporting(job, spec, workspace, reporter)
+        return await _train_reporting(job, spec, workspace, reporter, resume)
     except Exception:
         # A failure's result must not overtake a progress post either (runpod-python#250).
         await reporter.settle()
@@ -214,17 +289,29 @@ async def _train(
 
 
 async def _train_reporting(
-    job: dict[str, Any], spec: JobInput, workspace: Path, reporter: ProgressReporter
+    job: dict[str, Any],
+    spec: JobInput,
+    workspace: Path,
+    reporter: ProgressReporter,
+    resume: ResumeSpec | None = None,
 ) -> JobOutput:
     gpu = await asyncio.to_thread(detect_gpu)
     started = time.monotonic()
+    # Known from the claim on: every progress callback of this delivery says it.
+    reporter.resumed_from = resume.step if resume is not None else None
     await reporter.report(Progress(stage=Stage.DOWNLOADING, step=0, total_steps=spec.params.steps))
     dataset_dir = await asyncio.to_thread(_prepare_dataset, spec, workspace)
+    save_root = workspace / "output" / spec.output.lora_name
+    if resume is not None:
+        await asyncio.to_thread(lay_out_resume, resume, save_root, spec.output.lora_name)
     download_s = time.monotonic() - started
     reporter.check_stopped()
 
     started = time.monotonic()
-    artifact, steps = await _run_training(spec, gpu, dataset_dir, workspace, reporter)
+    collector = ArtifactCollector(
+        spec, save_root, workspace / "outbox", start_step=resume.step if resume is not None else 0
+    )
+    artifact, steps = await _run_training(spec, gpu, dataset_dir, workspace, reporter, collector)
     train_s = time.monotonic() - started
 
     started = time.monotonic()
@@ -239,6 +326,9 @@ async def _train_reporting(
         timings=Timings(
             download_s=round(download_s, 3), train_s=round(train_s, 3), upload_s=round(upload_s, 3)
         ),
+        checkpoints=sorted(collector.checkpoints, key=lambda c: c.step),
+        samples=sorted(collector.samples, key=lambda s: (s.step, s.prompt_index)),
+        resumed_from_step=resume.step if resume is not None else None,
     )
     # The backend completes the run from this, whichever delivery's result RunPod keeps for the job.
     await reporter.finished(output)
@@ -257,7 +347,12 @@ def _prepare_dataset(spec: JobInput, workspace: Path) -> Path:
 
 
 async def _run_training(
-    spec: JobInput, gpu: GpuInfo, dataset_dir: Path, workspace: Path, reporter: ProgressReporter
+    spec: JobInput,
+    gpu: GpuInfo,
+    dataset_dir: Path,
+    workspace: Path,
+    reporter: ProgressReporter,
+    collector: ArtifactCollector,
 ) -> tuple[Path, int]:
     name = spec.output.lora_name
     training_folder = workspace / "output"
@@ -280,7 +375,15 @@ async def _run_training(
     env = trainer_env(sources)
     if spec.params.seed is not None:
         env["SEED"] = str(spec.params.seed)
-    run = await run_trainer(config_path, name=name, on_progress=reporter.report, env=env)
+    reporter.collector = collector
+    collector.start()
+    run = await run_trainer(
+        config_path, name=name, on_progress=reporter.report, env=env, on_line=collector.on_line
+    )
+    # Whatever the outcome, the samples and checkpoints made so far are uploaded and reported: a cancelled
+    # or failed run keeps them.
+    await collector.finish()
+    await reporter.flush()
     tail = list(run.tail)
     if run.stopped:
         raise JobFailed(reporter.stop_code, f"Training was stopped: {reporter.stop_reason}.", tail)

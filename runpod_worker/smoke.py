@@ -10,6 +10,18 @@ fails loudly unless the job COMPLETED, the trainer's progress was parsed and cal
 step, and the uploaded LoRA is a safetensors file of `transformer.*.lora_A/B.weight` tensors whose size
 and sha256 are what the job output says. Then it prints its figures.
 
+With `--save-every` / `--sample-every` it also gives the job an upload target for every checkpoint,
+optimizer state and sample the run will make (contract.checkpoint_steps / sample_steps) and fails unless
+each arrived, was reported in a progress callback with the sha256 of what arrived, and the loss series
+from AI Toolkit's loss_log.db came with the callbacks. With `--resume-proof` (needs --save-every) the
+stand-in kills the worker once training passes `--kill-after` (default: save_every + 10); RunPod runs the
+job again, this script answers the new delivery's "started" with the last checkpoint reported (as the
+studio does), and it fails unless the second delivery resumed at that step (its first parsed progress is
+not below it: AI Toolkit's "resume restarts at 0" would show here), trained at most one save interval
+twice, and the final LoRA's metadata says the full step count. NOT YET RUN with the real trainer: these
+checks were added without an AI Toolkit environment on hand (the simulated trainer passes the same
+scenario in tests/runpod_worker/test_learning_on_local_runpod.py).
+
 On a machine without an NVIDIA GPU it puts `runpod_worker/image/cpu_only` on the trainer's PYTHONPATH
 (see its docstring: an import-time CUDA query in an AI Toolkit module FLUX.1 does not use).
 """
@@ -41,7 +53,14 @@ from typing import Any
 
 import requests
 
-from runpod_worker.contract import CONTRACT_VERSION, JobOutput, Stage
+from runpod_worker.contract import (
+    CONTRACT_VERSION,
+    JobInput,
+    JobOutput,
+    Stage,
+    checkpoint_steps,
+    sample_steps,
+)
 from runpod_worker.trainer import is_simulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +86,33 @@ class LocalSide:
     uploads: dict[str, bytes] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
+    # Answer a second delivery's "started" with the last checkpoint an earlier delivery reported.
+    resume: bool = False
+
+    def answer(self, event: dict[str, Any]) -> dict[str, Any]:
+        if not self.resume or event.get("event") != "started":
+            return {"action": "continue"}
+        earlier = [
+            c
+            for e in self.events
+            if e.get("delivery_id") != event.get("delivery_id")
+            for c in e.get("checkpoints", [])
+        ]
+        if not earlier:
+            return {"action": "continue"}
+        last = max(earlier, key=lambda c: c["step"])
+        key = f"checkpoints/{last['step']}"
+        resume = {
+            "step": last["step"],
+            "checkpoint_url": f"{self.base_url}/uploaded/{key}.safetensors",
+            "checkpoint_sha256": last["sha256"],
+        }
+        if last.get("optimizer_sha256"):
+            resume.update(
+                optimizer_url=f"{self.base_url}/uploaded/{key}.optimizer.pt",
+                optimizer_sha256=last["optimizer_sha256"],
+            )
+        return {"action": "continue", "resume": resume}
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         side = self
@@ -76,8 +122,11 @@ class LocalSide:
                 pass
 
             def do_GET(self) -> None:
-                data = side.images.get(self.path.removeprefix("/images/"))
-                self._answer(200 if data is not None else 404, data or b"", "image/jpeg")
+                if self.path.startswith("/uploaded/"):
+                    data = side.uploads.get(self.path.removeprefix("/uploaded/"))
+                else:
+                    data = side.images.get(self.path.removeprefix("/images/"))
+                self._answer(200 if data is not None else 404, data or b"", "application/octet-stream")
 
             def do_PUT(self) -> None:
                 side.uploads[self.path.removeprefix("/upload/")] = self._body()
@@ -87,8 +136,10 @@ class LocalSide:
                 if self.headers.get("Authorization") != f"Bearer {side.token}":
                     self._answer(401, b"{}", "application/json")
                     return
-                side.events.append(json.loads(self._body()))
-                self._answer(200, json.dumps({"action": "continue"}).encode(), "application/json")
+                event = json.loads(self._body())
+                answer = side.answer(event)
+                side.events.append(event)
+                self._answer(200, json.dumps(answer).encode(), "application/json")
 
             def _body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -131,8 +182,9 @@ def job_input(side: LocalSide, args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"steps": args.steps, "rank": args.rank, "resolutions": [512], "seed": 42,
                               "save_every": args.save_every or args.steps}  # fmt: skip
     if args.sample_every:
-        params.update(sample_every=args.sample_every, sample_prompts=["[trigger] smiling, studio light"])
-    return {
+        params.update(sample_every=args.sample_every,
+                      sample_prompts=["[trigger] smiling, studio light", "[trigger], full body"])  # fmt: skip
+    document: dict[str, Any] = {
         "contract_version": CONTRACT_VERSION,
         "run_id": str(uuid.uuid4()),
         "trigger_word": "ohwx",
@@ -155,6 +207,19 @@ def job_input(side: LocalSide, args: argparse.Namespace) -> dict[str, Any]:
         },
         "callback": {"url": f"{side.base_url}/callback", "token": side.token},
     }
+    spec = JobInput.from_dict(document)
+    upload = f"{side.base_url}/upload"
+    document["output"]["checkpoints"] = [
+        {"step": step, "upload_url": f"{upload}/checkpoints/{step}.safetensors",
+         "optimizer_upload_url": f"{upload}/checkpoints/{step}.optimizer.pt"}
+        for step in checkpoint_steps(spec.params)
+    ]  # fmt: skip
+    document["output"]["samples"] = [
+        {"step": step, "prompt_index": index, "upload_url": f"{upload}/samples/{step}_{index}.jpg"}
+        for step in sample_steps(spec.params)
+        for index in range(len(spec.params.sample_prompts))
+    ]
+    return document
 
 
 # ----------------------------------------------------------------------------- the RunPod stand-in
@@ -167,7 +232,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def stand_in(workdir: Path, env: dict[str, str]) -> Iterator[tuple[str, str, Path]]:
+def stand_in(
+    workdir: Path, env: dict[str, str], faults: list[str] | None = None
+) -> Iterator[tuple[str, str, Path]]:
     """The local RunPod stand-in with one worker; yields (endpoint URL, API key, worker log folder)."""
     port, key, logs = free_port(), uuid.uuid4().hex, workdir / "runpod-logs"
     command = [
@@ -186,6 +253,8 @@ def stand_in(workdir: Path, env: dict[str, str]) -> Iterator[tuple[str, str, Pat
         "--log-dir",
         str(logs),
     ]
+    for fault in faults or []:
+        command += ["--fault", fault]
     with open(workdir / "local_runpod.log", "wb") as log:
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -278,9 +347,109 @@ def verify(status: dict[str, Any], side: LocalSide, steps: int) -> dict[str, Any
         )
     if output.steps != steps:
         raise SmokeFailed(f"the output says {output.steps} steps, not {steps}")
+    if steps_in(metadata) != steps:
+        raise SmokeFailed(f"the LoRA's training_info says step {steps_in(metadata)}, not {steps}")
     return {"steps": output.steps, "train_s": output.timings.train_s, "lora_bytes": len(data),
             "tensors": len(lora), "progress_callbacks": len(training),
             "trainer_version": output.trainer_version, "lora_metadata_keys": sorted(metadata)}  # fmt: skip
+
+
+def steps_in(metadata: dict[str, str]) -> int | None:
+    try:
+        return int(json.loads(metadata["training_info"])["step"])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def reported(side: LocalSide, key: str, delivery: str | None = None) -> list[dict[str, Any]]:
+    events = [e for e in side.events if e.get("event") == "progress"]
+    return [i for e in events if delivery is None or e.get("delivery_id") == delivery for i in e.get(key, [])]
+
+
+def verify_artifacts(status: dict[str, Any], side: LocalSide, document: dict[str, Any]) -> dict[str, Any]:
+    """Every checkpoint (with optimizer state) and sample the job had a target for arrived, each reported
+    in a progress callback with the sha256 of what arrived, and the loss series came from loss_log.db."""
+    spec = JobInput.from_dict(document)
+    # After a resume too, every one is expected: the lost delivery made those up to where it was killed.
+    want_checkpoints = checkpoint_steps(spec.params)
+    got = {c["step"]: c for c in reported(side, "checkpoints")}
+    for step in want_checkpoints:
+        data = side.uploads.get(f"checkpoints/{step}.safetensors")
+        optimizer = side.uploads.get(f"checkpoints/{step}.optimizer.pt")
+        if data is None or optimizer is None or step not in got:
+            raise SmokeFailed(
+                f"checkpoint {step}: uploaded {data is not None}, optimizer state uploaded "
+                f"{optimizer is not None}, reported {step in got}"
+            )
+        if got[step]["sha256"] != hashlib.sha256(data).hexdigest():
+            raise SmokeFailed(f"checkpoint {step} arrived with another sha256 than reported")
+        if got[step].get("optimizer_sha256") != hashlib.sha256(optimizer).hexdigest():
+            raise SmokeFailed(f"the optimizer state of checkpoint {step} is not what was reported")
+        if steps_in(lora_tensors(data)[1]) != step:
+            raise SmokeFailed(f"checkpoint {step}'s training_info says {steps_in(lora_tensors(data)[1])}")
+    prompts = len(spec.params.sample_prompts)
+    want_samples = [(s, i) for s in sample_steps(spec.params) for i in range(prompts)]
+    samples = {(s["step"], s["prompt_index"]): s for s in reported(side, "samples")}
+    for step, index in want_samples:
+        data = side.uploads.get(f"samples/{step}_{index}.jpg")
+        if data is None or (step, index) not in samples:
+            raise SmokeFailed(
+                f"sample {step}/{index}: uploaded {data is not None}, reported {(step, index) in samples}"
+            )
+        if (
+            samples[(step, index)]["sha256"] != hashlib.sha256(data).hexdigest()
+            or data[:3] != b"\xff\xd8\xff"
+        ):
+            raise SmokeFailed(f"sample {step}/{index} is not the JPEG that was reported")
+    loss = [
+        p
+        for e in side.events
+        if e.get("event") == "progress"
+        for p in (e.get("loss_series") or {}).get("loss", [])
+    ]
+    if not loss or not all(0 < step < spec.params.steps for step, _ in loss):
+        raise SmokeFailed(
+            f"no loss series from loss_log.db in the callbacks, or steps out of range: {loss[:5]}"
+        )
+    return {"checkpoints": len(want_checkpoints), "samples": len(want_samples), "loss_points": len(loss)}
+
+
+def verify_resume(status: dict[str, Any], side: LocalSide, document: dict[str, Any]) -> dict[str, Any]:
+    """The second delivery resumed at the last checkpoint the first one reported, and did not train from 0
+    (its first parsed progress is at or after that step: the bar starts at step_num,
+    BaseSDTrainProcess.py:2483-2490), so at most one save interval was trained twice."""
+    spec = JobInput.from_dict(document)
+    output = JobOutput.from_dict(status["output"])
+    started = [e["delivery_id"] for e in side.events if e.get("event") == "started"]
+    if len(started) < 2 or output.resumed_from_step is None:
+        raise SmokeFailed(
+            f"the job was not run again with a resume ({len(started)} deliveries started, "
+            f"resumed_from_step {output.resumed_from_step})"
+        )
+    first, last = started[0], started[-1]
+    lost = [c["step"] for c in reported(side, "checkpoints", first)]
+    if not lost or output.resumed_from_step != max(lost):
+        raise SmokeFailed(f"resumed from {output.resumed_from_step}, not the last reported checkpoint {lost}")
+
+    def trained(delivery: str) -> list[int]:
+        return [
+            int(e.get("step") or 0)
+            for e in side.events
+            if e.get("event") == "progress"
+            and e.get("delivery_id") == delivery
+            and e.get("stage") == Stage.TRAINING
+        ]
+
+    before, after = trained(first), trained(last)
+    if not after or min(after) < output.resumed_from_step:
+        raise SmokeFailed(
+            f"the resumed delivery's progress began at {min(after or [0])}, before step "
+            f"{output.resumed_from_step}: AI Toolkit restarted instead of resuming"
+        )
+    total = max(before) + spec.params.steps - output.resumed_from_step
+    if total > spec.params.steps + spec.params.save_every:
+        raise SmokeFailed(f"{total} steps trained in all, more than one save interval lost")
+    return {"resumed_from_step": output.resumed_from_step, "steps_trained_in_all": total}
 
 
 def build_model(base_model: str, dest: Path) -> None:
@@ -302,12 +471,20 @@ def smoke(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     model = args.model or workdir / "model"
     if args.model is None:
         build_model(args.base_model, model)
-    side = LocalSide(images=smoke_images(args.images, args.image_size))
+    side = LocalSide(images=smoke_images(args.images, args.image_size), resume=args.resume_proof)
     started = time.monotonic()
-    with serving(side), stand_in(workdir, worker_env(args, model, workdir)) as (url, key, logs):
-        status = run_job(url, key, job_input(side, args), args.timeout)
+    faults = (
+        [f"kill_worker_after_step={args.kill_after or args.save_every + 10}"] if args.resume_proof else []
+    )
+    with serving(side), stand_in(workdir, worker_env(args, model, workdir), faults) as (url, key, logs):
+        document = job_input(side, args)
+        status = run_job(url, key, document, args.timeout)
         try:
             figures = verify(status, side, args.steps)
+            if args.save_every or args.sample_every:
+                figures.update(verify_artifacts(status, side, document))
+            if args.resume_proof:
+                figures.update(verify_resume(status, side, document))
         except SmokeFailed:
             for log in sorted(logs.glob("*.log")):
                 print(f"--- {log.name} (last 60 lines)", file=sys.stderr)
@@ -333,6 +510,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=["24gb", "80gb"], default="80gb")
     parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: none)")
     parser.add_argument("--sample-every", type=int, default=0, help="sample every N steps (0: none)")
+    parser.add_argument(
+        "--resume-proof",
+        action="store_true",
+        help="kill the worker after --kill-after steps and prove the re-run resumes",
+    )
+    parser.add_argument("--kill-after", type=int, default=0, help="default: save_every + 10")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep everything here (default: a temp dir)"
@@ -343,6 +526,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.ai_toolkit = args.ai_toolkit.resolve()
+    if args.resume_proof and not 0 < args.save_every < args.steps:
+        print("SMOKE FAILED: --resume-proof needs --save-every below --steps", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="worker-smoke-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)

@@ -176,8 +176,10 @@ async def run_trainer(
     name: str,
     on_progress: Callable[[Progress], Awaitable[bool]],
     env: dict[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> TrainerRun:
-    """Runs run.py to the end; `on_progress` returning False stops the trainer (the run was cancelled)."""
+    """Runs run.py to the end; `on_progress` returning False stops the trainer (the run was cancelled);
+    `on_line` sees every other line of output as it comes (the trainer's "Saved checkpoint to ...")."""
     directory = toolkit_dir()
     python = os.environ.get("AI_TOOLKIT_PYTHON") or sys.executable
     process = await asyncio.create_subprocess_exec(
@@ -194,7 +196,7 @@ async def run_trainer(
     )
     run = TrainerRun()
     try:
-        await _pump(process, run, ProgressParser(name), on_progress)
+        await _pump(process, run, ProgressParser(name), on_progress, on_line)
         run.returncode = await process.wait()
     except asyncio.CancelledError:
         await _terminate(process)
@@ -207,6 +209,7 @@ async def _pump(
     run: TrainerRun,
     parser: ProgressParser,
     on_progress: Callable[[Progress], Awaitable[bool]],
+    on_line: Callable[[str], None] | None = None,
 ) -> None:
     assert process.stdout is not None
     buffer = ""
@@ -216,7 +219,7 @@ async def _pump(
             break
         lines, buffer = split_lines(buffer + chunk.decode("utf-8", errors="replace"))
         for line in lines:
-            if await _handle_line(line, run, parser, on_progress):
+            if await _handle_line(line, run, parser, on_progress, on_line):
                 run.stopped = True
                 await _terminate(process)
                 return
@@ -225,11 +228,17 @@ async def _pump(
 
 
 async def _handle_line(
-    line: str, run: TrainerRun, parser: ProgressParser, on_progress: Callable[[Progress], Awaitable[bool]]
+    line: str,
+    run: TrainerRun,
+    parser: ProgressParser,
+    on_progress: Callable[[Progress], Awaitable[bool]],
+    on_line: Callable[[str], None] | None = None,
 ) -> bool:
     progress = parser.parse(line)
     if progress is None:
         run.tail.append(line)
+        if on_line is not None:
+            on_line(line)
         return False
     # Keep only the newest redraw of the bar in the tail: hundreds of redraws would hide the error.
     if run.tail and parser.parse(run.tail[-1]) is not None:

@@ -1,4 +1,5 @@
-"""Uploads the LoRA to its presigned URL by a streaming PUT, hashing the bytes as they leave."""
+"""Uploads a file (the LoRA, a checkpoint, its optimizer state, a sample) to its presigned URL by a
+streaming PUT, hashing the bytes as they leave."""
 
 from __future__ import annotations
 
@@ -52,7 +53,12 @@ class _Transient(Exception):
 
 
 def upload_file(
-    path: Path, url: str, *, attempts: int | None = None, backoff_s: float | None = None
+    path: Path,
+    url: str,
+    *,
+    attempts: int | None = None,
+    backoff_s: float | None = None,
+    what: str = "the trained LoRA",
 ) -> UploadResult:
     """PUTs `path` to `url`; retries transient failures, raises JobFailed(upload_failed) otherwise."""
     attempts = attempts or int(os.environ.get("WORKER_UPLOAD_ATTEMPTS", 4))
@@ -61,19 +67,19 @@ def upload_file(
     with requests.Session() as session:
         for attempt in range(1, attempts + 1):
             try:
-                return _put_once(session, path, url)
+                return _put_once(session, path, url, what)
             except _Transient as exc:
                 last_error = str(exc)
                 if attempt < attempts:
                     time.sleep(backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
     raise JobFailed(
         ErrorCode.UPLOAD_FAILED,
-        f"The trained LoRA could not be uploaded after {attempts} attempts ({last_error}). "
+        f"{what[0].upper()}{what[1:]} could not be uploaded after {attempts} attempts ({last_error}). "
         "Storage may be down; retry the run.",
     )
 
 
-def _put_once(session: requests.Session, path: Path, url: str) -> UploadResult:
+def _put_once(session: requests.Session, path: Path, url: str, what: str) -> UploadResult:
     size = path.stat().st_size
     with open(path, "rb") as handle:
         body = _HashingReader(handle, size)
@@ -91,7 +97,7 @@ def _put_once(session: requests.Session, path: Path, url: str) -> UploadResult:
     if not 200 <= response.status_code < 300:
         raise JobFailed(
             ErrorCode.UPLOAD_FAILED,
-            f"Storage refused the LoRA upload (HTTP {response.status_code}); the upload link may have "
+            f"Storage refused the upload of {what} (HTTP {response.status_code}); the upload link may have "
             "expired. Retry the run.",
         )
     if body.sent != size:

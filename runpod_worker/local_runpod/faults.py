@@ -15,6 +15,10 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "drop_webhooks": False,
     # The next N jobs: their worker is SIGKILLed at its first progress post.
     "kill_worker_mid_job": 0,
+    # The next job: its worker is SIGKILLed at the first progress post saying training reached this step
+    # (a lost worker part way through a run; RunPod then runs the job again on another worker). 0: off.
+    # The kill lands within one progress interval (WORKER_PROGRESS_INTERVAL_S) after the step.
+    "kill_worker_after_step": 0,
     # The next N jobs are handed to a second worker while the first runs them.
     "duplicate_jobs": 0,
     # Seconds a new job waits before any worker may take it.

@@ -34,6 +34,8 @@ class Job:
     ignored_results: list[dict[str, Any]] = field(default_factory=list)
     webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
     kill_on_progress: bool = False
+    # Kill the worker at its first progress post that says training reached this step (0: never).
+    kill_after_step: int = 0
     # Re-queued after a lost worker (`retries` in /status when `status_retries` is on).
     retries: int = 0
     # runpod-python#402: handed out again once it has posted its result (`rerun_after_result`).

@@ -131,6 +131,8 @@ class Platform:
             self.queue.append(job.id)
             job.duplicate_pending = self._use_count("duplicate_jobs")
             job.kill_on_progress = self._use_count("kill_worker_mid_job")
+            job.kill_after_step = self.faults["kill_worker_after_step"]
+            self.faults["kill_worker_after_step"] = 0
             job.rerun_pending = self._use_count("rerun_after_result")
             self.lock.notify_all()
         return {"id": job.id, "status": "IN_QUEUE"}
@@ -321,6 +323,13 @@ class Platform:
         if job.kill_on_progress:
             job.kill_on_progress = False
             return self.workers.get(worker_id)
+        if job.kill_after_step and _training_step(output) >= job.kill_after_step:
+            job.kill_after_step = 0
+            # Recorded on the delivery, so a test can count the steps the lost worker had trained.
+            for delivery in job.deliveries:
+                if delivery["worker_id"] == worker_id:
+                    delivery["killed_at_step"] = _training_step(output)
+            return self.workers.get(worker_id)
         return None
 
     def _final(self, job: Job, worker_id: str, body: dict[str, Any]) -> None:
@@ -500,3 +509,11 @@ class Platform:
             kill_group(worker.process)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.process.wait(timeout=5)
+
+
+def _training_step(output: Any) -> int:
+    """The step of a training progress post (runpod_worker.contract.Progress), else -1."""
+    if not isinstance(output, dict) or output.get("stage") != "training":
+        return -1
+    step = output.get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else -1

@@ -11,6 +11,16 @@ tested end to end on a laptop or CI. Environment switches:
 - SIMULATED_TRAINER_FAIL=crash|oom|no_output: crash with a traceback, fail like AI Toolkit after
   repeated CUDA OOMs, or exit 0 without writing the final file.
 - SIMULATED_TRAINER_FAIL_AT_STEP (default: half way): the step the failure happens at.
+
+As AI Toolkit does (jobs/process/BaseSDTrainProcess.py at 27a03a91): it resumes from the newest save in
+its save folder by ctime, at the step in that file's metadata (:823-889, :2048-2054), loading optimizer.pt
+when present (:2189-2214); renders a baseline sample at step 0 unless `skip_first_sample` (:2477-2481);
+saves `<name>_<step:09d>.safetensors` then optimizer.pt and samples `<ms>__<step:09d>_<i>.jpg` at every
+multiple of save_every / sample_every except its start step (:2554-2560, :2706-2732), prunes saves past
+`max_step_saves_to_keep` by ctime (:418-493); logs `loss/loss` into loss_log.db with
+`logging.use_ui_logger` (toolkit/logging_aitk.py), then the final `<name>.safetensors` and samples.
+Its sample images are the first training image, blurred and grey at the start and sharper and more
+coloured step by step, labelled "simulated" (256 px, not the configured size, to stay fast).
 """
 
 from __future__ import annotations
@@ -244,9 +254,11 @@ def train(config: dict[str, Any]) -> None:
         images = usable_images(folder)
         print(f"  -  Found {len(images)} images")
         assert images, f"no images found in {folder}"
-    if process["train"].get("skip_first_sample"):
-        print("Skipping first sample due to config setting")
-    Loop(config, out, batches_per_epoch=max(1, len(images))).run()
+    first_image = usable_images(Path(process["datasets"][0]["folder_path"]))[0]
+    loop = Loop(config, out, batches_per_epoch=max(1, len(images)), sample_source=first_image)
+    loop.resume()
+    loop.first_sample()
+    loop.run()
     ui_progress.hook.done()
 
 
@@ -255,8 +267,12 @@ class Loop:
     redraw with the step's loss, the checkpoint and samples when the step is a multiple of save_every /
     sample_every (never step 0), then the redraw that counts it done. The final LoRA and samples follow."""
 
-    def __init__(self, config: dict[str, Any], out: Path, *, batches_per_epoch: int) -> None:
+    def __init__(
+        self, config: dict[str, Any], out: Path, *, batches_per_epoch: int, sample_source: Path
+    ) -> None:
         self.config, self.out = config, out
+        self.sample_source = sample_source
+        self.start_step = 0
         self.batches_per_epoch = batches_per_epoch
         self.name = config["config"]["name"]
         process = config["config"]["process"][0]
@@ -269,6 +285,43 @@ class Loop:
         self.prompts = len(prompts) if not process["train"].get("disable_sampling", False) else 0
         self.seed = int(os.environ.get("SEED", "42"))
         self.started = time.monotonic()
+        self.train_config = process["train"]
+        logging = process.get("logging") or {}
+        # create_logger (toolkit/logging_aitk.py:329-344): the UI logger only when asked for.
+        self.loss_log = ui_progress.LossLog(out / "loss_log.db") if logging.get("use_ui_logger") else None
+        self.log_every = logging.get("log_every", 100)  # LoggingConfig default (config_modules.py:37)
+
+    def resume(self) -> None:
+        """get_latest_save_path + load_training_state_from_metadata (BaseSDTrainProcess.py:823-889)."""
+        latest = latest_save(self.out, self.name)
+        if latest is None:
+            return
+        print(f"#### IMPORTANT RESUMING FROM {latest} ####")
+        print(f"Loading from {latest}")
+        info = read_training_info(latest)
+        if info is not None and "step" in info and self.train_config.get("start_step") is None:
+            self.start_step = int(info["step"])
+            print(f"Found step {self.start_step} in metadata, starting from there")
+        if self.train_config.get("start_step") is not None:
+            self.start_step = int(self.train_config["start_step"])  # :2172-2174
+        optimizer = self.out / "optimizer.pt"
+        if optimizer.exists():
+            print(f"Loading optimizer state from {optimizer}")
+
+    def first_sample(self) -> None:
+        """BaseSDTrainProcess.py:2476-2481: the baseline sample, only when the run starts at step <= 1."""
+        if self.train_config.get("skip_first_sample") or self.train_config.get("disable_sampling"):
+            print("Skipping first sample due to config setting")
+        elif self.start_step <= 1 or self.train_config.get("force_first_sample"):
+            print("Generating baseline samples before training")
+            if self.prompts:
+                self.write_samples(self.start_step, nested=False)
+
+    def write_samples(self, step: int, *, nested: bool) -> None:
+        def image(index: int) -> bytes:
+            return sample_image(self.sample_source, step, self.total, index)
+
+        write_samples(self.out, step, self.prompts, nested=nested, image=image)
 
     def bar(self, n: int, loss: float | None) -> None:
         sys.stderr.write(
@@ -280,22 +333,34 @@ class Loop:
         seconds_per_step = float(os.environ.get("SIMULATED_TRAINER_SECONDS_PER_STEP", "0.01"))
         failure = os.environ.get("SIMULATED_TRAINER_FAIL", "")
         fail_at = int(os.environ.get("SIMULATED_TRAINER_FAIL_AT_STEP", str(max(1, self.total // 2))))
+        try:
+            self._run(seconds_per_step, failure, fail_at)
+        finally:
+            if self.loss_log is not None:
+                self.loss_log.finish()
+
+    def _run(self, seconds_per_step: float, failure: str, fail_at: int) -> None:
+        start = self.start_step
         sys.stderr.write("\n")
-        # DiffusionTrainer.hook_before_train_loop: step 0 and "Training" before the first bar.
-        ui_progress.hook.training(start_step=0)
-        self.bar(0, None)
-        for step in range(self.total):
+        # DiffusionTrainer.hook_before_train_loop: the start step and "Training" before the first bar.
+        ui_progress.hook.training(start_step=start)
+        self.bar(start, None)
+        for step in range(start, self.total):
             time.sleep(seconds_per_step)
             if failure in ("crash", "oom") and step + 1 >= fail_at:
                 fail(failure, step + 1)
             loss = 0.5 * (0.995 ** (step + 1)) + 0.05
             self.bar(step, loss)
-            if step and step % self.save_every == 0:
+            if step != start and step % self.save_every == 0:
                 save_checkpoint(
                     self.config, self.out, step, self.keep, self.seed, step // self.batches_per_epoch
                 )
-            if step and self.prompts and step % self.sample_every == 0:
-                write_samples(self.out, step, self.prompts, nested=True)
+            if step != start and self.prompts and step % self.sample_every == 0:
+                self.write_samples(step, nested=True)
+            # :2740-2794: logged at every log_every step but the start step, committed with the step.
+            logs = self.log_every is None or (self.log_every and step % self.log_every == 0)
+            if self.loss_log is not None and step != start and logs:
+                self.loss_log.commit(step, {"learning_rate": self.lr, "loss/loss": loss})
             self.bar(step + 1, loss)
             # BaseSDTrainProcess.py:2815-2817: step_num = step + 1, then end_step_hook writes it.
             ui_progress.hook.step_end(step + 1, loss=loss, lr=self.lr)
@@ -311,7 +376,59 @@ class Loop:
         print(f"Saved optimizer to {self.out / 'optimizer.pt'}")
         ui_progress.hook.back_to_training()
         if self.prompts:
-            write_samples(self.out, self.total, self.prompts, nested=False)
+            self.write_samples(self.total, nested=False)
+
+
+def latest_save(out: Path, name: str) -> Path | None:
+    """get_latest_save_path (BaseSDTrainProcess.py:823-865): `<name>*.safetensors`, `<name>*.pt`,
+    `<name>*`, without `_LoRA`/`_refiner`/`_t2i`/`_cn` names, the newest by ctime."""
+    if not out.exists():
+        return None
+    paths = {p for pattern in (f"{name}*.safetensors", f"{name}*.pt", f"{name}*") for p in out.glob(pattern)}
+    paths = {p for p in paths if not any(tag in p.name for tag in ("_LoRA", "_refiner", "_t2i", "_cn"))}
+    return max(paths, key=lambda p: p.stat().st_ctime) if paths else None
+
+
+def read_training_info(path: Path) -> dict[str, Any] | None:
+    """`training_info` of a save's metadata, JSON-decoded as toolkit/metadata.py:71-88 does."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            metadata = json.loads(handle.read(length)).get("__metadata__") or {}
+        info = json.loads(metadata["training_info"])
+    except (OSError, ValueError, KeyError, struct.error):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def sample_image(source: Path, step: int, total: int, index: int) -> bytes:
+    """The first training image, blurred and grey at step 0 and sharp and coloured at the last step; each
+    prompt a different framing; "simulated" and the step written in its corners."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+    progress = min(1.0, max(0.0, step / total)) if total else 1.0
+    with Image.open(source) as opened:
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    width, height = image.size
+    zoom = (1.0, 0.7, 0.5, 0.85)[index % 4]  # full shot, three-quarter, portrait, another setting
+    crop_w, crop_h = max(1, int(width * zoom)), max(1, int(height * zoom))
+    left, top = (width - crop_w) // 2, (height - crop_h) // 3 if index % 4 == 2 else (height - crop_h) // 2
+    image = image.crop((left, top, left + crop_w, top + crop_h))
+    image = ImageOps.fit(image, (256, 256))
+    if index % 4 == 3:
+        image = ImageOps.mirror(image)
+    image = image.filter(ImageFilter.GaussianBlur(radius=10.0 * (1.0 - progress)))
+    image = ImageEnhance.Color(image).enhance(progress * 1.3)
+    draw = ImageDraw.Draw(image)
+    for text, xy in (("simulated", (4, 240)), (f"step {step}", (4, 4))):
+        box = draw.textbbox(xy, text)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text(xy, text, fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
 
 
 def fail(kind: str, step: int) -> None:
@@ -340,7 +457,7 @@ def save_checkpoint(config: dict[str, Any], out: Path, step: int, keep: int, see
     ui_progress.hook.back_to_training()
 
 
-def write_samples(out: Path, step: int, count: int, *, nested: bool) -> None:
+def write_samples(out: Path, step: int, count: int, *, nested: bool, image: Any = None) -> None:
     """Samples as toolkit/config_modules.py save_image_atomic writes them: into samples/.tmp, a 300 px
     thumbnail moved to samples/.thumbs/<file>.jpg first, then the image into place; the "Generating Images"
     bar is nested under the training bar (cursor-up escapes) inside the loop, plain after it."""
@@ -355,9 +472,12 @@ def write_samples(out: Path, step: int, count: int, *, nested: bool) -> None:
     stamp = int(time.time() * 1000)
     for index in range(count):
         ui_progress.hook.sampling(index, count)
+        # toolkit/config_modules.py:1229-1236 pads the index to the width of max_count, which the sampler
+        # leaves at 0 (toolkit/models/base_model.py:711 `save_image_atomic(img, i)`): no padding.
         filename = f"{stamp}__{step:09d}_{index}.jpg"
-        (tmp / filename).write_bytes(SAMPLE_JPEG)
-        (thumbs / f"{filename}.jpg").write_bytes(SAMPLE_JPEG)
+        data = SAMPLE_JPEG if image is None else image(index)
+        (tmp / filename).write_bytes(data)
+        (thumbs / f"{filename}.jpg").write_bytes(data)
         (tmp / filename).replace(samples / filename)
     done = fmt_clock(time.monotonic() - started)
     sys.stderr.write(

@@ -330,12 +330,13 @@ def start(process: dict[str, Any], job_folder: Path) -> Off:
     print(f"Using SQLite database at {db_path}")
     print(f'Job ID: "{job_id}"')
     logging = process.get("logging") or {}
-    loss_log = LossLog(job_folder / "loss_log.db") if logging.get("use_ui_logger") else None
     # LoggingConfig.log_every defaults to 100 (`toolkit/config_modules.py:37`); None logs every step.
     log_every = logging.get("log_every", 100)
+    # loss_log.db is written by run.py's loop for every trainer type, as BaseSDTrainProcess's own logger
+    # (`create_logger`, BaseSDTrainProcess.py:130) is: not by these UI hooks.
     hook = UIProgress(
         JobRow(db_path, job_id),
-        loss_log,
+        None,
         log_every=log_every,
         perf_every=int(process.get("performance_log_every") or 0),
     )

@@ -120,10 +120,10 @@ def test_a_trainer_killed_by_a_signal_without_an_error_says_so() -> None:
     assert "signal 9" in failure.message and "memory" in failure.message
 
 
-def test_the_error_keeps_only_the_last_20_lines_of_the_log() -> None:
-    failure = classify_failure(1, [f"line {n}" for n in range(100)])
+def test_the_error_keeps_only_the_last_200_lines_of_the_log() -> None:
+    failure = classify_failure(1, [f"line {n}" for n in range(300)])
 
-    assert failure.to_worker_error().log_tail == [f"line {n}" for n in range(80, 100)]
+    assert failure.to_worker_error().log_tail == [f"line {n}" for n in range(100, 300)]
 
 
 def test_ai_toolkit_trains_on_without_an_image_it_cannot_decode() -> None:

@@ -72,3 +72,23 @@ def test_a_slow_queue_holds_the_job_in_queue(runpod: LocalRunPod) -> None:
     finally:
         runpod.set_faults(queue_delay_s=0)
     assert final["delayTime"] >= 1500
+
+
+def test_a_failed_run_carries_the_trainers_last_200_lines_with_signed_urls_redacted(
+    runpod: LocalRunPod, bucket: Bucket
+) -> None:
+    job = _job(bucket)
+    # AI Toolkit prints the process config as it starts (run.py), sample prompts included: a prompt that
+    # holds a signed URL stands for any secret the trainer might print.
+    signed = bucket.get_url("private/photo.jpg")
+    job["params"]["sample_prompts"] = [f"[trigger] like {signed}"]
+
+    final = runpod.wait_for(runpod.run(job), timeout=60)
+
+    error = parse_error(final["error"])
+    assert error.code == "out_of_memory"
+    assert 20 < len(error.log_tail) <= 200
+    assert any("Running job: bob_v1" in line for line in error.log_tail)  # from the start of the output
+    text = "\n".join(error.log_tail)
+    assert signed.split("?")[0] + "?[REDACTED]" in text
+    assert "X-Amz-Signature" not in text and signed not in text

@@ -73,6 +73,9 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     process["train"]["steps"] = 5
     process["save"]["save_every"] = 2
     process["sample"]["sample_every"] = 2
+    # The captured run's config predates the UI logger being on (loss_log.db is checked in
+    # test_simulated_trainer.py), so it is off here as it was there.
+    process["logging"]["use_ui_logger"] = False
     (work / "config.json").write_text(json.dumps(config), encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-u", "run.py", str(work / "config.json")],

@@ -1,0 +1,182 @@
+"""The simulated trainer's samples, checkpoints, loss log and resume, as AI Toolkit 27a03a91 makes them
+(jobs/process/BaseSDTrainProcess.py; toolkit/logging_aitk.py). Run as the worker runs it: run.py on the
+config the worker builds."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageFilter, ImageStat
+
+from runpod_worker.config import build_config
+from runpod_worker.contract import JobInput, checkpoint_steps, sample_steps
+from runpod_worker.trainer import (
+    SIMULATOR_DIR,
+    ProgressParser,
+    safetensors_metadata,
+    split_lines,
+    steps_from_metadata,
+)
+from tests.runpod_worker.factories import job_input
+
+NAME = "alice_v1"
+SAMPLE = re.compile(r"^\d{13}__(\d{9})_(\d+)\.jpg$")
+
+
+def _dataset(folder: Path) -> None:
+    """A colourful, sharp-edged photo: blur and grey are easy to tell from it."""
+    folder.mkdir(parents=True)
+    image = Image.new("RGB", (128, 128))
+    for x in range(128):
+        for y in range(128):
+            image.putpixel((x, y), (255, 40, 40) if (x // 16 + y // 16) % 2 else (30, 90, 255))
+    image.save(folder / "img01.jpg", quality=95)
+
+
+def _spec(**params: Any) -> JobInput:
+    base = {"steps": 200, "rank": 4, "save_every": 50, "sample_every": 50, "sample_prompts": ["a", "b"]}
+    return JobInput.from_dict(job_input(params={**base, **params}))
+
+
+def _run(work: Path, spec: JobInput, **env: str) -> str:
+    if not (work / "dataset").exists():
+        _dataset(work / "dataset")
+    config = build_config(
+        spec, preset="80gb", dataset_dir=work / "dataset", training_folder=work / "output", model_path="tiny"
+    )
+    (work / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-u", "run.py", str(work / "config.json")],
+        cwd=SIMULATOR_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={"PATH": "/usr/bin:/bin", "SIMULATED_TRAINER_SECONDS_PER_STEP": "0", **env},
+        timeout=120,
+        check=False,
+    )
+    return result.stdout.decode()
+
+
+def _samples(work: Path) -> list[tuple[int, int]]:
+    folder = work / "output" / NAME / "samples"
+    found = [SAMPLE.match(p.name) for p in folder.iterdir() if p.is_file()]
+    return sorted((int(m.group(1)), int(m.group(2))) for m in found if m)
+
+
+def _sample(work: Path, step: int, index: int) -> Image.Image:
+    folder = work / "output" / NAME / "samples"
+    [path] = [p for p in folder.iterdir() if p.name.endswith(f"__{step:09d}_{index}.jpg")]
+    return Image.open(path).convert("RGB")
+
+
+def _loss_steps(work: Path) -> list[int]:
+    with sqlite3.connect(work / "output" / NAME / "loss_log.db") as con:
+        rows = con.execute("SELECT step FROM metrics WHERE key = 'loss/loss' ORDER BY step").fetchall()
+    return [row[0] for row in rows]
+
+
+def _progress_steps(output: str) -> list[int]:
+    lines, rest = split_lines(output)
+    parser = ProgressParser(NAME)
+    return [p.step for p in (parser.parse(line) for line in [*lines, rest]) if p is not None]
+
+
+def test_samples_and_checkpoints_come_where_the_contract_says(tmp_path: Path) -> None:
+    spec = _spec(sample_first=True)
+
+    output = _run(tmp_path, spec)
+
+    assert "Generating baseline samples before training" in output
+    expected = [(step, index) for step in sample_steps(spec.params) for index in (0, 1)]
+    assert _samples(tmp_path) == expected
+    assert expected[0] == (0, 0) and expected[-1] == (200, 1)
+    saved = sorted(p.name for p in (tmp_path / "output" / NAME).glob(f"{NAME}_*.safetensors"))
+    assert saved == [f"{NAME}_{step:09d}.safetensors" for step in checkpoint_steps(spec.params)]
+    assert (tmp_path / "output" / NAME / f"{NAME}.safetensors").is_file()
+
+
+def test_no_step_0_sample_unless_asked(tmp_path: Path) -> None:
+    output = _run(tmp_path, _spec())
+
+    assert "Skipping first sample due to config setting" in output
+    assert [step for step, _ in _samples(tmp_path)][:2] == [50, 50]
+
+
+def test_the_loss_goes_to_loss_log_db_for_every_step_but_the_first(tmp_path: Path) -> None:
+    _run(tmp_path, _spec())
+
+    # Logged when step_num != start_step, committed with the 0-based step (BaseSDTrainProcess.py:2706,2794).
+    assert _loss_steps(tmp_path) == list(range(1, 200))
+
+
+def _saturation(image: Image.Image) -> float:
+    return ImageStat.Stat(image.convert("HSV")).mean[1]
+
+
+def _sharpness(image: Image.Image) -> float:
+    edges = image.filter(ImageFilter.FIND_EDGES)
+    # Labels, and the borders FIND_EDGES leaves unfiltered, are left out.
+    return sum(ImageStat.Stat(edges.crop((8, 32, 248, 224))).var)
+
+
+def test_the_samples_visibly_sharpen_and_colour_as_training_goes_on(tmp_path: Path) -> None:
+    _run(tmp_path, _spec(sample_first=True))
+
+    steps = [0, 50, 100, 150, 200]
+    images = [_sample(tmp_path, step, 0) for step in steps]
+    saturations = [_saturation(image) for image in images]
+    sharpness = [_sharpness(image) for image in images]
+    assert saturations == sorted(saturations) and saturations[-1] > saturations[0] + 50
+    assert sharpness == sorted(sharpness) and sharpness[-1] > 4 * sharpness[0]
+    # Each prompt its own framing, so rows of the gallery differ.
+    assert _sample(tmp_path, 200, 0).tobytes() != _sample(tmp_path, 200, 1).tobytes()
+
+
+def test_each_sample_says_simulated_in_a_corner(tmp_path: Path) -> None:
+    _run(tmp_path, _spec())
+
+    corner = _sample(tmp_path, 200, 0).crop((0, 236, 70, 256))
+    pixels = [tuple(corner.getpixel((x, y))) for x in range(70) for y in range(20)]  # type: ignore[arg-type]
+    dark = sum(1 for pixel in pixels if max(pixel) < 40)
+    light = sum(1 for pixel in pixels if min(pixel) > 200)
+    assert dark > 300 and light > 30  # white text on a black box
+
+
+def test_a_run_started_again_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None:
+    spec = _spec()
+    crashed = _run(tmp_path, spec, SIMULATED_TRAINER_FAIL="crash", SIMULATED_TRAINER_FAIL_AT_STEP="120")
+    assert "simulated crash at step 120" in crashed
+    assert _samples(tmp_path)[-1][0] == 100
+
+    resumed = _run(tmp_path, spec)
+
+    latest = tmp_path / "output" / NAME / f"{NAME}_000000100.safetensors"
+    assert f"#### IMPORTANT RESUMING FROM {latest} ####" in resumed
+    assert "Found step 100 in metadata, starting from there" in resumed
+    assert "Loading optimizer state from" in resumed
+    steps = _progress_steps(resumed)
+    assert steps[0] == 100 and steps[-1] == 200  # the bar starts at the resumed step
+    # No new sample at the start step, nor a baseline; the rest as in an uninterrupted run.
+    assert [step for step, _ in _samples(tmp_path)] == [50, 50, 100, 100, 150, 150, 200, 200]
+    final = tmp_path / "output" / NAME / f"{NAME}.safetensors"
+    assert steps_from_metadata(safetensors_metadata(final)) == 200
+    # The UI logger drops the rows after the start step and writes them again (logging_aitk.py:158-162).
+    assert _loss_steps(tmp_path) == list(range(1, 200))
+
+
+@pytest.mark.parametrize("other", [f"{NAME}_LoRA_000000150.safetensors", f"{NAME}_refiner.safetensors"])
+def test_resume_ignores_names_ai_toolkit_filters_out(tmp_path: Path, other: str) -> None:
+    spec = _spec()
+    _run(tmp_path, spec, SIMULATED_TRAINER_FAIL="crash", SIMULATED_TRAINER_FAIL_AT_STEP="60")
+    (tmp_path / "output" / NAME / other).write_bytes(b"not ours")
+
+    resumed = _run(tmp_path, spec)
+
+    assert "Found step 50 in metadata, starting from there" in resumed
