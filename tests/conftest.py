@@ -31,9 +31,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` hands tests out one by one; a module-scoped fixture (a live stack, the demo) would be
-    built again in every process that runs one of its tests, so such a module must keep its tests in one
-    process with `pytest.mark.xdist_group`."""
+    """`make test` hands tests out one by one (xdist's `loadgroup`); a module-scoped fixture (a live
+    stack, the demo) would be built again in every process that runs one of its module's tests, so such
+    a module's tests go to one process together."""
     for item in items:
         fixture_info = getattr(item, "_fixtureinfo", None)
         if fixture_info is None or item.get_closest_marker("xdist_group"):
@@ -41,10 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # Our own fixtures only: plugins' (baseid "") are per process by design.
         scopes = {d.scope for defs in fixture_info.name2fixturedefs.values() for d in defs if d.baseid}
         if scopes & {"module", "package", "class"}:
-            raise pytest.UsageError(
-                f"{item.nodeid} uses a module-scoped fixture: mark its module with "
-                f'pytestmark = pytest.mark.xdist_group("{item.module.__name__}")'  # type: ignore[attr-defined]
-            )
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -43,7 +43,7 @@ from tests.support.s3server import S3Server
 from tests.support.web_server import REPO_ROOT, WebServer
 from training.models import TrainingEvent, TrainingRun
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("integration.test_postgres_restart")]
+pytestmark = pytest.mark.integration
 
 DATABASE = "studio"
 QUEUE = f"postgres-restart-{os.getpid()}"

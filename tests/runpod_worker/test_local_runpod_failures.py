@@ -13,7 +13,7 @@ from runpod_worker.contract import parse_error
 from tests.runpod_worker.conftest import Bucket, image_entry
 from tests.support.local_runpod import LocalRunPod
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("runpod_worker.test_local_runpod_failures")]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import requests
 
 from tests.support.local_runpod import LocalRunPod, ScriptedWorker
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("runpod_worker.test_local_runpod_fidelity")]
+pytestmark = pytest.mark.integration
 
 NO_FAULTS = {
     "webhook_on_cancel": False,

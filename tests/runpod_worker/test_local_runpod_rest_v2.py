@@ -12,7 +12,7 @@ import requests
 
 from tests.support.local_runpod import LocalRunPod
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("runpod_worker.test_local_runpod_rest_v2")]
+pytestmark = pytest.mark.integration
 
 QUEUE_ENDPOINT = {
     "name": "lora-training",

@@ -20,8 +20,6 @@ from runpod_worker.config import build_config
 from runpod_worker.contract import JobInput
 from runpod_worker.trainer import SIMULATOR_DIR, ProgressParser, split_lines
 
-pytestmark = pytest.mark.xdist_group("runpod_worker.test_simulator_fidelity")
-
 FIXTURES = Path(__file__).parent / "fixtures" / "ai_toolkit"
 REAL = "trains_with_checkpoints_and_samples"
 NAME = "fixture_lora"

@@ -20,7 +20,7 @@ from runpod_worker.contract import JobOutput, Progress, parse_error
 from tests.runpod_worker.conftest import Bucket, FakeBackend, image_entry, jpeg_bytes
 from tests.support.local_runpod import LocalRunPod
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("runpod_worker.test_worker_on_local_runpod")]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

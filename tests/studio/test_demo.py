@@ -31,7 +31,7 @@ from tests.support.ports import free_port
 REPO = Path(__file__).resolve().parents[2]
 CONCURRENT_STARTS = 4
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("studio.test_demo")]
+pytestmark = pytest.mark.integration
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from tests.support.local_runpod import LocalRunPod
 from training.runpod import RunPodClient, RunPodEndpointNotFound, RunPodJobNotFound, RunPodSubmitUncertain
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("training.test_runpod_client_on_stand_in")]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
