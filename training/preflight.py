@@ -1,13 +1,14 @@
-"""Would a start succeed? The checks `training_run_start` makes, read-only, so a page can show the refusal
-(and disable the button) before the click instead of after it. The service still decides: a page only
-foresees the answer, and a start racing another one is refused by the service."""
+"""Would a start or a retry succeed? The checks `training_run_start` and `training_run_retry` make,
+read-only, so a page can show the refusal (and offer no button) before the click instead of after it.
+The service still decides: a page only foresees the answer, and a start racing another one is refused
+by the service."""
 
 from __future__ import annotations
 
 from django.conf import settings
 
 from characters.models import Character
-from training.budget import Budget, budget_advice
+from training.budget import Budget, budget_advice, user_budget
 from training.models import TrainingRun
 
 
@@ -31,3 +32,35 @@ def training_start_refusal(
         over = f"This run would cost about ${budget.estimate:.2f} and ${left:.2f} of your budget is left."
         return f"{over} {budget_advice(budget=budget, preset=preset, steps=steps)}"
     return None
+
+
+def training_retry_refusal(run: TrainingRun) -> str | None:
+    """Why repeating `run` (same photos, settings and trigger word) would be refused now, with what to do
+    instead, or None when Retry would start it."""
+    if not run.is_final or run.status == TrainingRun.Status.COMPLETED:
+        return "Only a failed or cancelled run can be retried."
+    character = run.character
+    missing = training_run_missing_images(run)
+    if missing:
+        return (
+            f"{missing} of this run's photos have since been deleted, so it cannot be repeated exactly. "
+            f"Train {character.name} again with the photos it has now."
+        )
+    if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
+        return f"{character.name} is already training. Wait for that run to finish, or cancel it, first."
+    steps = int(run.params["steps"])
+    budget = user_budget(character.owner, steps=steps)
+    if not budget.enough:
+        left = budget.remaining or 0
+        advice = budget_advice(budget=budget, preset=None, steps=steps)
+        return (
+            f"Repeating it would cost about ${budget.estimate:.2f} and ${left:.2f} of your budget is left. "
+            f"Train again from the training form instead: {advice[0].lower()}{advice[1:]}"
+        )
+    return None
+
+
+def training_run_missing_images(run: TrainingRun) -> int:
+    """How many of the photos frozen in the run's manifest the character no longer has."""
+    current = set(run.character.images.values_list("sha256", flat=True))
+    return sum(1 for item in run.manifest if item["sha256"] not in current)

@@ -26,7 +26,7 @@ from training.artifacts import lora_download_name
 from training.budget import Budget, budget_advice, user_budget
 from training.forms import TrainingForm
 from training.models import TrainingEvent, TrainingRun
-from training.preflight import training_start_refusal
+from training.preflight import training_retry_refusal, training_start_refusal
 from training.presets import PRESETS
 from training.selectors import (
     training_cost_estimate,
@@ -146,6 +146,7 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "image_count": len(run.manifest),
         "gpu_seconds": run.execution_ms // 1000 if run.execution_ms is not None else None,
         "charge": training_run_charge(run),
+        "retry_refusal": training_retry_refusal(run) if run.is_final and run.status != "completed" else None,
     }
     return render(request, "training/run_detail.html", context)
 

@@ -562,3 +562,53 @@ def test_every_page_links_the_runs_and_the_developer_pages(alice: Any) -> None:
     nav = page.split('<nav aria-label="Main">')[1].split("</nav>")[0]
     for name in ("training:run-list", "developer:tokens", "developer:webhooks"):
         assert f'href="{reverse(name)}"' in nav
+
+
+def test_a_run_whose_photos_were_deleted_offers_train_again_instead_of_retry(
+    character: Any, alice: Any
+) -> None:
+    failed = make_run(
+        character,
+        TrainingRun.Status.FAILED,
+        manifest=[{"name": "gone.jpg", "sha256": "0" * 64, "storage_name": "x", "caption": None, "bytes": 1}],
+        error_message="The worker could not download gone.jpg.",
+    )
+
+    page = client_for(alice).get(reverse("training:run-detail", args=[failed.pk])).content.decode()
+
+    assert reverse("training:run-retry", args=[failed.pk]) not in page
+    assert (
+        f'<a class="button" href="{reverse("training:start", args=[character.pk])}">Train again</a>' in page
+    )
+    assert "1 of this run&#x27;s photos have since been deleted, so it cannot be repeated exactly." in page
+
+
+def test_a_run_that_cannot_be_repeated_while_another_trains_says_to_wait(character: Any, alice: Any) -> None:
+    failed = make_run(character, TrainingRun.Status.FAILED, manifest=_manifest(character))
+    make_run(character, TrainingRun.Status.TRAINING)
+
+    page = client_for(alice).get(reverse("training:run-detail", args=[failed.pk])).content.decode()
+
+    assert reverse("training:run-retry", args=[failed.pk]) not in page
+    assert "Anna is already training. Wait for that run to finish, or cancel it, first." in page
+
+
+def test_a_run_over_budget_to_repeat_says_so_before_the_click(character: Any, alice: Any) -> None:
+    alice.monthly_gpu_budget_usd = Decimal("0.01")
+    alice.save()
+    failed = make_run(character, TrainingRun.Status.FAILED, manifest=_manifest(character))
+
+    page = client_for(alice).get(reverse("training:run-detail", args=[failed.pk])).content.decode()
+
+    assert reverse("training:run-retry", args=[failed.pk]) not in page
+    assert "Repeating it would cost about $" in page
+    assert "of your budget is left. Train again from the training form instead:" in page
+
+
+def test_a_run_that_can_be_repeated_offers_retry(character: Any, alice: Any) -> None:
+    failed = make_run(character, TrainingRun.Status.FAILED, manifest=_manifest(character))
+
+    page = client_for(alice).get(reverse("training:run-detail", args=[failed.pk])).content.decode()
+
+    assert f'action="{reverse("training:run-retry", args=[failed.pk])}"' in page
+    assert 'id="retry-refusal"' not in page
