@@ -253,6 +253,8 @@ def _manifest(character: Character) -> list[dict[str, Any]]:
         {
             # Content-addressed file names are unique per character, as the worker requires.
             "name": PurePosixPath(image.file.name or "").name,
+            # What the owner calls the photo: messages about it use this name, not the stored one.
+            "original_name": image.original_filename,
             "sha256": image.sha256,
             "storage_name": image.file.name,
             "caption": image.caption or None,
@@ -1347,10 +1349,21 @@ def _locked(run_id: RunId) -> TrainingRun:
 
 
 def _fail_locked(run: TrainingRun, *, code: str, message: str, source: str) -> None:
+    message = in_the_owners_names(run, message)
     run.error_code = code[:32]
     run.error_message = message
     _transition(run, Status.FAILED, source=source, detail={"error_code": code, "message": message})
     run.save()
+
+
+def in_the_owners_names(run: TrainingRun, message: str) -> str:
+    """The worker names photos by the stored, content-addressed names it was given; the owner knows them
+    by the names they uploaded, which the manifest keeps (runs started before it did keep the stored ones)."""
+    for item in run.manifest:
+        original = item.get("original_name")
+        if original and item["name"] in message:
+            message = message.replace(item["name"], original)
+    return message
 
 
 def _transition(run: TrainingRun, to_status: str, *, source: str, detail: dict[str, Any]) -> None:

@@ -27,8 +27,9 @@ def test_a_run_starts_pending_with_its_dataset_frozen(character: Any) -> None:
     assert run.status == TrainingRun.Status.PENDING
     assert len(run.manifest) == 3
     image = character.images.first()
-    assert {"name", "sha256", "storage_name", "caption", "bytes"} <= set(run.manifest[0])
-    assert image.sha256 in {item["sha256"] for item in run.manifest}
+    assert {"name", "original_name", "sha256", "storage_name", "caption", "bytes"} <= set(run.manifest[0])
+    frozen = {(item["sha256"], item["original_name"]) for item in run.manifest}
+    assert (image.sha256, image.original_filename) in frozen
     assert run.params["steps"] == 1500 and run.params["alpha"] == 16.0
 
 

@@ -151,3 +151,22 @@ def test_the_finished_event_goes_through_the_callback_view(run: TrainingRun) -> 
     assert response.json() == {"action": "continue"}
     run.refresh_from_db()
     assert run.status == "completed"
+
+
+def test_a_failure_names_the_photo_as_its_owner_uploaded_it(run: TrainingRun) -> None:
+    stored = "0f" * 32 + ".jpg"
+    run.manifest = [
+        {"name": stored, "original_name": "anna at the beach.jpg", "sha256": "0f" * 32, "storage_name": "x"}
+    ]
+    run.save()
+    message = (
+        f"Image 1 ({stored}) could not be downloaded: HTTP 404, the link has expired or the file is gone."
+    )
+
+    apply(run, "FAILED", error=WorkerError("download_failed", message).to_json())
+
+    run.refresh_from_db()
+    assert run.error_message == (
+        "Image 1 (anna at the beach.jpg) could not be downloaded: HTTP 404, the link has expired or the file "
+        "is gone."
+    )
