@@ -26,7 +26,7 @@ from studio.admin import AdminExtension, UserAdmin, admin_index_panel_register
 from studio.errors import ApplicationError
 from studio.models import User
 from training.admin_dashboard import training_dashboard_panel
-from training.models import StrayJob, TrainingEvent, TrainingRun
+from training.models import DeletedRunSpend, StrayJob, TrainingEvent, TrainingRun
 from training.runpod import RunPodError
 from training.selectors import month_start, run_spend
 from training.services import training_run_cancel, training_run_poll, training_run_retry, training_run_start
@@ -271,6 +271,25 @@ def _pretty_json(value: object) -> SafeString:
 
 
 # --- Stray jobs -------------------------------------------------------------------------------
+
+
+@admin.register(DeletedRunSpend)
+class DeletedRunSpendAdmin(admin.ModelAdmin):
+    """Read-only: what deleted runs had cost, which every spend figure still counts."""
+
+    list_display = ("owner_username", "character_name", "amount_usd", "exact", "finished_at", "deleted_at")
+    list_filter = ("exact", "finished_at")
+    search_fields = ("owner_username", "character_name", "=run_id")
+    date_hierarchy = "finished_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: DeletedRunSpend | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: DeletedRunSpend | None = None) -> bool:
+        return False  # spend is history
 
 
 @admin.register(StrayJob)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import pre_delete
 
 
 class TrainingConfig(AppConfig):
@@ -18,8 +19,10 @@ class TrainingConfig(AppConfig):
             reference_images_added,
         )
         from training.character_pages import lora_status_card_part, training_panel
+        from training.models import TrainingRun
         from training.receivers import (
             cancel_runs_of_deleting_character,
+            keep_the_spend_of_a_deleted_run,
             refuse_deleting_a_photo_in_training,
             start_training_when_sheet_complete,
         )
@@ -37,6 +40,9 @@ class TrainingConfig(AppConfig):
             refuse_deleting_a_photo_in_training,
             sender=ReferenceImage,
             dispatch_uid="training-keep-photos-of-active-runs",
+        )
+        pre_delete.connect(
+            keep_the_spend_of_a_deleted_run, sender=TrainingRun, dispatch_uid="training-keep-deleted-spend"
         )
         # Training's parts of the character pages: each card's LoRA status, and the training panel.
         page_parts.card_part_register(lora_status_card_part)

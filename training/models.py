@@ -208,3 +208,32 @@ class StrayJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.runpod_job_id} ({self.get_status_display()})"
+
+
+class DeletedRunSpend(models.Model):
+    """What a deleted run had cost: GPU money stays spent when its run, character or account goes, so this
+    month's spend and the admin's totals never fall with a delete.
+
+    Written by a `pre_delete` receiver of `TrainingRun`, which every path sends (a run deleted alone, with
+    its character, or with its owner's account). Only ever added to. The owner is kept as a bare id (no
+    database constraint), so the row outlives a deleted account.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    owner_username = models.CharField(max_length=150)
+    run_id = models.UUIDField(unique=True)
+    character_name = models.CharField(max_length=100)
+    amount_usd = models.DecimalField(max_digits=10, decimal_places=4)
+    exact = models.BooleanField(
+        help_text="RunPod's cost; otherwise the estimate of a run that reached a GPU."
+    )
+    finished_at = models.DateTimeField(help_text="When the run ended (or was deleted, if it never did).")
+    deleted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "finished_at"], name="deleted_spend_owner_month_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.owner_username} · ${self.amount_usd} · run {self.run_id}"

@@ -6,12 +6,13 @@ import uuid
 from typing import Any
 
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.timezone import localtime
 
 from characters.models import Character, ReferenceImage
 from studio.errors import Conflict
-from training.models import TrainingEvent, TrainingRun
+from training.models import DeletedRunSpend, TrainingEvent, TrainingRun
 from training.services import training_run_autostart, training_run_cancel
 
 
@@ -46,3 +47,25 @@ def refuse_deleting_a_photo_in_training(sender: Any, *, image: ReferenceImage, *
                 f"{reverse('training:run-detail', args=[run.pk])}, then delete the photo.",
                 code="photo_in_use",
             )
+
+
+def keep_the_spend_of_a_deleted_run(sender: Any, *, instance: TrainingRun, **kwargs: Any) -> None:
+    """Before a run goes (alone, with its character or with its owner's account), what it cost stays
+    counted: a delete must never lower this month's spend, or train-delete-train would pass the budget."""
+    # As `training.selectors.run_spend` counts it: RunPod's cost, else the estimate of a run that started.
+    exact = instance.cost_usd is not None
+    amount = instance.cost_usd if exact else instance.estimated_cost_usd if instance.started_at else None
+    if not amount:
+        return  # it never reached a GPU: nothing was billed
+    character = Character.objects.select_related("owner").get(pk=instance.character_id)
+    DeletedRunSpend.objects.get_or_create(
+        run_id=instance.pk,
+        defaults={
+            "owner_id": character.owner_id,
+            "owner_username": character.owner.get_username(),
+            "character_name": character.name,
+            "amount_usd": amount,
+            "exact": exact,
+            "finished_at": instance.finished_at or timezone.now(),
+        },
+    )

@@ -16,7 +16,7 @@ from characters.models import Character
 from studio.errors import NotFound
 from studio.models import User
 from training import pricing
-from training.models import TrainingRun
+from training.models import DeletedRunSpend, TrainingRun
 
 
 def character_current_lora(character: Character) -> TrainingRun | None:
@@ -69,14 +69,19 @@ def training_run_cost_so_far(run: TrainingRun, *, now: datetime | None = None) -
 
 
 def user_spend_this_month(user: User, *, now: datetime | None = None) -> Decimal:
-    """GPU money spent by runs of the user's characters that finished this calendar month (UTC).
+    """GPU money spent by runs of the user's characters that finished this calendar month (UTC), deleted
+    ones included (a delete never gives money back).
 
     Failed and cancelled runs count too: RunPod bills the GPU time whatever the outcome.
     """
-    total = TrainingRun.objects.filter(character__owner=user, finished_at__gte=month_start(now)).aggregate(
+    start = month_start(now)
+    runs = TrainingRun.objects.filter(character__owner=user, finished_at__gte=start).aggregate(
         total=Sum(run_spend())
     )["total"]
-    return total or Decimal("0")
+    deleted = DeletedRunSpend.objects.filter(owner=user, finished_at__gte=start).aggregate(
+        total=Sum("amount_usd")
+    )["total"]
+    return (runs or Decimal("0")) + (deleted or Decimal("0"))
 
 
 def user_reserved_spend(user: User) -> Decimal:
