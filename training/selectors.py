@@ -28,6 +28,17 @@ def character_current_lora(character: Character) -> TrainingRun | None:
     )
 
 
+def training_run_cost_pending(run: TrainingRun) -> bool:
+    """The run has ended and its cost is still to be read from RunPod's final status of its job."""
+    return run.is_final and run.cost_state == TrainingRun.CostState.PENDING
+
+
+def training_runs_to_poll() -> QuerySet[TrainingRun]:
+    """Runs whose job RunPod's `/status` still has something to tell: active runs, and ended runs whose
+    cost is pending (an active run's cost is pending too, until it ends)."""
+    return TrainingRun.objects.filter(cost_state=TrainingRun.CostState.PENDING)
+
+
 def month_start(now: datetime | None = None) -> datetime:
     now = timezone.now() if now is None else now
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

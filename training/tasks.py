@@ -13,6 +13,7 @@ from training import services
 from training.artifacts import StorageUnavailable
 from training.models import TrainingEvent, TrainingRun
 from training.runpod import RunPodError, RunPodSubmitUncertain, RunPodUnavailable
+from training.selectors import training_runs_to_poll
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,7 @@ def submit_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-d
 def poll_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def]
     """Reads the run's job status from RunPod and applies it (also the completion work: verify, cost)."""
     # Active runs, and runs completed by the worker's "finished" callback whose cost RunPod has yet to give.
-    active = TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE_STATUSES)
-    cost_pending = TrainingRun.objects.filter(
-        pk=run_id, status=TrainingRun.Status.COMPLETED, execution_ms__isnull=True
-    )
-    if not (active.exists() or cost_pending.exists()):
+    if not training_runs_to_poll().filter(pk=run_id).exists():
         return
     try:
         services.training_run_poll(run_id=run_id, source=TrainingEvent.Source.POLL)

@@ -58,7 +58,7 @@ class FakeProvider:
 @pytest.fixture
 def provider(monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
     fake = FakeProvider()
-    monkeypatch.setattr("training.services.get_provider", lambda: fake)
+    monkeypatch.setattr("training.providers.get_provider", lambda: fake)
     return fake
 
 
