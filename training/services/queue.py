@@ -3,6 +3,7 @@ them, so `training.tasks -> training.services` is the only direction between the
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from celery import current_app
@@ -27,8 +28,9 @@ def enqueue_on_commit(task_name: str, argument: Any) -> None:
 
 
 def task_get(task_name: str) -> Any:
-    """The registered task called `task_name`; the apps' task modules are imported on first use."""
+    """The registered task called `task_name`; its module is imported on first use (a web process has not
+    imported the task modules, which the Celery worker does at start)."""
     tasks = current_app.tasks
     if task_name not in tasks:
-        current_app.loader.import_default_modules()
+        import_module(task_name.rpartition(".")[0])
     return tasks[task_name]
