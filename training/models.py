@@ -67,10 +67,6 @@ class TrainingRun(models.Model):
     cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     cost_state = models.CharField(max_length=8, choices=CostState.choices, default=CostState.PENDING)
 
-    token_hash = models.CharField(
-        max_length=64, blank=True, default="", help_text="SHA-256 of the run's webhook and callback token."
-    )
-
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)

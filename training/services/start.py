@@ -25,7 +25,6 @@ from training.selectors import user_reserved_spend, user_spend_this_month
 from training.services import queue
 from training.services.schedule import pending_recheck
 from training.services.transitions import Source, Status, event_write
-from training.tokens import run_token, token_hash
 
 logger = logging.getLogger("training.services")
 
@@ -180,7 +179,6 @@ def _run_create(
                     params=params,
                     manifest=manifest,
                     estimated_cost_usd=estimate,
-                    token_hash=token_hash(run_token(run_id)),
                     # If the enqueue below is lost, the sweep submits the run at this time.
                     next_poll_at=timezone.now() + pending_recheck(),
                 )
