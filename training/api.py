@@ -12,7 +12,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -39,6 +38,7 @@ from training.artifacts import lora_download_name
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.selectors import training_run_get_for, training_run_list_for
+from training.serializers import TrainingRunSerializer
 
 LORA_URL_TTL = timedelta(minutes=15)
 # The monthly budget is a payment matter, so its refusal is a 402, not a generic 400.
@@ -48,99 +48,8 @@ BUDGET_EXCEEDED_STATUS = status.HTTP_402_PAYMENT_REQUIRED
 # --- Representation -----------------------------------------------------------------------
 
 
-class RunProgressSerializer(serializers.Serializer):
-    step = serializers.IntegerField(source="progress_step")
-    total = serializers.IntegerField(source="progress_total")
-    percent = serializers.IntegerField(source="progress_percent")
-    loss = serializers.FloatField(source="progress_loss", allow_null=True)
-    eta_seconds = serializers.IntegerField(source="progress_eta_seconds", allow_null=True)
-
-
-class RunErrorSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-
-
-class RunLoraSummarySerializer(serializers.Serializer):
-    filename = serializers.CharField()
-    bytes = serializers.IntegerField(allow_null=True)
-    sha256 = serializers.CharField()
-
-
-class RunUrlsSerializer(serializers.Serializer):
-    get = serializers.URLField()
-    cancel = serializers.URLField()
-    retry = serializers.URLField()
-    lora = serializers.URLField()
-
-
-class TrainingRunSerializer(serializers.ModelSerializer):
-    """A run as GET /runs/<id> shows it; webhook events carry the same document as `data`."""
-
-    character_id = serializers.UUIDField()
-    progress = serializers.SerializerMethodField()
-    error = serializers.SerializerMethodField()
-    lora = serializers.SerializerMethodField()
-    urls = serializers.SerializerMethodField()
-
-    class Meta:
-        model = TrainingRun
-        fields = [
-            "id",
-            "character_id",
-            "status",
-            "base_model",
-            "params",
-            "progress",
-            "error",
-            "lora",
-            "gpu_type",
-            "estimated_cost_usd",
-            "cost_usd",
-            "created_at",
-            "submitted_at",
-            "started_at",
-            "finished_at",
-            "urls",
-        ]
-
-    @extend_schema_field(RunProgressSerializer)
-    def get_progress(self, run: TrainingRun) -> dict[str, Any]:
-        return dict(RunProgressSerializer(run).data)
-
-    @extend_schema_field(RunErrorSerializer(allow_null=True))
-    def get_error(self, run: TrainingRun) -> dict[str, str] | None:
-        if not run.error_code and not run.error_message:
-            return None
-        return {"code": run.error_code, "message": run.error_message}
-
-    @extend_schema_field(RunLoraSummarySerializer(allow_null=True))
-    def get_lora(self, run: TrainingRun) -> dict[str, Any] | None:
-        if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
-            return None
-        return {
-            "filename": lora_download_name(run, run.character.trigger_word),
-            "bytes": run.lora_bytes,
-            "sha256": run.lora_sha256,
-        }
-
-    @extend_schema_field(RunUrlsSerializer)
-    def get_urls(self, run: TrainingRun) -> dict[str, str]:
-        names = {
-            "get": "api:run",
-            "cancel": "api:run-cancel",
-            "retry": "api:run-retry",
-            "lora": "api:run-lora",
-        }
-        return {key: self._absolute(reverse(name, args=[run.pk])) for key, name in names.items()}
-
-    def _absolute(self, path: str) -> str:
-        request = self.context.get("request")
-        if request is not None:
-            return str(request.build_absolute_uri(path))
-        from django.conf import settings
-
-        return settings.PUBLIC_BASE_URL + path
+# The run document (TrainingRunSerializer) is training/serializers.py's: the API, webhooks and the run page's
+# JSON share it.
 
 
 class LoraDownloadSerializer(serializers.Serializer):

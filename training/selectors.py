@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Case, F, QuerySet, Sum, Value, When
+from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -19,13 +19,23 @@ from training import pricing
 from training.models import TrainingRun
 
 
-def character_current_lora(character: Character) -> TrainingRun | None:
-    """The character's most recently completed run: its LoRA is the current one (derived, never stored)."""
-    return (
-        TrainingRun.objects.filter(character=character, status=TrainingRun.Status.COMPLETED)
-        .order_by("-finished_at", "-created_at")
-        .first()
+def current_lora_runs(character: Character | OuterRef) -> QuerySet[TrainingRun]:
+    """The character's completed runs, the current LoRA's first: the most recently completed run's LoRA is
+    the current one (derived, never stored). `character` may be an `OuterRef` to annotate many at once."""
+    return TrainingRun.objects.filter(character=character, status=TrainingRun.Status.COMPLETED).order_by(
+        "-finished_at", "-created_at"
     )
+
+
+def character_current_lora(character: Character) -> TrainingRun | None:
+    """The run whose LoRA is the character's current one, or None before any run completed."""
+    return current_lora_runs(character).first()
+
+
+def current_lora_run_id(character_ref: OuterRef) -> Subquery:
+    """`character_current_lora`'s run id as a subquery, for annotating many characters in one query
+    (`character_ref` is `OuterRef("pk")` on characters, `OuterRef("character_id")` on runs)."""
+    return Subquery(current_lora_runs(character_ref).values("pk")[:1])
 
 
 def training_run_cost_pending(run: TrainingRun) -> bool:
@@ -79,15 +89,27 @@ def training_run_cost_so_far(run: TrainingRun, *, now: datetime | None = None) -
     return (seconds * pricing.price_per_second(gpu)).quantize(pricing.CENTS)
 
 
-def user_spend_this_month(user: User, *, now: datetime | None = None) -> Decimal:
-    """GPU money spent by runs of the user's characters that finished this calendar month (UTC).
+def spend_this_month(runs: QuerySet[TrainingRun] | None = None, *, now: datetime | None = None) -> Decimal:
+    """GPU money spent by `runs` (all runs by default) that finished this calendar month (UTC), each counted
+    as `run_spend` counts it. The one definition of "spend this month": the budget, the budget panel and the
+    admin dashboard all read it.
 
     Failed and cancelled runs count too: RunPod bills the GPU time whatever the outcome.
     """
-    total = TrainingRun.objects.filter(character__owner=user, finished_at__gte=month_start(now)).aggregate(
-        total=Sum(run_spend())
-    )["total"]
+    runs = TrainingRun.objects.all() if runs is None else runs
+    total = runs.filter(finished_at__gte=month_start(now)).aggregate(total=Sum(run_spend()))["total"]
     return total or Decimal("0")
+
+
+def user_spend_this_month(user: User, *, now: datetime | None = None) -> Decimal:
+    """GPU money spent by runs of the user's characters that finished this calendar month (UTC)."""
+    return spend_this_month(TrainingRun.objects.filter(character__owner=user), now=now)
+
+
+def user_spend_this_month_annotation(*, now: datetime | None = None) -> Sum:
+    """`user_spend_this_month` as an annotation on users, for a whole page of users in one query."""
+    this_month = Q(characters__training_runs__finished_at__gte=month_start(now))
+    return Sum(run_spend("characters__training_runs__"), filter=this_month)
 
 
 def user_reserved_spend(user: User) -> Decimal:
