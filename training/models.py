@@ -72,7 +72,12 @@ class TrainingRun(models.Model):
     submitted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When RunPod's `/status` of the run's job is read next (an active run with a job, or a completed run
+    # whose cost is pending); empty otherwise.
     next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # When the sweep sends a pending run's `/run` (again): set at start, pushed past each attempt's grace
+    # period or retry; empty once the run has a job or has ended.
+    submit_due_at = models.DateTimeField(null=True, blank=True)
     # Set just before `/run` is called and cleared when its outcome is known: a set value with no job id
     # means a job may exist that we never heard of, so the run is not blindly submitted again.
     submit_attempted_at = models.DateTimeField(null=True, blank=True)
@@ -109,6 +114,7 @@ class TrainingRun(models.Model):
             models.Index(
                 fields=["next_poll_at"], name="run_cost_pending_poll_idx", condition=Q(cost_state="pending")
             ),
+            models.Index(fields=["submit_due_at"], name="run_submit_due_idx", condition=Q(status="pending")),
         ]
 
     def __str__(self) -> str:

@@ -58,6 +58,9 @@ class FakeProvider:
 @pytest.fixture
 def provider(monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
     fake = FakeProvider()
+    # The dashboard's template tag holds its own name for the seam: patched first (importing it while the
+    # seam is still real), so a first import of the tag during this test never keeps the fake afterwards.
+    monkeypatch.setattr("training.templatetags.training_dashboard.get_provider", lambda: fake)
     monkeypatch.setattr("training.providers.get_provider", lambda: fake)
     return fake
 

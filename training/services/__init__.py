@@ -52,9 +52,10 @@ from training.services.stray_jobs import (
     stray_jobs_claim_due,
 )
 from training.services.submission import (
+    SUBMIT_RETRY,
+    submit_retry_in,
     training_job_input,
     training_run_submit,
-    training_run_submit_retry_scheduled,
 )
 from training.services.transitions import (
     RunId,
@@ -87,6 +88,7 @@ __all__ = [
     "RUNPOD_RESULT_RETENTION",
     "RUNPOD_STATUS_MAP",
     "STRAY_CANCEL_RETRY",
+    "SUBMIT_RETRY",
     "TRAINING_POLL",
     "TRAINING_POLL_WITH_CALLBACKS",
     "Completion",
@@ -103,6 +105,7 @@ __all__ = [
     "runpod_job_cancel",
     "stray_job_record",
     "stray_jobs_claim_due",
+    "submit_retry_in",
     "training_events_announce_overdue",
     "training_job_input",
     "training_params_validate",
@@ -116,7 +119,6 @@ __all__ = [
     "training_run_retry",
     "training_run_start",
     "training_run_submit",
-    "training_run_submit_retry_scheduled",
     "training_run_worker_finished",
     "training_run_worker_progress",
     "training_run_worker_started",

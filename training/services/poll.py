@@ -10,6 +10,8 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from training import providers
@@ -18,7 +20,7 @@ from training.runpod import RunPodError, RunPodJobNotFound
 from training.selectors import training_run_cost_pending, training_runs_to_poll
 from training.services.ending import training_run_fail
 from training.services.recovery import JOB_LOST, job_result_unusable
-from training.services.schedule import RUNPOD_RESULT_RETENTION, next_poll, past_deadline
+from training.services.schedule import RUNPOD_RESULT_RETENTION, next_poll, past_deadline, pending_recheck
 from training.services.status import training_run_apply_status
 from training.services.transitions import RunId, Source
 
@@ -74,20 +76,23 @@ def _cost_give_up(run_id: RunId, reason: str) -> None:
 def training_runs_claim_due(
     *, now: datetime | None = None, batch_size: int | None = None
 ) -> list[tuple[uuid.UUID, str]]:
-    """Takes a bounded batch of due runs — active ones, and completed ones whose cost is pending — and
-    pushes their next poll back; a cost RunPod no longer keeps is given up (settled, empty).
+    """Takes a bounded batch of due runs — pending ones to send to RunPod (`submit_due_at`), active ones and
+    completed ones whose cost is pending to poll (`next_poll_at`) — and pushes each due time back; a cost
+    RunPod no longer keeps is given up (settled, empty).
 
     Rows are locked with SKIP LOCKED, so two sweeps running at once never take the same run, and the
     work is two queries whatever the number of runs.
     """
     now = timezone.now() if now is None else now
     limit = batch_size or settings.TRAINING_SWEEP_BATCH_SIZE
+    to_submit = Q(status=TrainingRun.Status.PENDING, submit_due_at__lte=now)
+    to_poll = Q(next_poll_at__lte=now) & ~Q(status=TrainingRun.Status.PENDING)
     with transaction.atomic():
         runs = list(
             training_runs_to_poll()
             .select_for_update(skip_locked=True)
-            .filter(next_poll_at__lte=now)
-            .order_by("next_poll_at")
+            .filter(to_submit | to_poll)
+            .order_by(Coalesce("submit_due_at", "next_poll_at"))
             .only(
                 "id",
                 "status",
@@ -95,6 +100,7 @@ def training_runs_claim_due(
                 "polls_since_change",
                 "worker_seen_at",
                 "next_poll_at",
+                "submit_due_at",
                 "finished_at",
                 "progress_step",
                 "progress_total",
@@ -103,15 +109,20 @@ def training_runs_claim_due(
         )
         given_up = []
         for run in runs:
+            if run.status == TrainingRun.Status.PENDING:
+                run.submit_due_at = now + pending_recheck()
+                continue
             run.next_poll_at = next_poll(run, now)
             run.polls_since_change += 1
             if run.next_poll_at is None:
                 run.cost_state = CostState.SETTLED
                 given_up.append(run)
-        TrainingRun.objects.bulk_update(runs, ["next_poll_at", "polls_since_change", "cost_state"])
+        TrainingRun.objects.bulk_update(
+            runs, ["next_poll_at", "submit_due_at", "polls_since_change", "cost_state"]
+        )
     for run in given_up:
         logger.warning(
             "run %s: completed, but its cost stays empty: RunPod's final status was not read within "
             "the %s it keeps a result", run.pk, RUNPOD_RESULT_RETENTION,
         )  # fmt: skip
-    return [(run.pk, run.status) for run in runs if run.next_poll_at is not None]
+    return [(run.pk, run.status) for run in runs if run not in given_up]

@@ -46,3 +46,4 @@ def job_claim(run: TrainingRun, job_id: str) -> None:
         run.runpod_job_id = job_id
         run.submitted_at = run.submitted_at or timezone.now()
         run.submit_attempted_at = None
+        run.submit_due_at = None

@@ -1,6 +1,6 @@
 """When the sweep looks at a run again: `next_poll_at` is when RunPod's `/status` of the run's job is read
 next (see docs/TRAINING.md, "Polling"), growing while nothing changes. The pending run's `/run` schedule
-is `submission_schedule`'s."""
+is `submission`'s (`submit_due_at`)."""
 
 from __future__ import annotations
 
@@ -43,8 +43,6 @@ def next_poll(run: TrainingRun, now: datetime) -> datetime | None:
 
 
 def poll_delay(run: TrainingRun, now: datetime) -> timedelta:
-    if run.status == Status.PENDING:
-        return pending_recheck()
     if finishing(run, now):
         return finishing_poll()  # the result is seconds away, not minutes
     first, cap = _BACKOFF[run.status]

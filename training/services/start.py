@@ -180,7 +180,7 @@ def _run_create(
                     manifest=manifest,
                     estimated_cost_usd=estimate,
                     # If the enqueue below is lost, the sweep submits the run at this time.
-                    next_poll_at=timezone.now() + pending_recheck(),
+                    submit_due_at=timezone.now() + pending_recheck(),
                 )
         except IntegrityError as exc:
             # The partial unique index is the last word when two starts race past the check above.

@@ -143,6 +143,14 @@ def training_run_note_webhook(*, run: TrainingRun, job_id: str) -> bool:
         elif job_id and job_id != run.runpod_job_id:
             return False
         run.next_poll_at = timezone.now()
-        run.save(update_fields=["runpod_job_id", "submitted_at", "submit_attempted_at", "next_poll_at"])
+        run.save(
+            update_fields=[
+                "runpod_job_id",
+                "submitted_at",
+                "submit_attempted_at",
+                "submit_due_at",
+                "next_poll_at",
+            ]
+        )
         queue.enqueue_on_commit(queue.POLL, run.pk)
     return True

@@ -1,10 +1,23 @@
 """Submitting a pending run to RunPod: at most one `/run` per attempt, the attempt written down first, and
-the job id recorded (pending -> queued). When to try `/run` again is decided in `training_run_submit` and
-`_submit_gave_up` with the schedule in docs/TRAINING.md ("Submission")."""
+the job id recorded (pending -> queued).
+
+Whether and when `/run` is called again is decided here, and only here (docs/TRAINING.md, "The `/run`
+schedule"); `submit_due_at` is when the sweep sends the run next:
+
+- RunPod certainly made no job (no connection, or 429 on every one of the client's own tries): the
+  submission task tries again after `submit_retry_in(retries)` — 5 s doubling to 5 min, jittered — at most
+  TRAINING_SUBMIT_MAX_ATTEMPTS - 1 times; the run is due for the sweep one recheck after that retry (or
+  after this call, once the task's retries are spent). None of these calls counts as an attempt.
+- The outcome is unknown (a timeout or 5xx after the request left): the attempt stands, and the run is due
+  again only after TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS, since the job may exist and claim the run.
+- Refused for good: the run fails. After TRAINING_SUBMIT_MAX_ATTEMPTS attempts, or
+  TRAINING_SUBMIT_GIVE_UP_SECONDS since the start, it fails instead of being sent again.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,12 +42,30 @@ from training.tokens import run_token
 logger = logging.getLogger("training.services")
 
 
-def training_run_submit(*, run: TrainingRun, provider: TrainingProvider | None = None) -> TrainingRun:
+# The submission task's retries while RunPod cannot be reached: the first delay and the cap.
+SUBMIT_RETRY = (5.0, 300.0)
+
+
+def submit_retry_in(retries: int) -> float | None:
+    """Seconds until the submission task's next try after `retries` retries found RunPod unreachable, or None
+    once its retries are spent (the sweep then sends the run at its recheck). Jittered so that runs failing
+    together (a RunPod outage) do not come back together."""
+    if retries >= settings.TRAINING_SUBMIT_MAX_ATTEMPTS - 1:
+        return None
+    first, cap = SUBMIT_RETRY
+    return min(cap, first * 2**retries) * random.uniform(0.5, 1.5)
+
+
+def training_run_submit(
+    *, run: TrainingRun, provider: TrainingProvider | None = None, retry_in: float | None = None
+) -> TrainingRun:
     """Sends a pending run to RunPod at most once per attempt and records its job id (pending -> queued).
 
     The attempt is written down before `/run` is called. If the call's outcome is unknown (a timeout
     or 5xx after the request left), the mark stays: the job, if it exists, claims the run when its
     worker starts; only after TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS does the sweep submit again.
+    `retry_in` is when the caller tries again should RunPod be unreachable (`submit_retry_in`; None: it
+    will not), so the sweep's recheck comes only after it: the two never send one run together.
     """
     marked = _submit_attempt_mark(run.pk)
     if marked is None:
@@ -61,7 +92,7 @@ def training_run_submit(*, run: TrainingRun, provider: TrainingProvider | None =
         ).update(
             submit_attempted_at=None,
             attempts=F("attempts") - 1,
-            next_poll_at=timezone.now() + pending_recheck(),
+            submit_due_at=timezone.now() + timedelta(seconds=retry_in or 0) + pending_recheck(),
         )
         raise
     except (RunPodError, ContractError):
@@ -69,14 +100,6 @@ def training_run_submit(*, run: TrainingRun, provider: TrainingProvider | None =
         TrainingRun.objects.filter(pk=run.pk, runpod_job_id="").update(submit_attempted_at=None)
         raise
     return _submission_record(run.pk, job, provider)
-
-
-def training_run_submit_retry_scheduled(*, run_id: RunId, countdown: float) -> None:
-    """Records that the submission task retries a pending run in `countdown` seconds, so the sweep's recheck
-    comes only after that retry: the two never send one run together, and an outage's calls stay bounded."""
-    TrainingRun.objects.filter(pk=run_id, status=Status.PENDING, runpod_job_id="").update(
-        next_poll_at=timezone.now() + timedelta(seconds=countdown) + pending_recheck()
-    )
 
 
 def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
@@ -96,8 +119,8 @@ def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
         run.attempts += 1
         run.submit_attempted_at = now
         # Should this process die during the call, the sweep comes back after the grace period.
-        run.next_poll_at = now + grace
-        run.save(update_fields=["attempts", "submit_attempted_at", "next_poll_at", "updated_at"])
+        run.submit_due_at = now + grace
+        run.save(update_fields=["attempts", "submit_attempted_at", "submit_due_at", "updated_at"])
     return run
 
 

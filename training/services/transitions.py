@@ -57,6 +57,7 @@ def run_transition(run: TrainingRun, to_status: str, *, source: str, detail: dic
     now = timezone.now()
     run.status = to_status
     run.polls_since_change = 0
+    run.submit_due_at = None  # only a pending run is sent to RunPod
     if to_status == Status.TRAINING and run.started_at is None:
         run.started_at = now
     if to_status in TrainingRun.FINAL_STATUSES:
