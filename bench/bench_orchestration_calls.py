@@ -338,7 +338,7 @@ def run_scenario(
 
 
 def schedule_polls(seconds: float) -> int:
-    """Polls of a run nobody hears from, by the schedule in training/services.py (no simulation)."""
+    """Polls of a run nobody hears from, by the schedule in training/services/schedule.py (no simulation)."""
     from training.services import QUEUED_POLL, TRAINING_POLL
 
     polls, clock, n = 0, 0.0, 0
@@ -415,7 +415,8 @@ def report(outcomes: list[Outcome], wall: float) -> None:
         polls = schedule_polls(minutes * 60.0)
         print(
             f"schedule arithmetic, {minutes} min, nobody heard from: /run + {polls} polls "
-            f"(QUEUED_POLL, TRAINING_POLL in training/services.py; ignores the {grid:g} s sweep grid)"
+            f"(QUEUED_POLL, TRAINING_POLL in training/services/schedule.py; "
+            f"ignores the {grid:g} s sweep grid)"
         )
     hour = [o for o in outcomes if o.minutes == 60]
     if hour:

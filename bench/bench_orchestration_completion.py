@@ -228,17 +228,18 @@ def measure_sdk(index: int, steps: int, runpod: LocalRunPod) -> Measured:
     from training import services
     from training.models import TrainingRun
     from training.runpod import RunPodJob
+    from training.services import queue
 
     character = make_character(index)
     params = {"steps": steps, "rank": 4, "save_every": steps}
-    real_enqueue = services._enqueue
-    services._enqueue = lambda *args: None  # this run is driven by the SDK, not by our Celery tasks
+    real_enqueue = queue.enqueue_on_commit
+    queue.enqueue_on_commit = lambda *args: None  # this run is driven by the SDK, not by our Celery tasks
     try:
         run = services.training_run_start(
             character=character, requested_by=character.owner, params=params, source="user"
         )
     finally:
-        services._enqueue = real_enqueue
+        queue.enqueue_on_commit = real_enqueue
     # Keep the sweep off it, and the worker's callbacks too: only the SDK learns of the end.
     TrainingRun.objects.filter(pk=run.pk).update(next_poll_at=None)
     job_input = {**services.training_job_input(run), "callback": None}

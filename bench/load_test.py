@@ -103,7 +103,6 @@ def seed(users: int, characters: int, images: int) -> list[dict[str, object]]:
     from developer.services import api_token_create
     from studio.models import User
     from training.models import TrainingRun
-    from training.tokens import run_token, token_hash
 
     plan = []
     for u in range(users):
@@ -132,7 +131,6 @@ def seed(users: int, characters: int, images: int) -> list[dict[str, object]]:
                     runpod_job_id=f"load-job-{u}-{c}",
                     progress_total=1000,
                 )
-                TrainingRun.objects.filter(pk=run.pk).update(token_hash=token_hash(run_token(run.pk)))
                 runs.append(str(run.pk))
         plan.append({"token": raw, "runs": runs})
     return plan

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import OuterRef, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import URLPattern, path, reverse
@@ -28,7 +28,7 @@ from studio.models import User
 from training.admin_dashboard import training_dashboard_panel
 from training.models import DeletedRunSpend, StrayJob, TrainingEvent, TrainingRun
 from training.runpod import RunPodError
-from training.selectors import month_start, run_spend
+from training.selectors import current_lora_run_id, user_spend_this_month_annotation
 from training.services import training_run_cancel, training_run_poll, training_run_retry, training_run_start
 
 Source = TrainingEvent.Source
@@ -358,9 +358,7 @@ def current_lora(character: Character) -> SafeString | str:
 
 def _with_current_lora(queryset: QuerySet[Character]) -> QuerySet[Character]:
     # The current LoRA is derived (the latest completed run): one subquery, not a query per row.
-    latest = TrainingRun.objects.filter(character=OuterRef("pk"), status=TrainingRun.Status.COMPLETED)
-    latest = latest.order_by("-finished_at", "-created_at")
-    return queryset.annotate(current_lora_run=Subquery(latest.values("pk")[:1]))
+    return queryset.annotate(current_lora_run=current_lora_run_id(OuterRef("pk")))
 
 
 @admin.action(description="Start training the selected characters (balanced preset)")
@@ -393,10 +391,7 @@ def spend_this_month(user: User) -> str:
 
 
 def _with_spend_this_month(queryset: QuerySet[User]) -> QuerySet[User]:
-    # The same sum as user_spend_this_month, as one annotation for the whole page.
-    this_month = Q(characters__training_runs__finished_at__gte=month_start())
-    spend = Sum(run_spend("characters__training_runs__"), filter=this_month)
-    return queryset.annotate(spend_this_month_usd=spend)
+    return queryset.annotate(spend_this_month_usd=user_spend_this_month_annotation())
 
 
 UserAdmin.extension_register(AdminExtension(list_display=[spend_this_month], annotate=_with_spend_this_month))

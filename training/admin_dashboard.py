@@ -9,15 +9,14 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Sum
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
+from training import providers
 from training.models import TrainingRun
-from training.providers import get_provider
 from training.runpod import RunPodError
-from training.selectors import month_start
+from training.selectors import spend_this_month
 
 HEALTH_CACHE_SECONDS = 30  # the admin index must not call RunPod on every page view
 
@@ -28,9 +27,7 @@ def training_dashboard_panel() -> SafeString:
 
 def training_dashboard() -> dict[str, Any]:
     day_ago = timezone.now() - timedelta(hours=24)
-    spend = TrainingRun.objects.filter(finished_at__gte=month_start(), cost_usd__isnull=False).aggregate(
-        total=Sum("cost_usd")
-    )["total"]
+    spend = spend_this_month()
     return {
         "active_runs": TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES)
         .select_related("character")
@@ -50,7 +47,7 @@ def endpoint_health() -> dict[str, Any]:
     if cached is not None:
         return dict(cached)
     try:
-        health = get_provider().health()
+        health = providers.get_provider().health()
     except RunPodError as error:
         result: dict[str, Any] = {"ok": False, "error": error.message}
     else:

@@ -48,6 +48,10 @@ BUDGET_EXCEEDED_STATUS = status.HTTP_402_PAYMENT_REQUIRED
 # --- Representation -----------------------------------------------------------------------
 
 
+# The run document (TrainingRunSerializer) is training/serializers.py's: the API, webhooks and the run page's
+# JSON share it.
+
+
 class LoraDownloadSerializer(serializers.Serializer):
     url = serializers.URLField(
         help_text="Download link; valid until `expires_at`. Ask again for a fresh one."

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Q
 from django.template import Context
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -18,7 +18,7 @@ from django.utils.safestring import SafeString
 from characters.models import Character
 from training.artifacts import lora_download_name
 from training.models import TrainingRun
-from training.selectors import character_current_lora, training_run_list_for
+from training.selectors import character_current_lora, current_lora_run_id, training_run_list_for
 
 HISTORY_LENGTH = 10
 
@@ -35,13 +35,8 @@ def training_by_character(character_ids: list[Any]) -> dict[Any, CharacterTraini
     """Each character's active run and current LoRA (as `character_current_lora` picks it), in one query."""
     if not character_ids:
         return {}
-    latest_completed = (
-        TrainingRun.objects.filter(character_id=OuterRef("character_id"), status=TrainingRun.Status.COMPLETED)
-        .order_by("-finished_at", "-created_at")
-        .values("pk")[:1]
-    )
     runs = TrainingRun.objects.filter(character_id__in=character_ids).filter(
-        Q(status__in=TrainingRun.ACTIVE_STATUSES) | Q(pk=Subquery(latest_completed))
+        Q(status__in=TrainingRun.ACTIVE_STATUSES) | Q(pk=current_lora_run_id(OuterRef("character_id")))
     )
     found: dict[Any, dict[str, TrainingRun]] = {}
     for run in runs:

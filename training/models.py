@@ -20,6 +20,15 @@ class TrainingRun(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class CostState(models.TextChoices):
+        # The cost is still owed: the run is active, or it completed before RunPod reported its job ended
+        # (the worker's "finished" callback), and RunPod's final status, which has the execution time, is
+        # still to be read.
+        PENDING = "pending", "Pending"
+        # Nothing more will be learned: `cost_usd` is RunPod's cost, or stays empty when RunPod never gave
+        # the execution time (the budget counts the estimate of a run that reached a GPU).
+        SETTLED = "settled", "Settled"
+
     ACTIVE_STATUSES = (Status.PENDING, Status.QUEUED, Status.TRAINING)
     FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
@@ -61,17 +70,19 @@ class TrainingRun(models.Model):
     execution_ms = models.PositiveBigIntegerField(null=True, blank=True)
     estimated_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
-
-    token_hash = models.CharField(
-        max_length=64, blank=True, default="", help_text="SHA-256 of the run's webhook and callback token."
-    )
+    cost_state = models.CharField(max_length=8, choices=CostState.choices, default=CostState.PENDING)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When RunPod's `/status` of the run's job is read next (an active run with a job, or a completed run
+    # whose cost is pending); empty otherwise.
     next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # When the sweep sends a pending run's `/run` (again): set at start, pushed past each attempt's grace
+    # period or retry; empty once the run has a job or has ended.
+    submit_due_at = models.DateTimeField(null=True, blank=True)
     # Set just before `/run` is called and cleared when its outcome is known: a set value with no job id
     # means a job may exist that we never heard of, so the run is not blindly submitted again.
     submit_attempted_at = models.DateTimeField(null=True, blank=True)
@@ -104,7 +115,11 @@ class TrainingRun(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["status", "next_poll_at"], name="run_status_next_poll_idx"),
+            # The sweep's search for due runs reads runs whose cost is pending only (active ones included).
+            models.Index(
+                fields=["next_poll_at"], name="run_cost_pending_poll_idx", condition=Q(cost_state="pending")
+            ),
+            models.Index(fields=["submit_due_at"], name="run_submit_due_idx", condition=Q(status="pending")),
         ]
 
     def __str__(self) -> str:

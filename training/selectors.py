@@ -8,7 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Case, F, QuerySet, Sum, Value, When
+from django.db.models import Case, DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -18,14 +19,38 @@ from studio.models import User
 from training import pricing
 from training.models import DeletedRunSpend, TrainingRun
 
+ZERO = Decimal("0")
+MONEY = DecimalField(max_digits=12, decimal_places=4)
+
+
+def current_lora_runs(character: Character | OuterRef) -> QuerySet[TrainingRun]:
+    """The character's completed runs, the current LoRA's first: the most recently completed run's LoRA is
+    the current one (derived, never stored). `character` may be an `OuterRef` to annotate many at once."""
+    return TrainingRun.objects.filter(character=character, status=TrainingRun.Status.COMPLETED).order_by(
+        "-finished_at", "-created_at"
+    )
+
 
 def character_current_lora(character: Character) -> TrainingRun | None:
-    """The character's most recently completed run: its LoRA is the current one (derived, never stored)."""
-    return (
-        TrainingRun.objects.filter(character=character, status=TrainingRun.Status.COMPLETED)
-        .order_by("-finished_at", "-created_at")
-        .first()
-    )
+    """The run whose LoRA is the character's current one, or None before any run completed."""
+    return current_lora_runs(character).first()
+
+
+def current_lora_run_id(character_ref: OuterRef) -> Subquery:
+    """`character_current_lora`'s run id as a subquery, for annotating many characters in one query
+    (`character_ref` is `OuterRef("pk")` on characters, `OuterRef("character_id")` on runs)."""
+    return Subquery(current_lora_runs(character_ref).values("pk")[:1])
+
+
+def training_run_cost_pending(run: TrainingRun) -> bool:
+    """The run has ended and its cost is still to be read from RunPod's final status of its job."""
+    return run.is_final and run.cost_state == TrainingRun.CostState.PENDING
+
+
+def training_runs_to_poll() -> QuerySet[TrainingRun]:
+    """Runs whose job RunPod's `/status` still has something to tell: active runs, and ended runs whose
+    cost is pending (an active run's cost is pending too, until it ends)."""
+    return TrainingRun.objects.filter(cost_state=TrainingRun.CostState.PENDING)
 
 
 def month_start(now: datetime | None = None) -> datetime:
@@ -68,20 +93,40 @@ def training_run_cost_so_far(run: TrainingRun, *, now: datetime | None = None) -
     return (seconds * pricing.price_per_second(gpu)).quantize(pricing.CENTS)
 
 
-def user_spend_this_month(user: User, *, now: datetime | None = None) -> Decimal:
-    """GPU money spent by runs of the user's characters that finished this calendar month (UTC), deleted
-    ones included (a delete never gives money back).
+def spend_this_month(*, owner: User | None = None, now: datetime | None = None) -> Decimal:
+    """GPU money spent this calendar month (UTC) by `owner`'s runs (everyone's by default), each counted as
+    `run_spend` counts it, and by runs deleted since (`DeletedRunSpend`: a delete never gives money back).
+    The one definition of "spend this month": the budget, the budget panel and the admin dashboard all
+    read it.
 
     Failed and cancelled runs count too: RunPod bills the GPU time whatever the outcome.
     """
     start = month_start(now)
-    runs = TrainingRun.objects.filter(character__owner=user, finished_at__gte=start).aggregate(
-        total=Sum(run_spend())
-    )["total"]
-    deleted = DeletedRunSpend.objects.filter(owner=user, finished_at__gte=start).aggregate(
-        total=Sum("amount_usd")
-    )["total"]
-    return (runs or Decimal("0")) + (deleted or Decimal("0"))
+    runs = TrainingRun.objects.filter(finished_at__gte=start)
+    deleted = DeletedRunSpend.objects.filter(finished_at__gte=start)
+    if owner is not None:
+        runs, deleted = runs.filter(character__owner=owner), deleted.filter(owner=owner)
+    live = runs.aggregate(total=Sum(run_spend()))["total"] or Decimal("0")
+    return live + (deleted.aggregate(total=Sum("amount_usd"))["total"] or Decimal("0"))
+
+
+def user_spend_this_month(user: User, *, now: datetime | None = None) -> Decimal:
+    """GPU money spent by runs of the user's characters this calendar month (UTC), deleted ones included."""
+    return spend_this_month(owner=user, now=now)
+
+
+def user_spend_this_month_annotation(*, now: datetime | None = None) -> CombinedExpression:
+    """`user_spend_this_month` as an annotation on users, for a whole page of users in one query."""
+    start = month_start(now)
+    this_month = Q(characters__training_runs__finished_at__gte=start)
+    live = Coalesce(Sum(run_spend("characters__training_runs__"), filter=this_month), Value(ZERO))
+    deleted = (
+        DeletedRunSpend.objects.filter(owner=OuterRef("pk"), finished_at__gte=start)
+        .values("owner")
+        .annotate(total=Sum("amount_usd"))
+        .values("total")
+    )
+    return live + Coalesce(Subquery(deleted, output_field=MONEY), Value(ZERO))
 
 
 def user_reserved_spend(user: User) -> Decimal:

@@ -1,9 +1,11 @@
-"""A run as JSON: the one document `GET /api/v1/runs/<id>` answers and webhook events carry as `data`."""
+"""The one representation of a training run: `TrainingRunSerializer` is the API's run document and the
+`data` of webhook events, and `run_page_document` is the run page's JSON built from it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -103,6 +105,34 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         if request is not None:
             return str(request.build_absolute_uri(path))
-        from django.conf import settings
-
         return settings.PUBLIC_BASE_URL + path
+
+
+def run_page_document(run: TrainingRun) -> dict[str, Any]:
+    """What the run page's script needs to redraw itself — status, progress, timeline, error, LoRA — as the
+    run document has them, flattened for the page, with its events and the page's own LoRA link."""
+    document = TrainingRunSerializer(run, context={}).data
+    progress, lora = document["progress"], document["lora"]
+    return {
+        "id": str(document["id"]),
+        "status": document["status"],
+        "status_display": run.get_status_display(),
+        "is_final": run.is_final,
+        "step": progress["step"],
+        "total_steps": progress["total"] or int(run.params.get("steps") or 0),
+        "percent": progress["percent"],
+        "eta_seconds": progress["eta_seconds"],
+        "loss": progress["loss"],
+        "error": document["error"] if run.error_message else None,
+        "events": [
+            {
+                "at": event.created_at.isoformat(),
+                "from": event.from_status,
+                "to": event.to_status,
+                "to_display": event.get_to_status_display(),
+                "source": event.get_source_display(),
+            }
+            for event in run.events.all()
+        ],
+        "lora": {**lora, "url": reverse("training:run-lora", args=[run.pk])} if lora else None,
+    }

@@ -13,6 +13,7 @@ from training import services
 from training.artifacts import StorageUnavailable
 from training.models import TrainingEvent, TrainingRun
 from training.runpod import RunPodError, RunPodSubmitUncertain, RunPodUnavailable
+from training.selectors import training_runs_to_poll
 
 logger = logging.getLogger(__name__)
 
@@ -23,19 +24,19 @@ def submit_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-d
     run = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.PENDING).first()
     if run is None or run.runpod_job_id:
         return
+    # When to try /run again is training.services.submission's decision, made once here for this try.
+    retry_in = services.submit_retry_in(self.request.retries)
     try:
-        services.training_run_submit(run=run)
+        services.training_run_submit(run=run, retry_in=retry_in)
     except RunPodSubmitUncertain:
         return  # a job may exist: its worker claims the run, or the sweep resubmits after the grace period
     except RunPodUnavailable as exc:
-        if self.request.retries >= self.max_retries:
+        if retry_in is None:
             # No job was made; the run stays pending and the sweep sends it at its next recheck, until
             # RunPod answers or TRAINING_SUBMIT_GIVE_UP_SECONDS have passed.
             logger.warning("run %s: RunPod unreachable at submission (%s); the sweep will retry", run_id, exc)
             return
-        countdown = _backoff(self.request.retries)
-        services.training_run_submit_retry_scheduled(run_id=run.pk, countdown=countdown)
-        raise self.retry(exc=exc, countdown=countdown) from exc
+        raise self.retry(exc=exc, countdown=retry_in) from exc
     except (RunPodError, ContractError) as exc:
         services.training_run_fail(
             run_id=run.pk, code="submit_rejected", message=_rejected(str(exc)), source="system"
@@ -46,11 +47,7 @@ def submit_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-d
 def poll_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def]
     """Reads the run's job status from RunPod and applies it (also the completion work: verify, cost)."""
     # Active runs, and runs completed by the worker's "finished" callback whose cost RunPod has yet to give.
-    active = TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE_STATUSES)
-    cost_pending = TrainingRun.objects.filter(
-        pk=run_id, status=TrainingRun.Status.COMPLETED, execution_ms__isnull=True
-    )
-    if not (active.exists() or cost_pending.exists()):
+    if not training_runs_to_poll().filter(pk=run_id).exists():
         return
     try:
         services.training_run_poll(run_id=run_id, source=TrainingEvent.Source.POLL)

@@ -5,7 +5,6 @@ user's run or character answers 404); writes go through `training.services`."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -14,7 +13,6 @@ from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from characters.models import Character
@@ -35,6 +33,7 @@ from training.selectors import (
     training_run_get_for,
     training_run_list_for,
 )
+from training.serializers import run_page_document
 
 RUNS_PER_PAGE = 25
 USER = TrainingEvent.Source.USER
@@ -156,46 +155,9 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
 def training_run_progress(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
     """What the run page's script needs to redraw itself: status, progress, timeline, error, LoRA."""
     run = _run_for(request, run_id)
-    response = JsonResponse(run_progress_as_json(run))
+    response = JsonResponse(run_page_document(run))
     response["Cache-Control"] = "no-store"
     return response
-
-
-def run_progress_as_json(run: TrainingRun) -> dict[str, Any]:
-    return {
-        "id": str(run.pk),
-        "status": run.status,
-        "status_display": run.get_status_display(),
-        "is_final": run.is_final,
-        "step": run.progress_step,
-        "total_steps": run.progress_total or int(run.params.get("steps") or 0),
-        "percent": run.progress_percent,
-        "eta_seconds": run.progress_eta_seconds,
-        "loss": run.progress_loss,
-        "error": {"code": run.error_code, "message": run.error_message} if run.error_message else None,
-        "events": [
-            {
-                "at": event.created_at.isoformat(),
-                "from": event.from_status,
-                "to": event.to_status,
-                "to_display": event.get_to_status_display(),
-                "source": event.get_source_display(),
-            }
-            for event in run.events.all()
-        ],
-        "lora": _lora_as_json(run),
-    }
-
-
-def _lora_as_json(run: TrainingRun) -> dict[str, Any] | None:
-    if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
-        return None
-    return {
-        "filename": _lora_filename(run),
-        "bytes": run.lora_bytes,
-        "sha256": run.lora_sha256,
-        "url": reverse("training:run-lora", args=[run.pk]),
-    }
 
 
 @login_required

@@ -29,7 +29,7 @@ from runpod_worker.contract import (
 )
 from training import services
 from training.models import TrainingRun
-from training.tokens import token_matches
+from training.tokens import run_token_matches
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def _bad_request(message: str) -> JsonResponse:
 
 def _authenticated_run(run_id: uuid.UUID, token: str) -> TrainingRun | None:
     run = TrainingRun.objects.filter(pk=run_id).first()
-    # Hash and compare even for an unknown run, so timing does not tell the two cases apart.
-    matches = token_matches(token, run.token_hash if run else "0" * 64)
+    # Derive and compare even for an unknown run, so timing does not tell the two cases apart.
+    matches = run_token_matches(run_id, token)
     return run if run is not None and matches else None
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from training import services
+from training.services import completion
 
 MOMENT = os.environ.get("STUDIO_FAULT_KILL_IN", "")
 MARKER = Path(os.environ.get("STUDIO_FAULT_MARKER", "/nonexistent/marker"))
@@ -45,13 +46,13 @@ if MOMENT == "sweep":
     services.training_runs_claim_due = _claim_due_then_die
 
 elif MOMENT == "poll":
-    _digest = services.stored_file_digest
+    _digest = completion.stored_file_digest
 
     def _die_while_verifying(*args: Any, **kwargs: Any) -> Any:
         _die()
         return _digest(*args, **kwargs)
 
-    services.stored_file_digest = _die_while_verifying  # type: ignore[assignment]
+    completion.stored_file_digest = _die_while_verifying  # type: ignore[assignment]
 
 elif MOMENT == "deliver":
     from developer import webhooks

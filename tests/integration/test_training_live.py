@@ -25,7 +25,7 @@ from training.selectors import character_current_lora
 from training.services import TRAINING_POLL, training_run_cancel, training_run_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-# The first step of a training run's poll backoff (training.services.TRAINING_POLL).
+# The first step of a training run's poll backoff (training.services.schedule.TRAINING_POLL).
 BACKOFF_POLL_S = TRAINING_POLL[0].total_seconds()
 
 

@@ -58,7 +58,8 @@ class FakeProvider:
 @pytest.fixture
 def provider(monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
     fake = FakeProvider()
-    monkeypatch.setattr("training.services.get_provider", lambda: fake)
+    # The one seam: every caller asks `training.providers.get_provider()` at call time.
+    monkeypatch.setattr("training.providers.get_provider", lambda: fake)
     return fake
 
 

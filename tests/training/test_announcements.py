@@ -21,13 +21,13 @@ from developer.models import WebhookDelivery
 from developer.services import webhook_endpoint_create
 from tests.characters.factories import CharacterFactory
 from tests.training.conftest import make_run
-from training import services
 from training.models import TrainingEvent, TrainingRun
 from training.services import (
     ANNOUNCE_MAX_ATTEMPTS,
     ANNOUNCE_RETRY,
     training_events_announce_overdue,
     training_run_fail,
+    transitions,
 )
 from training.signals import training_run_status_changed
 from training.tasks import sweep_training_runs
@@ -220,7 +220,7 @@ def test_an_error_while_announcing_does_not_fail_the_change_that_committed(
     def database_gone(event: TrainingEvent) -> bool:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(services, "_announce", database_gone)
+    monkeypatch.setattr(transitions, "announce", database_gone)
 
     with caplog.at_level(logging.ERROR), django_capture_on_commit_callbacks(execute=True):
         fail(queued)  # raises nothing: the change stands

@@ -18,11 +18,11 @@ from django.urls import reverse
 
 from runpod_worker.contract import JobOutput
 from tests.training.conftest import HOLDER, assert_keeps_its_own_lora, held_run, store_lora
-from training import artifacts, services
+from training import artifacts
 from training.artifacts import StorageUnavailable, lora_upload_name
 from training.models import TrainingRun
 from training.runpod import RunPodJob
-from training.services import training_run_apply_status, training_run_worker_finished
+from training.services import completion, training_run_apply_status, training_run_worker_finished
 
 pytestmark = pytest.mark.django_db
 
@@ -112,7 +112,7 @@ def test_two_reports_completing_the_run_together_leave_one_copy(
     run: TrainingRun, loser: Any, winner: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     output = store_lora(run, TRAINED)
-    digest = services.stored_file_digest
+    digest = completion.stored_file_digest
     raced: list[bool] = []
 
     def verified_while_the_other_report_completes(name: str) -> Any:
@@ -122,7 +122,7 @@ def test_two_reports_completing_the_run_together_leave_one_copy(
             winner(run, output)  # completes the run between this copy's check and its transaction
         return stored
 
-    monkeypatch.setattr(services, "stored_file_digest", verified_while_the_other_report_completes)
+    monkeypatch.setattr(completion, "stored_file_digest", verified_while_the_other_report_completes)
 
     loser(run, output)
 
@@ -136,7 +136,7 @@ def test_a_finished_callback_whose_copy_vanished_because_the_run_completed_is_to
     run: TrainingRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     output = store_lora(run, TRAINED)
-    keep = services.lora_keep
+    keep = completion.lora_keep
     copies: list[TrainingRun] = []
 
     def upload_gone_mid_copy(locked: TrainingRun) -> str | None:
@@ -146,7 +146,7 @@ def test_a_finished_callback_whose_copy_vanished_because_the_run_completed_is_to
         runpod_completed(run, output)  # completes the run and removes the upload being copied
         raise StorageUnavailable("Storage could not copy the LoRA (ClientError).")
 
-    monkeypatch.setattr(services, "lora_keep", upload_gone_mid_copy)
+    monkeypatch.setattr(completion, "lora_keep", upload_gone_mid_copy)
 
     answer = training_run_worker_finished(
         run=run, job_id="job-1", delivery_id=HOLDER, output=JobOutput.from_dict(output)
@@ -165,7 +165,7 @@ def test_storage_failing_while_checking_the_copy_leaves_no_copy_and_the_run_as_i
     def storage_gone(name: str) -> None:
         raise StorageUnavailable("Storage could not be read (EndpointConnectionError).")
 
-    monkeypatch.setattr(services, "stored_file_digest", storage_gone)
+    monkeypatch.setattr(completion, "stored_file_digest", storage_gone)
 
     with pytest.raises(StorageUnavailable):
         runpod_completed(run, output)  # the poll task retries it
@@ -203,7 +203,7 @@ def killed_while_verifying(monkeypatch: pytest.MonkeyPatch, run: TrainingRun, ou
         raise Killed
 
     with monkeypatch.context() as patch:
-        patch.setattr(services, "stored_file_digest", dies)
+        patch.setattr(completion, "stored_file_digest", dies)
         with pytest.raises(Killed):
             runpod_completed(run, output)
 

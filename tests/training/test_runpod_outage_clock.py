@@ -105,7 +105,7 @@ class Production:
         self.ran: list[tuple[datetime, str, int]] = []  # (when, task, retries)
         for task in (tasks.submit_training_run, tasks.poll_training_run, tasks.cancel_runpod_job):
             monkeypatch.setattr(task, "delay", self._delay_of(task))
-        monkeypatch.setattr("training.services.get_provider", self.client)
+        monkeypatch.setattr("training.providers.get_provider", self.client)
 
     def client(self) -> RunPodClient:
         return RunPodClient(

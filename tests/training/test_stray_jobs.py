@@ -23,6 +23,7 @@ from training.models import StrayJob, TrainingRun
 from training.runpod import RunPodJobNotFound, RunPodRejected, RunPodUnavailable
 from training.services import (
     STRAY_CANCEL_RETRY,
+    ending,
     stray_job_record,
     stray_jobs_claim_due,
     training_run_cancel,
@@ -170,13 +171,13 @@ def test_a_job_that_claims_its_run_while_it_is_cancelled_is_recorded(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     # The run's /run answer was lost; its job starts and claims the run just before the cancel locks it.
-    lock = services._locked
+    lock = ending.run_locked
 
     def claimed_first(run_id: Any) -> TrainingRun:
         TrainingRun.objects.filter(pk=run_id).update(runpod_job_id="job-late", status="training")
         return lock(run_id)
 
-    monkeypatch.setattr(services, "_locked", claimed_first)
+    monkeypatch.setattr(ending, "run_locked", claimed_first)
     with django_capture_on_commit_callbacks(execute=True):
         run = training_run_cancel(run=pending, source="user")
 

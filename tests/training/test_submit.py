@@ -115,7 +115,7 @@ def test_transient_errors_retry_then_leave_the_run_pending_for_the_sweep_without
     assert len(provider.submitted) == settings.TRAINING_SUBMIT_MAX_ATTEMPTS
     # No job can exist: the run waits for the sweep's recheck, and none of the calls counts as an attempt.
     assert (pending.status, pending.attempts, pending.submit_attempted_at) == ("pending", 0, None)
-    assert pending.next_poll_at is not None and pending.next_poll_at > timezone.now()
+    assert pending.submit_due_at is not None and pending.submit_due_at > timezone.now()
 
 
 def test_a_run_runpod_would_not_take_for_the_give_up_time_fails_saying_nothing_was_billed(

@@ -64,7 +64,7 @@ def test_a_pending_run_nobody_submitted_is_submitted_by_the_sweep(
     from training.services import training_run_start
 
     run = training_run_start(character=character, requested_by=character.owner, source="user")
-    TrainingRun.objects.filter(pk=run.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
+    TrainingRun.objects.filter(pk=run.pk).update(submit_due_at=timezone.now() - timedelta(seconds=1))
 
     sweep_training_runs()
 

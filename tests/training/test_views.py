@@ -23,7 +23,7 @@ from training.budget import affordable_steps
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.selectors import training_cost_estimate
-from training.services import _manifest
+from training.services.start import _manifest
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from tests.training.conftest import FakeProvider, make_run, store_lora
 from tests.training.payloads import runpod_payload
 from training.models import TrainingRun
 from training.runpod import RunPodJob
-from training.tokens import run_token, token_hash
+from training.tokens import run_token
 
 # Real commits, so the poll a webhook queues after commit runs (eagerly) as a worker would run it.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -18,10 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def run(character: Any) -> TrainingRun:
-    run = make_run(character, status="training", runpod_job_id="job-1")
-    run.token_hash = token_hash(run_token(run.pk))
-    run.save()
-    return run
+    return make_run(character, status="training", runpod_job_id="job-1")
 
 
 def webhook(client: Client, run: TrainingRun, body: Any, token: str | None = None) -> Any:
@@ -187,8 +184,6 @@ def test_started_moves_a_queued_run_to_training_and_says_continue(client: Client
 
 def test_started_claims_a_run_whose_submission_went_unanswered(client: Client, character: Any) -> None:
     run = make_run(character, status="pending", runpod_job_id="")
-    run.token_hash = token_hash(run_token(run.pk))
-    run.save()
 
     response = callback(client, run, {"event": "started", "job_id": "job-lost-answer"})
 

@@ -20,7 +20,7 @@ from training.services import (
     training_run_worker_finished,
     training_run_worker_started,
 )
-from training.tokens import run_token, token_hash
+from training.tokens import run_token
 
 pytestmark = pytest.mark.django_db
 
@@ -135,8 +135,6 @@ def test_a_duplicates_stop_answer_carries_the_claimed_elsewhere_code(run: Traini
 
 def test_the_finished_event_goes_through_the_callback_view(run: TrainingRun) -> None:
     output = store_lora(run)
-    run.token_hash = token_hash(run_token(run.pk))
-    run.save(update_fields=["token_hash"])
     client = Client()
     body = {"event": "finished", "job_id": "job-1", "delivery_id": HOLDER, "output": output}
 

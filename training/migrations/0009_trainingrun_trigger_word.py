@@ -15,7 +15,7 @@ def from_the_character(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("characters", "0005_character_name_unique_ignoring_case"),
-        ("training", "0005_event_announced"),
+        ("training", "0008_run_submit_due_at"),
     ]
 
     operations = [

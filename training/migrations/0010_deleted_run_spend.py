@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training', '0006_trainingrun_trigger_word'),
+        ('training', '0009_trainingrun_trigger_word'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,127 @@
+"""The only code that writes training runs, one module per concern; callers import from here.
+
+    transitions    lock, check, transition, event, save — the one way a run changes status
+    announcements  `training_run_status_changed` after commit, at least once (the event is the outbox)
+    queue          the tasks queued after commit, by name (the services never import the tasks)
+    schedule       when the sweep reads a run's status again, deadlines, liveness
+    start          start, retry, auto-start: a pending run with its dataset and parameters frozen
+    submission     `/run`: at most once per attempt, the attempt written first, when to try again
+    status         RunPod's status of the job applied to the run
+    worker         the worker's callbacks: started, progress, finished
+    completion     `training_run_complete`: the one way a run completes, whatever told us it ended
+    recovery       the LoRA in storage decides when RunPod's result and the worker's report are lost
+    cost           the run's cost as a state: pending until RunPod's execution time is read, then settled
+    poll           the sweep's batch of due runs and the `/status` read of one
+    ending         cancel and fail
+    stray_jobs     RunPod jobs no run owns, cancelled until RunPod takes it
+    reports        what RunPod and the worker report about a job, copied onto the run
+
+Network calls (RunPod, storage) happen outside transactions: commit, call, then record the result in a
+second short one. See docs/ARCHITECTURE.md for the flow from start to announcement.
+"""
+
+from training.services.announcements import (
+    ANNOUNCE_MAX_ATTEMPTS,
+    ANNOUNCE_RETRY,
+    training_events_announce_overdue,
+)
+from training.services.completion import Completion, RunEnd, training_run_complete
+from training.services.ending import training_run_cancel, training_run_fail
+from training.services.poll import training_run_poll, training_runs_claim_due
+from training.services.recovery import CLAIMED_ELSEWHERE, JOB_LOST, LostReport
+from training.services.schedule import (
+    COST_POLL,
+    DEADLINE_MARGIN,
+    QUEUED_POLL,
+    RUNPOD_RESULT_RETENTION,
+    TRAINING_POLL,
+    TRAINING_POLL_WITH_CALLBACKS,
+)
+from training.services.start import (
+    training_params_validate,
+    training_run_autostart,
+    training_run_retry,
+    training_run_start,
+)
+from training.services.status import RUNPOD_STATUS_MAP, training_run_apply_status, training_run_note_webhook
+from training.services.stray_jobs import (
+    STRAY_CANCEL_RETRY,
+    StrayCancelOutcome,
+    runpod_job_cancel,
+    stray_job_record,
+    stray_jobs_claim_due,
+)
+from training.services.submission import (
+    SUBMIT_RETRY,
+    submit_retry_in,
+    training_job_input,
+    training_run_submit,
+)
+from training.services.transitions import (
+    RunId,
+    Source,
+    Status,
+    run_fail,
+    run_locked,
+    run_transition,
+    transition_allowed,
+)
+from training.services.worker import (
+    CLAIM_RETRY_MARGIN_S,
+    CONTINUE,
+    WorkerAnswer,
+    training_run_worker_finished,
+    training_run_worker_progress,
+    training_run_worker_started,
+)
+
+__all__ = [
+    "ANNOUNCE_MAX_ATTEMPTS",
+    "ANNOUNCE_RETRY",
+    "CLAIMED_ELSEWHERE",
+    "CLAIM_RETRY_MARGIN_S",
+    "CONTINUE",
+    "COST_POLL",
+    "DEADLINE_MARGIN",
+    "JOB_LOST",
+    "QUEUED_POLL",
+    "RUNPOD_RESULT_RETENTION",
+    "RUNPOD_STATUS_MAP",
+    "STRAY_CANCEL_RETRY",
+    "SUBMIT_RETRY",
+    "TRAINING_POLL",
+    "TRAINING_POLL_WITH_CALLBACKS",
+    "Completion",
+    "LostReport",
+    "RunEnd",
+    "RunId",
+    "Source",
+    "Status",
+    "StrayCancelOutcome",
+    "WorkerAnswer",
+    "run_fail",
+    "run_locked",
+    "run_transition",
+    "runpod_job_cancel",
+    "stray_job_record",
+    "stray_jobs_claim_due",
+    "submit_retry_in",
+    "training_events_announce_overdue",
+    "training_job_input",
+    "training_params_validate",
+    "training_run_apply_status",
+    "training_run_autostart",
+    "training_run_cancel",
+    "training_run_complete",
+    "training_run_fail",
+    "training_run_note_webhook",
+    "training_run_poll",
+    "training_run_retry",
+    "training_run_start",
+    "training_run_submit",
+    "training_run_worker_finished",
+    "training_run_worker_progress",
+    "training_run_worker_started",
+    "training_runs_claim_due",
+    "transition_allowed",
+]

@@ -1,0 +1,57 @@
+"""A run's cost as a state of its own (`TrainingRun.cost_state`): pending while RunPod's execution time of
+the job is still to be read, settled once it was read (or can no longer be). Read through
+`training.selectors.training_run_cost_pending`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from training import pricing
+from training.models import TrainingRun
+from training.services.schedule import COST_POLL
+
+Status = TrainingRun.Status
+CostState = TrainingRun.CostState
+
+# RunPod job statuses after which RunPod reports nothing new about the job (and its execution time is known).
+FINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
+
+
+def cost_settle_on_end(run: TrainingRun, now: datetime) -> None:
+    """At a run's end: its cost from RunPod's execution time, settled; or, for a run completed before
+    RunPod reported the job ended (the worker's "finished" callback), pending, and the sweep's poll of
+    RunPod's final status, which carries the time, due soon. A run settled before its end (recovered from
+    storage: RunPod's result says nothing more) stays settled."""
+    run.cost_usd = run_cost(run)
+    if run.cost_state == CostState.PENDING and _final_status_unread(run):
+        run.cost_state = CostState.PENDING
+        run.next_poll_at = now + COST_POLL[0]
+    else:
+        run.cost_state = CostState.SETTLED
+        run.next_poll_at = None
+
+
+def cost_settle(run: TrainingRun) -> None:
+    """RunPod's final status of the job was read (onto the run): its execution time gives the cost (read
+    once; a status without one leaves the cost empty)."""
+    run.cost_usd = run_cost(run)
+    run.cost_state = CostState.SETTLED
+    run.next_poll_at = None
+
+
+def run_cost(run: TrainingRun) -> Decimal | None:
+    """RunPod's cost of the run's job, from its execution time and GPU; None while the time is unknown."""
+    if run.execution_ms is None:
+        return None
+    return pricing.actual_cost(execution_ms=run.execution_ms, gpu_name=run.gpu_type)
+
+
+def _final_status_unread(run: TrainingRun) -> bool:
+    seen = (run.last_provider_payload or {}).get("status")
+    return (
+        run.status == Status.COMPLETED
+        and run.execution_ms is None
+        and bool(run.runpod_job_id)
+        and seen not in FINAL_JOB_STATUSES
+    )

@@ -1,0 +1,72 @@
+"""Ending a run early: cancel (RunPod is asked to stop the job first) and fail (with an error the user
+can act on)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+
+from studio.errors import Conflict
+from training import providers
+from training.models import TrainingRun
+from training.runpod import RunPodError, RunPodJobNotFound
+from training.services.stray_jobs import stray_job_record
+from training.services.transitions import RunId, Status, run_fail, run_locked, run_transition
+
+logger = logging.getLogger("training.services")
+
+
+def training_run_cancel(*, run: TrainingRun, source: str) -> TrainingRun:
+    """Asks RunPod to stop the run's job, then ends the run as cancelled."""
+    run.refresh_from_db()
+    if run.is_final:
+        raise Conflict(f"This run has already {_ended(run.status)}; there is nothing to cancel.")
+    detail: dict[str, Any] = {}
+    if run.runpod_job_id:
+        detail = {"job_id": run.runpod_job_id, "runpod": _runpod_cancel(run.runpod_job_id)}
+    with transaction.atomic():
+        locked = run_locked(run.pk)
+        if locked.is_final:
+            return locked
+        if locked.runpod_job_id and locked.runpod_job_id != run.runpod_job_id:
+            # Its worker claimed the run while we were talking to RunPod.
+            reason = "it claimed its run while the run was being cancelled"
+            stray_job_record(job_id=locked.runpod_job_id, run_id=locked.pk, reason=reason)
+        elif detail.get("runpod") == "unreachable":
+            # A worker that cannot reach us either would never hear "stop": RunPod is asked again later.
+            reason = "its run was cancelled while RunPod could not be reached"
+            stray_job_record(job_id=locked.runpod_job_id, run_id=locked.pk, reason=reason)
+        run_transition(locked, Status.CANCELLED, source=source, detail=detail)
+    return locked
+
+
+def _runpod_cancel(job_id: str) -> str:
+    try:
+        providers.get_provider().cancel(job_id)
+    except RunPodJobNotFound:
+        return "gone"
+    except RunPodError as exc:
+        # The run still ends here: the worker's next callback is answered "stop" and it stops itself.
+        logger.warning("RunPod cancel of job %s failed: %s", job_id, exc.message)
+        return "unreachable"
+    return "cancelled"
+
+
+def _ended(status: str) -> str:
+    return {"completed": "completed", "failed": "failed", "cancelled": "been cancelled"}[status]
+
+
+def training_run_fail(
+    *, run_id: RunId, code: str, message: str, source: str, stop_job: bool = False
+) -> TrainingRun:
+    """Ends an active run as failed with a message the user can act on; a final run is left as it is."""
+    with transaction.atomic():
+        run = run_locked(run_id)
+        if run.is_final:
+            return run
+        run_fail(run, code=code, message=message, source=source)
+    if stop_job and run.runpod_job_id:
+        _runpod_cancel(run.runpod_job_id)
+    return run

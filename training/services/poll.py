@@ -1,0 +1,128 @@
+"""The sweep's side of the status: claiming due runs in bounded batches, and polling RunPod's `/status` of
+one run's job — for an active run, its progress or end; for a completed run whose cost is pending, the
+final status that carries the execution time."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from training import providers
+from training.models import TrainingRun
+from training.runpod import RunPodError, RunPodJobNotFound
+from training.selectors import training_run_cost_pending, training_runs_to_poll
+from training.services.ending import training_run_fail
+from training.services.recovery import JOB_LOST, job_result_unusable
+from training.services.schedule import RUNPOD_RESULT_RETENTION, next_poll, past_deadline, pending_recheck
+from training.services.status import training_run_apply_status
+from training.services.transitions import RunId, Source
+
+CostState = TrainingRun.CostState
+
+logger = logging.getLogger("training.services")
+
+
+def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRun:
+    """Asks RunPod for the run's job status and applies it; ends runs RunPod forgot or that ran too long."""
+    run = TrainingRun.objects.get(pk=run_id)
+    if not run.runpod_job_id or (run.is_final and not training_run_cost_pending(run)):
+        return run
+    if run.is_final:
+        return _cost_poll(run, source)
+    if past_deadline(run, timezone.now()):
+        return training_run_fail(
+            run_id=run.pk,
+            code="timed_out",
+            message=(
+                "The run went past its time limit without finishing, so it was stopped. "
+                "Retry it; if it happens again, choose fewer steps."
+            ),
+            source=Source.SYSTEM,
+            stop_job=True,
+        )
+    try:
+        job = providers.get_provider().status(run.runpod_job_id)
+    except RunPodJobNotFound:
+        return job_result_unusable(run, JOB_LOST, job=None, source=source)
+    return training_run_apply_status(run_id=run.pk, job=job, source=source)
+
+
+def _cost_poll(run: TrainingRun, source: str) -> TrainingRun:
+    """Reads RunPod's final status of a run the "finished" callback completed, for its execution time."""
+    try:
+        job = providers.get_provider().status(run.runpod_job_id)
+    except RunPodJobNotFound:
+        _cost_give_up(run.pk, "RunPod no longer knows its job")
+        return run
+    except RunPodError:
+        return run  # the sweep asks again at next_poll_at, while RunPod still keeps the result
+    return training_run_apply_status(run_id=run.pk, job=job, source=source)
+
+
+def _cost_give_up(run_id: RunId, reason: str) -> None:
+    TrainingRun.objects.filter(
+        pk=run_id, status=TrainingRun.Status.COMPLETED, cost_state=CostState.PENDING
+    ).update(next_poll_at=None, cost_state=CostState.SETTLED)
+    logger.warning("run %s: completed, but its cost stays empty: %s", run_id, reason)
+
+
+def training_runs_claim_due(
+    *, now: datetime | None = None, batch_size: int | None = None
+) -> list[tuple[uuid.UUID, str]]:
+    """Takes a bounded batch of due runs — pending ones to send to RunPod (`submit_due_at`), active ones and
+    completed ones whose cost is pending to poll (`next_poll_at`) — and pushes each due time back; a cost
+    RunPod no longer keeps is given up (settled, empty).
+
+    Rows are locked with SKIP LOCKED, so two sweeps running at once never take the same run, and the
+    work is two queries whatever the number of runs.
+    """
+    now = timezone.now() if now is None else now
+    limit = batch_size or settings.TRAINING_SWEEP_BATCH_SIZE
+    to_submit = Q(status=TrainingRun.Status.PENDING, submit_due_at__lte=now)
+    to_poll = Q(next_poll_at__lte=now) & ~Q(status=TrainingRun.Status.PENDING)
+    with transaction.atomic():
+        runs = list(
+            training_runs_to_poll()
+            .select_for_update(skip_locked=True)
+            .filter(to_submit | to_poll)
+            .order_by(Coalesce("submit_due_at", "next_poll_at"))
+            .only(
+                "id",
+                "status",
+                "cost_state",
+                "polls_since_change",
+                "worker_seen_at",
+                "next_poll_at",
+                "submit_due_at",
+                "finished_at",
+                "progress_step",
+                "progress_total",
+                "progress_eta_seconds",
+            )[:limit]
+        )
+        given_up = []
+        for run in runs:
+            if run.status == TrainingRun.Status.PENDING:
+                run.submit_due_at = now + pending_recheck()
+                continue
+            run.next_poll_at = next_poll(run, now)
+            run.polls_since_change += 1
+            if run.next_poll_at is None:
+                run.cost_state = CostState.SETTLED
+                given_up.append(run)
+        TrainingRun.objects.bulk_update(
+            runs, ["next_poll_at", "submit_due_at", "polls_since_change", "cost_state"]
+        )
+    for run in given_up:
+        logger.warning(
+            "run %s: completed, but its cost stays empty: RunPod's final status was not read within "
+            "the %s it keeps a result", run.pk, RUNPOD_RESULT_RETENTION,
+        )  # fmt: skip
+    return [(run.pk, run.status) for run in runs if run not in given_up]

@@ -1,0 +1,95 @@
+"""When the sweep looks at a run again: `next_poll_at` is when RunPod's `/status` of the run's job is read
+next (see docs/TRAINING.md, "Polling"), growing while nothing changes. The pending run's `/run` schedule
+is `submission`'s (`submit_due_at`)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+
+from runpod_worker.contract import Progress, Stage
+from training.models import TrainingRun
+
+Status = TrainingRun.Status
+
+QUEUED_POLL = (timedelta(seconds=15), timedelta(minutes=5))
+TRAINING_POLL = (timedelta(seconds=30), timedelta(minutes=5))
+# While the worker calls back, it proves the job is alive: the poll only has to catch a silent death.
+TRAINING_POLL_WITH_CALLBACKS = timedelta(minutes=10)
+# Beyond RunPod's own limits, before the sweep gives up on a run that never reported back.
+DEADLINE_MARGIN = timedelta(minutes=5)
+# RunPod keeps a /run job's result for 30 minutes after the job ends; then /status answers 404.
+RUNPOD_RESULT_RETENTION = timedelta(minutes=30)
+# A run completed by the worker's "finished" callback: how soon the sweep reads RunPod's final status for
+# its cost (the job ends seconds after the callback), growing while RunPod has not ended the job.
+COST_POLL = (timedelta(seconds=15), timedelta(minutes=5))
+# The first interval and the cap of each status's poll backoff.
+_BACKOFF = {
+    Status.QUEUED.value: QUEUED_POLL,
+    Status.TRAINING.value: TRAINING_POLL,
+    Status.COMPLETED.value: COST_POLL,
+}
+
+
+def next_poll(run: TrainingRun, now: datetime) -> datetime | None:
+    """When the sweep next takes the run; None for a completed run whose cost RunPod no longer keeps."""
+    if run.status != Status.COMPLETED:
+        return now + poll_delay(run, now)
+    expires = (run.finished_at or now) + RUNPOD_RESULT_RETENTION
+    if now > expires:
+        return None  # RunPod has deleted the result: the cost can no longer be read, and is never made up
+    return min(now + poll_delay(run, now), expires)
+
+
+def poll_delay(run: TrainingRun, now: datetime) -> timedelta:
+    if finishing(run, now):
+        return finishing_poll()  # the result is seconds away, not minutes
+    first, cap = _BACKOFF[run.status]
+    if run.status == Status.TRAINING and run.worker_seen_at and now - run.worker_seen_at < lease():
+        cap = TRAINING_POLL_WITH_CALLBACKS
+    return min(cap, first * 2 ** min(run.polls_since_change, 10))
+
+
+def poll_after_progress(progress: Progress) -> timedelta:
+    """How soon RunPod's status is read after the worker reported `progress`."""
+    if progress.stage == Stage.UPLOADING or (progress.total_steps and progress.step >= progress.total_steps):
+        return finishing_poll()
+    if progress.eta_s is not None:
+        return min(TRAINING_POLL_WITH_CALLBACKS, timedelta(seconds=progress.eta_s) + finishing_poll())
+    return TRAINING_POLL_WITH_CALLBACKS
+
+
+def finishing(run: TrainingRun, now: datetime) -> bool:
+    """The worker, heard from lately, said it was at its last step or due to finish about now."""
+    if run.status != Status.TRAINING or run.worker_seen_at is None or now - run.worker_seen_at > lease():
+        return False  # a silent worker gets the normal backoff, not a poll every few seconds
+    if run.progress_total and run.progress_step >= run.progress_total:
+        return True
+    eta = run.progress_eta_seconds
+    return eta is not None and now + finishing_poll() >= run.worker_seen_at + timedelta(seconds=eta)
+
+
+def past_deadline(run: TrainingRun, now: datetime) -> bool:
+    """The run has outlived RunPod's own limits (queue time to live, execution timeout) and a margin."""
+    if run.started_at is not None:
+        limit = run.started_at + timedelta(seconds=settings.TRAINING_EXECUTION_TIMEOUT_SECONDS)
+    else:
+        limit = (run.submitted_at or run.created_at) + timedelta(seconds=settings.TRAINING_JOB_TTL_SECONDS)
+    return now > limit + DEADLINE_MARGIN
+
+
+def finishing_poll() -> timedelta:
+    return timedelta(seconds=settings.TRAINING_FINISHING_POLL_SECONDS)
+
+
+def lease() -> timedelta:
+    return timedelta(seconds=settings.TRAINING_WORKER_LEASE_SECONDS)
+
+
+def liveness() -> timedelta:
+    return timedelta(seconds=settings.TRAINING_WORKER_LIVENESS_SECONDS)
+
+
+def pending_recheck() -> timedelta:
+    return timedelta(seconds=settings.TRAINING_PENDING_RECHECK_SECONDS)

@@ -1,0 +1,225 @@
+"""Starting a run: check who may train and what the budget holds, freeze the dataset and parameters,
+create the pending run and queue its submission after commit."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import asdict
+from decimal import Decimal
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from characters.models import Character
+from runpod_worker.contract import ContractError, TrainingParams
+from studio.errors import ApplicationError, Conflict, NotFound
+from studio.models import User
+from training import pricing
+from training.models import TrainingRun
+from training.presets import PRESETS
+from training.selectors import user_reserved_spend, user_spend_this_month
+from training.services import queue
+from training.services.schedule import pending_recheck
+from training.services.transitions import Source, Status, event_write
+
+logger = logging.getLogger("training.services")
+
+
+def training_run_start(
+    *,
+    character: Character,
+    requested_by: User,
+    params: dict[str, Any] | None = None,
+    preset: str | None = None,
+    source: str,
+) -> TrainingRun:
+    """Creates a pending run with its dataset frozen, and enqueues its submission after commit."""
+    _check_may_train(character, requested_by)
+    validated = training_params_validate(params=params, preset=preset)
+    manifest = _manifest(character)
+    return _run_create(
+        character=character,
+        requested_by=requested_by,
+        params=validated,
+        manifest=manifest,
+        trigger_word=character.trigger_word,
+        source=source,
+        detail={"preset": preset} if preset else {},
+    )
+
+
+def training_params_validate(*, params: dict[str, Any] | None, preset: str | None) -> dict[str, Any]:
+    """Preset defaults overlaid with `params`, validated by the worker's own schema."""
+    if preset is not None and preset not in PRESETS:
+        names = ", ".join(PRESETS)
+        raise ApplicationError(
+            f"There is no preset called {preset!r}. Choose one of: {names}.",
+            code="invalid_params",
+            fields={"preset": [f"Choose one of: {names}."]},
+        )
+    if params is not None and not isinstance(params, dict):
+        raise ApplicationError("Training parameters must be a JSON object.", code="invalid_params")
+    merged = {**(PRESETS[preset] if preset else {}), **(params or {})}
+    try:
+        return asdict(TrainingParams.from_dict(merged))
+    except ContractError as exc:
+        field = exc.field.removeprefix("params.")
+        raise ApplicationError(
+            f"The training parameter {field} {exc.message}.",
+            code="invalid_params",
+            fields={field: [exc.message]},
+        ) from exc
+
+
+def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> TrainingRun:
+    """Creates a new pending run from a finished run's frozen dataset and parameters."""
+    if not run.is_final:
+        raise Conflict("This run is still in progress: wait for it to finish or cancel it first.")
+    character = run.character
+    _check_may_train(character, requested_by)
+    current = set(character.images.values_list("sha256", flat=True))
+    missing = [item for item in run.manifest if item["sha256"] not in current]
+    if missing:
+        raise ApplicationError(
+            f"{len(missing)} of that run's images have since been deleted, so it cannot be repeated "
+            "exactly. Start a new run with the character's current images instead.",
+            code="images_changed",
+        )
+    return _run_create(
+        character=character,
+        requested_by=requested_by,
+        params=run.params,
+        manifest=run.manifest,
+        trigger_word=run.trigger_word,
+        source=source,
+        detail={"retry_of": str(run.id)},
+    )
+
+
+def training_run_autostart(*, character_id: uuid.UUID) -> TrainingRun | None:
+    """Starts a character's first run once auto-train is on and the sheet has enough images.
+
+    Uploads arriving together each call this; the owner and character row locks make them queue up,
+    and every caller after the first sees the run and does nothing.
+    """
+    character = Character.objects.select_related("owner").filter(pk=character_id).first()
+    if character is None or not character.auto_train:
+        return None
+    try:
+        with transaction.atomic():
+            _lock_owner_and_character(character)
+            if TrainingRun.objects.filter(character=character).exists():
+                return None
+            if character.images.count() < settings.TRAINING_MIN_IMAGES:
+                return None
+            return training_run_start(character=character, requested_by=character.owner, source=Source.SYSTEM)
+    except ApplicationError as exc:
+        # Nobody is waiting on a page for this answer; the character page shows why nothing trains.
+        logger.info("auto-train did not start for character %s: %s", character_id, exc.message)
+        return None
+
+
+def _check_may_train(character: Character, user: User) -> None:
+    if character.owner_id != user.pk and not user.is_staff:
+        raise NotFound("This character does not exist.")
+
+
+def _manifest(character: Character) -> list[dict[str, Any]]:
+    images = list(character.images.order_by("created_at", "id"))
+    minimum = settings.TRAINING_MIN_IMAGES
+    if len(images) < minimum:
+        raise ApplicationError(
+            f"Training needs at least {minimum} reference images and this character has {len(images)}. "
+            f"Add {minimum - len(images)} more, then start training again.",
+            code="not_enough_images",
+        )
+    if len(images) > settings.TRAINING_MAX_IMAGES:
+        raise ApplicationError(
+            f"Training takes at most {settings.TRAINING_MAX_IMAGES} images and this character has "
+            f"{len(images)}. Delete some, then start training again.",
+            code="too_many_images",
+        )
+    return [
+        {
+            # Content-addressed file names are unique per character, as the worker requires.
+            "name": PurePosixPath(image.file.name or "").name,
+            # What the owner calls the photo: messages about it use this name, not the stored one.
+            "original_name": image.original_filename,
+            "sha256": image.sha256,
+            "storage_name": image.file.name,
+            "caption": image.caption or None,
+            "bytes": image.bytes,
+        }
+        for image in images
+    ]
+
+
+def _run_create(
+    *,
+    character: Character,
+    requested_by: User,
+    params: dict[str, Any],
+    manifest: list[dict[str, Any]],
+    trigger_word: str,
+    source: str,
+    detail: dict[str, Any],
+) -> TrainingRun:
+    estimate = pricing.estimate_cost(steps=int(params["steps"]))
+    run_id = uuid.uuid4()
+    with transaction.atomic():
+        owner = _lock_owner_and_character(character)
+        if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
+            raise _already_training()
+        _check_budget(owner, estimate)
+        try:
+            with transaction.atomic():
+                run = TrainingRun.objects.create(
+                    id=run_id,
+                    character=character,
+                    requested_by=requested_by,
+                    params=params,
+                    manifest=manifest,
+                    trigger_word=trigger_word,
+                    estimated_cost_usd=estimate,
+                    # If the enqueue below is lost, the sweep submits the run at this time.
+                    submit_due_at=timezone.now() + pending_recheck(),
+                )
+        except IntegrityError as exc:
+            # The partial unique index is the last word when two starts race past the check above.
+            raise _already_training() from exc
+        event_write(run, "", Status.PENDING, source, detail)
+        queue.enqueue_on_commit(queue.SUBMIT, run.pk)
+    return run
+
+
+def _lock_owner_and_character(character: Character) -> User:
+    # Always owner first, then character, so that concurrent starts never deadlock; the owner lock
+    # also serialises budget checks across the user's characters.
+    owner = User.objects.select_for_update().get(pk=character.owner_id)
+    Character.objects.select_for_update().filter(pk=character.pk).values_list("pk", flat=True).first()
+    return owner
+
+
+def _already_training() -> Conflict:
+    return Conflict(
+        "This character already has a training run in progress. Wait for it to finish or cancel it.",
+        code="run_active",
+    )
+
+
+def _check_budget(owner: User, estimate: Decimal) -> None:
+    budget = owner.monthly_gpu_budget_usd
+    if budget is None:
+        return
+    committed = user_spend_this_month(owner) + user_reserved_spend(owner)
+    if committed + estimate > budget:
+        raise ApplicationError(
+            f"This run would cost about ${estimate:.2f}, and ${committed:.2f} of the ${budget:.2f} monthly "
+            "GPU budget is already spent or held by runs in progress. Choose fewer steps or the fast "
+            "preset, wait for next month, or ask staff to raise the budget.",
+            code="budget_exceeded",
+        )

@@ -1,0 +1,217 @@
+"""Submitting a pending run to RunPod: at most one `/run` per attempt, the attempt written down first, and
+the job id recorded (pending -> queued).
+
+Whether and when `/run` is called again is decided here, and only here (docs/TRAINING.md, "The `/run`
+schedule"); `submit_due_at` is when the sweep sends the run next:
+
+- RunPod certainly made no job (no connection, or 429 on every one of the client's own tries): the
+  submission task tries again after `submit_retry_in(retries)` — 5 s doubling to 5 min, jittered — at most
+  TRAINING_SUBMIT_MAX_ATTEMPTS - 1 times; the run is due for the sweep one recheck after that retry (or
+  after this call, once the task's retries are spent). None of these calls counts as an attempt.
+- The outcome is unknown (a timeout or 5xx after the request left): the attempt stands, and the run is due
+  again only after TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS, since the job may exist and claim the run.
+- Refused for good: the run fails. After TRAINING_SUBMIT_MAX_ATTEMPTS attempts, or
+  TRAINING_SUBMIT_GIVE_UP_SECONDS since the start, it fails instead of being sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.urls import reverse
+from django.utils import timezone
+
+from runpod_worker.contract import Callback, ContractError, ImageSpec, JobInput, OutputTarget, TrainingParams
+from studio.transfer import download_url, upload_url
+from training import providers
+from training.artifacts import lora_upload_name
+from training.models import TrainingRun
+from training.providers import TrainingProvider
+from training.runpod import RunPodError, RunPodJob, RunPodSubmitUncertain, RunPodUnavailable
+from training.services.schedule import QUEUED_POLL, pending_recheck
+from training.services.stray_jobs import stray_job_record
+from training.services.transitions import RunId, Source, Status, run_fail, run_locked, run_transition
+from training.tokens import run_token
+
+logger = logging.getLogger("training.services")
+
+
+# The submission task's retries while RunPod cannot be reached: the first delay and the cap.
+SUBMIT_RETRY = (5.0, 300.0)
+
+
+def submit_retry_in(retries: int) -> float | None:
+    """Seconds until the submission task's next try after `retries` retries found RunPod unreachable, or None
+    once its retries are spent (the sweep then sends the run at its recheck). Jittered so that runs failing
+    together (a RunPod outage) do not come back together."""
+    if retries >= settings.TRAINING_SUBMIT_MAX_ATTEMPTS - 1:
+        return None
+    first, cap = SUBMIT_RETRY
+    return min(cap, first * 2**retries) * random.uniform(0.5, 1.5)
+
+
+def training_run_submit(
+    *, run: TrainingRun, provider: TrainingProvider | None = None, retry_in: float | None = None
+) -> TrainingRun:
+    """Sends a pending run to RunPod at most once per attempt and records its job id (pending -> queued).
+
+    The attempt is written down before `/run` is called. If the call's outcome is unknown (a timeout
+    or 5xx after the request left), the mark stays: the job, if it exists, claims the run when its
+    worker starts; only after TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS does the sweep submit again.
+    `retry_in` is when the caller tries again should RunPod be unreachable (`submit_retry_in`; None: it
+    will not), so the sweep's recheck comes only after it: the two never send one run together.
+    """
+    marked = _submit_attempt_mark(run.pk)
+    if marked is None:
+        return TrainingRun.objects.get(pk=run.pk)
+    provider = provider or providers.get_provider()
+    try:
+        job = provider.submit(
+            job_input=training_job_input(marked), webhook=_webhook_url(marked), policy=_job_policy()
+        )
+    except RunPodSubmitUncertain:
+        logger.warning("run %s: the outcome of /run is unknown; waiting for a worker to claim it", run.pk)
+        raise
+    except RunPodUnavailable:
+        # RunPod certainly made no job (no connection opened, or 429 on every try): the call does not
+        # count against the attempts that bound duplicate jobs, and the sweep tries again at the next
+        # recheck, for as long as TRAINING_SUBMIT_GIVE_UP_SECONDS allows.
+        # Only this attempt's mark is undone: a later attempt (whose /run may have made a job) keeps its own.
+        TrainingRun.objects.filter(
+            pk=run.pk,
+            status=Status.PENDING,
+            runpod_job_id="",
+            attempts__gt=0,
+            submit_attempted_at=marked.submit_attempted_at,
+        ).update(
+            submit_attempted_at=None,
+            attempts=F("attempts") - 1,
+            submit_due_at=timezone.now() + timedelta(seconds=retry_in or 0) + pending_recheck(),
+        )
+        raise
+    except (RunPodError, ContractError):
+        # Refused for good: the caller fails the run.
+        TrainingRun.objects.filter(pk=run.pk, runpod_job_id="").update(submit_attempted_at=None)
+        raise
+    return _submission_record(run.pk, job, provider)
+
+
+def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
+    """The run, marked as being submitted now; None when there is nothing to submit (yet)."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS)
+    with transaction.atomic():
+        run = run_locked(run_id)
+        if run.status != Status.PENDING or run.runpod_job_id:
+            return None
+        if run.submit_attempted_at is not None and now - run.submit_attempted_at < grace:
+            return None
+        gave_up = _submit_gave_up(run, now)
+        if gave_up:
+            run_fail(run, code="submit_failed", message=gave_up, source=Source.SYSTEM)
+            return None
+        run.attempts += 1
+        run.submit_attempted_at = now
+        # Should this process die during the call, the sweep comes back after the grace period.
+        run.submit_due_at = now + grace
+        run.save(update_fields=["attempts", "submit_attempted_at", "submit_due_at", "updated_at"])
+    return run
+
+
+def _submit_gave_up(run: TrainingRun, now: datetime) -> str:
+    """Why a pending run is not sent again ("" while it may be): too many calls that may each have made a
+    job, or RunPod unreachable for longer than anyone would wait for a run to start."""
+    if run.attempts >= settings.TRAINING_SUBMIT_MAX_ATTEMPTS:
+        return (
+            f"The run could not be sent to RunPod after {run.attempts} attempts. RunPod may be down or "
+            "rate-limiting; retry the run in a few minutes."
+        )
+    waited = now - run.created_at
+    if waited >= timedelta(seconds=settings.TRAINING_SUBMIT_GIVE_UP_SECONDS):
+        if run.attempts:
+            # An earlier /run went unanswered: RunPod may have made a job, which a stray-job cancel stops.
+            return (
+                f"RunPod would not take the run for {_duration(waited)} (unreachable or rate-limiting), so "
+                "it was given up. Retry the run once RunPod answers again (status.runpod.io)."
+            )
+        return (
+            f"RunPod would not take the run for {_duration(waited)} (unreachable or rate-limiting), so it "
+            "was never sent and nothing was billed. Retry the run once RunPod answers again "
+            "(status.runpod.io)."
+        )
+    return ""
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = round(delta.total_seconds() / 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    return f"{minutes // 60} hours"
+
+
+def _submission_record(run_id: RunId, job: RunPodJob, provider: TrainingProvider) -> TrainingRun:
+    with transaction.atomic():
+        run = run_locked(run_id)
+        if run.runpod_job_id == job.id:
+            return run
+        if run.status != Status.PENDING or run.runpod_job_id:
+            # Cancelled meanwhile, or an earlier job of this run claimed it: this job must not train.
+            why = "its run was claimed by another job" if run.runpod_job_id else f"its run was {run.status}"
+            stray_job_record(job_id=job.id, run_id=run.pk, reason=f"/run answered after {why}")
+            return run
+        now = timezone.now()
+        run.runpod_job_id = job.id
+        run.submitted_at = now
+        run.submit_attempted_at = None
+        run.next_poll_at = now + QUEUED_POLL[0]
+        run_transition(run, Status.QUEUED, source=Source.SYSTEM, detail={"job_id": job.id})
+    return run
+
+
+def training_job_input(run: TrainingRun) -> dict[str, Any]:
+    """The worker's job input: presigned image URLs, the LoRA upload target, the callback, params."""
+    ttl = settings.TRAINING_JOB_TTL_SECONDS  # URLs must outlive the time the job may wait in the queue
+    spec = JobInput(
+        run_id=str(run.id),
+        trigger_word=run.trigger_word,
+        images=[
+            ImageSpec(
+                url=download_url(item["storage_name"], ttl),
+                sha256=item["sha256"],
+                filename=item["name"],
+                caption=item.get("caption"),
+            )
+            for item in run.manifest
+        ],
+        output=OutputTarget(
+            lora_name=f"{run.trigger_word}_{run.id.hex[:8]}",
+            lora_upload_url=upload_url(lora_upload_name(run), ttl),
+        ),
+        params=TrainingParams.from_dict(run.params),
+        base_model=run.base_model,
+        callback=Callback(url=_absolute("training:worker-callback", run.id), token=run_token(run.id)),
+    )
+    document = spec.to_dict()
+    JobInput.from_dict(document)  # the worker would refuse it; better to know before paying for a GPU
+    return document
+
+
+def _webhook_url(run: TrainingRun) -> str:
+    return _absolute("training:runpod-webhook", run.id, run_token(run.id))
+
+
+def _absolute(name: str, *args: Any) -> str:
+    return settings.PUBLIC_BASE_URL + reverse(name, args=args)
+
+
+def _job_policy() -> dict[str, int]:
+    return {
+        "executionTimeout": settings.TRAINING_EXECUTION_TIMEOUT_SECONDS * 1000,
+        "ttl": settings.TRAINING_JOB_TTL_SECONDS * 1000,
+    }
