@@ -18,8 +18,13 @@ from runpod_worker.contract import JobOutput
 from tests.characters.factories import CharacterFactory
 from tests.training.conftest import FakeProvider, make_run, store_lora
 from training.models import TrainingRun
+from training.pricing import actual_cost
 from training.runpod import RunPodJob, RunPodJobNotFound, RunPodUnavailable
-from training.services import training_run_worker_finished, training_runs_claim_due
+from training.services import (
+    training_run_apply_status,
+    training_run_worker_finished,
+    training_runs_claim_due,
+)
 from training.tasks import sweep_training_runs
 
 pytestmark = pytest.mark.django_db
@@ -183,3 +188,33 @@ def test_a_sweep_costs_the_same_queries_with_completed_runs_awaiting_their_cost(
     many = count_queries()
 
     assert few == many
+
+
+def test_an_execution_time_read_while_the_job_ran_never_prices_the_run(
+    character: Any, provider: FakeProvider, clock: Any
+) -> None:
+    # Replayed from a real job: `/status` reports `executionTime` while the job is IN_PROGRESS, a running
+    # total (runpod-python#105; runpod/docs `serverless/endpoints/operation-reference.mdx`, "executionTime").
+    # A poll 61.5 s in copied it; the worker's "finished" then completed the run, which was priced at that
+    # partial time ($0.0468) although the 31-minute job cost about $1.42.
+    run = make_run(character, status="training", runpod_job_id="job-1", worker_delivery_id=HOLDER)
+    running = {"id": "job-1", "status": "IN_PROGRESS", "executionTime": 61_500, "delayTime": 2_000}
+    training_run_apply_status(run_id=run.pk, job=RunPodJob.from_payload(running), source="poll")
+    output = store_lora(run)
+    training_run_worker_finished(
+        run=run, job_id="job-1", delivery_id=HOLDER, output=JobOutput.from_dict(output)
+    )
+
+    run.refresh_from_db()
+    assert (run.status, run.cost_usd, run.cost_state) == ("completed", None, "pending")
+
+    provider.statuses["job-1"] = RunPodJob(
+        id="job-1", status="COMPLETED", output=output, execution_ms=1_864_211
+    )
+    clock.shift(timedelta(seconds=16))
+    sweep_training_runs()
+
+    run.refresh_from_db()
+    assert run.execution_ms == 1_864_211
+    assert run.cost_usd == actual_cost(execution_ms=1_864_211, gpu_name=run.gpu_type)
+    assert run.cost_state == "settled"

@@ -49,9 +49,4 @@ def run_cost(run: TrainingRun) -> Decimal | None:
 
 def _final_status_unread(run: TrainingRun) -> bool:
     seen = (run.last_provider_payload or {}).get("status")
-    return (
-        run.status == Status.COMPLETED
-        and run.execution_ms is None
-        and bool(run.runpod_job_id)
-        and seen not in FINAL_JOB_STATUSES
-    )
+    return run.status == Status.COMPLETED and bool(run.runpod_job_id) and seen not in FINAL_JOB_STATUSES

@@ -10,6 +10,7 @@ from django.utils import timezone
 from runpod_worker.contract import ContractError, Progress
 from training.models import TrainingRun
 from training.runpod import RunPodJob
+from training.services.cost import FINAL_JOB_STATUSES
 
 logger = logging.getLogger("training.services")
 
@@ -20,7 +21,9 @@ def job_record(run: TrainingRun, job: RunPodJob) -> None:
     run.last_provider_payload = {k: v for k, v in job.raw.items() if k not in {"input", "webhook"}}
     if job.delay_ms is not None:
         run.delay_ms = job.delay_ms
-    if job.execution_ms is not None:
+    # While the job runs, `executionTime` is a running total (runpod-python#105); only the figure of a
+    # job that has ended is what RunPod bills, so only that one is kept (it prices the run).
+    if job.execution_ms is not None and job.status in FINAL_JOB_STATUSES:
         run.execution_ms = job.execution_ms
     if job.status == "IN_PROGRESS" and isinstance(job.output, dict):
         # A progress document we cannot read is no reason to stop reading the status.
