@@ -239,3 +239,32 @@ def test_every_start_writes_exactly_one_event(character: Any) -> None:
     start(character)
 
     assert TrainingEvent.objects.count() == 1
+
+
+def test_a_budget_refusal_of_the_fast_preset_does_not_advise_the_fast_preset(
+    character: Any, alice: Any
+) -> None:
+    alice.monthly_gpu_budget_usd = Decimal("0.05")
+    alice.save()
+
+    with pytest.raises(ApplicationError) as caught:
+        start(character, preset="fast")
+
+    assert caught.value.code == "budget_exceeded"
+    assert "fast preset" not in caught.value.message
+    assert (
+        "Set at most" in caught.value.message
+        or "does not cover even the shortest run" in caught.value.message
+    )
+
+
+def test_a_budget_refusal_of_a_balanced_run_advises_the_fast_preset_when_it_fits(
+    character: Any, alice: Any
+) -> None:
+    alice.monthly_gpu_budget_usd = Decimal("1.00")
+    alice.save()
+
+    with pytest.raises(ApplicationError) as caught:
+        start(character, preset="quality")
+
+    assert "Choose the fast preset (about $" in caught.value.message

@@ -19,6 +19,7 @@ from runpod_worker.contract import ContractError, TrainingParams
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
 from training import pricing
+from training.budget import Budget, budget_advice
 from training.models import TrainingRun
 from training.presets import PRESETS
 from training.selectors import user_reserved_spend, user_spend_this_month
@@ -174,7 +175,7 @@ def _run_create(
         owner = _lock_owner_and_character(character)
         if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
             raise _already_training()
-        _check_budget(owner, estimate)
+        _check_budget(owner, estimate, preset=detail.get("preset"), steps=int(params["steps"]))
         try:
             with transaction.atomic():
                 run = TrainingRun.objects.create(
@@ -211,15 +212,21 @@ def _already_training() -> Conflict:
     )
 
 
-def _check_budget(owner: User, estimate: Decimal) -> None:
-    budget = owner.monthly_gpu_budget_usd
-    if budget is None:
+def _check_budget(owner: User, estimate: Decimal, *, preset: str | None, steps: int) -> None:
+    limit = owner.monthly_gpu_budget_usd
+    if limit is None:
         return
-    committed = user_spend_this_month(owner) + user_reserved_spend(owner)
-    if committed + estimate > budget:
+    budget = Budget(
+        limit=limit,
+        spent=user_spend_this_month(owner),
+        reserved=user_reserved_spend(owner),
+        estimate=estimate,
+    )
+    if not budget.enough:
+        committed = budget.spent + budget.reserved
         raise ApplicationError(
-            f"This run would cost about ${estimate:.2f}, and ${committed:.2f} of the ${budget:.2f} monthly "
-            "GPU budget is already spent or held by runs in progress. Choose fewer steps or the fast "
-            "preset, wait for next month, or ask staff to raise the budget.",
+            f"This run would cost about ${estimate:.2f}, and ${committed:.2f} of the ${limit:.2f} monthly "
+            "GPU budget is already spent or held by runs in progress. "
+            + budget_advice(budget=budget, preset=preset, steps=steps),
             code="budget_exceeded",
         )
