@@ -179,6 +179,24 @@ class LocalRunPod:
         response.raise_for_status()
         return dict(response.json())
 
+    def reset(self) -> dict[str, Any]:
+        """The stand-in as it started (its worker processes kept): start-up faults, no jobs, no counts;
+        a job still running is stopped on its worker."""
+        response = self.session.post(f"{self.base_url}/_control/reset", timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def wait_idle(self, *, timeout: float = 60.0) -> None:
+        """Until every worker process is up and waiting for a job (since the last `reset`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.session.get(f"{self.base_url}/_control/idle", timeout=10)
+            response.raise_for_status()
+            if response.json()["idle"]:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the stand-in's workers were not all idle in {timeout}s:\n{self.logs()}")
+
     @property
     def rest_url(self) -> str:
         """RunPod's REST v2 management API, as the stand-in serves it."""
