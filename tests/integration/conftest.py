@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,12 +89,10 @@ class Stack:
         return list(self.runpod.state()["jobs"].values())
 
     def stop(self) -> None:
-        # The test is over: nothing the worker holds matters any more, so no warm shutdown to wait for;
-        # the stand-in stops (ending its GPU workers) meanwhile.
-        stopping = threading.Thread(target=self.runpod.stop)
-        stopping.start()
+        # The test is over: nothing the Celery worker or a GPU worker holds matters any more, so no warm
+        # shutdown to wait for.
         self.worker.kill()
-        stopping.join()
+        self.runpod.kill()
 
 
 class PrivateRedis:

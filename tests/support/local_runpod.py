@@ -10,8 +10,10 @@ worker processes, their ping processes and trainers), so nothing outlives the te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -110,6 +112,22 @@ class LocalRunPod:
         # Worker processes live in their own groups; the stand-in ends them on SIGTERM.
         stop_group(self.process, grace=15)
         self.session.close()
+
+    def kill(self) -> None:
+        """Stop the stand-in with its worker processes SIGKILLed rather than given their grace, for a test
+        that is over: their jobs no longer matter. The stand-in still reaps them."""
+        try:
+            workers = list(self.state()["workers"].values())
+        except requests.RequestException:
+            workers = []
+        if self.process is not None:
+            # First, so that it no longer replaces the workers that die.
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(worker["pid"]), signal.SIGKILL)
+        self.stop()
 
     def __enter__(self) -> LocalRunPod:
         return self.start()
