@@ -6,7 +6,8 @@ Public (Bearer `--api-key`): `POST /v2/<eid>/run`, `GET /v2/<eid>/status/<id>`, 
 `POST …/job-done/<worker>/<job>`, `GET …/ping/<worker>` as the pinned SDK calls them (runpod 1.12.0
 rp_job.py, rp_http.py, rp_ping.py). REST v2 (Bearer `--api-key`): `/v2/templates`, `/v2/network-volumes`,
 `/v2/serverless`, `/v2/pods` (`rest_v2.py`). Control (Bearer `--api-key`): `/_control/faults`,
-`/_control/state`.
+`/_control/state`, `/_control/reset` (back to the start-up state, for tests sharing one stand-in),
+`/_control/idle`.
 """
 
 from __future__ import annotations
@@ -207,6 +208,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, platform.set_faults(self._body()))
         elif parts == ["faults"]:
             self._send(200, dict(platform.faults))
+        elif parts == ["reset"] and method == "POST":
+            self._send(200, platform.reset())
+        elif parts == ["idle"]:
+            self._send(200, {"idle": platform.idle()})
         elif parts == ["state"]:
             with platform.lock:
                 state = {

@@ -88,6 +88,9 @@ class Platform:
         }
         self.rest = RestStore(lock=self.lock, own_endpoint=self.endpoint, workers_of=self._worker_list)
         self.set_faults(parse_faults(args.fault))
+        # What `reset` goes back to: the start-up switches and max workers.
+        self.start_max_workers = max_workers
+        self.reset_at = time.monotonic()
 
     def serves_endpoint(self, endpoint_id: str) -> bool:
         """The job API answers for the stand-in's endpoint until it is deleted through REST v2; any other
@@ -105,6 +108,43 @@ class Platform:
                 self._idle_scale_down(int(self.faults["idle_days"]))
             self.lock.notify_all()
             return dict(self.faults)
+
+    def reset(self) -> dict[str, Any]:
+        """Back to the state the stand-in started in, its worker processes kept, for a test suite that
+        shares one stand-in between tests: the start-up fault switches and max workers, no jobs (any still
+        running is stopped on its worker, no webhook sent), no counts. `idle()` tells when every worker is
+        waiting for a job again."""
+        with self.lock:
+            self.faults = dict(DEFAULT_FAULTS)
+            self.faults.update(parse_faults(self.args.fault))
+            self.endpoint["workers"]["max"] = self.start_max_workers
+            held = {job_id for worker in self.workers.values() for job_id in worker.jobs}
+            stopped = 0
+            for job in self.jobs.values():
+                if job.status not in FINAL_STATES or job.id in held:
+                    self._stop_everywhere(job)
+                    stopped += 1
+            for worker in self.workers.values():
+                worker.jobs.clear()
+            self.jobs.clear()
+            self.queue.clear()
+            self.retried = 0
+            self.api_calls = {}
+            self.random.seed(self.args.seed)
+            self.reset_at = time.monotonic()
+            self.lock.notify_all()
+            return {"stopped": stopped}
+
+    def idle(self) -> bool:
+        """Every worker process the stand-in runs is up, has asked for a job since the last `reset` and
+        waits for one now: nothing a test before left is still running."""
+        with self.lock:
+            now = time.monotonic()
+            workers = list(self.workers.values())
+            return len(workers) == self.args.workers and all(
+                worker.polled_at > self.reset_at and now - worker.polled_at < 1.0 and not worker.jobs
+                for worker in workers
+            )
 
     def _idle_scale_down(self, days: int) -> None:
         """RunPod's rule for an endpoint without requests (docs serverless/endpoints/
@@ -189,6 +229,8 @@ class Platform:
             if worker is not None:
                 worker.ready = True  # it got past its start-up: no longer "initializing"
             while not self.shutting_down:
+                if worker is not None:
+                    worker.polled_at = time.monotonic()
                 job = self._next_for(worker_id)
                 if job is not None:
                     return job

@@ -31,6 +31,9 @@ class WorkerProc:
     # False until its first job take: the SDK takes jobs only after its fitness checks pass
     # (worker.py:39-53), so until then the worker is "initializing".
     ready: bool = False
+    # When it last waited in a job take (monotonic): a worker in a take has no job in hand, as the SDK
+    # asks for jobs only below its concurrency (1), so a recent take says it is idle.
+    polled_at: float = 0.0
 
 
 # The worker states of `/health` in RunPod's SDK docs example (runpod/docs sdks/python/endpoints.mdx and

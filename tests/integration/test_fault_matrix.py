@@ -3,6 +3,9 @@ image is lost and no run gets a second GPU job. Faults already told as stories i
 (429 storm, dropped webhooks, Celery SIGKILLed after /run, a job handed out twice, the trainer out of
 GPU memory, cancel) are not repeated here.
 
+The faults that kill or restart nothing (a 5xx storm, a GPU worker killed inside the stand-in, a job
+handed out twice) share one stack in test_fault_matrix_shared_stack.py.
+
     make test PYTEST_ARGS=tests/integration/test_fault_matrix.py
 """
 
@@ -81,17 +84,6 @@ def started_and_result_expired(stack_factory: Any, owner: Any) -> tuple[Stack, T
     return stack, run
 
 
-def test_a_5xx_storm_completes_the_run_with_one_job(alice: Any, stack_factory: Any) -> None:
-    # A 500 to /run leaves its outcome unknown; the backend waits this long for a claim, then resubmits.
-    stack = stack_factory(
-        faults={"rate_5xx": "0.3"}, worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "3"}
-    )
-
-    run = final(start(character_ready_to_train(alice)), timeout=90)
-
-    assert_one_job_one_lora(stack, run)
-
-
 def test_runpod_unreachable_at_submission_then_back_trains_once(alice: Any, stack_factory: Any) -> None:
     stack = stack_factory(worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "3"})
     port, workdir, env = stack.runpod.port, stack.runpod.workdir, stack.runpod.env
@@ -157,19 +149,6 @@ def test_a_result_that_expired_before_we_read_it_still_completes_from_the_stored
     assert stack.jobs() == []  # the stand-in forgot the expired job; the run made one attempt
     assert_one_job_one_lora(stack, run, jobs=run.attempts)
     assert run.cost_usd is None  # RunPod's execution time was never read: no cost is made up
-
-
-def test_a_gpu_worker_killed_mid_job_is_retried_on_the_same_job(alice: Any, stack_factory: Any) -> None:
-    stack = stack_factory(faults={"kill_worker_mid_job": "1"})
-
-    run = final(start(character_ready_to_train(alice), steps=200), timeout=90)
-
-    assert_one_job_one_lora(stack, run)
-    assert run.progress_step == 200
-    # RunPod ran the job again on a new worker, and that delivery took the run over.
-    deliveries = stack.runpod.state()["jobs"][run.runpod_job_id]["deliveries"]
-    assert len({delivery["worker_id"] for delivery in deliveries}) == 2
-    assert run.worker_delivery_id
 
 
 def test_postgres_dropping_every_connection_mid_run_loses_nothing(alice: Any, stack_factory: Any) -> None:

@@ -16,7 +16,10 @@ from tests.integration.test_fault_matrix import assert_one_job_one_lora
 from tests.integration.test_training_live import character_ready_to_train, explain, final, start
 from training.models import TrainingRun
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def rerun_ended(stack: Stack, run: TrainingRun, *, replaces: bool) -> dict[str, Any]:
@@ -35,11 +38,11 @@ def rerun_ended(stack: Stack, run: TrainingRun, *, replaces: bool) -> dict[str, 
 
 
 def test_a_job_run_again_after_its_result_trains_nothing_and_the_run_keeps_its_lora(
-    alice: Any, stack_factory: Any
+    alice: Any, shared_stack: Any
 ) -> None:
     # runpod-python#402: the request ran again after it had finished and posted its result. By default
     # RunPod's /status keeps the first result.
-    stack = stack_factory(faults={"rerun_after_result": "1"})
+    stack = shared_stack(faults={"rerun_after_result": "1"})
 
     run = final(start(character_ready_to_train(alice)))
     job = rerun_ended(stack, run, replaces=False)
@@ -55,9 +58,9 @@ def test_a_job_run_again_after_its_result_trains_nothing_and_the_run_keeps_its_l
 
 
 def test_a_rerun_whose_result_replaces_the_first_leaves_the_completed_run_as_it_is(
-    alice: Any, stack_factory: Any
+    alice: Any, shared_stack: Any
 ) -> None:
-    stack = stack_factory(faults={"rerun_after_result": "1", "rerun_result": "replaces"})
+    stack = shared_stack(faults={"rerun_after_result": "1", "rerun_result": "replaces"})
 
     run = final(start(character_ready_to_train(alice)))
     job = rerun_ended(stack, run, replaces=True)
@@ -72,11 +75,11 @@ def test_a_rerun_whose_result_replaces_the_first_leaves_the_completed_run_as_it_
 
 @pytest.mark.parametrize("expiry", ["404", "TIMED_OUT"])
 def test_an_endpoint_runpod_scaled_to_zero_leaves_the_run_queued_until_its_ttl_and_then_fails_it(
-    alice: Any, stack_factory: Any, expiry: str
+    alice: Any, shared_stack: Any, expiry: str
 ) -> None:
     # After 7 days without requests RunPod sets max workers to 0 for good (docs endpoint-configurations.mdx
     # :80-88): no worker ever takes the job, which expires at its TTL as a 404 or as TIMED_OUT.
-    stack = stack_factory(
+    stack = shared_stack(
         faults={"idle_days": "7", "queued_expiry": expiry}, worker_env={"TRAINING_JOB_TTL_SECONDS": "3"}
     )
 

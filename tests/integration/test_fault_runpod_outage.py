@@ -29,7 +29,10 @@ from tests.integration.test_training_live import (
 from training.models import TrainingRun
 from training.services import training_run_retry
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+]
 
 # The Celery worker's RunPod client gives up after this; the stand-in answers only after SLOW_S.
 CLIENT_TIMEOUT_S = 1.0
@@ -49,9 +52,9 @@ def other_jobs(stack: Stack, run: TrainingRun) -> list[dict[str, Any]]:
 
 
 def test_runpod_answering_every_call_after_the_client_timeout_trains_once_on_the_job_that_timed_out(
-    alice: Any, stack_factory: Any
+    alice: Any, shared_stack: Any
 ) -> None:
-    stack = stack_factory(
+    stack = shared_stack(
         faults={"slow_rate": "1.0", "slow_s": str(SLOW_S)},
         worker_env={"RUNPOD_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT_S)},
     )
@@ -75,8 +78,8 @@ def test_runpod_answering_every_call_after_the_client_timeout_trains_once_on_the
 # ------------------------------------------------------------------------------------ lost answer
 
 
-def test_a_lost_run_answer_leaves_the_first_job_to_claim_the_run(alice: Any, stack_factory: Any) -> None:
-    stack = stack_factory(faults={"lose_run_answer": "1"})
+def test_a_lost_run_answer_leaves_the_first_job_to_claim_the_run(alice: Any, shared_stack: Any) -> None:
+    stack = shared_stack(faults={"lose_run_answer": "1"})
 
     run = final(start(character_ready_to_train(alice)), timeout=60)
 
@@ -88,11 +91,11 @@ def test_a_lost_run_answer_leaves_the_first_job_to_claim_the_run(alice: Any, sta
 
 
 def test_a_garbled_run_answer_leaves_its_job_to_claim_the_run_and_sends_no_second(
-    alice: Any, stack_factory: Any
+    alice: Any, shared_stack: Any
 ) -> None:
     # A 2xx whose body is not JSON: RunPod made the job, its id is unreadable. The client calls that
     # uncertain (not "certainly no job"), so the grace period holds a second /run back.
-    stack = stack_factory(faults={"garble_run_answer": "1"})
+    stack = shared_stack(faults={"garble_run_answer": "1"})
 
     run = final(start(character_ready_to_train(alice)), timeout=60)
 
@@ -102,11 +105,11 @@ def test_a_garbled_run_answer_leaves_its_job_to_claim_the_run_and_sends_no_secon
 
 
 def test_a_lost_run_answer_past_the_grace_period_trains_the_resubmitted_job_and_stops_the_first(
-    alice: Any, stack_factory: Any
+    alice: Any, shared_stack: Any
 ) -> None:
     # Every new job waits 7 s for a GPU, so the grace period (2 s) runs out before the first job's worker
     # starts: the sweep submits again, that answer arrives, and the first job's worker is stopped.
-    stack = stack_factory(
+    stack = shared_stack(
         faults={"lose_run_answer": "1", "queue_delay_s": "7"},
         worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "2"},
     )
@@ -130,13 +133,13 @@ def test_a_lost_run_answer_past_the_grace_period_trains_the_resubmitted_job_and_
 
 
 def test_runpod_unreachable_while_a_run_trains_and_ends_completes_it_and_fills_its_cost_once_back(
-    alice: Any, stack_factory: Any
+    alice: Any, shared_stack: Any
 ) -> None:
     # Webhooks stay on: RunPod's webhook for the job's end is sent during the outage and reaches the
     # backend (only the backend's calls to RunPod fail), which answers 200, so RunPod never sends it
     # again; the read of the final status it queues fails. In production every webhook attempt (3 in
     # ~20 s) falls inside a ten-minute outage the same way, so only the sweep can bring the cost after.
-    stack = stack_factory()
+    stack = shared_stack()
     run = start(character_ready_to_train(alice), steps=200)
     wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, progress_step__gt=0).exists(), what="progress")
     stack.runpod.set_faults(public_down=True)
@@ -177,11 +180,11 @@ def test_runpod_unreachable_while_a_run_trains_and_ends_completes_it_and_fills_i
 
 
 def test_runpod_unreachable_at_submission_for_several_grace_periods_keeps_the_run_pending(
-    alice: Any, stack_factory: Any
+    alice: Any, shared_stack: Any
 ) -> None:
     # Every /run's connection is closed unanswered: each attempt's outcome is unknown, so the backend
     # waits a grace period (1 s here, 10 min in production) before the next, and no Celery retry applies.
-    stack = stack_factory(
+    stack = shared_stack(
         faults={"public_down": "true"}, worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "1"}
     )
     run = start(character_ready_to_train(alice))
@@ -199,9 +202,9 @@ def test_runpod_unreachable_at_submission_for_several_grace_periods_keeps_the_ru
 
 
 def test_runpod_unreachable_past_every_submission_attempt_fails_the_run_and_retry_trains_it(
-    alice: Any, stack_factory: Any
+    alice: Any, shared_stack: Any
 ) -> None:
-    stack = stack_factory(
+    stack = shared_stack(
         faults={"public_down": "true"}, worker_env={"TRAINING_SUBMIT_UNCERTAIN_GRACE_SECONDS": "1"}
     )
 

@@ -1,18 +1,14 @@
-"""Training end to end on the live stack: each test is one story a user or an operator could tell."""
+"""Training end to end on the live stack: each test is one story a user or an operator could tell. The
+stories that need a stack of their own are in test_training_live_own_stack.py."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import signal
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import requests
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
@@ -81,8 +77,8 @@ def explain(stack: Stack) -> str:
     return stack.worker.logs() + "\n" + stack.runpod.logs()
 
 
-def test_a_run_goes_from_start_to_the_characters_current_lora(alice: Any, stack_factory: Any) -> None:
-    stack = stack_factory()
+def test_a_run_goes_from_start_to_the_characters_current_lora(alice: Any, shared_stack: Any) -> None:
+    stack = shared_stack()
     character = character_ready_to_train(alice)
 
     run = final(start(character))
@@ -102,20 +98,8 @@ def test_a_run_goes_from_start_to_the_characters_current_lora(alice: Any, stack_
     assert run.cost_usd > 0 and run.execution_ms
 
 
-def test_a_trainer_failure_reaches_the_run_with_its_message(alice: Any, stack_factory: Any) -> None:
-    stack = stack_factory(
-        runpod_env={"SIMULATED_TRAINER_FAIL": "oom", "SIMULATED_TRAINER_FAIL_AT_STEP": "20"}
-    )
-
-    run = final(start(character_ready_to_train(alice)))
-
-    assert (run.status, run.error_code) == ("failed", "out_of_memory"), explain(stack)
-    assert "ran out of memory" in run.error_message
-    assert character_current_lora(run.character) is None
-
-
-def test_cancel_while_training_stops_the_job(alice: Any, stack_factory: Any) -> None:
-    stack = stack_factory()
+def test_cancel_while_training_stops_the_job(alice: Any, shared_stack: Any) -> None:
+    stack = shared_stack()
     character = character_ready_to_train(alice)
     run = start(character, steps=3000)  # 30 s of simulated training: long enough to cancel
     wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, progress_step__gt=0).exists(), what="progress")
@@ -130,9 +114,9 @@ def test_cancel_while_training_stops_the_job(alice: Any, stack_factory: Any) -> 
 
 
 def test_with_webhooks_dropped_the_sweep_completes_the_run_seconds_after_the_job_ends(
-    alice: Any, stack_factory: Any, finished_callback_lost: list[str]
+    alice: Any, shared_stack: Any, finished_callback_lost: list[str]
 ) -> None:
-    stack = stack_factory(faults={"drop_webhooks": "true"})
+    stack = shared_stack(faults={"drop_webhooks": "true"})
     run = start(character_ready_to_train(alice), steps=300)  # long enough for the worker to report an ETA
     job_id = wait_for(lambda: TrainingRun.objects.get(pk=run.pk).runpod_job_id, what="a job id")
 
@@ -151,8 +135,8 @@ def test_with_webhooks_dropped_the_sweep_completes_the_run_seconds_after_the_job
     assert lag_s < BACKOFF_POLL_S, f"completed {lag_s:.2f}s after the job ended\n" + explain(stack)
 
 
-def test_a_429_storm_creates_no_duplicate_runpod_job(alice: Any, stack_factory: Any) -> None:
-    stack = stack_factory(faults={"rate_429": "0.6"})
+def test_a_429_storm_creates_no_duplicate_runpod_job(alice: Any, shared_stack: Any) -> None:
+    stack = shared_stack(faults={"rate_429": "0.6"})
 
     run = final(start(character_ready_to_train(alice)), timeout=90)
 
@@ -160,78 +144,11 @@ def test_a_429_storm_creates_no_duplicate_runpod_job(alice: Any, stack_factory: 
     assert len(stack.jobs()) == 1
 
 
-class _KillAfterRun(BaseHTTPRequestHandler):
-    """Forwards RunPod calls; after the first `/run` reached RunPod, SIGKILLs the Celery worker before
-    the answer gets back to it, as if its host died at that instant."""
-
-    target = ""
-    worker_pid = 0
-    fired = threading.Event()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._forward("GET")
-
-    def do_POST(self) -> None:
-        self._forward("POST")
-
-    def _forward(self, method: str) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        upstream = requests.request(
-            method,
-            self.target + self.path,
-            data=body or None,
-            headers={
-                "Authorization": self.headers.get("Authorization", ""),
-                "Content-Type": "application/json",
-            },
-            timeout=10,
-        )
-        if self.path.endswith("/run") and not self.fired.is_set():
-            self.fired.set()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.worker_pid, signal.SIGKILL)
-            return
-        self.send_response(upstream.status_code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(upstream.content)))
-        self.end_headers()
-        self.wfile.write(upstream.content)
-
-
-def test_a_celery_worker_killed_right_after_run_leaves_one_job_and_the_run_completes(
-    alice: Any, stack_factory: Any
-) -> None:
-    stack = stack_factory()
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _KillAfterRun)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
-        _KillAfterRun.target = stack.runpod.base_url
-        stack.restart_worker(RUNPOD_API_BASE=f"http://127.0.0.1:{proxy.server_port}/v2")
-        assert stack.worker.process is not None
-        _KillAfterRun.worker_pid = stack.worker.process.pid
-
-        run = start(character_ready_to_train(alice))
-        wait_for(_KillAfterRun.fired.is_set, timeout=30, what="the /run call")
-        stack.worker.process.wait(timeout=10)
-        stack.restart_worker()  # a fresh worker, straight to RunPod, carries on with the sweep
-
-        run = final(run)
-    finally:
-        proxy.shutdown()
-
-    assert run.status == "completed", explain(stack)
-    assert len(stack.jobs()) == 1
-    assert run.attempts == 1
-
-
-def test_a_job_handed_out_twice_gives_one_lora_and_one_completion(alice: Any, stack_factory: Any) -> None:
+def test_a_job_handed_out_twice_gives_one_lora_and_one_completion(alice: Any, shared_stack: Any) -> None:
     # RunPod keeps the first final result to arrive, and the duplicate's comes first: it is stopped after
     # one liveness window (3 s), while the holder trains for 10 s. Its FAILED `claimed_elsewhere` must not
     # end the run; the holder's "finished" callback completes it.
-    stack = stack_factory(faults={"duplicate_jobs": "1", "duplicate_result": "first"})
+    stack = shared_stack(faults={"duplicate_jobs": "1", "duplicate_result": "first"})
     character = character_ready_to_train(alice)
 
     run = final(start(character, steps=1000), timeout=90)

@@ -30,8 +30,11 @@ def runpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRunPod]:
         workers=2,
         env={"SIMULATED_TRAINER_SECONDS_PER_STEP": "0.03", "WORKER_PROGRESS_INTERVAL_S": "0.2"},
     )
-    with stand_in:
+    stand_in.start()
+    try:
         yield stand_in
+    finally:
+        stand_in.kill()  # the module is over: no grace for the GPU workers
 
 
 def _job(bucket: Bucket, images: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:

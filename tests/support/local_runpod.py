@@ -10,8 +10,10 @@ worker processes, their ping processes and trainers), so nothing outlives the te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -111,6 +113,22 @@ class LocalRunPod:
         stop_group(self.process, grace=15)
         self.session.close()
 
+    def kill(self) -> None:
+        """Stop the stand-in with its worker processes SIGKILLed rather than given their grace, for a test
+        that is over: their jobs no longer matter. The stand-in still reaps them."""
+        try:
+            workers = list(self.state()["workers"].values())
+        except requests.RequestException:
+            workers = []
+        if self.process is not None:
+            # First, so that it no longer replaces the workers that die.
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(worker["pid"]), signal.SIGKILL)
+        self.stop()
+
     def __enter__(self) -> LocalRunPod:
         return self.start()
 
@@ -178,6 +196,24 @@ class LocalRunPod:
         response = self.session.post(f"{self.base_url}/_control/faults", json=faults, timeout=10)
         response.raise_for_status()
         return dict(response.json())
+
+    def reset(self) -> dict[str, Any]:
+        """The stand-in as it started (its worker processes kept): start-up faults, no jobs, no counts;
+        a job still running is stopped on its worker."""
+        response = self.session.post(f"{self.base_url}/_control/reset", timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def wait_idle(self, *, timeout: float = 60.0) -> None:
+        """Until every worker process is up and waiting for a job (since the last `reset`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.session.get(f"{self.base_url}/_control/idle", timeout=10)
+            response.raise_for_status()
+            if response.json()["idle"]:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the stand-in's workers were not all idle in {timeout}s:\n{self.logs()}")
 
     @property
     def rest_url(self) -> str:
