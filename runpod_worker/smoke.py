@@ -324,11 +324,17 @@ def verify(status: dict[str, Any], side: LocalSide, steps: int) -> dict[str, Any
         raise SmokeFailed(f"the job ended {status['status']}: {status.get('error')}")
     output = JobOutput.from_dict(status["output"])
     training = [e for e in side.events if e.get("event") == "progress" and e.get("stage") == Stage.TRAINING]
-    seen = [int(e.get("step") or 0) for e in training]
     # Progress is throttled (WORKER_PROGRESS_INTERVAL_S), so not every step is called back; those that are
-    # must be real steps of this run, in order.
-    if not seen or not 0 < max(seen) <= steps or seen != sorted(seen):
-        raise SmokeFailed(f"the trainer's progress was not parsed (training callbacks saw steps {seen})")
+    # must be real steps of this run, in order within each delivery: a delivery that resumes after a lost
+    # one starts again at the checkpoint, below where the lost one got to.
+    seen: dict[str, list[int]] = {}
+    for event in training:
+        seen.setdefault(str(event.get("delivery_id")), []).append(int(event.get("step") or 0))
+    every = [step for delivery in seen.values() for step in delivery]
+    if not every or not 0 < max(every) <= steps or any(s != sorted(s) for s in seen.values()):
+        raise SmokeFailed(
+            f"the trainer's progress was not parsed (training callbacks saw steps {list(seen.values())})"
+        )
     data = side.uploads.get("smoke_lora.safetensors")
     if data is None:
         raise SmokeFailed("no LoRA arrived at the upload target")
