@@ -18,9 +18,9 @@ stand-in kills the worker once training passes `--kill-after` (default: save_eve
 job again, this script answers the new delivery's "started" with the last checkpoint reported (as the
 studio does), and it fails unless the second delivery resumed at that step (its first parsed progress is
 not below it: AI Toolkit's "resume restarts at 0" would show here), trained at most one save interval
-twice, and the final LoRA's metadata says the full step count. NOT YET RUN with the real trainer: these
-checks were added without an AI Toolkit environment on hand (the simulated trainer passes the same
-scenario in tests/runpod_worker/test_learning_on_local_runpod.py).
+twice, and the final LoRA's metadata says the full step count. The real AI Toolkit at the pinned commit
+passes all of these (runpod_worker/README.md, "The smoke"); the simulated trainer passes the same
+scenario in tests/runpod_worker/test_learning_on_local_runpod.py.
 
 On a machine without an NVIDIA GPU it puts `runpod_worker/image/cpu_only` on the trainer's PYTHONPATH
 (see its docstring: an import-time CUDA query in an AI Toolkit module FLUX.1 does not use).
