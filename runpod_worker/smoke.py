@@ -18,9 +18,9 @@ stand-in kills the worker once training passes `--kill-after` (default: save_eve
 job again, this script answers the new delivery's "started" with the last checkpoint reported (as the
 studio does), and it fails unless the second delivery resumed at that step (its first parsed progress is
 not below it: AI Toolkit's "resume restarts at 0" would show here), trained at most one save interval
-twice, and the final LoRA's metadata says the full step count. NOT YET RUN with the real trainer: these
-checks were added without an AI Toolkit environment on hand (the simulated trainer passes the same
-scenario in tests/runpod_worker/test_learning_on_local_runpod.py).
+twice, and the final LoRA's metadata says the full step count. The real AI Toolkit at the pinned commit
+passes all of these (runpod_worker/README.md, "The smoke"); the simulated trainer passes the same
+scenario in tests/runpod_worker/test_learning_on_local_runpod.py.
 
 On a machine without an NVIDIA GPU it puts `runpod_worker/image/cpu_only` on the trainer's PYTHONPATH
 (see its docstring: an import-time CUDA query in an AI Toolkit module FLUX.1 does not use).
@@ -324,11 +324,17 @@ def verify(status: dict[str, Any], side: LocalSide, steps: int) -> dict[str, Any
         raise SmokeFailed(f"the job ended {status['status']}: {status.get('error')}")
     output = JobOutput.from_dict(status["output"])
     training = [e for e in side.events if e.get("event") == "progress" and e.get("stage") == Stage.TRAINING]
-    seen = [int(e.get("step") or 0) for e in training]
     # Progress is throttled (WORKER_PROGRESS_INTERVAL_S), so not every step is called back; those that are
-    # must be real steps of this run, in order.
-    if not seen or not 0 < max(seen) <= steps or seen != sorted(seen):
-        raise SmokeFailed(f"the trainer's progress was not parsed (training callbacks saw steps {seen})")
+    # must be real steps of this run, in order within each delivery: a delivery that resumes after a lost
+    # one starts again at the checkpoint, below where the lost one got to.
+    seen: dict[str, list[int]] = {}
+    for event in training:
+        seen.setdefault(str(event.get("delivery_id")), []).append(int(event.get("step") or 0))
+    every = [step for delivery in seen.values() for step in delivery]
+    if not every or not 0 < max(every) <= steps or any(s != sorted(s) for s in seen.values()):
+        raise SmokeFailed(
+            f"the trainer's progress was not parsed (training callbacks saw steps {list(seen.values())})"
+        )
     data = side.uploads.get("smoke_lora.safetensors")
     if data is None:
         raise SmokeFailed("no LoRA arrived at the upload target")

@@ -116,3 +116,39 @@ def test_after_a_resume_the_lost_deliverys_checkpoints_and_loss_still_count() ->
     figures = smoke.verify_artifacts(status, side, document)
 
     assert figures["checkpoints"] == 1 and figures["loss_points"] == 1
+
+
+def _with_lora(status: dict[str, Any], side: Any) -> None:
+    """The final LoRA uploaded as the real trainer makes it: lora_A/B tensors, training_info step 100."""
+    tensors = {
+        f"transformer.single_transformer_blocks.0.proj_out.lora_{ab}.weight": {
+            "dtype": "F32",
+            "shape": [1],
+            "data_offsets": [4 * i, 4 * i + 4],
+        }
+        for i, ab in enumerate("AB")
+    }
+    tensors["__metadata__"] = {"training_info": json.dumps({"step": 100, "epoch": 0})}  # type: ignore[assignment]
+    header = json.dumps(tensors).encode()
+    data = struct.pack("<Q", len(header)) + header + bytes(8)
+    side.uploads["smoke_lora.safetensors"] = data
+    status["output"]["lora"].update(bytes=len(data), sha256=_sha(data))
+
+
+def test_a_resumed_runs_progress_may_go_back_to_the_checkpoint() -> None:
+    # As with the real trainer: the lost delivery got past step 60, the next one went back to 50.
+    status, side, _ = _run(resume_at=50)
+    _with_lora(status, side)
+
+    figures = smoke.verify(status, side, 100)
+
+    assert figures["steps"] == 100 and figures["tensors"] == 2
+
+
+def test_progress_going_back_within_one_delivery_fails_the_smoke() -> None:
+    status, side, _ = _run()
+    _with_lora(status, side)
+    side.events.append({"event": "progress", "delivery_id": "a", "stage": "training", "step": 3})
+
+    with pytest.raises(smoke.SmokeFailed, match="progress was not parsed"):
+        smoke.verify(status, side, 100)
