@@ -280,7 +280,7 @@ def test_the_bucket_refusing_the_lora_upload_fails_the_run_with_its_reason_and_r
     run = final(start(character), timeout=90)
 
     assert (run.status, run.error_code) == ("failed", "upload_failed"), run.error_message + explain(stack)
-    assert "refused the LoRA upload (HTTP 403)" in run.error_message
+    assert "refused the upload of the trained LoRA (HTTP 403)" in run.error_message
     assert "Retry the run" in run.error_message
     assert bucket.refused and all(path.endswith(".safetensors") for path in bucket.refused)
     assert lora_objects(stack, character) == []
