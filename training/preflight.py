@@ -25,8 +25,8 @@ def training_start_refusal(
         )
     if count > maximum:
         return f"Training takes at most {maximum} photos and {character.name} has {count}. Delete some first."
-    if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
-        return f"{character.name} is already training. Wait for that run to finish, or cancel it, first."
+    if training := _already_training(character):
+        return training
     if not budget.enough:
         left = budget.remaining or 0
         over = f"This run would cost about ${budget.estimate:.2f} and ${left:.2f} of your budget is left."
@@ -46,8 +46,8 @@ def training_retry_refusal(run: TrainingRun) -> str | None:
             f"{missing} of this run's photos have since been deleted, so it cannot be repeated exactly. "
             f"Train {character.name} again with the photos it has now."
         )
-    if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
-        return f"{character.name} is already training. Wait for that run to finish, or cancel it, first."
+    if training := _already_training(character):
+        return training
     steps = int(run.params["steps"])
     budget = user_budget(character.owner, steps=steps)
     if not budget.enough:
@@ -64,3 +64,9 @@ def training_run_missing_images(run: TrainingRun) -> int:
     """How many of the photos frozen in the run's manifest the character no longer has."""
     current = set(run.character.images.values_list("sha256", flat=True))
     return sum(1 for item in run.manifest if item["sha256"] not in current)
+
+
+def _already_training(character: Character) -> str | None:
+    if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
+        return f"{character.name} is already training. Wait for that run to finish, or cancel it, first."
+    return None

@@ -21,6 +21,7 @@ from studio.models import User
 from training import pricing
 from training.budget import Budget, budget_advice
 from training.models import TrainingRun
+from training.preflight import training_run_missing_images
 from training.presets import PRESETS
 from training.selectors import user_reserved_spend, user_spend_this_month
 from training.services import queue
@@ -82,11 +83,10 @@ def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> 
         raise Conflict("This run is still in progress: wait for it to finish or cancel it first.")
     character = run.character
     _check_may_train(character, requested_by)
-    current = set(character.images.values_list("sha256", flat=True))
-    missing = [item for item in run.manifest if item["sha256"] not in current]
+    missing = training_run_missing_images(run)
     if missing:
         raise ApplicationError(
-            f"{len(missing)} of that run's images have since been deleted, so it cannot be repeated "
+            f"{missing} of that run's images have since been deleted, so it cannot be repeated "
             "exactly. Start a new run with the character's current images instead.",
             code="images_changed",
         )
