@@ -16,6 +16,8 @@ from studio.storage import s3_media_storage
 from tests.studio.factories import UserFactory
 from tests.support.s3server import S3Server, SeaweedProcess
 
+pytest_plugins = ["tests.support.grouping"]
+
 S3_TEST_BUCKET = "studio-media"
 _OWN_BASETEMP = pytest.StashKey[str]()
 
@@ -28,20 +30,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.basetemp is None:
         config.option.basetemp = tempfile.mkdtemp(prefix="studio-tests-")
         config.stash[_OWN_BASETEMP] = config.option.basetemp
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` hands tests out one by one (xdist's `loadgroup`); a module-scoped fixture (a live
-    stack, the demo) would be built again in every process that runs one of its module's tests, so such
-    a module's tests go to one process together."""
-    for item in items:
-        fixture_info = getattr(item, "_fixtureinfo", None)
-        if fixture_info is None or item.get_closest_marker("xdist_group"):
-            continue
-        # Our own fixtures only: plugins' (baseid "") are per process by design.
-        scopes = {d.scope for defs in fixture_info.name2fixturedefs.values() for d in defs if d.baseid}
-        if scopes & {"module", "package", "class"}:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
