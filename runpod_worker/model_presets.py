@@ -59,7 +59,8 @@ PRESETS: dict[str, ModelPreset] = {
         guidance_scale=3,  # example :91
         sample_steps=25,  # example :92
         timestep_type="weighted",  # options.tsx:419
-        train={"cache_text_embeddings": True},  # example :42
+        train={"cache_text_embeddings": True, "gradient_accumulation": 1},  # example :42, :45
+        sample={"sample_start_step": 0},  # example :72
     ),
     BaseModel.WAN22: ModelPreset(
         arch="wan22_14b",
@@ -69,9 +70,10 @@ PRESETS: dict[str, ModelPreset] = {
         guidance_scale=3.5,  # example :107
         sample_steps=25,  # example :108
         timestep_type="linear",  # example :44, options.tsx:302
-        train={"switch_boundary_every": 10, "cache_text_embeddings": True},  # example :56, :64
+        # example :56, :64, :39
+        train={"switch_boundary_every": 10, "cache_text_embeddings": True, "gradient_accumulation": 1},
         dataset={"num_frames": 1},  # example :34
-        sample={"num_frames": 1, "fps": 16},  # example :87-88
+        sample={"sample_start_step": 0, "num_frames": 1, "fps": 16},  # example :83, :87-88
         model={"model_kwargs": {"train_high_noise": True, "train_low_noise": True}},  # example :76-79
         network={"split_multistage_loras": True},
     ),
