@@ -8,7 +8,17 @@ from django import forms
 from characters import consent
 from characters.models import ReferenceImage, trigger_word_validator
 from characters.services import CAPTION_MAX_LENGTH
+from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError
+
+# Names only: what each model is for and costs is training's to say (training/base_models.py).
+BASE_MODEL_CHOICES = [
+    (BaseModel.FLUX_DEV, "FLUX.1 [dev]"),
+    (BaseModel.FLUX_SCHNELL, "FLUX.1 [schnell]"),
+    (BaseModel.QWEN_IMAGE, "Qwen-Image"),
+    (BaseModel.WAN22, "Wan 2.2 (14B)"),
+    (BaseModel.Z_IMAGE, "Z-Image"),
+]
 
 
 class CharacterForm(forms.Form):
@@ -24,6 +34,13 @@ class CharacterForm(forms.Form):
         required=False,
         label="Train automatically",
         help_text="Start training by itself once the character has enough reference images.",
+    )
+    base_model = forms.ChoiceField(
+        choices=BASE_MODEL_CHOICES,
+        initial=BaseModel.DEFAULT,
+        label="Base model",
+        help_text="What its LoRAs are trained on unless a run says otherwise; automatic training uses it. "
+        "The training page compares the models' costs and licences.",
     )
     is_person = forms.BooleanField(
         required=False,

@@ -531,6 +531,11 @@ def smoke(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 print("\n".join(log.read_text(errors="replace").splitlines()[-60:]), file=sys.stderr)
             raise
     figures["job_s"] = round(time.monotonic() - started, 1)
+    if args.save_lora:
+        args.save_lora.mkdir(parents=True, exist_ok=True)
+        for name, data in side.uploads.items():
+            if name.startswith("smoke_lora"):
+                (args.save_lora / name).write_bytes(data)
     return figures
 
 
@@ -557,6 +562,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--kill-after", type=int, default=0, help="default: save_every + 10")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--save-lora", type=Path, default=None, help="write the uploaded LoRA file(s) here")
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep everything here (default: a temp dir)"
     )

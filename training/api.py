@@ -35,6 +35,7 @@ from studio.errors import ApplicationError, Conflict
 from studio.transfer import download_url
 from training import services
 from training.artifacts import lora_download_name
+from training.base_models import BASE_MODELS
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.selectors import training_run_get_for, training_run_list_for
@@ -167,6 +168,13 @@ class TrainingRunStartApi(APIView):
     class InputSerializer(serializers.Serializer):
         preset = serializers.ChoiceField(
             choices=sorted(PRESETS), required=False, allow_null=True, help_text="Named defaults."
+        )
+        base_model = serializers.ChoiceField(
+            choices=list(BASE_MODELS),
+            required=False,
+            allow_null=True,
+            help_text="The base model to train on; default: the character's `base_model`. "
+            + "; ".join(f"{key}: {info.good_for}" for key, info in BASE_MODELS.items()),
         )
         params = TrainingParamsField(
             required=False,

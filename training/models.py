@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from characters.models import Character
+from training.base_models import BASE_MODELS
 
 
 class TrainingRun(models.Model):
@@ -128,6 +129,11 @@ class TrainingRun(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
+
+    @property
+    def base_model_label(self) -> str:
+        info = BASE_MODELS.get(self.base_model)
+        return info.label if info else self.base_model
 
     @property
     def progress_percent(self) -> int:

@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from training.artifacts import lora_download_name
+from training.base_models import BASE_MODELS
 from training.models import TrainingRun
 
 
@@ -44,6 +45,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     """A run as GET /runs/<id> shows it; webhook events carry the same document as `data`."""
 
     character_id = serializers.UUIDField()
+    base_model = serializers.ChoiceField(
+        choices=list(BASE_MODELS), help_text="The base model the run trains on; its LoRA loads into it."
+    )
     progress = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     lora = serializers.SerializerMethodField()

@@ -315,7 +315,9 @@ def test_a_local_accuracy_recovery_adapter_replaces_the_hub_path(
     assert _lookup(config, "config.process.0.model.qtype") == f"uint3|{adapter}"
 
 
-def test_wan22_trains_both_experts_into_two_lora_files_on_still_images(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wan22_trains_both_experts_into_two_lora_files_on_still_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     process = _lookup(_config("wan22-80gb", monkeypatch), "config.process.0")
     assert process["model"]["model_kwargs"] == {"train_high_noise": True, "train_low_noise": True}
     assert process["network"]["split_multistage_loras"] is True
