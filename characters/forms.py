@@ -36,6 +36,7 @@ class CharacterForm(forms.Form):
         help_text="Start training by itself once the character has enough reference images.",
     )
     base_model = forms.ChoiceField(
+        required=False,
         choices=BASE_MODEL_CHOICES,
         initial=BaseModel.DEFAULT,
         label="Base model",
@@ -55,6 +56,10 @@ class CharacterForm(forms.Form):
         label="Add face crops",
         help_text="Train on a crop around the face of each photo as well as on the photo.",
     )
+
+    def clean_base_model(self) -> str:
+        # Not posted (an older page, a script): the character keeps what it has.
+        return str(self.cleaned_data.get("base_model") or self.initial.get("base_model") or BaseModel.DEFAULT)
 
     def add_service_error(self, error: ApplicationError) -> None:
         """Show a service's refusal beside the fields it names, or above the form."""

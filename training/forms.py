@@ -23,7 +23,10 @@ ADVANCED_FIELDS = ("steps", "rank", "learning_rate", "resolutions", "seed")
 
 
 class TrainingForm(forms.Form):
-    base_model = forms.ChoiceField(choices=CHOICES, initial=DEFAULT_BASE_MODEL, widget=forms.RadioSelect)
+    # Empty: the character's base model.
+    base_model = forms.ChoiceField(
+        choices=CHOICES, initial=DEFAULT_BASE_MODEL, widget=forms.RadioSelect, required=False
+    )
     preset = forms.ChoiceField(
         choices=[(name, PRESET_LABELS.get(name, name.title())) for name in PRESETS],
         initial=DEFAULT_PRESET,

@@ -65,6 +65,10 @@ class TrainingRun(models.Model):
     lora_name = models.CharField("LoRA storage name", max_length=255, blank=True, default="")
     lora_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     lora_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # The low-noise expert's file of a model with two (Wan 2.2); the fields above are then the high-noise one.
+    lora_low_noise_name = models.CharField(max_length=255, blank=True, default="")
+    lora_low_noise_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    lora_low_noise_sha256 = models.CharField(max_length=64, blank=True, default="")
 
     gpu_type = models.CharField(max_length=64, blank=True, default="")
     delay_ms = models.PositiveBigIntegerField(null=True, blank=True)

@@ -21,7 +21,7 @@ from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError, NotFound
 from studio.models import User
 from training import pricing, services
-from training.artifacts import lora_download_name
+from training.artifacts import LOW_NOISE, lora_download_name
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice, user_budget
 from training.forms import TrainingForm
@@ -66,7 +66,7 @@ def training_start(request: HttpRequest, character_id: uuid.UUID) -> HttpRespons
             requested_by=request.user,  # type: ignore[arg-type]
             params=form.overrides(),
             preset=form.cleaned_data["preset"],
-            base_model=form.cleaned_data["base_model"],
+            base_model=form.cleaned_data["base_model"] or None,
             source=USER,
         )
     except ApplicationError as error:
@@ -125,7 +125,7 @@ def _render_confirm(request: HttpRequest, character: Character, form: TrainingFo
     """The final settings and cost, and "Start training" only when the run would start; else why not."""
     user: User = request.user  # type: ignore[assignment]
     steps, preset = int(form.params["steps"]), form.cleaned_data["preset"]
-    model = form.cleaned_data["base_model"]
+    model = form.cleaned_data["base_model"] or character.base_model
     budget = _budget(user, steps, model)
     refusal = training_start_refusal(character=character, budget=budget, preset=preset, steps=steps)
     context = {
@@ -215,16 +215,19 @@ def training_run_retry(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_GET
 def training_run_lora(request: HttpRequest, run_id: uuid.UUID) -> FileResponse:
-    """Stream the run's LoRA to its owner, as a download named after the character."""
+    """Stream the run's LoRA to its owner, as a download named after the character; `?part=low_noise`: the
+    low-noise file of a model with two experts."""
     run = _run_for(request, run_id)
-    if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
+    low_noise = request.GET.get("part") == "low_noise"
+    name = run.lora_low_noise_name if low_noise else run.lora_name
+    if run.status != TrainingRun.Status.COMPLETED or not name:
         raise Http404("This run has no LoRA to download.")
-    if not default_storage.exists(run.lora_name):
+    if not default_storage.exists(name):
         raise Http404("The LoRA file is missing from storage.")
     response = FileResponse(
-        default_storage.open(run.lora_name, "rb"),
+        default_storage.open(name, "rb"),
         as_attachment=True,
-        filename=_lora_filename(run),
+        filename=lora_download_name(run, LOW_NOISE) if low_noise else _lora_filename(run),
         content_type="application/octet-stream",
     )
     response["Cache-Control"] = "private, no-cache"

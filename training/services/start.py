@@ -55,7 +55,7 @@ def training_run_start(
         trigger_word=character.trigger_word,
         base_model=model,
         source=source,
-        detail={"preset": preset, "base_model": model} if preset else {"base_model": model},
+        detail={"preset": preset} if preset else {},
     )
 
 
