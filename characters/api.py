@@ -25,6 +25,7 @@ from characters.selectors import (
     reference_image_get_for,
     reference_image_list,
 )
+from runpod_worker.contract import BaseModel
 from studio.api import ErrorSerializer, page_query_parameters, paginated_response, paginated_schema
 from studio.api_parsers import JSONParser
 from studio.errors import ApplicationError, NotFound
@@ -47,6 +48,7 @@ class CharacterSerializer(serializers.ModelSerializer):
             "trigger_word",
             "description",
             "auto_train",
+            "base_model",
             "is_person",
             "face_crops",
             "image_count",
@@ -114,6 +116,12 @@ class CharacterListApi(APIView):
         trigger_word = serializers.CharField(max_length=32)
         description = serializers.CharField(required=False, default="", allow_blank=True, max_length=5000)
         auto_train = serializers.BooleanField(required=False, default=False)
+        base_model = serializers.ChoiceField(
+            choices=list(BaseModel.SUPPORTED),
+            required=False,
+            default=BaseModel.DEFAULT,
+            help_text="What its LoRAs are trained on unless a run says otherwise; auto-train uses it.",
+        )
         is_person = serializers.BooleanField(required=False, default=True)
         face_crops = serializers.BooleanField(required=False, default=True)
 
@@ -160,6 +168,7 @@ class CharacterDetailApi(APIView):
         trigger_word = serializers.CharField(max_length=32, required=False)
         description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
         auto_train = serializers.BooleanField(required=False)
+        base_model = serializers.ChoiceField(choices=list(BaseModel.SUPPORTED), required=False)
         is_person = serializers.BooleanField(required=False)
         face_crops = serializers.BooleanField(required=False)
 

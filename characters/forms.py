@@ -8,7 +8,17 @@ from django import forms
 from characters import consent
 from characters.models import ReferenceImage, trigger_word_validator
 from characters.services import CAPTION_MAX_LENGTH
+from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError
+
+# Names only: what each model is for and costs is training's to say (training/base_models.py).
+BASE_MODEL_CHOICES = [
+    (BaseModel.FLUX_DEV, "FLUX.1 [dev]"),
+    (BaseModel.FLUX_SCHNELL, "FLUX.1 [schnell]"),
+    (BaseModel.QWEN_IMAGE, "Qwen-Image"),
+    (BaseModel.WAN22, "Wan 2.2 (14B)"),
+    (BaseModel.Z_IMAGE, "Z-Image"),
+]
 
 
 class CharacterForm(forms.Form):
@@ -25,6 +35,14 @@ class CharacterForm(forms.Form):
         label="Train automatically",
         help_text="Start training by itself once the character has enough reference images.",
     )
+    base_model = forms.ChoiceField(
+        required=False,
+        choices=BASE_MODEL_CHOICES,
+        initial=BaseModel.DEFAULT,
+        label="Base model",
+        help_text="What its LoRAs are trained on unless a run says otherwise; automatic training uses it. "
+        "The training page compares the models' costs and licences.",
+    )
     is_person = forms.BooleanField(
         required=False,
         initial=True,
@@ -38,6 +56,10 @@ class CharacterForm(forms.Form):
         label="Add face crops",
         help_text="Train on a crop around the face of each photo as well as on the photo.",
     )
+
+    def clean_base_model(self) -> str:
+        # Not posted (an older page, a script): the character keeps what it has.
+        return str(self.cleaned_data.get("base_model") or self.initial.get("base_model") or BaseModel.DEFAULT)
 
     def add_service_error(self, error: ApplicationError) -> None:
         """Show a service's refusal beside the fields it names, or above the form."""

@@ -8,6 +8,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
 
+from runpod_worker.contract import BaseModel
+
 TRIGGER_WORD_PATTERN = r"^[a-z][a-z0-9_]{2,31}$"
 
 trigger_word_validator = RegexValidator(
@@ -32,6 +34,12 @@ class Character(models.Model):
     auto_train = models.BooleanField(
         default=False,
         help_text="Start training by itself once the character has enough reference images.",
+    )
+    base_model = models.CharField(
+        max_length=32,
+        default=BaseModel.DEFAULT,
+        choices=[(key, key) for key in BaseModel.SUPPORTED],
+        help_text="The base model its LoRAs are trained on unless a run says otherwise (auto-train uses it).",
     )
     is_person = models.BooleanField(
         default=True,

@@ -40,12 +40,15 @@ from characters.signals import (
     reference_image_deleting,
     reference_images_added,
 )
+from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
 
 logger = logging.getLogger(__name__)
 
-CHARACTER_FIELDS = frozenset({"name", "trigger_word", "description", "auto_train", "is_person", "face_crops"})
+CHARACTER_FIELDS = frozenset(
+    {"name", "trigger_word", "description", "auto_train", "base_model", "is_person", "face_crops"}
+)
 # Changing these changes what the dataset report says (face checks, crops): it is recomputed.
 DATASET_FIELDS = frozenset({"is_person", "face_crops"})
 CAPTION_MAX_LENGTH = 1000
@@ -69,6 +72,7 @@ def character_create(
     trigger_word: str,
     description: str = "",
     auto_train: bool = False,
+    base_model: str = BaseModel.DEFAULT,
     is_person: bool = True,
     face_crops: bool = True,
 ) -> Character:
@@ -79,6 +83,7 @@ def character_create(
         trigger_word=trigger_word.strip(),
         description=description.strip(),
         auto_train=auto_train,
+        base_model=base_model,
         is_person=is_person,
         face_crops=face_crops,
     )
@@ -91,7 +96,7 @@ def character_create(
 
 
 def character_update(*, character: Character, **fields: object) -> Character:
-    """Change the given fields (name, trigger_word, description, auto_train) of a character."""
+    """Change the given fields (`CHARACTER_FIELDS`) of a character."""
     unknown = set(fields) - CHARACTER_FIELDS
     if unknown:
         raise TypeError(f"character_update() cannot change {sorted(unknown)}")

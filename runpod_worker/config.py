@@ -2,7 +2,8 @@
 
 AI Toolkit's class defaults are bad for Flux (lr 1e-6, ddpm scheduler, fp32, alpha 1.0), so nothing
 here relies on them: every key the upstream `train_lora_flux_24gb.yaml` example sets is written, except
-its process `device`, which nothing reads.
+its process `device`, which nothing reads. The other base models change what their own example and the
+UI's defaults change (runpod_worker/model_presets.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from runpod_worker.contract import BaseModel, GpuInfo, GpuPreset, JobInput
-from runpod_worker.weights import base_model_source, schnell_adapter_source
+from runpod_worker.model_presets import PRESETS, model_section
+from runpod_worker.weights import adapter_source, base_model_source, schnell_adapter_source
 
 # Cards with at least this much memory get the 80 GB preset (A100/H100 report about 79-80 GiB).
 HIGH_VRAM_THRESHOLD_GB = 40.0
@@ -47,6 +49,9 @@ def choose_preset(requested: str | None, gpu: GpuInfo) -> str:
 
 
 def _model_section(job: JobInput, preset: str, source: str, adapter: str | None) -> dict[str, Any]:
+    if job.base_model in PRESETS:
+        ara = adapter_source(job.base_model, preset)
+        return model_section(job.base_model, preset, source, adapter or (ara.name_or_path if ara else None))
     low_vram_card = preset == GpuPreset.LOW_VRAM_24GB
     model: dict[str, Any] = {
         "name_or_path": source,
@@ -67,6 +72,7 @@ def _model_section(job: JobInput, preset: str, source: str, adapter: str | None)
 
 def _sample_section(job: JobInput) -> dict[str, Any]:
     schnell = job.base_model == BaseModel.FLUX_SCHNELL
+    spec = PRESETS.get(job.base_model)
     return {
         "sampler": "flowmatch",
         "sample_every": job.params.sample_every if job.params.sample_every > 0 else job.params.steps,
@@ -78,14 +84,16 @@ def _sample_section(job: JobInput) -> dict[str, Any]:
         # (jobs/process/BaseSDTrainProcess.py:290-302); off, a gallery column changes only by training.
         "seed": job.params.effective_sample_seed,
         "walk_seed": False,
-        "guidance_scale": 1 if schnell else 4,
-        "sample_steps": 4 if schnell else 20,
+        "guidance_scale": spec.guidance_scale if spec else 1 if schnell else 4,
+        "sample_steps": spec.sample_steps if spec else 4 if schnell else 20,
         "format": "jpg",
+        **(spec.sample if spec else {}),
     }
 
 
 def _train_section(job: JobInput, preset: str) -> dict[str, Any]:
     sampling = job.params.sampling
+    spec = PRESETS.get(job.base_model)
     return {
         "batch_size": job.params.batch_size,
         "steps": job.params.steps,
@@ -99,7 +107,7 @@ def _train_section(job: JobInput, preset: str) -> dict[str, Any]:
         "optimizer_params": {"weight_decay": 1e-4},
         "lr": job.params.learning_rate,
         "lr_scheduler": "constant",
-        "timestep_type": "sigmoid",
+        "timestep_type": spec.timestep_type if spec else "sigmoid",
         "ema_config": {"use_ema": True, "ema_decay": 0.99},
         "dtype": "bf16",
         # The baseline sample at step 0 costs minutes of GPU time and shows only the base model: off unless
@@ -107,6 +115,7 @@ def _train_section(job: JobInput, preset: str) -> dict[str, Any]:
         # ignore the step in a resumed checkpoint's metadata (:884) and train it all again.
         "skip_first_sample": not job.params.sample_first,
         "disable_sampling": not sampling,
+        **(spec.train if spec else {}),
     }
 
 
@@ -122,6 +131,7 @@ def build_config(
     """The AI Toolkit config for this job, as a JSON-serialisable dict; every key is one AI Toolkit reads
     at the pinned commit (tests/runpod_worker/upstream/ai_toolkit_config_keys.json)."""
     name = job.output.lora_name
+    spec = PRESETS.get(job.base_model)
     process: dict[str, Any] = {
         "type": "sd_trainer",
         # No process-level `device`: upstream's examples set it, but nothing reads it (the accelerate
@@ -129,8 +139,14 @@ def build_config(
         "training_folder": str(training_folder),
         "trigger_word": job.trigger_word,
         "performance_log_every": 0,
-        # FLUX LoRAs are saved in PEFT format and AI Toolkit forces alpha = rank (toolkit/lora_special.py).
-        "network": {"type": "lora", "linear": job.params.rank, "linear_alpha": job.params.rank},
+        # FLUX LoRAs are saved in PEFT format and AI Toolkit forces alpha = rank (toolkit/lora_special.py);
+        # every other example sets alpha = rank too.
+        "network": {
+            "type": "lora",
+            "linear": job.params.rank,
+            "linear_alpha": job.params.rank,
+            **(spec.network if spec else {}),
+        },
         "save": {
             "dtype": "float16",
             "save_every": job.params.save_every,
@@ -148,6 +164,7 @@ def build_config(
                 "resolution": list(job.params.resolutions),
                 "default_caption": f"a photo of {job.trigger_word}",
                 "num_repeats": 1,
+                **(spec.dataset if spec else {}),
             }
         ],
         "train": _train_section(job, preset),

@@ -18,14 +18,20 @@ CONTRACT_VERSION = 1
 
 
 class BaseModel:
-    """Base model presets. Wan 2.1/2.2 and Qwen-Image join `SUPPORTED` once the worker trains them."""
+    """Base model presets. Wan 2.1 is reserved: it joins `SUPPORTED` once the worker trains it.
+
+    `wan22` is Wan 2.2 T2V A14B, trained on still images; its two experts give two LoRA files
+    (`LoraArtifact.name` is the high-noise one, `JobOutput.lora_low_noise` the other)."""
 
     FLUX_DEV = "flux-dev"
     FLUX_SCHNELL = "flux-schnell"
     WAN21 = "wan21"
     WAN22 = "wan22"
     QWEN_IMAGE = "qwen-image"
-    SUPPORTED: tuple[str, ...] = (FLUX_DEV, FLUX_SCHNELL)
+    Z_IMAGE = "z-image"
+    SUPPORTED: tuple[str, ...] = (FLUX_DEV, FLUX_SCHNELL, QWEN_IMAGE, WAN22, Z_IMAGE)
+    # Models whose AI Toolkit run writes one LoRA per expert (`<name>_high_noise` and `<name>_low_noise`).
+    SPLIT: tuple[str, ...] = (WAN22,)
     DEFAULT = FLUX_DEV
 
 
@@ -392,20 +398,30 @@ class OutputTarget:
     (`checkpoint_steps`, `sample_steps` x prompts): the worker uploads what has a target and skips the
     rest. Steps and prompts are known when the job is built, so every key is deterministic and the
     backend signs them all up front; each URL is a PUT to one object key, and its expiry must cover the
-    run (the LoRA's URL already has to)."""
+    run (the LoRA's URL already has to).
+
+    Additive: a base model with two experts (`BaseModel.SPLIT`, Wan 2.2) makes two LoRA files; then
+    `lora_upload_url` takes the high-noise one and `lora_low_noise_upload_url` (required) the low-noise one.
+    Checkpoints of such a model are not uploaded (each is two files); its runs do not resume."""
 
     lora_name: str
     lora_upload_url: str
     checkpoints: list[CheckpointTarget] = field(default_factory=list)
     samples: list[SampleTarget] = field(default_factory=list)
+    lora_low_noise_upload_url: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "output", params: TrainingParams | None = None) -> OutputTarget:
         data = _require_dict(data, path)
-        _reject_unknown(data, {"lora_name", "lora_upload_url", "checkpoints", "samples"}, path)
+        keys = {"lora_name", "lora_upload_url", "checkpoints", "samples", "lora_low_noise_upload_url"}
+        _reject_unknown(data, keys, path)
+        low_noise = data.get("lora_low_noise_upload_url")
         return cls(
             lora_name=_str(data, "lora_name", path, _SAFE_NAME, "must be letters, digits, _ or - (no dots)"),
             lora_upload_url=_url(data, "lora_upload_url", path),
+            lora_low_noise_upload_url=(
+                None if low_noise is None else _url(data, "lora_low_noise_upload_url", path)
+            ),
             checkpoints=_checkpoint_targets(data.get("checkpoints"), _join(path, "checkpoints"), params),
             samples=_sample_targets(data.get("samples"), _join(path, "samples"), params),
         )
@@ -565,13 +581,17 @@ class JobInput:
         if gpu_preset is not None and gpu_preset not in GpuPreset.ALL:
             raise ContractError("gpu_preset", f"must be null or one of {list(GpuPreset.ALL)}")
         params = TrainingParams.from_dict(data.get("params"))
+        output = OutputTarget.from_dict(data.get("output"), params=params)
+        if (base_model in BaseModel.SPLIT) != (output.lora_low_noise_upload_url is not None):
+            needs = "is required" if base_model in BaseModel.SPLIT else "is only for a model with two experts"
+            raise ContractError("output.lora_low_noise_upload_url", f"{needs} ({base_model})")
         return cls(
             run_id=_str(data, "run_id", "", _UUID, "must be a UUID"),
             trigger_word=_str(
                 data, "trigger_word", "", _TRIGGER, "must be one word of letters, digits, _ or -"
             ),
             images=_images(data.get("images")),
-            output=OutputTarget.from_dict(data.get("output"), params=params),
+            output=output,
             params=params,
             base_model=base_model,
             gpu_preset=gpu_preset,
@@ -585,7 +605,7 @@ class JobInput:
         data = asdict(self)
         if data["resume"] is None:
             del data["resume"]
-        for key in ("checkpoints", "samples"):
+        for key in ("checkpoints", "samples", "lora_low_noise_upload_url"):
             if not data["output"][key]:
                 del data["output"][key]
         for key in ("sample_seed", "sample_first"):
@@ -695,6 +715,8 @@ class JobOutput:
     checkpoints: list[CheckpointArtifact] = field(default_factory=list)
     samples: list[SampleArtifact] = field(default_factory=list)
     resumed_from_step: int | None = None
+    # Additive: the low-noise expert's LoRA of a `BaseModel.SPLIT` model (`lora` is then the high-noise one).
+    lora_low_noise: LoraArtifact | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> JobOutput:
@@ -719,6 +741,7 @@ class JobOutput:
                 resumed_from_step=None
                 if data.get("resumed_from_step") is None
                 else int(data["resumed_from_step"]),
+                lora_low_noise=_lora_artifact(data.get("lora_low_noise")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ContractError("output", f"is not a worker output document ({exc!r})") from exc
@@ -727,10 +750,16 @@ class JobOutput:
         """The additive fields only when they say something: a run without samples, checkpoints or resume
         gives the same document as before they existed."""
         data = asdict(self)
-        for key in ("checkpoints", "samples", "resumed_from_step"):
+        for key in ("checkpoints", "samples", "resumed_from_step", "lora_low_noise"):
             if data[key] in ([], None):
                 del data[key]
         return data
+
+
+def _lora_artifact(data: Any) -> LoraArtifact | None:
+    if data is None:
+        return None
+    return LoraArtifact(name=str(data["name"]), bytes=int(data["bytes"]), sha256=str(data["sha256"]))
 
 
 @dataclass(frozen=True)

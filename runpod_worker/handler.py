@@ -43,7 +43,7 @@ from runpod_worker.failures import classify_failure
 from runpod_worker.redact import forget_secrets, register_secret
 from runpod_worker.resume import lay_out_resume
 from runpod_worker.trainer import (
-    final_artifact,
+    final_artifacts,
     is_simulator,
     run_trainer,
     safetensors_metadata,
@@ -52,7 +52,7 @@ from runpod_worker.trainer import (
     trainer_version,
 )
 from runpod_worker.upload import upload_file
-from runpod_worker.weights import base_model_source, schnell_adapter_source, trainer_env
+from runpod_worker.weights import adapter_source, run_sources, trainer_env
 
 log = logging.getLogger("runpod_worker")
 
@@ -223,6 +223,7 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
 def _secrets_of(spec: JobInput) -> list[str]:
     """Values of this job that must never leave the worker in a log tail."""
     values = [image.url for image in spec.images] + [spec.output.lora_upload_url]
+    values += [spec.output.lora_low_noise_upload_url or ""]
     values += [t.upload_url for t in spec.output.samples]
     values += [u for t in spec.output.checkpoints for u in (t.upload_url, t.optimizer_upload_url)]
     if spec.callback is not None:
@@ -311,15 +312,20 @@ async def _train_reporting(
     collector = ArtifactCollector(
         spec, save_root, workspace / "outbox", start_step=resume.step if resume is not None else 0
     )
-    artifact, steps = await _run_training(spec, gpu, dataset_dir, workspace, reporter, collector)
+    artifacts, steps = await _run_training(spec, gpu, dataset_dir, workspace, reporter, collector)
     train_s = time.monotonic() - started
 
     started = time.monotonic()
     await reporter.report(Progress(stage=Stage.UPLOADING, step=steps, total_steps=spec.params.steps))
-    uploaded = await asyncio.to_thread(upload_file, artifact, spec.output.lora_upload_url)
+    urls = [spec.output.lora_upload_url, spec.output.lora_low_noise_upload_url]
+    loras = []
+    for artifact, url in zip(artifacts, urls, strict=False):
+        uploaded = await asyncio.to_thread(upload_file, artifact, url or "")
+        loras.append(LoraArtifact(name=artifact.name, bytes=uploaded.bytes, sha256=uploaded.sha256))
     upload_s = time.monotonic() - started
     output = JobOutput(
-        lora=LoraArtifact(name=artifact.name, bytes=uploaded.bytes, sha256=uploaded.sha256),
+        lora=loras[0],
+        lora_low_noise=loras[1] if len(loras) > 1 else None,
         steps=steps,
         trainer_version=trainer_version(toolkit_dir()),
         gpu=gpu,
@@ -353,20 +359,19 @@ async def _run_training(
     workspace: Path,
     reporter: ProgressReporter,
     collector: ArtifactCollector,
-) -> tuple[Path, int]:
+) -> tuple[list[Path], int]:
     name = spec.output.lora_name
     training_folder = workspace / "output"
     preset = choose_preset(spec.gpu_preset, gpu)
-    sources = [base_model_source(spec.base_model)]
-    if spec.base_model == BaseModel.FLUX_SCHNELL:
-        sources.append(schnell_adapter_source())
+    sources = run_sources(spec.base_model, preset)
+    adapter = adapter_source(spec.base_model, preset)
     config = build_config(
         spec,
         preset=preset,
         dataset_dir=dataset_dir,
         training_folder=training_folder,
         model_path=sources[0].name_or_path,
-        adapter_path=sources[1].name_or_path if len(sources) > 1 else None,
+        adapter_path=adapter.name_or_path if adapter else None,
     )
     config_path = workspace / "config.json"
     config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -393,11 +398,11 @@ async def _run_training(
         raise JobFailed(
             ErrorCode.TRAINER_FAILED, "The trainer was interrupted before it finished; retry the run.", tail
         )
-    artifact = final_artifact(training_folder, name)
-    steps = steps_from_metadata(safetensors_metadata(artifact))
+    artifacts = final_artifacts(training_folder, name, spec.base_model in BaseModel.SPLIT)
+    steps = steps_from_metadata(safetensors_metadata(artifacts[0]))
     if steps is None:
         steps = run.last_progress.step if run.last_progress else spec.params.steps
-    return artifact, steps
+    return artifacts, steps
 
 
 def _warn_if_simulated() -> None:

@@ -55,8 +55,10 @@ import requests
 
 from runpod_worker.contract import (
     CONTRACT_VERSION,
+    BaseModel,
     JobInput,
     JobOutput,
+    LoraArtifact,
     Stage,
     checkpoint_steps,
     sample_steps,
@@ -67,7 +69,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CPU_ONLY = Path(__file__).resolve().parent / "image" / "cpu_only"
 # The smallest run the contract accepts (params.steps >= 100).
 DEFAULT_STEPS = 100
-MODEL_ENV = {"flux-dev": "FLUX_DEV_PATH", "flux-schnell": "FLUX_SCHNELL_PATH"}
+MODEL_ENV = {
+    "flux-dev": "FLUX_DEV_PATH",
+    "flux-schnell": "FLUX_SCHNELL_PATH",
+    "qwen-image": "QWEN_IMAGE_PATH",
+    "wan22": "WAN22_PATH",
+    "z-image": "Z_IMAGE_PATH",
+}
+
+
+# How each model's LoRA names its tensors: FLUX.1 in diffusers' PEFT form; Qwen-Image, Z-Image and Wan 2.2
+# as ComfyUI loads them (qwen_image.py:418-423, z_image.py:467-472; wan21.py's convert_to_original).
+LORA_PREFIX = {"flux-dev": "transformer.", "flux-schnell": "transformer."}
+DEFAULT_LORA_PREFIX = "diffusion_model."
 
 
 class SmokeFailed(Exception):
@@ -207,6 +221,9 @@ def job_input(side: LocalSide, args: argparse.Namespace) -> dict[str, Any]:
         },
         "callback": {"url": f"{side.base_url}/callback", "token": side.token},
     }
+    if args.base_model in BaseModel.SPLIT:
+        low_noise = f"{side.base_url}/upload/smoke_lora_low_noise.safetensors"
+        document["output"]["lora_low_noise_upload_url"] = low_noise
     spec = JobInput.from_dict(document)
     upload = f"{side.base_url}/upload"
     document["output"]["checkpoints"] = [
@@ -319,7 +336,9 @@ def lora_tensors(data: bytes) -> tuple[dict[str, Any], dict[str, str]]:
     return header, metadata
 
 
-def verify(status: dict[str, Any], side: LocalSide, steps: int) -> dict[str, Any]:
+def verify(
+    status: dict[str, Any], side: LocalSide, steps: int, base_model: str = "flux-dev"
+) -> dict[str, Any]:
     if status["status"] != "COMPLETED":
         raise SmokeFailed(f"the job ended {status['status']}: {status.get('error')}")
     output = JobOutput.from_dict(status["output"])
@@ -335,29 +354,42 @@ def verify(status: dict[str, Any], side: LocalSide, steps: int) -> dict[str, Any
         raise SmokeFailed(
             f"the trainer's progress was not parsed (training callbacks saw steps {list(seen.values())})"
         )
-    data = side.uploads.get("smoke_lora.safetensors")
-    if data is None:
-        raise SmokeFailed("no LoRA arrived at the upload target")
-    digest = hashlib.sha256(data).hexdigest()
-    if (len(data), digest) != (output.lora.bytes, output.lora.sha256):
-        raise SmokeFailed(f"the upload ({len(data)} B, {digest}) is not what the output says ({output.lora})")
-    tensors, metadata = lora_tensors(data)
-    lora = [
-        n
-        for n in tensors
-        if n.startswith("transformer.") and n.endswith((".lora_A.weight", ".lora_B.weight"))
-    ]
-    if not lora or len(lora) != len(tensors):
-        raise SmokeFailed(
-            f"the LoRA's tensors are not all transformer.*.lora_A/B.weight: {sorted(tensors)[:5]}"
-        )
     if output.steps != steps:
         raise SmokeFailed(f"the output says {output.steps} steps, not {steps}")
-    if steps_in(metadata) != steps:
-        raise SmokeFailed(f"the LoRA's training_info says step {steps_in(metadata)}, not {steps}")
-    return {"steps": output.steps, "train_s": output.timings.train_s, "lora_bytes": len(data),
-            "tensors": len(lora), "progress_callbacks": len(training),
-            "trainer_version": output.trainer_version, "lora_metadata_keys": sorted(metadata)}  # fmt: skip
+    files = [("smoke_lora.safetensors", output.lora)]
+    if base_model in BaseModel.SPLIT:
+        if output.lora_low_noise is None:
+            raise SmokeFailed("the output names no low-noise LoRA")
+        files.append(("smoke_lora_low_noise.safetensors", output.lora_low_noise))
+    figures: dict[str, Any] = {"steps": output.steps, "train_s": output.timings.train_s, "lora_bytes": 0,
+                               "tensors": 0, "progress_callbacks": len(training),
+                               "trainer_version": output.trainer_version}  # fmt: skip
+    for upload, artifact in files:
+        prefix = LORA_PREFIX.get(base_model, DEFAULT_LORA_PREFIX)
+        data, metadata, tensors = verify_lora(side, upload, artifact, prefix)
+        if steps_in(metadata) != steps:
+            raise SmokeFailed(f"{upload}'s training_info says step {steps_in(metadata)}, not {steps}")
+        figures["lora_bytes"] += len(data)
+        figures["tensors"] += tensors
+        figures["lora_metadata_keys"] = sorted(metadata)
+    return figures
+
+
+def verify_lora(
+    side: LocalSide, upload: str, artifact: LoraArtifact, prefix: str
+) -> tuple[bytes, dict[str, str], int]:
+    """The upload named `upload` is the file `artifact` describes, of `<prefix>*.lora_A/B.weight` tensors."""
+    data = side.uploads.get(upload)
+    if data is None:
+        raise SmokeFailed(f"no LoRA arrived at the upload target {upload}")
+    digest = hashlib.sha256(data).hexdigest()
+    if (len(data), digest) != (artifact.bytes, artifact.sha256):
+        raise SmokeFailed(f"the upload ({len(data)} B, {digest}) is not what the output says ({artifact})")
+    tensors, metadata = lora_tensors(data)
+    lora = [n for n in tensors if n.startswith(prefix) and n.endswith((".lora_A.weight", ".lora_B.weight"))]
+    if not lora or len(lora) != len(tensors):
+        raise SmokeFailed(f"the LoRA's tensors are not all {prefix}*.lora_A/B.weight: {sorted(tensors)[:5]}")
+    return data, metadata, len(lora)
 
 
 def steps_in(metadata: dict[str, str]) -> int | None:
@@ -465,7 +497,9 @@ def build_model(base_model: str, dest: Path) -> None:
 
 def worker_env(args: argparse.Namespace, model: Path, workdir: Path) -> dict[str, str]:
     env = {**os.environ, "AI_TOOLKIT_DIR": str(args.ai_toolkit), MODEL_ENV[args.base_model]: str(model),
-           "WORKER_WORKSPACE": str(workdir / "jobs"), "HF_HUB_OFFLINE": "1"}  # fmt: skip
+           "WORKER_WORKSPACE": str(workdir / "jobs"), "HF_HUB_OFFLINE": "1",
+           # The worker may seed the trainer's Hugging Face cache (Wan 2.2's VAE): never the user's own.
+           "HF_HOME": str(workdir / "hf-home")}  # fmt: skip
     if shutil.which("nvidia-smi") is None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CPU_ONLY), os.environ.get("PYTHONPATH")]))
     return env
@@ -486,7 +520,7 @@ def smoke(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         document = job_input(side, args)
         status = run_job(url, key, document, args.timeout)
         try:
-            figures = verify(status, side, args.steps)
+            figures = verify(status, side, args.steps, args.base_model)
             if args.save_every or args.sample_every:
                 figures.update(verify_artifacts(status, side, document))
             if args.resume_proof:
@@ -497,6 +531,11 @@ def smoke(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 print("\n".join(log.read_text(errors="replace").splitlines()[-60:]), file=sys.stderr)
             raise
     figures["job_s"] = round(time.monotonic() - started, 1)
+    if args.save_lora:
+        args.save_lora.mkdir(parents=True, exist_ok=True)
+        for name, data in side.uploads.items():
+            if name.startswith("smoke_lora"):
+                (args.save_lora / name).write_bytes(data)
     return figures
 
 
@@ -523,6 +562,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--kill-after", type=int, default=0, help="default: save_every + 10")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--save-lora", type=Path, default=None, help="write the uploaded LoRA file(s) here")
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep everything here (default: a temp dir)"
     )

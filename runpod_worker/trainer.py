@@ -97,16 +97,25 @@ def split_lines(buffer: str) -> tuple[list[str], str]:
 # ------------------------------------------------------------------------------- artifacts
 
 
-def final_artifact(training_folder: Path, name: str) -> Path:
-    """`<training_folder>/<name>/<name>.safetensors`, and only that: checkpoints carry a step suffix."""
-    path = training_folder / name / f"{name}.safetensors"
+def final_artifact(training_folder: Path, name: str, suffix: str = "") -> Path:
+    """`<training_folder>/<name>/<name><suffix>.safetensors`, and only that: checkpoints carry a step
+    suffix. A model with two experts writes `_high_noise` and `_low_noise` files instead of one
+    (extensions_built_in/diffusion_models/wan22/wan22_14b_model.py:452-493)."""
+    path = training_folder / name / f"{name}{suffix}.safetensors"
     if not path.is_file() or path.stat().st_size == 0:
         raise JobFailed(
             ErrorCode.TRAINER_FAILED,
-            f"Training ended without writing {name}.safetensors. Retry the run; if it fails again, "
+            f"Training ended without writing {path.name}. Retry the run; if it fails again, "
             "the trainer log below says why.",
         )
     return path
+
+
+def final_artifacts(training_folder: Path, name: str, split: bool) -> list[Path]:
+    """The LoRA files a finished run wrote: one, or the high- and the low-noise expert's (in that order)."""
+    if not split:
+        return [final_artifact(training_folder, name)]
+    return [final_artifact(training_folder, name, f"_{part}") for part in ("high_noise", "low_noise")]
 
 
 def safetensors_metadata(path: Path) -> dict[str, str]:

@@ -7,14 +7,22 @@
    serverless/development/huggingface-models.mdx does). RunPod downloads it before the worker starts and
    does not bill that time.
 2. A diffusers folder baked into the image or kept on a network volume (`FLUX_DEV_PATH`,
-   `FLUX_SCHNELL_PATH`), read only.
+   `FLUX_SCHNELL_PATH`, `QWEN_IMAGE_PATH`, `WAN22_PATH`, `Z_IMAGE_PATH`), read only.
 3. The Hub id. Then AI Toolkit downloads it into `HF_HOME`, which is the worker's own container disk: two
    workers never download into one shared cache at once, because no cache is shared. (A shared network
    volume is only ever read: through 1 or 2.)
 
-A folder counts only when it holds every component AI Toolkit loads for FLUX.1
-(toolkit/stable_diffusion_model.py, the `is_flux` branch), so a half-copied folder falls through to the next
-source instead of failing the run.
+A folder counts only when it holds every component AI Toolkit loads for that model (`COMPONENTS`: for FLUX.1
+toolkit/stable_diffusion_model.py, the `is_flux` branch; for the others the model classes cited in
+runpod_worker/tiny_models/), so a half-copied folder falls through to the next source instead of failing
+the run.
+
+Two adapters come the same three ways: FLUX.1-schnell's training adapter, and on 24 GB cards the accuracy
+recovery adapter that lets Qwen-Image train at 3 bits and Wan 2.2 at 4 bits (`ARA_FILES`). Wan 2.2's VAE is
+read by AI Toolkit from the Hub id `ai-toolkit/wan2.1-vae` whatever folder the model comes from
+(extensions_built_in/diffusion_models/wan22/wan22_14b_model.py:172, toolkit/models/wan21/wan21.py:454-457):
+a local model folder's `vae/` (the same Wan 2.1 VAE) is put into the trainer's Hugging Face cache under that
+id, so a local model needs no Hub (`seed_hub_cache`).
 """
 
 from __future__ import annotations
@@ -23,16 +31,38 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runpod_worker.contract import BaseModel
+from runpod_worker.contract import BaseModel, GpuPreset
 
 HUB_IDS: dict[str, str] = {
     BaseModel.FLUX_DEV: "black-forest-labs/FLUX.1-dev",
     BaseModel.FLUX_SCHNELL: "black-forest-labs/FLUX.1-schnell",
+    # config/examples/train_lora_qwen_image_24gb.yaml:59
+    BaseModel.QWEN_IMAGE: "Qwen/Qwen-Image",
+    # config/examples/train_lora_wan22_14b_24gb.yaml:68: bf16 weights, half the official float32 download
+    BaseModel.WAN22: "ai-toolkit/Wan2.2-T2V-A14B-Diffusers-bf16",
+    # ui/src/app/jobs/new/options.tsx:689
+    BaseModel.Z_IMAGE: "Tongyi-MAI/Z-Image",
 }
 LOCAL_PATH_ENV: dict[str, str] = {
     BaseModel.FLUX_DEV: "FLUX_DEV_PATH",
     BaseModel.FLUX_SCHNELL: "FLUX_SCHNELL_PATH",
+    BaseModel.QWEN_IMAGE: "QWEN_IMAGE_PATH",
+    BaseModel.WAN22: "WAN22_PATH",
+    BaseModel.Z_IMAGE: "Z_IMAGE_PATH",
 }
+# The accuracy recovery adapters of the 24 GB presets, as `<org>/<repo>/<file>` (AI Toolkit downloads that
+# form itself, toolkit/util/quantize.py:287-303): config/examples/train_lora_qwen_image_24gb.yaml:65 and
+# train_lora_wan22_14b_24gb.yaml:72.
+ARA_REPO = "ostris/accuracy_recovery_adapters"
+ARA_FILES: dict[str, str] = {
+    BaseModel.QWEN_IMAGE: "qwen_image_torchao_uint3.safetensors",
+    BaseModel.WAN22: "wan22_14b_t2i_torchao_uint4.safetensors",
+}
+ARA_PATH_ENV: dict[str, str] = {
+    BaseModel.QWEN_IMAGE: "QWEN_IMAGE_ARA_PATH",
+    BaseModel.WAN22: "WAN22_ARA_PATH",
+}
+WAN_VAE_REPO = "ai-toolkit/wan2.1-vae"
 # FLUX.1-schnell trains through AI Toolkit's de-distillation adapter (config/examples/
 # train_lora_flux_schnell_24gb.yaml); it is fetched with hf_hub_download unless it is a local path.
 SCHNELL_ADAPTER = "ostris/FLUX.1-schnell-training-adapter"
@@ -47,6 +77,14 @@ DIFFUSERS_COMPONENTS = (
     "transformer",
     "vae",
 )
+_SINGLE_ENCODER = ("model_index.json", "scheduler", "text_encoder", "tokenizer", "transformer", "vae")
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    BaseModel.FLUX_DEV: DIFFUSERS_COMPONENTS,
+    BaseModel.FLUX_SCHNELL: DIFFUSERS_COMPONENTS,
+    BaseModel.QWEN_IMAGE: _SINGLE_ENCODER,
+    BaseModel.WAN22: (*_SINGLE_ENCODER, "transformer_2"),
+    BaseModel.Z_IMAGE: _SINGLE_ENCODER,
+}
 
 
 def runpod_cache_root() -> Path:
@@ -80,19 +118,61 @@ def cached_snapshot(repo_id: str, root: Path | None = None) -> Path | None:
     return None
 
 
-def is_diffusers_folder(path: Path) -> bool:
-    return all((path / component).exists() for component in DIFFUSERS_COMPONENTS)
+def is_diffusers_folder(path: Path, base_model: str = BaseModel.FLUX_DEV) -> bool:
+    return all((path / component).exists() for component in COMPONENTS[base_model])
 
 
 def base_model_source(base_model: str) -> WeightSource:
     """Where AI Toolkit should load `base_model` from, cheapest cold start first."""
     snapshot = cached_snapshot(HUB_IDS[base_model])
-    if snapshot is not None and is_diffusers_folder(snapshot):
+    if snapshot is not None and is_diffusers_folder(snapshot, base_model):
         return WeightSource(str(snapshot), "runpod-cache")
     local = os.environ.get(LOCAL_PATH_ENV[base_model])
-    if local and is_diffusers_folder(Path(local)):
+    if local and is_diffusers_folder(Path(local), base_model):
         return WeightSource(local, "local-folder")
     return WeightSource(HUB_IDS[base_model], "hub")
+
+
+def ara_source(base_model: str) -> WeightSource:
+    """The accuracy recovery adapter file of `base_model`'s quantised 24 GB preset."""
+    local = os.environ.get(ARA_PATH_ENV[base_model])
+    if local and Path(local).is_file():
+        return WeightSource(local, "local-folder")
+    snapshot = cached_snapshot(ARA_REPO)
+    if snapshot is not None and (snapshot / ARA_FILES[base_model]).is_file():
+        return WeightSource(str(snapshot / ARA_FILES[base_model]), "runpod-cache")
+    return WeightSource(f"{ARA_REPO}/{ARA_FILES[base_model]}", "hub")
+
+
+def trainer_hub_cache() -> Path:
+    """The Hugging Face hub cache the trainer reads, as huggingface_hub.constants resolves it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home) / "hub"
+
+
+def wan_vae_source(model: WeightSource) -> WeightSource:
+    """Where `ai-toolkit/wan2.1-vae` comes from: RunPod's cache, a local model folder's `vae/`, the Hub."""
+    snapshot = cached_snapshot(WAN_VAE_REPO)
+    if snapshot is not None and (snapshot / "config.json").is_file():
+        return seed_hub_cache(WAN_VAE_REPO, snapshot, "runpod-cache")
+    if model.local and (Path(model.name_or_path) / "vae" / "config.json").is_file():
+        return seed_hub_cache(WAN_VAE_REPO, Path(model.name_or_path) / "vae", "local-folder")
+    return WeightSource(WAN_VAE_REPO, "hub")
+
+
+def seed_hub_cache(repo_id: str, folder: Path, kind: str, cache: Path | None = None) -> WeightSource:
+    """Makes `folder` the `main` snapshot of `repo_id` in the trainer's hub cache (a symbolic link, nothing
+    copied), so `from_pretrained(repo_id)` loads it offline; an existing download is left alone."""
+    org, name = repo_id.split("/", 1)
+    root = (cache or trainer_hub_cache()) / f"models--{org}--{name}"
+    if cached_snapshot(repo_id, root.parent) is None:
+        (root / "snapshots").mkdir(parents=True, exist_ok=True)
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "snapshots" / "local").symlink_to(folder.resolve(), target_is_directory=True)
+        (root / "refs" / "main").write_text("local", encoding="utf-8")
+    return WeightSource(repo_id, kind)
 
 
 def schnell_adapter_source() -> WeightSource:
@@ -103,6 +183,25 @@ def schnell_adapter_source() -> WeightSource:
     if snapshot is not None and (snapshot / "pytorch_lora_weights.safetensors").is_file():
         return WeightSource(str(snapshot), "runpod-cache")
     return WeightSource(SCHNELL_ADAPTER, "hub")
+
+
+def adapter_source(base_model: str, preset: str) -> WeightSource | None:
+    """The adapter a run of `base_model` on `preset` loads beside the model, if any."""
+    if base_model == BaseModel.FLUX_SCHNELL:
+        return schnell_adapter_source()
+    if base_model in ARA_FILES and preset == GpuPreset.LOW_VRAM_24GB:
+        return ara_source(base_model)
+    return None
+
+
+def run_sources(base_model: str, preset: str) -> list[WeightSource]:
+    """Every weight a run loads: the model first, then its adapter, then (Wan 2.2) its VAE."""
+    model = base_model_source(base_model)
+    adapter = adapter_source(base_model, preset)
+    sources = [model] + ([adapter] if adapter else [])
+    if base_model == BaseModel.WAN22:
+        sources.append(wan_vae_source(model))
+    return sources
 
 
 def trainer_env(sources: list[WeightSource]) -> dict[str, str]:

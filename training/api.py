@@ -35,10 +35,11 @@ from studio.errors import ApplicationError, Conflict
 from studio.transfer import download_url
 from training import services
 from training.artifacts import lora_download_name
+from training.base_models import BASE_MODELS
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.selectors import training_run_get_for, training_run_list_for
-from training.serializers import TrainingRunSerializer
+from training.serializers import TrainingRunSerializer, low_noise_summary
 
 LORA_URL_TTL = timedelta(minutes=15)
 # The monthly budget is a payment matter, so its refusal is a 402, not a generic 400.
@@ -60,6 +61,12 @@ class LoraDownloadSerializer(serializers.Serializer):
     filename = serializers.CharField()
     bytes = serializers.IntegerField(allow_null=True)
     sha256 = serializers.CharField(help_text="Check the downloaded file against this.")
+    low_noise = serializers.DictField(
+        allow_null=True,
+        help_text="wan22 only: the low-noise expert's file (`url`, `filename`, `bytes`, `sha256`); "
+        "the fields above are then the high-noise file. Load each into its own expert. Null for one-file "
+        "models.",
+    )
 
 
 # --- Training parameters, as the schema documents them ---------------------------------------
@@ -167,6 +174,13 @@ class TrainingRunStartApi(APIView):
     class InputSerializer(serializers.Serializer):
         preset = serializers.ChoiceField(
             choices=sorted(PRESETS), required=False, allow_null=True, help_text="Named defaults."
+        )
+        base_model = serializers.ChoiceField(
+            choices=list(BASE_MODELS),
+            required=False,
+            allow_null=True,
+            help_text="The base model to train on; default: the character's `base_model`. "
+            + "; ".join(f"{key}: {info.good_for}" for key, info in BASE_MODELS.items()),
         )
         params = TrainingParamsField(
             required=False,
@@ -313,8 +327,16 @@ class TrainingRunLoraApi(APIView):
             "filename": lora_download_name(run),
             "bytes": run.lora_bytes,
             "sha256": run.lora_sha256,
+            "low_noise": _low_noise_download(run),
         }
         return Response(LoraDownloadSerializer(data).data)
+
+
+def _low_noise_download(run: TrainingRun) -> dict[str, Any] | None:
+    summary = low_noise_summary(run)
+    if summary is None:
+        return None
+    return {"url": download_url(run.lora_low_noise_name, ttl=int(LORA_URL_TTL.total_seconds())), **summary}
 
 
 def _accepted(run: TrainingRun, request: Request, *, replayed: bool) -> Response:

@@ -15,6 +15,7 @@ from characters.api import CharacterDetailApi, CharacterListApi, CharacterSerial
 from characters.models import Character
 from studio.api import ErrorSerializer, page_query_parameters, paginated_schema
 from training.artifacts import lora_download_name
+from training.base_models import BASE_MODELS
 from training.character_pages import CharacterTraining, training_by_character
 from training.models import TrainingRun
 
@@ -32,6 +33,9 @@ class CharacterLoraUrlsSerializer(serializers.Serializer):
 
 class CharacterLoraSerializer(serializers.Serializer):
     run_id = serializers.UUIDField()
+    base_model = serializers.ChoiceField(
+        choices=list(BASE_MODELS), help_text="The base model this LoRA was trained on and loads into."
+    )
     filename = serializers.CharField(help_text="The name to save the .safetensors file as.")
     bytes = serializers.IntegerField(allow_null=True)
     sha256 = serializers.CharField()
@@ -66,6 +70,7 @@ class CharacterWithLoraSerializer(CharacterSerializer):
             return None
         return {
             "run_id": run.pk,
+            "base_model": run.base_model,
             "filename": lora_download_name(run),
             "bytes": run.lora_bytes,
             "sha256": run.lora_sha256,

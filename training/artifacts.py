@@ -47,14 +47,18 @@ class StoredFile:
     sha256: str
 
 
-def lora_upload_name(run: TrainingRun) -> str:
+# The second file of a model with two experts (Wan 2.2): AI Toolkit's own suffix for it.
+LOW_NOISE = "_low_noise"
+
+
+def lora_upload_name(run: TrainingRun, part: str = "") -> str:
     """Where the worker's upload link writes the run's LoRA.
 
     Every job given that link can write there until the link expires, a job RunPod ran twice or one
     whose `/run` answer was lost included, so a run never keeps this file itself: it keeps a copy made
     by `lora_keep` under a name no link names.
     """
-    return f"characters/{run.character_id}/loras/uploads/{run.id}.safetensors"
+    return f"characters/{run.character_id}/loras/uploads/{run.id}{part}.safetensors"
 
 
 def _former_upload_name(run: TrainingRun) -> str:
@@ -63,12 +67,14 @@ def _former_upload_name(run: TrainingRun) -> str:
     return f"characters/{run.character_id}/loras/{run.id}.safetensors"
 
 
-def lora_keep(run: TrainingRun) -> str | None:
-    """Copies the uploaded LoRA to a new name of the run's own, written once, here, and never by a link;
-    None if nothing was uploaded. The caller verifies the copy, so what it verified is what it keeps."""
-    target = f"characters/{run.character_id}/loras/{run.id}-{secrets.token_hex(4)}.safetensors"
+def lora_keep(run: TrainingRun, part: str = "") -> str | None:
+    """Copies the uploaded LoRA (`part`: the low-noise file of a split one) to a new name of the run's own,
+    written once, here, and never by a link; None if nothing was uploaded. The caller verifies the copy, so
+    what it verified is what it keeps."""
+    target = f"characters/{run.character_id}/loras/{run.id}{part}-{secrets.token_hex(4)}.safetensors"
+    sources = (lora_upload_name(run, part),) if part else (lora_upload_name(run), _former_upload_name(run))
     try:
-        for source in (lora_upload_name(run), _former_upload_name(run)):
+        for source in sources:
             if default_storage.exists(source):
                 return _copy(source, target)
     except (OSError, BotoCoreError, ClientError) as exc:
@@ -76,7 +82,7 @@ def lora_keep(run: TrainingRun) -> str | None:
     return None
 
 
-def lora_tidy(run: TrainingRun, kept: str) -> None:
+def lora_tidy(run: TrainingRun, kept: str, part: str = "") -> None:
     """Once the run keeps `kept`: removes its upload, and any copy a completion cut short left behind (a
     completion still in flight then finds its copy gone, and the run already complete, so it changes
     nothing)."""
@@ -86,8 +92,11 @@ def lora_tidy(run: TrainingRun, kept: str) -> None:
     except (OSError, BotoCoreError, ClientError):
         logger.warning("could not list %s to remove what run %s left", folder, run.pk, exc_info=True)
         files = []
-    leftovers = [folder + file for file in files if file.startswith(f"{run.id}-") and folder + file != kept]
-    for name in [lora_upload_name(run), _former_upload_name(run), *leftovers]:
+    leftovers = [
+        folder + file for file in files if file.startswith(f"{run.id}{part}-") and folder + file != kept
+    ]
+    uploads = [lora_upload_name(run, part)] if part else [lora_upload_name(run), _former_upload_name(run)]
+    for name in [*uploads, *leftovers]:
         lora_discard(name)
 
 
@@ -215,8 +224,11 @@ def _chunks(name: str) -> Iterator[bytes]:
             yield chunk
 
 
-def lora_download_name(run: TrainingRun) -> str:
+def lora_download_name(run: TrainingRun, part: str = "") -> str:
     """`<trigger word>-<run id prefix>.safetensors`, with the trigger word the run trained on:
-    recognisable in a folder of many LoRAs."""
+    recognisable in a folder of many LoRAs. A split LoRA's files end `_high_noise` and `_low_noise`, as AI
+    Toolkit names them and ComfyUI workflows expect."""
     suffix = PurePosixPath(run.lora_name).suffix or ".safetensors"
-    return f"{run.trigger_word}-{str(run.pk)[:8]}{suffix}"
+    if run.lora_low_noise_name:
+        part = part or "_high_noise"
+    return f"{run.trigger_word}-{str(run.pk)[:8]}{part}{suffix}"

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from runpod_worker.contract import BaseModel
 from studio.models import User
 from training import pricing
 from training.presets import PRESETS
@@ -41,12 +42,12 @@ class Budget:
         return self.remaining_after is None or self.remaining_after >= 0
 
 
-def user_budget(user: User, *, steps: int) -> Budget:
+def user_budget(user: User, *, steps: int, base_model: str = BaseModel.DEFAULT) -> Budget:
     return Budget(
         limit=user.monthly_gpu_budget_usd,
         spent=user_spend_this_month(user),
         reserved=user_reserved_spend(user),
-        estimate=training_cost_estimate(steps=steps),
+        estimate=training_cost_estimate(steps=steps, base_model=base_model),
     )
 
 

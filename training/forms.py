@@ -8,6 +8,7 @@ from django import forms
 
 from runpod_worker.contract import ALLOWED_RESOLUTIONS
 from studio.errors import ApplicationError
+from training.base_models import CHOICES, DEFAULT_BASE_MODEL
 from training.presets import DEFAULT_PRESET, PRESETS
 from training.services import training_params_validate
 
@@ -22,6 +23,10 @@ ADVANCED_FIELDS = ("steps", "rank", "learning_rate", "resolutions", "seed")
 
 
 class TrainingForm(forms.Form):
+    # Empty: the character's base model.
+    base_model = forms.ChoiceField(
+        choices=CHOICES, initial=DEFAULT_BASE_MODEL, widget=forms.RadioSelect, required=False
+    )
     preset = forms.ChoiceField(
         choices=[(name, PRESET_LABELS.get(name, name.title())) for name in PRESETS],
         initial=DEFAULT_PRESET,

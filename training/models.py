@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from characters.models import Character
+from training.base_models import BASE_MODELS
 
 
 class TrainingRun(models.Model):
@@ -64,6 +65,10 @@ class TrainingRun(models.Model):
     lora_name = models.CharField("LoRA storage name", max_length=255, blank=True, default="")
     lora_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     lora_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # The low-noise expert's file of a model with two (Wan 2.2); the fields above are then the high-noise one.
+    lora_low_noise_name = models.CharField(max_length=255, blank=True, default="")
+    lora_low_noise_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    lora_low_noise_sha256 = models.CharField(max_length=64, blank=True, default="")
 
     gpu_type = models.CharField(max_length=64, blank=True, default="")
     delay_ms = models.PositiveBigIntegerField(null=True, blank=True)
@@ -128,6 +133,11 @@ class TrainingRun(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
+
+    @property
+    def base_model_label(self) -> str:
+        info = BASE_MODELS.get(self.base_model)
+        return info.label if info else self.base_model
 
     @property
     def progress_percent(self) -> int:

@@ -12,7 +12,9 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from runpod_worker.contract import BaseModel
 from training import gpu_pools
+from training.base_models import BASE_MODELS
 
 CENTS = Decimal("0.0001")
 
@@ -47,10 +49,21 @@ def seconds_per_step(gpu_type: str) -> Decimal:
     return table.get(gpu_type) or table.get(endpoint_gpu()) or max(table.values())
 
 
-def estimate_cost(*, steps: int, gpu_type: str | None = None) -> Decimal:
-    """Steps x measured seconds per step, plus start-up overhead, at the GPU's per-second price."""
+def model_seconds_per_step(gpu_type: str, base_model: str) -> Decimal:
+    """FLUX.1's measured step time on `gpu_type`, scaled to `base_model` (training/base_models.py)."""
+    return seconds_per_step(gpu_type) * BASE_MODELS[base_model].step_factor
+
+
+def price_per_1000_steps(base_model: str, gpu_type: str | None = None) -> Decimal:
+    """What 1000 steps cost on the GPU, start-up overhead not included: the figure to compare models by."""
     gpu = gpu_type or endpoint_gpu()
-    seconds = steps * seconds_per_step(gpu) + settings.TRAINING_OVERHEAD_SECONDS
+    return (1000 * model_seconds_per_step(gpu, base_model) * price_per_second(gpu)).quantize(CENTS)
+
+
+def estimate_cost(*, steps: int, gpu_type: str | None = None, base_model: str = BaseModel.DEFAULT) -> Decimal:
+    """Steps x seconds per step of the base model, plus start-up overhead, at the GPU's per-second price."""
+    gpu = gpu_type or endpoint_gpu()
+    seconds = steps * model_seconds_per_step(gpu, base_model) + settings.TRAINING_OVERHEAD_SECONDS
     return (seconds * price_per_second(gpu)).quantize(CENTS)
 
 

@@ -14,6 +14,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from characters.models import Character
+from runpod_worker.contract import BaseModel
 from studio.errors import NotFound
 from studio.models import User
 from training import pricing
@@ -161,6 +162,8 @@ def training_run_get_for(user: User, run_id: uuid.UUID | str) -> TrainingRun:
     return run
 
 
-def training_cost_estimate(*, steps: int, gpu_type: str | None = None) -> Decimal:
+def training_cost_estimate(
+    *, steps: int, gpu_type: str | None = None, base_model: str = BaseModel.DEFAULT
+) -> Decimal:
     """The USD a run of `steps` steps is expected to cost on `gpu_type` (default: the endpoint's GPU)."""
-    return pricing.estimate_cost(steps=steps, gpu_type=gpu_type)
+    return pricing.estimate_cost(steps=steps, gpu_type=gpu_type, base_model=base_model)

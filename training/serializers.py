@@ -10,7 +10,8 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from training.artifacts import lora_download_name
+from training.artifacts import LOW_NOISE, lora_download_name
+from training.base_models import BASE_MODELS
 from training.models import TrainingRun
 
 
@@ -27,10 +28,29 @@ class RunErrorSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class RunLoraSummarySerializer(serializers.Serializer):
+class LowNoiseLoraSerializer(serializers.Serializer):
     filename = serializers.CharField()
     bytes = serializers.IntegerField(allow_null=True)
     sha256 = serializers.CharField()
+
+
+class RunLoraSummarySerializer(serializers.Serializer):
+    filename = serializers.CharField(help_text="For a model with two experts (wan22): the high-noise file.")
+    bytes = serializers.IntegerField(allow_null=True)
+    sha256 = serializers.CharField()
+    low_noise = LowNoiseLoraSerializer(
+        allow_null=True, help_text="The low-noise expert's file of a wan22 LoRA; null for one-file models."
+    )
+
+
+def low_noise_summary(run: TrainingRun) -> dict[str, Any] | None:
+    if not run.lora_low_noise_name:
+        return None
+    return {
+        "filename": lora_download_name(run, LOW_NOISE),
+        "bytes": run.lora_low_noise_bytes,
+        "sha256": run.lora_low_noise_sha256,
+    }
 
 
 class RunUrlsSerializer(serializers.Serializer):
@@ -44,6 +64,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     """A run as GET /runs/<id> shows it; webhook events carry the same document as `data`."""
 
     character_id = serializers.UUIDField()
+    base_model = serializers.ChoiceField(
+        choices=list(BASE_MODELS), help_text="The base model the run trains on; its LoRA loads into it."
+    )
     progress = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     lora = serializers.SerializerMethodField()
@@ -89,6 +112,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "filename": lora_download_name(run),
             "bytes": run.lora_bytes,
             "sha256": run.lora_sha256,
+            "low_noise": low_noise_summary(run),
         }
 
     @extend_schema_field(RunUrlsSerializer)

@@ -17,10 +17,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from characters.models import Character
 from characters.selectors import character_get_for
+from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError, NotFound
 from studio.models import User
-from training import services
-from training.artifacts import lora_download_name
+from training import pricing, services
+from training.artifacts import LOW_NOISE, lora_download_name
+from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice, user_budget
 from training.forms import TrainingForm
 from training.models import TrainingEvent, TrainingRun
@@ -39,8 +41,8 @@ RUNS_PER_PAGE = 25
 USER = TrainingEvent.Source.USER
 
 
-def _budget(user: User, steps: int) -> Budget:
-    return user_budget(user, steps=steps)
+def _budget(user: User, steps: int, base_model: str = BaseModel.DEFAULT) -> Budget:
+    return user_budget(user, steps=steps, base_model=base_model)
 
 
 # ============================================================================================ start
@@ -52,7 +54,7 @@ def training_start(request: HttpRequest, character_id: uuid.UUID) -> HttpRespons
     """GET: the form. POST: the confirm step (estimate and budget), then, with `confirm`, the run."""
     character = character_get_for(request.user, character_id)
     if request.method == "GET":
-        return _render_form(request, character, TrainingForm())
+        return _render_form(request, character, TrainingForm(initial={"base_model": character.base_model}))
     form = TrainingForm(request.POST)
     if not form.is_valid() or "edit" in request.POST:
         return _render_form(request, character, form)
@@ -64,6 +66,7 @@ def training_start(request: HttpRequest, character_id: uuid.UUID) -> HttpRespons
             requested_by=request.user,  # type: ignore[arg-type]
             params=form.overrides(),
             preset=form.cleaned_data["preset"],
+            base_model=form.cleaned_data["base_model"] or None,
             source=USER,
         )
     except ApplicationError as error:
@@ -79,14 +82,24 @@ def _render_form(
     user: User = request.user  # type: ignore[assignment]
     image_count = character.images.count()
     preset = _chosen_preset(form)
-    budget = _budget(user, PRESETS[preset]["steps"])
+    model = _chosen_base_model(form, character)
+    budget = _budget(user, PRESETS[preset]["steps"], model)
     context = {
         "character": character,
         "form": form,
         "presets": [
-            {"name": name, **values, "estimate": training_cost_estimate(steps=values["steps"])}
+            {
+                "name": name,
+                **values,
+                "estimate": training_cost_estimate(steps=values["steps"], base_model=model),
+            }
             for name, values in PRESETS.items()
         ],
+        "base_models": [
+            {"info": info, "per_1000_steps": pricing.price_per_1000_steps(key)}
+            for key, info in BASE_MODELS.items()
+        ],
+        "chosen_base_model": model,
         "budget": budget,
         "budget_advice": budget_advice(budget=budget, preset=preset, steps=PRESETS[preset]["steps"]),
         "image_count": image_count,
@@ -98,6 +111,11 @@ def _render_form(
     return render(request, "training/training_form.html", context, status=status)
 
 
+def _chosen_base_model(form: TrainingForm, character: Character) -> str:
+    chosen = form.data.get("base_model") if form.is_bound else None
+    return chosen if chosen in BASE_MODELS else character.base_model
+
+
 def _chosen_preset(form: TrainingForm) -> str:
     chosen = form.data.get("preset") if form.is_bound else None
     return chosen if chosen in PRESETS else str(form.fields["preset"].initial)
@@ -107,13 +125,15 @@ def _render_confirm(request: HttpRequest, character: Character, form: TrainingFo
     """The final settings and cost, and "Start training" only when the run would start; else why not."""
     user: User = request.user  # type: ignore[assignment]
     steps, preset = int(form.params["steps"]), form.cleaned_data["preset"]
-    budget = _budget(user, steps)
+    model = form.cleaned_data["base_model"] or character.base_model
+    budget = _budget(user, steps, model)
     refusal = training_start_refusal(character=character, budget=budget, preset=preset, steps=steps)
     context = {
         "character": character,
         "form": form,
         "params": form.params,
         "preset": preset,
+        "base_model": BASE_MODELS[model],
         "budget": budget,
         "budget_advice": budget_advice(budget=budget, preset=preset, steps=steps),
         "refusal": refusal,
@@ -195,16 +215,19 @@ def training_run_retry(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_GET
 def training_run_lora(request: HttpRequest, run_id: uuid.UUID) -> FileResponse:
-    """Stream the run's LoRA to its owner, as a download named after the character."""
+    """Stream the run's LoRA to its owner, as a download named after the character; `?part=low_noise`: the
+    low-noise file of a model with two experts."""
     run = _run_for(request, run_id)
-    if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
+    low_noise = request.GET.get("part") == "low_noise"
+    name = run.lora_low_noise_name if low_noise else run.lora_name
+    if run.status != TrainingRun.Status.COMPLETED or not name:
         raise Http404("This run has no LoRA to download.")
-    if not default_storage.exists(run.lora_name):
+    if not default_storage.exists(name):
         raise Http404("The LoRA file is missing from storage.")
     response = FileResponse(
-        default_storage.open(run.lora_name, "rb"),
+        default_storage.open(name, "rb"),
         as_attachment=True,
-        filename=_lora_filename(run),
+        filename=lora_download_name(run, LOW_NOISE) if low_noise else _lora_filename(run),
         content_type="application/octet-stream",
     )
     response["Cache-Control"] = "private, no-cache"

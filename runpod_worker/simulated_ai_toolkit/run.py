@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lora_shapes  # the LoRA files of each base model other than FLUX.1
 import numpy as np
 import ui_progress  # the web UI's progress rows, written only for a `diffusion_trainer` the UI started
 import yaml
@@ -109,7 +110,9 @@ def lora_metadata(config: dict[str, Any], step: int, epoch: int) -> dict[str, st
     process = config["config"]["process"][0]
     meta: dict[str, Any] = json.loads(json.dumps(config.get("meta", {})).replace("[name]", name))
     meta["training_info"] = {"step": step, "epoch": epoch}
-    meta["ss_base_model_version"] = "flux.1"  # toolkit/stable_diffusion_model.py get_base_model_version
+    # toolkit/stable_diffusion_model.py get_base_model_version; each model class its own (lora_shapes.py)
+    arch = process["model"].get("arch", "flux")
+    meta["ss_base_model_version"] = lora_shapes.ARCHES[arch][1] if arch in lora_shapes.ARCHES else "flux.1"
     meta["ss_output_name"] = name
     trigger = process.get("trigger_word")
     if trigger is not None:
@@ -124,18 +127,21 @@ def lora_metadata(config: dict[str, Any], step: int, epoch: int) -> dict[str, st
 
 def save_lora(path: Path, config: dict[str, Any], step: int, seed: int, epoch: int = 0) -> None:
     rank = int(config["config"]["process"][0]["network"]["linear"])
-    rng = np.random.default_rng(seed + step)
-    tensors = {}
-    for key, shape in flux_lora_shapes(rank).items():
-        if key.endswith("lora_A.weight"):
-            tensors[key] = (rng.standard_normal(shape, dtype=np.float32) * 0.01).astype(np.float16)
-        else:
-            tensors[key] = np.full(shape, 1e-4 * step, dtype=np.float16)
-    metadata = lora_metadata(config, step, epoch)
-    metadata.update(model_hashes(tensors, metadata))
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    arch = config["config"]["process"][0]["model"].get("arch", "flux")
+    shapes = lora_shapes.ARCHES[arch][0](rank) if arch in lora_shapes.ARCHES else flux_lora_shapes(rank)
+    for index, target in enumerate(lora_shapes.lora_files(path, config)):
+        rng = np.random.default_rng(seed + step + index)
+        tensors = {}
+        for key, shape in shapes.items():
+            if key.endswith("lora_A.weight"):
+                tensors[key] = (rng.standard_normal(shape, dtype=np.float32) * 0.01).astype(np.float16)
+            else:
+                tensors[key] = np.full(shape, 1e-4 * step, dtype=np.float16)
+        metadata = lora_metadata(config, step, epoch)
+        metadata.update(model_hashes(tensors, metadata))
+        tmp = target.with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(target)
 
 
 def model_hashes(tensors: dict[str, Any], metadata: dict[str, str]) -> dict[str, str]:

@@ -4,7 +4,7 @@ AI Toolkit loads a base model from a diffusers folder component by component, wi
 names. A model built here has the same folders, the same classes and the same configuration keys as the
 real one, only with a few small layers, so the real trainer runs through its real code paths on a CPU
 in seconds. Each base model is one builder in `BUILDERS`, keyed by the contract's `base_model`; a new base
-model (Qwen-Image, Wan 2.2, Z-Image) is one more module with a `build(dest, seed)` function.
+model is one more module with a `build(dest, seed)` function.
 
     python -m runpod_worker.tiny_models flux-dev DEST [--seed N]
 
@@ -30,10 +30,31 @@ def _flux_schnell(dest: Path, seed: int) -> Path:
     return flux.build(dest, flux.SCHNELL, seed=seed)
 
 
+def _qwen_image(dest: Path, seed: int) -> Path:
+    from runpod_worker.tiny_models import qwen_image
+
+    return qwen_image.build(dest, seed=seed)
+
+
+def _wan22(dest: Path, seed: int) -> Path:
+    from runpod_worker.tiny_models import wan22
+
+    return wan22.build(dest, seed=seed)
+
+
+def _z_image(dest: Path, seed: int) -> Path:
+    from runpod_worker.tiny_models import z_image
+
+    return z_image.build(dest, seed=seed)
+
+
 # Keyed by runpod_worker.contract.BaseModel values.
 BUILDERS: dict[str, Callable[[Path, int], Path]] = {
     "flux-dev": _flux_dev,
     "flux-schnell": _flux_schnell,
+    "qwen-image": _qwen_image,
+    "wan22": _wan22,
+    "z-image": _z_image,
 }
 
 

@@ -64,7 +64,7 @@ def build(dest: Path, variant: Variant, *, seed: int = 0) -> Path:
     t5_ids = write_t5_tokenizer(dest / "tokenizer_2")
     pipe = FluxPipeline(
         scheduler=_scheduler(variant),
-        vae=_vae(),
+        vae=flux_vae(),
         text_encoder=_clip(clip_ids),
         tokenizer=_load_clip_tokenizer(dest / "tokenizer"),
         text_encoder_2=_t5(t5_ids),
@@ -82,7 +82,8 @@ def _scheduler(variant: Variant) -> Any:
     return FlowMatchEulerDiscreteScheduler(**variant.scheduler)
 
 
-def _vae() -> Any:
+def flux_vae() -> Any:
+    """FLUX.1's VAE shape, also Z-Image's: 16 latent channels, 8x down-sampling, its scale and shift."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(

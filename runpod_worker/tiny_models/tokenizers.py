@@ -103,3 +103,58 @@ def write_t5_tokenizer(dest: Path) -> dict[str, int]:
     tokenizer.save_pretrained(str(dest))
     size = len(pieces)
     return {"vocab_size": size + T5_EXTRA_IDS, "pad_token_id": 0, "eos_token_id": 1}
+
+
+# Qwen2.5-VL's and Qwen3's chat markers, special tokens in both vocabularies (Qwen/Qwen-Image and
+# Tongyi-MAI/Z-Image tokenizer_config.json).
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Qwen3's chat template reduced to what one user message with a generation prompt renders: the Z-Image
+# pipeline renders prompts through it (diffusers pipelines/z_image/pipeline_z_image.py, `_encode_prompt`).
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+    "{% endif %}"
+)
+
+
+def qwen_vocab() -> tuple[dict[str, int], list[str]]:
+    """Qwen's byte-level BPE shape: every byte as a symbol, merges for the corpus's words with GPT-2's
+    leading-space marker `Ġ`, then the special tokens."""
+    symbols = list(byte_unicode().values())
+    vocab = {symbol: index for index, symbol in enumerate(symbols)}
+    merges: list[str] = []
+    space = byte_unicode()[ord(" ")]
+    for word in sorted({word for line in CORPUS for word in line.replace(",", " ").split()}):
+        pieces = [space, *word]
+        while len(pieces) > 1:
+            merge = f"{pieces[0]} {pieces[1]}"
+            if merge not in merges:
+                merges.append(merge)
+                vocab.setdefault(pieces[0] + pieces[1], len(vocab))
+            pieces = [pieces[0] + pieces[1], *pieces[2:]]
+    for token in QWEN_SPECIALS:
+        vocab.setdefault(token, len(vocab))
+    return vocab, merges
+
+
+def write_qwen_tokenizer(dest: Path, *, chat_template: str | None = None) -> dict[str, int]:
+    """Writes a Qwen2Tokenizer folder (the class Qwen-Image and Z-Image ship); returns the ids the text
+    encoder's config must agree with."""
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = qwen_vocab()
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[tuple(merge.split(" ")) for merge in merges],
+        additional_special_tokens=list(QWEN_SPECIALS[1:]),
+        model_max_length=131072,
+    )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(str(dest))
+    return {
+        "vocab_size": len(vocab),
+        "pad_token_id": vocab["<|endoftext|>"],
+        "eos_token_id": vocab["<|im_end|>"],
+    }

@@ -9,6 +9,9 @@ RUN_ID = "3f2b8a9c-1d4e-4f6a-9b7c-2e5d8f0a1b3c"
 SHA = "a" * 64
 
 
+SPLIT = ("wan22",)
+
+
 def job_input(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "contract_version": 1,
@@ -32,4 +35,7 @@ def job_input(**overrides: Any) -> dict[str, Any]:
         "callback": None,
     }
     data.update(copy.deepcopy(overrides))
+    if data["base_model"] in SPLIT and "lora_low_noise_upload_url" not in data["output"]:
+        # A model with two experts uploads two LoRA files.
+        data["output"]["lora_low_noise_upload_url"] = "https://storage.example/alice_v1_low_noise.safetensors"
     return data

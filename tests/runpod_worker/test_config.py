@@ -8,7 +8,7 @@ import pytest
 
 from runpod_worker.config import NO_GPU, build_config, choose_preset
 from runpod_worker.contract import GpuInfo, JobInput
-from runpod_worker.weights import DIFFUSERS_COMPONENTS
+from runpod_worker.weights import ARA_PATH_ENV, DIFFUSERS_COMPONENTS, LOCAL_PATH_ENV
 from tests.runpod_worker.factories import job_input
 
 DATASET = Path("/workspace/job/dataset")
@@ -61,10 +61,64 @@ EXAMPLE_KEYS = [
     "meta.name",
     "meta.version",
 ]
+_SHARED_KEYS = [
+    key
+    for key in EXAMPLE_KEYS
+    if key not in ("config.process.0.model.is_flux", "config.process.0.train.ema_config.use_ema")
+    and key != "config.process.0.train.ema_config.ema_decay"
+    and key != "config.process.0.save.push_to_hub"
+    and key != "config.process.0.train.gradient_accumulation_steps"
+]
+_QUANTISED = [
+    "config.process.0.model.arch",
+    "config.process.0.model.qtype",
+    "config.process.0.model.quantize_te",
+    "config.process.0.model.qtype_te",
+    "config.process.0.model.low_vram",
+]
+# Every key of config/examples/train_lora_qwen_image_24gb.yaml and train_lora_wan22_14b_24gb.yaml beside
+# those FLUX.1's example shares, and the keys Z-Image's UI defaults set (ui/src/app/jobs/new/options.tsx:
+# 683-701); the process `device` again excepted.
+MODEL_EXAMPLE_KEYS = {
+    "qwen-image": [
+        *_SHARED_KEYS,
+        *_QUANTISED,
+        "config.process.0.train.cache_text_embeddings",
+        "config.process.0.train.gradient_accumulation",
+        "config.process.0.sample.sample_start_step",
+    ],
+    "wan22": [
+        *[k for k in _SHARED_KEYS if not k.endswith(("shuffle_tokens", "cache_latents_to_disk"))],
+        *_QUANTISED,
+        "config.process.0.datasets.0.num_frames",
+        "config.process.0.train.gradient_accumulation",
+        "config.process.0.train.timestep_type",
+        "config.process.0.train.optimizer_params",
+        "config.process.0.train.switch_boundary_every",
+        "config.process.0.train.cache_text_embeddings",
+        "config.process.0.model.model_kwargs.train_high_noise",
+        "config.process.0.model.model_kwargs.train_low_noise",
+        "config.process.0.sample.sample_start_step",
+        "config.process.0.sample.num_frames",
+        "config.process.0.sample.fps",
+    ],
+    "z-image": [
+        *_SHARED_KEYS,
+        *_QUANTISED,
+        "config.process.0.train.unload_text_encoder",
+        "config.process.0.train.timestep_type",
+    ],
+}
 CASES = {
     "flux-dev-24gb": ({"base_model": "flux-dev"}, "24gb"),
     "flux-dev-80gb": ({"base_model": "flux-dev"}, "80gb"),
     "flux-schnell-24gb": ({"base_model": "flux-schnell"}, "24gb"),
+    "qwen-image-24gb": ({"base_model": "qwen-image"}, "24gb"),
+    "qwen-image-80gb": ({"base_model": "qwen-image"}, "80gb"),
+    "wan22-24gb": ({"base_model": "wan22"}, "24gb"),
+    "wan22-80gb": ({"base_model": "wan22"}, "80gb"),
+    "z-image-24gb": ({"base_model": "z-image"}, "24gb"),
+    "z-image-80gb": ({"base_model": "z-image"}, "80gb"),
 }
 
 
@@ -80,8 +134,9 @@ def _job(**overrides: Any) -> JobInput:
 
 
 def _config(name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.delenv("FLUX_DEV_PATH", raising=False)
-    monkeypatch.delenv("FLUX_SCHNELL_PATH", raising=False)
+    for variable in [*LOCAL_PATH_ENV.values(), *ARA_PATH_ENV.values()]:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("RUNPOD_MODEL_CACHE_DIR", "/nonexistent/runpod-cache")
     overrides, preset = CASES[name]
     return build_config(_job(**overrides), preset=preset, dataset_dir=DATASET, training_folder=OUTPUT)
 
@@ -103,7 +158,8 @@ def test_the_config_matches_its_golden_file(
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_key_of_the_upstream_example_is_explicit(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config(name, monkeypatch)
-    missing = [path for path in EXAMPLE_KEYS if _missing(config, path)]
+    expected = MODEL_EXAMPLE_KEYS.get(CASES[name][0]["base_model"], EXAMPLE_KEYS)
+    missing = [path for path in expected if _missing(config, path)]
     assert missing == []
 
 
@@ -172,7 +228,9 @@ SECTION_OF = {
     "config.process.0.logging": "logging",
 }
 # Free-form mappings passed on whole: optimizer keyword arguments, and metadata written into the LoRA.
-FREE_FORM = {"config.process.0.train.optimizer_params", "meta"}
+# `model_kwargs` goes whole to the model class (Wan 2.2 reads train_high_noise / train_low_noise,
+# extensions_built_in/diffusion_models/wan22/wan22_14b_model.py:196-197).
+FREE_FORM = {"config.process.0.train.optimizer_params", "config.process.0.model.model_kwargs", "meta"}
 
 
 def _written_keys(config: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -221,3 +279,46 @@ def test_a_misspelled_key_would_fail_the_comparison(monkeypatch: pytest.MonkeyPa
 
     assert ("config.process.0.train", "learning_rate") in pairs
     assert "learning_rate" not in UPSTREAM_KEYS["sections"]["train"]
+
+
+@pytest.mark.parametrize(
+    ("base_model", "qtype"),
+    [
+        ("qwen-image", "uint3|ostris/accuracy_recovery_adapters/qwen_image_torchao_uint3.safetensors"),
+        ("wan22", "uint4|ostris/accuracy_recovery_adapters/wan22_14b_t2i_torchao_uint4.safetensors"),
+        ("z-image", "qfloat8"),
+    ],
+)
+def test_the_24gb_preset_quantises_as_upstream_says_for_24gb(
+    base_model: str, qtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _lookup(_config(f"{base_model}-24gb", monkeypatch), "config.process.0.model")
+    assert (model["quantize"], model["qtype"], model["low_vram"]) == (True, qtype, True)
+
+
+@pytest.mark.parametrize("base_model", ["qwen-image", "wan22", "z-image"])
+def test_the_80gb_preset_quantises_nothing(base_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _lookup(_config(f"{base_model}-80gb", monkeypatch), "config.process.0.model")
+    assert (model["quantize"], model["quantize_te"]) == (False, False)
+
+
+def test_a_local_accuracy_recovery_adapter_replaces_the_hub_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    adapter = tmp_path / "qwen_image_torchao_uint3.safetensors"
+    adapter.write_bytes(b"x")
+    monkeypatch.setenv("QWEN_IMAGE_ARA_PATH", str(adapter))
+    monkeypatch.setenv("RUNPOD_MODEL_CACHE_DIR", str(tmp_path / "no-cache"))
+    config = build_config(
+        _job(base_model="qwen-image"), preset="24gb", dataset_dir=DATASET, training_folder=OUTPUT
+    )
+    assert _lookup(config, "config.process.0.model.qtype") == f"uint3|{adapter}"
+
+
+def test_wan22_trains_both_experts_into_two_lora_files_on_still_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    process = _lookup(_config("wan22-80gb", monkeypatch), "config.process.0")
+    assert process["model"]["model_kwargs"] == {"train_high_noise": True, "train_low_noise": True}
+    assert process["network"]["split_multistage_loras"] is True
+    assert process["datasets"][0]["num_frames"] == process["sample"]["num_frames"] == 1

@@ -180,3 +180,61 @@ def test_resume_ignores_names_ai_toolkit_filters_out(tmp_path: Path, other: str)
     resumed = _run(tmp_path, spec)
 
     assert "Found step 50 in metadata, starting from there" in resumed
+
+
+# What the real trainer's LoRA of each tiny model is made of (runpod_worker/README.md, "The smoke"): the
+# simulator writes the same modules at the real models' widths.
+MODEL_LORAS = {
+    "qwen-image": (
+        ["alice_v1.safetensors"],
+        "diffusion_model.transformer_blocks.",
+        60 * 14 * 2,
+        "qwen_image",
+    ),
+    "z-image": (["alice_v1.safetensors"], "diffusion_model.layers.", 30 * 8 * 2, "zimage"),
+    "wan22": (
+        ["alice_v1_high_noise.safetensors", "alice_v1_low_noise.safetensors"],
+        "diffusion_model.blocks.",
+        40 * 10 * 2,
+        "wan_2.2_14b",
+    ),
+}
+
+
+@pytest.mark.parametrize("base_model", sorted(MODEL_LORAS))
+def test_each_base_model_gets_its_own_lora_files_tensors_and_version(base_model: str, tmp_path: Path) -> None:
+    files, prefix, count, version = MODEL_LORAS[base_model]
+    spec = JobInput.from_dict(
+        job_input(base_model=base_model, params={"steps": 100, "rank": 4, "save_every": 100})
+    )
+
+    _run(tmp_path, spec)
+
+    out = tmp_path / "output" / NAME
+    assert sorted(path.name for path in out.glob(f"{NAME}*.safetensors") if "_0000" not in path.name) == files
+    for name in files:
+        header = _header(out / name)
+        metadata = header.pop("__metadata__")
+        assert len(header) == count
+        assert all(
+            key.startswith(prefix) and key.endswith(("lora_A.weight", "lora_B.weight")) for key in header
+        )
+        assert (metadata["ss_base_model_version"], steps_from_metadata(metadata)) == (version, 100)
+
+
+def _header(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    return dict(json.loads(data[8 : 8 + length]))
+
+
+def test_a_wan22_lora_has_the_real_models_shapes(tmp_path: Path) -> None:
+    spec = JobInput.from_dict(
+        job_input(base_model="wan22", params={"steps": 100, "rank": 4, "save_every": 100})
+    )
+
+    _run(tmp_path, spec)
+
+    header = _header(tmp_path / "output" / NAME / f"{NAME}_low_noise.safetensors")
+    assert header["diffusion_model.blocks.39.ffn.0.lora_B.weight"]["shape"] == [13824, 4]
+    assert header["diffusion_model.blocks.0.self_attn.q.lora_A.weight"]["shape"] == [4, 5120]

@@ -31,6 +31,7 @@ from training.artifacts import (
 from training.models import TrainingRun
 from training.runpod import RunPodJob
 from training.services.reports import job_record
+from training.services.split_lora import split_lora_keep_read, split_lora_record, split_lora_settle
 from training.services.transitions import Status, run_locked, run_transition, transition_allowed
 
 
@@ -68,9 +69,12 @@ def training_run_complete(*, run: TrainingRun, end: RunEnd) -> Completion:
     read = stored_file_digest if end.output is not None else stored_lora_digest
     kept, stored = _lora_keep_read(run, read)  # copies and streams: outside any transaction
     problem = _lora_problem(stored, end.output)
+    low = split_lora_keep_read(run, read, end.output) if not problem else None
+    problem = problem or (low.problem if low else "")
     if problem:
-        if kept:
-            lora_discard(kept)
+        for name in (kept, low.kept if low else ""):
+            if name:
+                lora_discard(name)
         return Completion(run=run, completed=False, problem=problem, stored=stored is not None)
     assert stored is not None
     with transaction.atomic():
@@ -79,8 +83,10 @@ def training_run_complete(*, run: TrainingRun, end: RunEnd) -> Completion:
         completed = refusal is None and transition_allowed(locked.status, Status.COMPLETED)
         if completed:
             _lora_record(locked, kept, stored, end)
+            split_lora_record(locked, low)
             run_transition(locked, Status.COMPLETED, source=end.source, detail={**end.detail, "lora": kept})
     _lora_settle(locked, kept, kept_by_run=completed)
+    split_lora_settle(locked, low, kept_by_run=completed)
     return Completion(run=locked, completed=completed, refusal=refusal)
 
 

@@ -19,6 +19,7 @@ from runpod_worker.contract import ContractError, TrainingParams
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
 from training import pricing
+from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice
 from training.models import TrainingRun
 from training.preflight import training_run_missing_images
@@ -37,11 +38,14 @@ def training_run_start(
     requested_by: User,
     params: dict[str, Any] | None = None,
     preset: str | None = None,
+    base_model: str | None = None,
     source: str,
 ) -> TrainingRun:
-    """Creates a pending run with its dataset frozen, and enqueues its submission after commit."""
+    """Creates a pending run with its dataset frozen, and enqueues its submission after commit. The base
+    model is `base_model`, else the character's."""
     _check_may_train(character, requested_by)
     validated = training_params_validate(params=params, preset=preset)
+    model = base_model_validate(base_model or character.base_model)
     manifest = _manifest(character)
     return _run_create(
         character=character,
@@ -49,9 +53,21 @@ def training_run_start(
         params=validated,
         manifest=manifest,
         trigger_word=character.trigger_word,
+        base_model=model,
         source=source,
         detail={"preset": preset} if preset else {},
     )
+
+
+def base_model_validate(base_model: str) -> str:
+    if base_model not in BASE_MODELS:
+        names = ", ".join(BASE_MODELS)
+        raise ApplicationError(
+            f"There is no base model called {base_model!r}. Choose one of: {names}.",
+            code="invalid_params",
+            fields={"base_model": [f"Choose one of: {names}."]},
+        )
+    return base_model
 
 
 def training_params_validate(*, params: dict[str, Any] | None, preset: str | None) -> dict[str, Any]:
@@ -96,6 +112,7 @@ def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> 
         params=run.params,
         manifest=run.manifest,
         trigger_word=run.trigger_word,
+        base_model=run.base_model,
         source=source,
         detail={"retry_of": str(run.id)},
     )
@@ -166,10 +183,11 @@ def _run_create(
     params: dict[str, Any],
     manifest: list[dict[str, Any]],
     trigger_word: str,
+    base_model: str,
     source: str,
     detail: dict[str, Any],
 ) -> TrainingRun:
-    estimate = pricing.estimate_cost(steps=int(params["steps"]))
+    estimate = pricing.estimate_cost(steps=int(params["steps"]), base_model=base_model)
     run_id = uuid.uuid4()
     with transaction.atomic():
         owner = _lock_owner_and_character(character)
@@ -185,6 +203,7 @@ def _run_create(
                     params=params,
                     manifest=manifest,
                     trigger_word=trigger_word,
+                    base_model=base_model,
                     estimated_cost_usd=estimate,
                     # If the enqueue below is lost, the sweep submits the run at this time.
                     submit_due_at=timezone.now() + pending_recheck(),

@@ -27,10 +27,18 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from runpod_worker.contract import Callback, ContractError, ImageSpec, JobInput, OutputTarget, TrainingParams
+from runpod_worker.contract import (
+    BaseModel,
+    Callback,
+    ContractError,
+    ImageSpec,
+    JobInput,
+    OutputTarget,
+    TrainingParams,
+)
 from studio.transfer import download_url, upload_url
 from training import providers
-from training.artifacts import lora_upload_name
+from training.artifacts import LOW_NOISE, lora_upload_name
 from training.models import TrainingRun
 from training.providers import TrainingProvider
 from training.runpod import RunPodError, RunPodJob, RunPodSubmitUncertain, RunPodUnavailable
@@ -192,6 +200,11 @@ def training_job_input(run: TrainingRun) -> dict[str, Any]:
         output=OutputTarget(
             lora_name=f"{run.trigger_word}_{run.id.hex[:8]}",
             lora_upload_url=upload_url(lora_upload_name(run), ttl),
+            lora_low_noise_upload_url=(
+                upload_url(lora_upload_name(run, LOW_NOISE), ttl)
+                if run.base_model in BaseModel.SPLIT
+                else None
+            ),
         ),
         params=TrainingParams.from_dict(run.params),
         base_model=run.base_model,

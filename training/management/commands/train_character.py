@@ -25,6 +25,7 @@ from characters.models import Character
 from characters.services import character_create, reference_images_add_many
 from studio.errors import ApplicationError
 from studio.models import User
+from training.base_models import BASE_MODELS
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
 from training.services import training_run_start
@@ -59,6 +60,11 @@ class Command(BaseCommand):
         parser.add_argument("--trigger", help="Trigger word; required when the character is new.")
         parser.add_argument("--preset", choices=sorted(PRESETS), help="Training preset (default: balanced).")
         parser.add_argument("--steps", type=int, help="Training steps, overriding the preset.")
+        parser.add_argument(
+            "--base-model",
+            choices=sorted(BASE_MODELS),
+            help="Base model to train on (default: the character's, flux-dev for a new character).",
+        )
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
         parser.add_argument(
             "--timeout", type=float, default=6 * 3600, help="Seconds to wait with --wait (default 6 h)."
@@ -69,7 +75,13 @@ class Command(BaseCommand):
         folder = self._folder(options["images"])
         character = self._character(user, options["name"], options["trigger"])
         self._ingest(character, folder)
-        run = self._start(character, user, preset=options["preset"], steps=options["steps"])
+        run = self._start(
+            character,
+            user,
+            preset=options["preset"],
+            steps=options["steps"],
+            base_model=options["base_model"],
+        )
         if not options["wait"]:
             self.stdout.write(f"Run {run.id} started. Follow it with --wait or on the run's page.")
             return
@@ -121,7 +133,13 @@ class Command(BaseCommand):
         self.stdout.write(f"{summary}. The character has {character.images.count()} photo(s).")
 
     def _start(
-        self, character: Character, user: User, *, preset: str | None, steps: int | None
+        self,
+        character: Character,
+        user: User,
+        *,
+        preset: str | None,
+        steps: int | None,
+        base_model: str | None = None,
     ) -> TrainingRun:
         params = {"steps": steps} if steps is not None else None
         try:
@@ -130,12 +148,13 @@ class Command(BaseCommand):
                 requested_by=user,
                 params=params,
                 preset=preset,
+                base_model=base_model,
                 source=TrainingEvent.Source.USER,
             )
         except ApplicationError as error:
             code = EXIT_BAD_INPUT if error.code == "invalid_params" or error.fields else EXIT_REFUSED
             raise CommandError(error.message, returncode=code) from error
-        self.stdout.write(f"Started run {run.id}: {run.params.get('steps')} steps.")
+        self.stdout.write(f"Started run {run.id}: {run.params.get('steps')} steps on {run.base_model}.")
         return run
 
     # --- following the run ---------------------------------------------------------------
