@@ -488,8 +488,12 @@ TRAINING_SECONDS_PER_STEP: dict[str, str] = env.dict(
 TRAINING_GPU_TYPE = env.str("TRAINING_GPU_TYPE", default="")
 # Model load, quantisation and latent caching happen before the first step and are billed too.
 TRAINING_OVERHEAD_SECONDS = env.int("TRAINING_OVERHEAD_SECONDS", default=600)
-# RunPod's default execution timeout (10 min) would kill training; the quality preset needs ~1.5 h.
+# The most one run may take on RunPod (its GPU time billed at most this long): each job's executionTimeout
+# is its steps on the slowest GPU of RUNPOD_GPU_POOLS plus the start-up above, times the margin below, and a
+# run that needs more than this is refused at start (training/time_limits.py). RunPod allows 5 s - 7 days.
 TRAINING_EXECUTION_TIMEOUT_SECONDS = env.int("TRAINING_EXECUTION_TIMEOUT_SECONDS", default=3 * 3600)
+# Room in a run's time limit for steps slower than TRAINING_SECONDS_PER_STEP says (a busy host, samples).
+TRAINING_TIME_LIMIT_MARGIN = env.float("TRAINING_TIME_LIMIT_MARGIN", default=1.25)
 # TTL covers queue time plus execution; RunPod deletes the job (running or not) when it passes.
 TRAINING_JOB_TTL_SECONDS = env.int("TRAINING_JOB_TTL_SECONDS", default=12 * 3600)
 # How often beat sweeps active runs, and how many runs one pass may poll.

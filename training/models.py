@@ -76,6 +76,12 @@ class TrainingRun(models.Model):
     estimated_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     cost_state = models.CharField(max_length=8, choices=CostState.choices, default=CostState.PENDING)
+    execution_timeout_s = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The executionTimeout its RunPod job is sent with (seconds): its steps on the slowest "
+        "GPU the endpoint may place it on, plus start-up. Empty for older runs: the longest a run may take.",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

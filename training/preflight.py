@@ -10,6 +10,7 @@ from django.conf import settings
 from characters.models import Character
 from training.budget import Budget, budget_advice, user_budget
 from training.models import TrainingRun
+from training.time_limits import time_limit_refusal
 
 
 def training_start_refusal(
@@ -27,6 +28,8 @@ def training_start_refusal(
         return f"Training takes at most {maximum} photos and {character.name} has {count}. Delete some first."
     if training := _already_training(character):
         return training
+    if too_long := time_limit_refusal(steps=steps):
+        return too_long
     if not budget.enough:
         left = budget.remaining or 0
         over = f"This run would cost about ${budget.estimate:.2f} and ${left:.2f} of your budget is left."
@@ -49,6 +52,8 @@ def training_retry_refusal(run: TrainingRun) -> str | None:
     if training := _already_training(character):
         return training
     steps = int(run.params["steps"])
+    if too_long := time_limit_refusal(steps=steps):
+        return f"{too_long} Train again from the training form with fewer steps."
     budget = user_budget(character.owner, steps=steps)
     if not budget.enough:
         left = budget.remaining or 0

@@ -40,7 +40,8 @@ def test_submit_sends_a_job_the_worker_accepts_and_records_it(
     assert spec.callback is not None and spec.callback.token == run_token(run.pk)
     assert spec.output.lora_upload_url.startswith("http")
     assert sent["webhook"].endswith(f"/hooks/runpod/{run.pk}/{run_token(run.pk)}")
-    assert sent["policy"]["executionTimeout"] >= 2 * 3600 * 1000
+    # The run's own time limit, fitted to its steps at start (tests/training/test_time_limits.py).
+    assert sent["policy"]["executionTimeout"] == run.execution_timeout_s * 1000
     assert sent["policy"]["ttl"] > sent["policy"]["executionTimeout"]
     assert (run.status, run.runpod_job_id, run.attempts) == ("queued", "job-1", 1)
 

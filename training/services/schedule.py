@@ -73,10 +73,16 @@ def finishing(run: TrainingRun, now: datetime) -> bool:
 def past_deadline(run: TrainingRun, now: datetime) -> bool:
     """The run has outlived RunPod's own limits (queue time to live, execution timeout) and a margin."""
     if run.started_at is not None:
-        limit = run.started_at + timedelta(seconds=settings.TRAINING_EXECUTION_TIMEOUT_SECONDS)
+        limit = run.started_at + timedelta(seconds=run_execution_timeout_s(run))
     else:
         limit = (run.submitted_at or run.created_at) + timedelta(seconds=settings.TRAINING_JOB_TTL_SECONDS)
     return now > limit + DEADLINE_MARGIN
+
+
+def run_execution_timeout_s(run: TrainingRun) -> int:
+    """The executionTimeout of the run's job: its own, fitted at start; the longest a run may take for a run
+    from before runs had one."""
+    return run.execution_timeout_s or int(settings.TRAINING_EXECUTION_TIMEOUT_SECONDS)
 
 
 def finishing_poll() -> timedelta:

@@ -18,7 +18,7 @@ from characters.models import Character
 from runpod_worker.contract import ContractError, TrainingParams
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
-from training import pricing
+from training import pricing, time_limits
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice
 from training.models import TrainingRun
@@ -187,13 +187,15 @@ def _run_create(
     source: str,
     detail: dict[str, Any],
 ) -> TrainingRun:
-    estimate = pricing.estimate_cost(steps=int(params["steps"]), base_model=base_model)
+    steps = int(params["steps"])
+    time_limit = _time_limit(steps)
+    estimate = pricing.estimate_cost(steps=steps, base_model=base_model)
     run_id = uuid.uuid4()
     with transaction.atomic():
         owner = _lock_owner_and_character(character)
         if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
             raise _already_training()
-        _check_budget(owner, estimate, preset=detail.get("preset"), steps=int(params["steps"]))
+        _check_budget(owner, estimate, preset=detail.get("preset"), steps=steps)
         try:
             with transaction.atomic():
                 run = TrainingRun.objects.create(
@@ -205,6 +207,7 @@ def _run_create(
                     trigger_word=trigger_word,
                     base_model=base_model,
                     estimated_cost_usd=estimate,
+                    execution_timeout_s=time_limit,
                     # If the enqueue below is lost, the sweep submits the run at this time.
                     submit_due_at=timezone.now() + pending_recheck(),
                 )
@@ -214,6 +217,14 @@ def _run_create(
         event_write(run, "", Status.PENDING, source, detail)
         queue.enqueue_on_commit(queue.SUBMIT, run.pk)
     return run
+
+
+def _time_limit(steps: int) -> int:
+    """The run's executionTimeout on RunPod; refused when the run cannot fit the longest a run may take."""
+    refusal = time_limits.time_limit_refusal(steps=steps)
+    if refusal:
+        raise ApplicationError(refusal, code="run_too_long", fields={"steps": [refusal]})
+    return time_limits.run_time_limit(steps=steps).seconds
 
 
 def _lock_owner_and_character(character: Character) -> User:

@@ -42,7 +42,7 @@ from training.artifacts import LOW_NOISE, lora_upload_name
 from training.models import TrainingRun
 from training.providers import TrainingProvider
 from training.runpod import RunPodError, RunPodJob, RunPodSubmitUncertain, RunPodUnavailable
-from training.services.schedule import QUEUED_POLL, pending_recheck
+from training.services.schedule import QUEUED_POLL, pending_recheck, run_execution_timeout_s
 from training.services.stray_jobs import stray_job_record
 from training.services.transitions import RunId, Source, Status, run_fail, run_locked, run_transition
 from training.tokens import run_token
@@ -81,7 +81,7 @@ def training_run_submit(
     provider = provider or providers.get_provider()
     try:
         job = provider.submit(
-            job_input=training_job_input(marked), webhook=_webhook_url(marked), policy=_job_policy()
+            job_input=training_job_input(marked), webhook=_webhook_url(marked), policy=_job_policy(marked)
         )
     except RunPodSubmitUncertain:
         logger.warning("run %s: the outcome of /run is unknown; waiting for a worker to claim it", run.pk)
@@ -223,8 +223,10 @@ def _absolute(name: str, *args: Any) -> str:
     return settings.PUBLIC_BASE_URL + reverse(name, args=args)
 
 
-def _job_policy() -> dict[str, int]:
+def _job_policy(run: TrainingRun) -> dict[str, int]:
+    # The run's own time limit, fitted to its steps at start (training/time_limits.py), so a job that hangs
+    # stops billing soon after it should have finished.
     return {
-        "executionTimeout": settings.TRAINING_EXECUTION_TIMEOUT_SECONDS * 1000,
+        "executionTimeout": run_execution_timeout_s(run) * 1000,
         "ttl": settings.TRAINING_JOB_TTL_SECONDS * 1000,
     }

@@ -1,0 +1,113 @@
+"""How long a run may take on RunPod: the `executionTimeout` its job is sent with, and whether it fits at all.
+
+RunPod places a job "on whichever listed pool has capacity" (v2 OpenAPI `BaseEndpointGpuConfig.pools`), so a
+run must fit on the slowest GPU of the endpoint's pools (`RUNPOD_GPU_POOLS`, the setting provisioning and
+pricing read too):
+
+    time limit = (steps x seconds per step on the slowest GPU + TRAINING_OVERHEAD_SECONDS)
+                 x TRAINING_TIME_LIMIT_MARGIN
+
+A GPU never measured (`TRAINING_SECONDS_PER_STEP`) counts as slow as the slowest measured one. The start-up
+allowance is the model load, quantisation and latent caching before the first step; the margin covers steps
+slower than measured (a busy host, samples rendering). No run may take longer than `longest_run_seconds()`:
+TRAINING_EXECUTION_TIMEOUT_SECONDS, the most the studio lets one job bill, within RunPod's own bounds for
+`executionTimeout`, 5 s to 7 days (docs serverless/endpoints/send-requests.mdx:116). A run that needs more
+is refused at start, before anything is billed, saying the limit and the most steps that fit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+
+from training import gpu_pools
+
+# RunPod's bounds on a job's executionTimeout (send-requests.mdx:116).
+RUNPOD_MIN_EXECUTION_TIMEOUT_S = 5
+RUNPOD_MAX_EXECUTION_TIMEOUT_S = 7 * 24 * 3600
+MIN_STEPS = 100  # runpod_worker.contract.TrainingParams: steps 100-6000
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    """A run's time limit on RunPod, and the slowest GPU it was reckoned on."""
+
+    steps: int
+    seconds: int  # the job's executionTimeout
+    gpu: str
+    seconds_per_step: Decimal
+    longest: int  # the most any run may take
+
+    @property
+    def fits(self) -> bool:
+        return self.seconds <= self.longest
+
+
+def run_time_limit(*, steps: int) -> TimeLimit:
+    gpu, per_step = slowest_gpu()
+    return TimeLimit(
+        steps=steps,
+        seconds=max(RUNPOD_MIN_EXECUTION_TIMEOUT_S, math.ceil(_needed(steps, per_step))),
+        gpu=gpu,
+        seconds_per_step=per_step,
+        longest=longest_run_seconds(),
+    )
+
+
+def longest_run_seconds() -> int:
+    return min(int(settings.TRAINING_EXECUTION_TIMEOUT_SECONDS), RUNPOD_MAX_EXECUTION_TIMEOUT_S)
+
+
+def slowest_gpu() -> tuple[str, Decimal]:
+    """The slowest GPU of the endpoint's pools (the first listed among equals), and its seconds per step."""
+    measured = {str(name): Decimal(str(value)) for name, value in settings.TRAINING_SECONDS_PER_STEP.items()}
+    slowest_measured = max(measured.values())
+    speeds = {gpu: measured.get(gpu, slowest_measured) for gpu in gpu_pools.endpoint_gpus()}
+    gpu = max(speeds, key=lambda name: speeds[name])
+    return gpu, speeds[gpu]
+
+
+def most_steps_that_fit() -> int:
+    """The most steps whose time limit is within `longest_run_seconds()` (0 when not even start-up fits)."""
+    _, per_step = slowest_gpu()
+    room = Decimal(longest_run_seconds()) / _margin() - settings.TRAINING_OVERHEAD_SECONDS
+    steps = max(0, int(room / per_step))
+    while steps > 0 and math.ceil(_needed(steps, per_step)) > longest_run_seconds():
+        steps -= 1  # the margin's rounding: step down until it fits
+    return steps
+
+
+def time_limit_refusal(*, steps: int) -> str | None:
+    """Why a run of `steps` steps cannot fit its time limit, with what to change; None when it fits."""
+    limit = run_time_limit(steps=steps)
+    if limit.fits:
+        return None
+    reason = (
+        f"A run of {steps} steps could take up to {hours(limit.seconds)} on the slowest GPU RunPod may give "
+        f"it ({limit.gpu}, about {limit.seconds_per_step} s a step, plus start-up), more than the "
+        f"{hours(limit.longest)} a run may take."
+    )
+    most = most_steps_that_fit()
+    if most >= MIN_STEPS:
+        return f"{reason} Choose at most {most} steps, or ask staff to raise the limit."
+    return f"{reason} No run fits: staff need to raise the limit (TRAINING_EXECUTION_TIMEOUT_SECONDS)."
+
+
+def hours(seconds: int) -> str:
+    """10800 -> "3 h", 12600 -> "3 h 30 min", 2250 -> "38 min"."""
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    whole, rest = divmod(minutes, 60)
+    return f"{whole} h" + (f" {rest} min" if rest else "")
+
+
+def _needed(steps: int, per_step: Decimal) -> Decimal:
+    return (steps * per_step + settings.TRAINING_OVERHEAD_SECONDS) * _margin()
+
+
+def _margin() -> Decimal:
+    return Decimal(str(settings.TRAINING_TIME_LIMIT_MARGIN))
