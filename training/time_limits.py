@@ -96,6 +96,15 @@ def time_limit_refusal(*, steps: int) -> str | None:
     return f"{reason} No run fits: staff need to raise the limit (TRAINING_EXECUTION_TIMEOUT_SECONDS)."
 
 
+def never_taken_message() -> str:
+    """What a run is told when RunPod dropped its job at its TTL before any worker took it."""
+    return (
+        f"No GPU worker took the run within {hours(settings.TRAINING_JOB_TTL_SECONDS)}, so RunPod dropped "
+        "it; nothing was billed. Retry it later; if it happens again, tell staff: the RunPod endpoint may "
+        "have no workers."
+    )
+
+
 def hours(seconds: int) -> str:
     """10800 -> "3 h", 12600 -> "3 h 30 min", 2250 -> "38 min"."""
     minutes = math.ceil(seconds / 60)

@@ -107,6 +107,54 @@ def test_a_job_that_expired_in_the_queue_as_timed_out_fails_the_queued_run(chara
     assert (run.status, run.error_code, run.execution_ms) == ("failed", "timed_out", None)
 
 
+def test_a_run_no_worker_took_says_so_and_that_nothing_was_billed_not_to_choose_fewer_steps(
+    character: Any, settings: Any
+) -> None:
+    settings.TRAINING_JOB_TTL_SECONDS = 12 * 3600
+    run = make_run(character, status="queued")
+
+    apply(run, "TIMED_OUT")
+
+    run.refresh_from_db()
+    assert run.error_message.startswith("No GPU worker took the run within 12 h")
+    assert "nothing was billed" in run.error_message and "fewer steps" not in run.error_message
+
+
+def test_a_run_past_its_time_limit_is_told_the_limit_and_the_step_it_reached(character: Any) -> None:
+    run = make_run(
+        character, status="training", execution_timeout_s=9000, progress_step=3120, progress_total=4000
+    )
+
+    apply(run, "TIMED_OUT", executionTime=9_000_412)
+
+    run.refresh_from_db()
+    assert run.error_message == (
+        "The run reached its time limit on RunPod (2 h 30 min) at step 3120 of 4000, so RunPod stopped it; "
+        "the GPU time until then is billed. Retry with fewer steps."
+    )
+
+
+def test_a_timeout_runpod_reports_as_failed_without_an_error_is_told_as_a_timeout(character: Any) -> None:
+    # RunPod may mark a job past its execution timeout as FAILED (v1 OpenAPI, api-reference/openapi.json
+    # :3415) with no `error`: its execution time reaching the run's limit is what tells it apart.
+    run = make_run(character, status="training", execution_timeout_s=9000)
+
+    apply(run, "FAILED", executionTime=9_000_100)
+
+    run.refresh_from_db()
+    assert run.error_code == "timed_out"
+    assert run.error_message.startswith("The run reached its time limit on RunPod (2 h 30 min)")
+
+
+def test_a_failed_job_without_an_error_well_within_its_limit_is_not_called_a_timeout(character: Any) -> None:
+    run = make_run(character, status="training", execution_timeout_s=9000)
+
+    apply(run, "FAILED", executionTime=1_200_000)
+
+    run.refresh_from_db()
+    assert (run.error_code, run.error_message) == ("unknown", "The worker failed without saying why.")
+
+
 def test_a_failed_job_carries_the_workers_classified_error(character: Any) -> None:
     run = make_run(character, status="training")
 

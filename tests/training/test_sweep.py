@@ -83,6 +83,38 @@ def test_a_run_runpod_forgot_fails_with_a_message(alice: Any, provider: FakeProv
     assert "Retry the run" in run.error_message
 
 
+def test_a_run_whose_job_runpod_dropped_at_its_ttl_unstarted_says_no_worker_took_it(
+    alice: Any, provider: FakeProvider, settings: Any
+) -> None:
+    # At its TTL RunPod deletes a job that no worker took, and /status answers 404 (docs
+    # serverless/endpoints/send-requests.mdx:124-131): an endpoint scaled to zero does this to every run.
+    settings.TRAINING_JOB_TTL_SECONDS = 12 * 3600
+    submitted = timezone.now() - timedelta(hours=12, seconds=30)
+    run = due(fresh_character(alice), "queued", 5, runpod_job_id="job-a", submitted_at=submitted)
+    provider.status_errors.append(RunPodJobNotFound("HTTP 404"))
+
+    sweep_training_runs()
+
+    run.refresh_from_db()
+    assert (run.status, run.error_code) == ("failed", "timed_out")
+    assert run.error_message.startswith("No GPU worker took the run within 12 h")
+    assert "nothing was billed" in run.error_message
+
+
+def test_a_run_never_taken_past_its_ttl_and_the_margin_says_no_worker_took_it(
+    alice: Any, provider: FakeProvider, settings: Any
+) -> None:
+    submitted = timezone.now() - timedelta(seconds=settings.TRAINING_JOB_TTL_SECONDS + 3600)
+    run = due(fresh_character(alice), "queued", 5, runpod_job_id="job-a", submitted_at=submitted)
+
+    sweep_training_runs()
+
+    run.refresh_from_db()
+    assert (run.status, run.error_code) == ("failed", "timed_out")
+    assert run.error_message.startswith("No GPU worker took the run within")
+    assert provider.cancelled == ["job-a"]
+
+
 def test_a_run_past_its_time_limit_is_failed_and_its_job_cancelled(
     alice: Any, provider: FakeProvider, settings: Any
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -19,10 +19,11 @@ from training.models import TrainingRun
 from training.runpod import RunPodError, RunPodJobNotFound
 from training.selectors import training_run_cost_pending, training_runs_to_poll
 from training.services.ending import training_run_fail
-from training.services.recovery import JOB_LOST, job_result_unusable
+from training.services.recovery import JOB_LOST, job_result_unusable, never_taken
 from training.services.schedule import RUNPOD_RESULT_RETENTION, next_poll, past_deadline, pending_recheck
 from training.services.status import training_run_apply_status
 from training.services.transitions import RunId, Source
+from training.time_limits import never_taken_message
 
 CostState = TrainingRun.CostState
 
@@ -36,22 +37,33 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
         return run
     if run.is_final:
         return _cost_poll(run, source)
-    if past_deadline(run, timezone.now()):
+    now = timezone.now()
+    if past_deadline(run, now):
+        message = (
+            never_taken_message()
+            if _dropped_unstarted(run, now)
+            else "The run went past its time limit without finishing, so it was stopped. Retry it; if it "
+            "happens again, choose fewer steps."
+        )
         return training_run_fail(
-            run_id=run.pk,
-            code="timed_out",
-            message=(
-                "The run went past its time limit without finishing, so it was stopped. "
-                "Retry it; if it happens again, choose fewer steps."
-            ),
-            source=Source.SYSTEM,
-            stop_job=True,
+            run_id=run.pk, code="timed_out", message=message, source=Source.SYSTEM, stop_job=True
         )
     try:
         job = providers.get_provider().status(run.runpod_job_id)
     except RunPodJobNotFound:
-        return job_result_unusable(run, JOB_LOST, job=None, source=source)
+        lost = never_taken() if _dropped_unstarted(run, now) else JOB_LOST
+        return job_result_unusable(run, lost, job=None, source=source)
     return training_run_apply_status(run_id=run.pk, job=job, source=source)
+
+
+def _dropped_unstarted(run: TrainingRun, now: datetime) -> bool:
+    """No worker ever reported the run, and its job's time to live has passed: RunPod deleted it queued."""
+    ttl = timedelta(seconds=settings.TRAINING_JOB_TTL_SECONDS)
+    return (
+        run.started_at is None
+        and run.worker_seen_at is None
+        and now >= (run.submitted_at or run.created_at) + ttl
+    )
 
 
 def _cost_poll(run: TrainingRun, source: str) -> TrainingRun:

@@ -18,6 +18,7 @@ from training.services.ending import training_run_fail
 from training.services.reports import job_record
 from training.services.schedule import liveness
 from training.services.transitions import run_locked
+from training.time_limits import never_taken_message
 
 logger = logging.getLogger("training.services")
 
@@ -32,6 +33,8 @@ class LostReport:
     # With no LoRA stored: keep polling until the run's deadline rather than fail (RunPod still has the
     # job, so the holder may yet report), instead of failing at once (RunPod forgot the job).
     wait_for_deadline: bool = False
+    # With no LoRA stored, what follows the message (the failure is then the whole story when empty).
+    nothing_stored: str = ", and no LoRA from it arrived in storage, so its outcome is lost. Retry the run."
 
 
 JOB_LOST = LostReport(
@@ -39,6 +42,19 @@ JOB_LOST = LostReport(
     why="RunPod no longer knows the job and the worker's report was lost",
     message="RunPod no longer knows this run's job (results are kept only 30 minutes after a job ends)",
 )
+
+
+def never_taken() -> LostReport:
+    """RunPod forgot a job no worker ever took: its TTL passed in the queue (docs serverless/endpoints/
+    send-requests.mdx:124-131), as on an endpoint scaled to zero."""
+    return LostReport(
+        code="timed_out",
+        why="RunPod dropped the job at its time to live before any worker took it",
+        message=never_taken_message(),
+        nothing_stored="",
+    )
+
+
 CLAIMED_ELSEWHERE = LostReport(
     wait_for_deadline=True,
     code="worker_lost",
@@ -89,9 +105,7 @@ def _lora_recover(run: TrainingRun, lost: LostReport, *, source: str) -> Trainin
             # go by, the run keeps polling, and its deadline ends it if the holder never reports again.
             logger.info("run %s: %s and no LoRA is stored yet; waiting for the holder", run.pk, lost.why)
             return run
-        message = (
-            f"{lost.message}, and no LoRA from it arrived in storage, so its outcome is lost. Retry the run."
-        )
+        message = f"{lost.message}{lost.nothing_stored}"
         return training_run_fail(run_id=run.pk, code=lost.code, message=message, source=source)
     if done.completed:
         logger.warning("run %s: %s; completed it from the LoRA in storage", run.pk, lost.why)

@@ -19,6 +19,7 @@ from training.services.cost import FINAL_JOB_STATUSES, cost_settle
 from training.services.ending import training_run_fail
 from training.services.recovery import CLAIMED_ELSEWHERE, job_result_unusable
 from training.services.reports import job_claim, job_record
+from training.services.schedule import run_execution_timeout_s
 from training.services.transitions import (
     RunId,
     Status,
@@ -27,8 +28,13 @@ from training.services.transitions import (
     run_transition,
     transition_allowed,
 )
+from training.time_limits import hours, never_taken_message
 
 logger = logging.getLogger("training.services")
+
+# A FAILED job without an error whose execution time reached this share of the run's limit was stopped for
+# time: RunPod's clock and ours need not agree to the second.
+TIMEOUT_TOLERANCE = 0.99
 
 # RunPod job status -> run status. RUNNING is documented but never returned (runpod/docs#511).
 RUNPOD_STATUS_MAP = {
@@ -69,9 +75,9 @@ def training_run_apply_status(*, run_id: RunId, job: RunPodJob, source: str) -> 
             return run  # another webhook, poll or callback ended it while we were reading
         job_record(run, job)
         if error is not None:
-            if job.status == "TIMED_OUT" and error.code == "unknown":
-                message = "The run hit RunPod's time limit before it finished. Retry with fewer steps."
-                run_fail(run, code="timed_out", message=message, source=source)
+            timed_out = _timed_out(run, job) if error.code == ErrorCode.UNKNOWN else None
+            if timed_out:
+                run_fail(run, code="timed_out", message=timed_out, source=source)
             else:
                 run_fail(run, code=error.code, message=error.message, source=source)
         elif transition_allowed(run.status, target):
@@ -79,6 +85,24 @@ def training_run_apply_status(*, run_id: RunId, job: RunPodJob, source: str) -> 
         else:
             run.save()
     return run
+
+
+def _timed_out(run: TrainingRun, job: RunPodJob) -> str:
+    """What to tell of a job RunPod ended for time, "" when it did not. RunPod sends no `error` with it, and
+    reads it TIMED_OUT — past the execution timeout, or expired before a worker took it (docs
+    serverless/endpoints/job-states.mdx:20) — or, past the execution timeout, FAILED ("marked as failed",
+    v1 OpenAPI api-reference/openapi.json:3415): then only its execution time at the run's limit tells."""
+    limit_ms = run_execution_timeout_s(run) * 1000
+    ran_out = job.execution_ms is not None and job.execution_ms >= limit_ms * TIMEOUT_TOLERANCE
+    if job.status == "TIMED_OUT" and job.execution_ms is None and run.started_at is None:
+        return never_taken_message()
+    if job.status == "TIMED_OUT" or ran_out:
+        reached = f" at step {run.progress_step} of {run.progress_total}" if run.progress_total else ""
+        return (
+            f"The run reached its time limit on RunPod ({hours(run_execution_timeout_s(run))}){reached}, so "
+            "RunPod stopped it; the GPU time until then is billed. Retry with fewer steps."
+        )
+    return ""
 
 
 def _complete(run: TrainingRun, job: RunPodJob, source: str) -> TrainingRun:
