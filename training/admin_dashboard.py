@@ -16,7 +16,7 @@ from django.utils.safestring import SafeString
 from training import providers
 from training.models import TrainingRun
 from training.runpod import RunPodError
-from training.selectors import spend_this_month
+from training.selectors import runpod_endpoint_status, spend_this_month
 
 HEALTH_CACHE_SECONDS = 30  # the admin index must not call RunPod on every page view
 
@@ -38,6 +38,8 @@ def training_dashboard() -> dict[str, Any]:
         ).count(),
         "spend_this_month": spend or 0,
         "endpoint": endpoint_health(),
+        # What the sweep and beat's endpoint check found wrong with the endpoint itself, and when.
+        "endpoint_status": runpod_endpoint_status(),
     }
 
 

@@ -268,3 +268,39 @@ class DeletedRunSpend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_username} · ${self.amount_usd} · run {self.run_id}"
+
+
+class RunPodEndpointStatus(models.Model):
+    """What the studio last found wrong with a RunPod endpoint itself, rather than with one run's job: RunPod
+    no longer knows it (a wrong or deleted endpoint: every job of it answers 404), or allows it no worker
+    (RunPod scales an endpoint idle for 7 days to max workers 0 and leaves it there). One row per endpoint
+    id, so a corrected RUNPOD_ENDPOINT_ID starts clean.
+
+    Written by `training.services.endpoint` (the sweep's look before it declares a job lost, and beat's
+    endpoint check); the admin dashboard shows it, and the pages of runs waiting on it say so.
+    """
+
+    class Problem(models.TextChoices):
+        NONE = "", "None"
+        NOT_FOUND = "not_found", "RunPod does not know the endpoint"
+        SCALED_TO_ZERO = "scaled_to_zero", "No worker allowed (max workers 0)"
+        UNREADABLE = "unreadable", "The endpoint's settings cannot be read"
+
+    endpoint_id = models.CharField(max_length=128, unique=True)
+    problem = models.CharField(max_length=16, choices=Problem.choices, blank=True, default="")
+    message = models.TextField(blank=True, default="", help_text="What is wrong and what to do.")
+    problem_since = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    # As the last endpoint check read them: RunPod's max workers and its queued jobs (`/health`).
+    max_workers = models.IntegerField(null=True, blank=True)
+    queued_jobs = models.IntegerField(null=True, blank=True)
+    workers_restored_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the studio last raised max workers RunPod had set to 0."
+    )
+
+    class Meta:
+        verbose_name = "RunPod endpoint status"
+        verbose_name_plural = "RunPod endpoint statuses"
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_id}: {self.get_problem_display() if self.problem else 'no problem'}"

@@ -18,7 +18,7 @@ from runpod_worker.contract import BaseModel
 from studio.errors import NotFound
 from studio.models import User
 from training import pricing
-from training.models import DeletedRunSpend, TrainingRun
+from training.models import DeletedRunSpend, RunPodEndpointStatus, TrainingRun
 
 ZERO = Decimal("0")
 MONEY = DecimalField(max_digits=12, decimal_places=4)
@@ -167,3 +167,8 @@ def training_cost_estimate(
 ) -> Decimal:
     """The USD a run of `steps` steps is expected to cost on `gpu_type` (default: the endpoint's GPU)."""
     return pricing.estimate_cost(steps=steps, gpu_type=gpu_type, base_model=base_model)
+
+
+def runpod_endpoint_status() -> RunPodEndpointStatus | None:
+    """What the studio last found about RUNPOD_ENDPOINT_ID (`training.services.endpoint`), if anything."""
+    return RunPodEndpointStatus.objects.filter(endpoint_id=settings.RUNPOD_ENDPOINT_ID).first()

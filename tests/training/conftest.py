@@ -34,6 +34,8 @@ class FakeProvider:
     submitted: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     status_calls: list[str] = field(default_factory=list)
+    health_errors: list[RunPodError] = field(default_factory=list)
+    health_calls: int = 0
 
     def submit(self, *, job_input: dict[str, Any], webhook: str | None, policy: dict[str, Any]) -> RunPodJob:
         self.submitted.append({"input": job_input, "webhook": webhook, "policy": policy})
@@ -52,6 +54,9 @@ class FakeProvider:
         return RunPodJob(id=job_id, status="CANCELLED")
 
     def health(self) -> RunPodHealth:
+        self.health_calls += 1
+        if self.health_errors:
+            raise self.health_errors.pop(0)
         return RunPodHealth(jobs={}, workers={})
 
 

@@ -1,5 +1,6 @@
 """The only code that writes training runs, one module per concern; callers import from here.
 
+    endpoint       the RunPod endpoint itself: unknown to RunPod, scaled to zero; told to staff once
     transitions    lock, check, transition, event, save — the one way a run changes status
     announcements  `training_run_status_changed` after commit, at least once (the event is the outbox)
     queue          the tasks queued after commit, by name (the services never import the tasks)

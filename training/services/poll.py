@@ -19,6 +19,7 @@ from training.models import TrainingRun
 from training.runpod import RunPodError, RunPodJobNotFound
 from training.selectors import training_run_cost_pending, training_runs_to_poll
 from training.services.ending import training_run_fail
+from training.services.endpoint import runpod_endpoint_known
 from training.services.recovery import JOB_LOST, job_result_unusable, never_taken
 from training.services.schedule import RUNPOD_RESULT_RETENTION, next_poll, past_deadline, pending_recheck
 from training.services.status import training_run_apply_status
@@ -51,6 +52,8 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
     try:
         job = providers.get_provider().status(run.runpod_job_id)
     except RunPodJobNotFound:
+        if not runpod_endpoint_known():
+            return run  # a wrong or deleted endpoint, not a lost job: staff are told, the run waits
         lost = never_taken() if _dropped_unstarted(run, now) else JOB_LOST
         return job_result_unusable(run, lost, job=None, source=source)
     return training_run_apply_status(run_id=run.pk, job=job, source=source)
@@ -71,7 +74,8 @@ def _cost_poll(run: TrainingRun, source: str) -> TrainingRun:
     try:
         job = providers.get_provider().status(run.runpod_job_id)
     except RunPodJobNotFound:
-        _cost_give_up(run.pk, "RunPod no longer knows its job")
+        if runpod_endpoint_known():
+            _cost_give_up(run.pk, "RunPod no longer knows its job")
         return run
     except RunPodError:
         return run  # the sweep asks again at next_poll_at, while RunPod still keeps the result
