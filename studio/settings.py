@@ -251,6 +251,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "training.tasks.sweep_training_runs",
         "schedule": env.float("TRAINING_SWEEP_INTERVAL_SECONDS", default=15.0),
     },
+    # RunPod lowers an endpoint idle for 7 days to max workers 0 and leaves it there: the endpoint check
+    # reads /health and max workers, tells staff, and raises it when RUNPOD_RESTORE_MAX_WORKERS allows.
+    "check-runpod-endpoint": {
+        "task": "training.tasks.check_runpod_endpoint",
+        "schedule": env.float("RUNPOD_ENDPOINT_CHECK_SECONDS", default=300.0),
+    },
     # The safety net under webhook delivery tasks, which a broker outage, a Redis restart or a killed
     # worker can lose: pending deliveries long past their next attempt are queued again.
     "sweep-webhook-deliveries": {
@@ -314,6 +320,11 @@ RUNPOD_IDLE_TIMEOUT_SECONDS = env.int("RUNPOD_IDLE_TIMEOUT_SECONDS", default=5)
 RUNPOD_SCALER_TYPE = env.str("RUNPOD_SCALER_TYPE", default="QUEUE_DELAY")
 RUNPOD_SCALER_VALUE = env.float("RUNPOD_SCALER_VALUE", default=4.0)
 RUNPOD_FLASHBOOT = env.str("RUNPOD_FLASHBOOT", default="FLASHBOOT")
+# After 7 days without requests RunPod sets the endpoint's max workers to 0 and leaves it there. Beat's
+# endpoint check always tells staff (dashboard, log); with this on it also raises max workers back to
+# RUNPOD_WORKERS_MAX itself when jobs wait. Off by default: it changes the endpoint, so the API key then
+# needs write access, and staff may have lowered it on purpose.
+RUNPOD_RESTORE_MAX_WORKERS = env.bool("RUNPOD_RESTORE_MAX_WORKERS", default=False)
 
 
 # --- Email --------------------------------------------------------------------------------

@@ -172,3 +172,26 @@ def training_cost_estimate(
 def runpod_endpoint_status() -> RunPodEndpointStatus | None:
     """What the studio last found about RUNPOD_ENDPOINT_ID (`training.services.endpoint`), if anything."""
     return RunPodEndpointStatus.objects.filter(endpoint_id=settings.RUNPOD_ENDPOINT_ID).first()
+
+
+def training_run_endpoint_notice(run: TrainingRun) -> str | None:
+    """What a run's owner is told while the endpoint itself holds the run up (staff see the cause and the
+    fix on the dashboard): waiting for a worker RunPod does not allow, or progress RunPod cannot show."""
+    if run.is_final:
+        return None
+    status = runpod_endpoint_status()
+    problem = status.problem if status is not None else ""
+    waiting = run.status in (TrainingRun.Status.PENDING, TrainingRun.Status.QUEUED)
+    if problem == RunPodEndpointStatus.Problem.SCALED_TO_ZERO and waiting:
+        return (
+            "RunPod allows the studio no GPU worker right now (it turns an endpoint down after a quiet "
+            "week), so this run waits in the queue. Staff have been told; it starts as soon as a worker is "
+            "allowed again. If none is within "
+            f"{settings.TRAINING_JOB_TTL_SECONDS // 3600} hours of the start, RunPod drops the run unbilled."
+        )
+    if problem == RunPodEndpointStatus.Problem.NOT_FOUND:
+        return (
+            "The studio cannot reach its RunPod endpoint right now (a setting staff have been told to fix), "
+            "so this run's progress may not update. It is not failed meanwhile."
+        )
+    return None

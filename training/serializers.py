@@ -13,6 +13,7 @@ from rest_framework import serializers
 from training.artifacts import LOW_NOISE, lora_download_name
 from training.base_models import BASE_MODELS
 from training.models import TrainingRun
+from training.selectors import training_run_endpoint_notice
 
 
 class RunProgressSerializer(serializers.Serializer):
@@ -159,4 +160,5 @@ def run_page_document(run: TrainingRun) -> dict[str, Any]:
             for event in run.events.all()
         ],
         "lora": {**lora, "url": reverse("training:run-lora", args=[run.pk])} if lora else None,
+        "notice": training_run_endpoint_notice(run),
     }

@@ -13,6 +13,7 @@ from training import services
 from training.artifacts import StorageUnavailable
 from training.models import TrainingEvent, TrainingRun
 from training.runpod import RunPodError, RunPodSubmitUncertain, RunPodUnavailable
+from training.runpod_rest import RunPodRestUnavailable
 from training.selectors import training_runs_to_poll
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,17 @@ def sweep_training_runs() -> int:
     if announced:
         logger.warning("sweep: announced %d status change(s) whose announcement was lost", announced)
     return len(due) + len(strays)
+
+
+@shared_task
+def check_runpod_endpoint() -> str:
+    """Beat: reads RunPod's `/health` and the endpoint's max workers; records (and, when allowed, repairs)
+    an endpoint RunPod scaled to zero or no longer knows. Returns the problem found, "" for none."""
+    try:
+        return services.runpod_endpoint_check().problem
+    except (RunPodUnavailable, RunPodRestUnavailable) as exc:
+        logger.warning("RunPod endpoint check: RunPod did not answer (%s); the next check tries again", exc)
+        return "unavailable"
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)

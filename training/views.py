@@ -32,6 +32,7 @@ from training.selectors import (
     training_cost_estimate,
     training_run_charge,
     training_run_cost_so_far,
+    training_run_endpoint_notice,
     training_run_get_for,
     training_run_list_for,
 )
@@ -165,6 +166,7 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "image_count": len(run.manifest),
         "gpu_seconds": run.execution_ms // 1000 if run.execution_ms is not None else None,
         "charge": training_run_charge(run),
+        "endpoint_notice": training_run_endpoint_notice(run),
         "retry_refusal": training_retry_refusal(run) if run.is_final and run.status != "completed" else None,
     }
     return render(request, "training/run_detail.html", context)

@@ -67,6 +67,11 @@
     text("run-percent", run.percent);
     text("run-eta", run.is_final ? "—" : duration(run.eta_seconds));
     text("run-loss", run.loss === null ? "—" : run.loss.toFixed(4));
+    var notice = document.getElementById("run-notice");
+    if (notice) {
+      text("run-notice", run.notice || "");
+      notice.hidden = !run.notice;
+    }
     if (run.error) {
       text("run-error-message", run.error.message);
       document.getElementById("run-error").hidden = false;

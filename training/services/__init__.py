@@ -28,6 +28,7 @@ from training.services.announcements import (
 )
 from training.services.completion import Completion, RunEnd, training_run_complete
 from training.services.ending import training_run_cancel, training_run_fail
+from training.services.endpoint import runpod_endpoint_check, runpod_endpoint_known
 from training.services.poll import training_run_poll, training_runs_claim_due
 from training.services.recovery import CLAIMED_ELSEWHERE, JOB_LOST, LostReport
 from training.services.schedule import (
@@ -103,6 +104,8 @@ __all__ = [
     "run_fail",
     "run_locked",
     "run_transition",
+    "runpod_endpoint_check",
+    "runpod_endpoint_known",
     "runpod_job_cancel",
     "stray_job_record",
     "stray_jobs_claim_due",
