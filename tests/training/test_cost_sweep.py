@@ -20,8 +20,10 @@ from tests.training.conftest import FakeProvider, make_run, store_lora
 from training.models import TrainingRun
 from training.pricing import actual_cost
 from training.runpod import RunPodJob, RunPodJobNotFound, RunPodUnavailable
+from training.selectors import user_spend_this_month
 from training.services import (
     training_run_apply_status,
+    training_run_cancel,
     training_run_worker_finished,
     training_runs_claim_due,
 )
@@ -218,3 +220,79 @@ def test_an_execution_time_read_while_the_job_ran_never_prices_the_run(
     assert run.execution_ms == 1_864_211
     assert run.cost_usd == actual_cost(execution_ms=1_864_211, gpu_name=run.gpu_type)
     assert run.cost_state == "settled"
+
+
+# ------------------------------------------------------------------------------ runs we ended ourselves
+
+
+def cancelled_while_training(character: Any) -> TrainingRun:
+    """A run the user cancelled on its GPU: RunPod's `/cancel` answers only `{id, status}` (docs
+    serverless/endpoints/operation-reference.mdx:726-729), so the GPU time it billed is still to be read."""
+    run = make_run(character, status="training", runpod_job_id="job-1", started_at=timezone.now())
+    training_run_cancel(run=run, source="user")
+    run.refresh_from_db()
+    return run
+
+
+def test_a_cancelled_runs_cost_is_read_from_runpods_final_status(
+    character: Any, provider: FakeProvider, clock: Any
+) -> None:
+    run = cancelled_while_training(character)
+    assert (run.status, run.cost_usd, run.cost_state) == ("cancelled", None, "pending")
+    provider.statuses["job-1"] = RunPodJob(id="job-1", status="CANCELLED", execution_ms=754_000)
+    clock.shift(timedelta(seconds=16))
+
+    sweep_training_runs()
+
+    run.refresh_from_db()
+    assert run.execution_ms == 754_000 and run.cost_state == "settled"
+    assert run.cost_usd == actual_cost(execution_ms=754_000, gpu_name=run.gpu_type)
+    assert run.events.count() == 1  # only the cancel: reading the cost changes no status
+
+
+def test_a_run_failed_at_its_deadline_gets_its_cost_from_the_job_runpod_then_stopped(
+    character: Any, provider: FakeProvider, clock: Any
+) -> None:
+    long_ago = timezone.now() - timedelta(hours=4)
+    run = make_run(
+        character, status="training", runpod_job_id="job-1", started_at=long_ago, next_poll_at=long_ago
+    )
+    sweep_training_runs()
+    run.refresh_from_db()
+    assert (run.status, run.error_code, run.cost_state) == ("failed", "timed_out", "pending")
+    provider.statuses["job-1"] = RunPodJob(id="job-1", status="CANCELLED", execution_ms=10_800_000)
+    clock.shift(timedelta(seconds=16))
+
+    sweep_training_runs()
+
+    run.refresh_from_db()
+    assert run.cost_usd == actual_cost(execution_ms=10_800_000, gpu_name=run.gpu_type)
+
+
+def test_a_run_cancelled_before_a_worker_took_it_settles_with_nothing_billed(
+    character: Any, provider: FakeProvider, clock: Any
+) -> None:
+    run = make_run(character, status="queued", runpod_job_id="job-1")
+    training_run_cancel(run=run, source="user")
+    provider.statuses["job-1"] = RunPodJob(id="job-1", status="CANCELLED")
+    clock.shift(timedelta(seconds=16))
+
+    sweep_training_runs()
+
+    run.refresh_from_db()
+    assert (run.cost_usd, run.cost_state, run.next_poll_at) == (None, "settled", None)
+    assert user_spend_this_month(character.owner) == 0
+
+
+def test_a_cancelled_runs_cost_is_given_up_after_runpods_retention(
+    character: Any, provider: FakeProvider, clock: Any, caplog: Any
+) -> None:
+    run = cancelled_while_training(character)
+    clock.shift(timedelta(minutes=31))
+
+    with caplog.at_level(logging.WARNING, logger="training.services"):
+        sweep_training_runs()
+
+    run.refresh_from_db()
+    assert (run.cost_state, run.next_poll_at) == ("settled", None)
+    assert f"run {run.pk}: cancelled, but its cost stays empty" in caplog.text

@@ -19,10 +19,11 @@ FINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
 
 
 def cost_settle_on_end(run: TrainingRun, now: datetime) -> None:
-    """At a run's end: its cost from RunPod's execution time, settled; or, for a run completed before
-    RunPod reported the job ended (the worker's "finished" callback), pending, and the sweep's poll of
-    RunPod's final status, which carries the time, due soon. A run settled before its end (recovered from
-    storage: RunPod's result says nothing more) stays settled."""
+    """At a run's end: its cost from RunPod's execution time, settled; or, for a run that ended before
+    RunPod reported its job ended — completed by the worker's "finished" callback, cancelled (RunPod's
+    `/cancel` answers only `{id, status}`), failed by the sweep at its deadline — pending, and the sweep's
+    poll of RunPod's final status, which carries the time, due soon. A run settled before its end
+    (recovered from storage: RunPod's result says nothing more) stays settled."""
     run.cost_usd = run_cost(run)
     if run.cost_state == CostState.PENDING and _final_status_unread(run):
         run.cost_state = CostState.PENDING
@@ -49,4 +50,4 @@ def run_cost(run: TrainingRun) -> Decimal | None:
 
 def _final_status_unread(run: TrainingRun) -> bool:
     seen = (run.last_provider_payload or {}).get("status")
-    return run.status == Status.COMPLETED and bool(run.runpod_job_id) and seen not in FINAL_JOB_STATUSES
+    return bool(run.runpod_job_id) and seen not in FINAL_JOB_STATUSES

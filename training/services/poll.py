@@ -70,30 +70,31 @@ def _dropped_unstarted(run: TrainingRun, now: datetime) -> bool:
 
 
 def _cost_poll(run: TrainingRun, source: str) -> TrainingRun:
-    """Reads RunPod's final status of a run the "finished" callback completed, for its execution time."""
+    """Reads RunPod's final status of a run that ended before RunPod said its job had (the "finished"
+    callback, a cancel, the sweep's deadline), for its execution time."""
     try:
         job = providers.get_provider().status(run.runpod_job_id)
     except RunPodJobNotFound:
         if runpod_endpoint_known():
-            _cost_give_up(run.pk, "RunPod no longer knows its job")
+            _cost_give_up(run, "RunPod no longer knows its job")
         return run
     except RunPodError:
         return run  # the sweep asks again at next_poll_at, while RunPod still keeps the result
     return training_run_apply_status(run_id=run.pk, job=job, source=source)
 
 
-def _cost_give_up(run_id: RunId, reason: str) -> None:
+def _cost_give_up(run: TrainingRun, reason: str) -> None:
     TrainingRun.objects.filter(
-        pk=run_id, status=TrainingRun.Status.COMPLETED, cost_state=CostState.PENDING
+        pk=run.pk, status__in=TrainingRun.FINAL_STATUSES, cost_state=CostState.PENDING
     ).update(next_poll_at=None, cost_state=CostState.SETTLED)
-    logger.warning("run %s: completed, but its cost stays empty: %s", run_id, reason)
+    logger.warning("run %s: %s, but its cost stays empty: %s", run.pk, run.status, reason)
 
 
 def training_runs_claim_due(
     *, now: datetime | None = None, batch_size: int | None = None
 ) -> list[tuple[uuid.UUID, str]]:
     """Takes a bounded batch of due runs — pending ones to send to RunPod (`submit_due_at`), active ones and
-    completed ones whose cost is pending to poll (`next_poll_at`) — and pushes each due time back; a cost
+    ended ones whose cost is pending to poll (`next_poll_at`) — and pushes each due time back; a cost
     RunPod no longer keeps is given up (settled, empty).
 
     Rows are locked with SKIP LOCKED, so two sweeps running at once never take the same run, and the
@@ -138,7 +139,7 @@ def training_runs_claim_due(
         )
     for run in given_up:
         logger.warning(
-            "run %s: completed, but its cost stays empty: RunPod's final status was not read within "
-            "the %s it keeps a result", run.pk, RUNPOD_RESULT_RETENTION,
+            "run %s: %s, but its cost stays empty: RunPod's final status was not read within "
+            "the %s it keeps a result", run.pk, run.status, RUNPOD_RESULT_RETENTION,
         )  # fmt: skip
     return [(run.pk, run.status) for run in runs if run not in given_up]

@@ -21,20 +21,21 @@ TRAINING_POLL_WITH_CALLBACKS = timedelta(minutes=10)
 DEADLINE_MARGIN = timedelta(minutes=5)
 # RunPod keeps a /run job's result for 30 minutes after the job ends; then /status answers 404.
 RUNPOD_RESULT_RETENTION = timedelta(minutes=30)
-# A run completed by the worker's "finished" callback: how soon the sweep reads RunPod's final status for
-# its cost (the job ends seconds after the callback), growing while RunPod has not ended the job.
+# A run that ended before RunPod reported its job ended (the worker's "finished" callback, a cancel, the
+# sweep's deadline): how soon the sweep reads RunPod's final status for its cost (the job ends seconds
+# after), growing while RunPod has not ended the job.
 COST_POLL = (timedelta(seconds=15), timedelta(minutes=5))
 # The first interval and the cap of each status's poll backoff.
 _BACKOFF = {
     Status.QUEUED.value: QUEUED_POLL,
     Status.TRAINING.value: TRAINING_POLL,
-    Status.COMPLETED.value: COST_POLL,
+    **{status.value: COST_POLL for status in TrainingRun.FINAL_STATUSES},
 }
 
 
 def next_poll(run: TrainingRun, now: datetime) -> datetime | None:
-    """When the sweep next takes the run; None for a completed run whose cost RunPod no longer keeps."""
-    if run.status != Status.COMPLETED:
+    """When the sweep next takes the run; None for an ended run whose cost RunPod no longer keeps."""
+    if not run.is_final:
         return now + poll_delay(run, now)
     expires = (run.finished_at or now) + RUNPOD_RESULT_RETENTION
     if now > expires:
