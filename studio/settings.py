@@ -499,6 +499,11 @@ TRAINING_SECONDS_PER_STEP: dict[str, str] = env.dict(
 TRAINING_GPU_TYPE = env.str("TRAINING_GPU_TYPE", default="")
 # Model load, quantisation and latent caching happen before the first step and are billed too.
 TRAINING_OVERHEAD_SECONDS = env.int("TRAINING_OVERHEAD_SECONDS", default=600)
+# RunPod bills a worker from its start to its stop (docs serverless/pricing.mdx): the container's start-up
+# before it takes the job and the idle timeout after it (RUNPOD_IDLE_TIMEOUT_SECONDS) are billed but not in
+# a job's executionTime. The budget counts this estimate of the start-up for every run that reached a GPU;
+# measure it on the endpoint (RunPod's console shows worker start times) and override.
+TRAINING_COLD_START_SECONDS = env.int("TRAINING_COLD_START_SECONDS", default=30)
 # The most one run may take on RunPod (its GPU time billed at most this long): each job's executionTimeout
 # is its steps on the slowest GPU of RUNPOD_GPU_POOLS plus the start-up above, times the margin below, and a
 # run that needs more than this is refused at start (training/time_limits.py). RunPod allows 5 s - 7 days.

@@ -54,7 +54,8 @@ def user_budget(user: User, *, steps: int, base_model: str = BaseModel.DEFAULT) 
 def affordable_steps(remaining: Decimal) -> int:
     """The most steps whose estimate `remaining` covers (0 when not even the start-up time is covered)."""
     gpu = settings.TRAINING_GPU_TYPE
-    seconds = remaining / pricing.price_per_second(gpu) - settings.TRAINING_OVERHEAD_SECONDS
+    fixed = settings.TRAINING_OVERHEAD_SECONDS + pricing.billed_outside_seconds()
+    seconds = remaining / pricing.price_per_second(gpu) - fixed
     steps = int(seconds / pricing.seconds_per_step(gpu)) if seconds > 0 else 0
     while steps > 0 and pricing.estimate_cost(steps=steps) > remaining:
         steps -= 1  # the estimate rounds to cents; step down until it fits

@@ -75,6 +75,14 @@ class TrainingRun(models.Model):
     execution_ms = models.PositiveBigIntegerField(null=True, blank=True)
     estimated_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    startup_idle_cost_usd = models.DecimalField(
+        max_digits=10,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="What RunPod also bills beyond the job's execution time, estimated: the worker's start-up "
+        "and idle timeout at the run's GPU price. Set with cost_usd; the budget counts both.",
+    )
     cost_state = models.CharField(max_length=8, choices=CostState.choices, default=CostState.PENDING)
     execution_timeout_s = models.PositiveIntegerField(
         null=True,

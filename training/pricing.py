@@ -1,4 +1,5 @@
-"""GPU prices and step times: what a run is likely to cost, and what it did cost.
+"""GPU prices and step times: what a run is likely to cost, what it did cost, and what RunPod bills beyond
+the job's execution time (the worker's start-up and idle timeout), which the budget counts as an estimate.
 
 Prices come from RunPod's table (`training/gpu_pools.py`, with its source and date), overridden per GPU by
 `TRAINING_GPU_PRICES_USD_PER_SECOND`. The endpoint's GPU — what estimates assume and what a GPU without a
@@ -61,10 +62,24 @@ def price_per_1000_steps(base_model: str, gpu_type: str | None = None) -> Decima
 
 
 def estimate_cost(*, steps: int, gpu_type: str | None = None, base_model: str = BaseModel.DEFAULT) -> Decimal:
-    """Steps x seconds per step of the base model, plus start-up overhead, at the GPU's per-second price."""
+    """Steps x seconds per step of the base model, plus start-up overhead inside the job, plus what RunPod
+    bills outside it (`billed_outside_seconds`), at the GPU's per-second price."""
     gpu = gpu_type or endpoint_gpu()
-    seconds = steps * model_seconds_per_step(gpu, base_model) + settings.TRAINING_OVERHEAD_SECONDS
+    inside = steps * model_seconds_per_step(gpu, base_model) + settings.TRAINING_OVERHEAD_SECONDS
+    seconds = inside + billed_outside_seconds()
     return (seconds * price_per_second(gpu)).quantize(CENTS)
+
+
+def billed_outside_seconds() -> int:
+    """Seconds RunPod bills a worker beyond a job's execution time, estimated: it bills "from when a worker
+    starts until it fully stops" (docs serverless/pricing.mdx:14), its start time and the idle timeout after
+    the job included (:36-42), neither of which `executionTime` reports."""
+    return int(settings.TRAINING_COLD_START_SECONDS) + int(settings.RUNPOD_IDLE_TIMEOUT_SECONDS)
+
+
+def startup_idle_cost(*, gpu_name: str) -> Decimal:
+    """The estimated charge for a worker's start-up and idle timeout on the GPU a run ran on."""
+    return (billed_outside_seconds() * price_per_second(gpu_type_for(gpu_name))).quantize(CENTS)
 
 
 def actual_cost(*, execution_ms: int, gpu_name: str) -> Decimal:

@@ -13,6 +13,7 @@ from django.utils.timezone import localtime
 from characters.models import Character, ReferenceImage
 from studio.errors import Conflict
 from training.models import DeletedRunSpend, TrainingEvent, TrainingRun
+from training.selectors import training_run_charge
 from training.services import training_run_autostart, training_run_cancel
 
 
@@ -52,9 +53,10 @@ def refuse_deleting_a_photo_in_training(sender: Any, *, image: ReferenceImage, *
 def keep_the_spend_of_a_deleted_run(sender: Any, *, instance: TrainingRun, **kwargs: Any) -> None:
     """Before a run goes (alone, with its character or with its owner's account), what it cost stays
     counted: a delete must never lower this month's spend, or train-delete-train would pass the budget."""
-    # As `training.selectors.run_spend` counts it: RunPod's cost, else the estimate of a run that started.
-    exact = instance.cost_usd is not None
-    amount = instance.cost_usd if exact else instance.estimated_cost_usd if instance.started_at else None
+    # As `training.selectors.training_run_charge` counts it: RunPod's cost with the estimate of start-up and
+    # idle time beside it, else the estimate of a run that started.
+    charge = training_run_charge(instance)
+    exact, amount = charge.exact, charge.amount
     if not amount:
         return  # it never reached a GPU: nothing was billed
     character = Character.objects.select_related("owner").get(pk=instance.character_id)

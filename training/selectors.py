@@ -60,26 +60,31 @@ def month_start(now: datetime | None = None) -> datetime:
 
 
 def run_spend(prefix: str = "") -> Coalesce:
-    """What a run counts against its owner's budget: RunPod's cost; or, when RunPod's execution time was
-    never read (a lost webhook, a result RunPod forgot, a run recovered from storage) but the run did start
-    on a GPU, its estimate, since RunPod billed it all the same; nothing for a run that never started.
-    `prefix` reaches the run through a relation (`"characters__training_runs__"`)."""
+    """What a run counts against its owner's budget: RunPod's cost of its execution plus the estimate of what
+    RunPod bills beyond it (the worker's start-up and idle time); or, when RunPod's execution time was never
+    read (a lost webhook, a result RunPod forgot, a run recovered from storage) but the run did start on a
+    GPU, its estimate (which includes both), since RunPod billed it all the same; nothing for a run that
+    never started. `prefix` reaches the run through a relation (`"characters__training_runs__"`)."""
     started = When(**{f"{prefix}started_at__isnull": False}, then=F(f"{prefix}estimated_cost_usd"))
-    return Coalesce(F(f"{prefix}cost_usd"), Case(started, default=Value(Decimal("0"))))
+    outside = Coalesce(F(f"{prefix}startup_idle_cost_usd"), Value(ZERO), output_field=MONEY)
+    return Coalesce(F(f"{prefix}cost_usd") + outside, Case(started, default=Value(ZERO)), output_field=MONEY)
 
 
 @dataclass(frozen=True)
 class RunCharge:
-    """What a run counts against its owner's budget, as `run_spend` sums it: RunPod's cost (`exact`), the
-    estimate for a run that reached a GPU but whose cost RunPod has not reported, or None (never started)."""
+    """What a run counts against its owner's budget, as `run_spend` sums it: RunPod's cost (`exact`) plus
+    the estimate of the worker's start-up and idle time (`startup_idle`), the estimate for a run that
+    reached a GPU but whose cost RunPod has not reported, or None (never started)."""
 
     amount: Decimal | None
     exact: bool
+    startup_idle: Decimal | None = None
 
 
 def training_run_charge(run: TrainingRun) -> RunCharge:
     if run.cost_usd is not None:
-        return RunCharge(amount=run.cost_usd, exact=True)
+        outside = run.startup_idle_cost_usd
+        return RunCharge(amount=run.cost_usd + (outside or ZERO), exact=True, startup_idle=outside)
     if run.started_at is not None or not run.is_final:
         return RunCharge(amount=run.estimated_cost_usd, exact=False)
     return RunCharge(amount=None, exact=False)

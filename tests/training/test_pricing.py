@@ -61,9 +61,10 @@ def test_the_estimate_assumes_the_dearest_gpu_of_the_endpoints_pools(settings: A
     settings.RUNPOD_GPU_POOLS = ["ADA_24"]
     settings.TRAINING_SECONDS_PER_STEP = {"RTX 4090": "2.0", "A100 80GB": "1.1"}
     settings.TRAINING_OVERHEAD_SECONDS = 600
+    settings.TRAINING_COLD_START_SECONDS, settings.RUNPOD_IDLE_TIMEOUT_SECONDS = 30, 5
 
     assert pricing.endpoint_gpu() == "RTX 4090"
-    assert pricing.estimate_cost(steps=1000) == Decimal("0.8060")  # (1000 x 2.0 + 600) s x $0.00031
+    assert pricing.estimate_cost(steps=1000) == Decimal("0.8168")  # (1000 x 2.0 + 600 + 35) s x $0.00031
 
 
 def test_an_override_replaces_one_price_and_keeps_the_others(settings: Any) -> None:

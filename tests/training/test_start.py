@@ -74,10 +74,12 @@ def test_the_estimate_comes_from_steps_seconds_per_step_and_price(character: Any
     settings.TRAINING_GPU_PRICES_USD_PER_SECOND = {"A100 80GB": "0.001"}
     settings.TRAINING_GPU_TYPE = "A100 80GB"
     settings.TRAINING_OVERHEAD_SECONDS = 100
+    settings.TRAINING_COLD_START_SECONDS, settings.RUNPOD_IDLE_TIMEOUT_SECONDS = 30, 5
 
     run = start(character, params={"steps": 1000})
 
-    assert run.estimated_cost_usd == Decimal("1.1000")
+    # (1000 x 1.0 s + 100 s start-up in the job + 35 s RunPod bills outside it: worker start, idle) x $0.001
+    assert run.estimated_cost_usd == Decimal("1.1350")
 
 
 def test_it_refuses_a_character_with_too_few_images(alice: Any, settings: Any) -> None:

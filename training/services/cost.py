@@ -24,7 +24,7 @@ def cost_settle_on_end(run: TrainingRun, now: datetime) -> None:
     `/cancel` answers only `{id, status}`), failed by the sweep at its deadline — pending, and the sweep's
     poll of RunPod's final status, which carries the time, due soon. A run settled before its end
     (recovered from storage: RunPod's result says nothing more) stays settled."""
-    run.cost_usd = run_cost(run)
+    cost_record(run)
     if run.cost_state == CostState.PENDING and _final_status_unread(run):
         run.cost_state = CostState.PENDING
         run.next_poll_at = now + COST_POLL[0]
@@ -36,9 +36,17 @@ def cost_settle_on_end(run: TrainingRun, now: datetime) -> None:
 def cost_settle(run: TrainingRun) -> None:
     """RunPod's final status of the job was read (onto the run): its execution time gives the cost (read
     once; a status without one leaves the cost empty)."""
-    run.cost_usd = run_cost(run)
+    cost_record(run)
     run.cost_state = CostState.SETTLED
     run.next_poll_at = None
+
+
+def cost_record(run: TrainingRun) -> None:
+    """RunPod's cost of the run's execution, and the estimate of its worker's start-up and idle time beside
+    it (the budget counts both); both empty while the execution time is unknown."""
+    run.cost_usd = run_cost(run)
+    has_run = run.cost_usd is not None
+    run.startup_idle_cost_usd = pricing.startup_idle_cost(gpu_name=run.gpu_type) if has_run else None
 
 
 def run_cost(run: TrainingRun) -> Decimal | None:

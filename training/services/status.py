@@ -139,6 +139,7 @@ def _cost_record(run: TrainingRun, job: RunPodJob) -> TrainingRun:
                 "delay_ms",
                 "execution_ms",
                 "cost_usd",
+                "startup_idle_cost_usd",
                 "cost_state",
                 "next_poll_at",
                 "updated_at",
