@@ -88,6 +88,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "gpu_type",
             "estimated_cost_usd",
             "cost_usd",
+            "cost_state",
+            "startup_idle_cost_usd",
             "created_at",
             "submitted_at",
             "started_at",
