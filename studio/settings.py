@@ -320,6 +320,10 @@ RUNPOD_IDLE_TIMEOUT_SECONDS = env.int("RUNPOD_IDLE_TIMEOUT_SECONDS", default=5)
 RUNPOD_SCALER_TYPE = env.str("RUNPOD_SCALER_TYPE", default="QUEUE_DELAY")
 RUNPOD_SCALER_VALUE = env.float("RUNPOD_SCALER_VALUE", default=4.0)
 RUNPOD_FLASHBOOT = env.str("RUNPOD_FLASHBOOT", default="FLASHBOOT")
+# Workers only on hosts whose CUDA the worker image can use: its torch wheels are CUDA 13.0 builds, which
+# need CUDA 13.0 or newer (an NVIDIA driver >= 580; runpod_worker/Dockerfile). Sent as the endpoint's
+# gpu.minCudaVersion; empty sends no constraint.
+RUNPOD_MIN_CUDA_VERSION = env.str("RUNPOD_MIN_CUDA_VERSION", default="13.0")
 # After 7 days without requests RunPod sets the endpoint's max workers to 0 and leaves it there. Beat's
 # endpoint check always tells staff (dashboard, log); with this on it also raises max workers back to
 # RUNPOD_WORKERS_MAX itself when jobs wait. Off by default: it changes the endpoint, so the API key then

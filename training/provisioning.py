@@ -19,6 +19,7 @@ Secrets: the worker env names in `RUNPOD_WORKER_SECRET_ENV` take their values fr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from training import gpu_pools
 from training.runpod_rest import RunPodRestClient
 
 HIDDEN = "(value hidden)"
+CUDA_VERSION = re.compile(r"\d+\.\d+")  # oa2 `CreateEndpointGpuConfig.minCudaVersion` pattern
 # RunPod's limits on an execution timeout (docs serverless/endpoints/send-requests.mdx:116).
 TIMEOUT_LIMITS_MS = (5_000, 7 * 24 * 3600 * 1000)
 NEW_TEMPLATE_ID = "(the template above)"
@@ -109,7 +111,7 @@ def desired_state(*, environ: Mapping[str, str]) -> Desired:
     endpoint = {
         "name": name,
         "type": "QUEUE",
-        "gpu": {"pools": _pools(), "count": 1},
+        "gpu": {"pools": _pools(), "count": 1, **_cuda()},
         "workers": _workers(scaling),
         "scaling": scaling,
         "timeout": _timeout_ms(),
@@ -133,6 +135,19 @@ def _pools() -> list[str]:
         return [pool.id for pool in gpu_pools.endpoint_pools()]
     except ImproperlyConfigured as exc:
         raise ProvisionError(str(exc)) from exc
+
+
+def _cuda() -> dict[str, Any]:
+    """Hosts whose CUDA the worker image can use: a floor, oa2 `CreateEndpointGpuConfig.minCudaVersion`
+    ("Lowest acceptable CUDA version for worker placement, as `major.minor`"), with `allowedCudaVersions: []`
+    sent beside it, which "states no constraint" and clears an exact set left on the endpoint (a floor and a
+    non-empty set are refused together; setting one does not clear the other, `UpdateEndpointGpuConfig`)."""
+    floor = str(settings.RUNPOD_MIN_CUDA_VERSION).strip()
+    if not floor:
+        return {}
+    if not CUDA_VERSION.fullmatch(floor):
+        raise ProvisionError(f"RUNPOD_MIN_CUDA_VERSION must be major.minor, such as 13.0; it is {floor!r}.")
+    return {"minCudaVersion": floor, "allowedCudaVersions": []}
 
 
 def _scaling() -> dict[str, Any]:

@@ -334,6 +334,10 @@ class RestStore:
             # oa2 `BaseEndpointGpuConfig.excludedTypes`: pools sent without excludedTypes clear them.
             gpu.pop("excludedTypes", None)
         gpu.update(given)
+        if gpu.get("minCudaVersion") == "":
+            # oa2 `UpdateEndpointGpuConfig.minCudaVersion`: an explicit "" clears the floor; read back as
+            # null (`EndpointGpuConfig.minCudaVersion`: "Null means no floor").
+            gpu["minCudaVersion"] = None
         if seeded is not None:
             gpu["allowedCudaVersions"] = seeded
         if gpu.get("allowedCudaVersions") and gpu.get("minCudaVersion"):

@@ -177,6 +177,21 @@ def test_patching_pools_without_excluded_types_clears_them(rest: Rest) -> None:
     problem(rest("PATCH", f"/serverless/{created['id']}", {"gpu": {"excludedTypes": ["NVIDIA L40"]}}), 422)
 
 
+def test_a_cuda_floor_is_kept_and_an_empty_string_clears_it_to_null(rest: Rest) -> None:
+    # oa2 `CreateEndpointGpuConfig.minCudaVersion` (a `major.minor` floor), `UpdateEndpointGpuConfig`: "An
+    # explicit "" clears the floor"; `EndpointGpuConfig.minCudaVersion`: "Null means no floor".
+    body = {**QUEUE_ENDPOINT, "image": "img:1"}
+    body["gpu"] = {**QUEUE_ENDPOINT["gpu"], "minCudaVersion": "13.0", "allowedCudaVersions": []}
+    created = rest("POST", "/serverless", body).json()
+
+    cleared = rest("PATCH", f"/serverless/{created['id']}", {"gpu": {"minCudaVersion": ""}}).json()
+
+    assert (created["gpu"]["minCudaVersion"], created["gpu"]["allowedCudaVersions"]) == ("13.0", [])
+    assert cleared["gpu"]["minCudaVersion"] is None
+    both = {"gpu": {"minCudaVersion": "13.0", "allowedCudaVersions": ["12.8"]}}
+    problem(rest("PATCH", f"/serverless/{created['id']}", both), 400)
+
+
 def test_the_stand_ins_own_endpoint_is_listed_and_deleting_it_makes_its_job_api_answer_404(
     tmp_path: Any,
 ) -> None:

@@ -104,6 +104,9 @@ def test_a_real_run_creates_the_three_resources_as_the_v2_schema_wants_and_print
     assert (volume["size"], volume["dataCenter"]) == (100, "US-KS-2")
     assert endpoint["type"] == "QUEUE"
     assert endpoint["gpu"]["pools"] == ["AMPERE_80", "ADA_24"]  # the one setting pricing uses too
+    # The worker image's torch wheels are CUDA 13.0 builds (runpod_worker/Dockerfile): hosts with CUDA 13.0
+    # or newer only (oa2 `CreateEndpointGpuConfig.minCudaVersion`).
+    assert (endpoint["gpu"]["minCudaVersion"], endpoint["gpu"]["allowedCudaVersions"]) == ("13.0", [])
     assert endpoint["workers"] == {"min": 0, "max": 3, "idleTimeout": 5}
     assert endpoint["scaling"] == {"type": "QUEUE_DELAY", "queueDelay": 4.0}
     assert (endpoint["timeout"], endpoint["flashboot"]) == (10_800_000, "FLASHBOOT")
@@ -144,6 +147,29 @@ def test_check_exits_2_on_drift_such_as_runpods_idle_scale_down_and_a_run_repair
     assert "~     workers.max: 0 -> 3" in repaired
     assert ours(configured)["endpoint"][0]["workers"]["max"] == 3
     assert provision("--check").endswith("No drift: RunPod matches the settings.\n")
+
+
+def test_a_cuda_floor_cleared_in_runpods_console_is_drift_and_a_run_sets_it_again(
+    configured: LocalRunPod,
+) -> None:
+    provision()
+    [endpoint] = ours(configured)["endpoint"]
+    requests.patch(
+        f"{configured.rest_url}/serverless/{endpoint['id']}",
+        json={"gpu": {"minCudaVersion": "", "allowedCudaVersions": ["12.8"]}},
+        headers={"Authorization": f"Bearer {configured.api_key}"},
+        timeout=10,
+    ).raise_for_status()
+
+    with pytest.raises(CommandError) as drift:
+        provision("--check")
+    repaired = provision()
+
+    assert drift.value.returncode == 2
+    assert "~     gpu.minCudaVersion: (none) -> '13.0'" in repaired
+    assert "~     gpu.allowedCudaVersions: ['12.8'] -> []" in repaired
+    [endpoint] = ours(configured)["endpoint"]
+    assert (endpoint["gpu"]["minCudaVersion"], endpoint["gpu"]["allowedCudaVersions"]) == ("13.0", [])
 
 
 def test_a_new_image_updates_the_template_and_applies_it_to_the_endpoint_again(
