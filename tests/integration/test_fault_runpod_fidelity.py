@@ -85,6 +85,7 @@ def test_an_endpoint_runpod_scaled_to_zero_leaves_the_run_queued_until_its_ttl_a
 
     run = final(start(character_ready_to_train(alice)), timeout=90)
 
-    assert run.status == "failed" and run.error_message, explain(stack)
+    assert (run.status, run.error_code) == ("failed", "timed_out"), explain(stack)
+    assert run.error_message.startswith("No GPU worker took the run within"), run.error_message
     assert run.started_at is None and run.cost_usd is None
     assert stack.runpod.endpoint()["workers"]["max"] == 0
