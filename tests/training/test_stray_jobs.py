@@ -20,7 +20,7 @@ from django.utils import timezone
 from tests.training.conftest import FakeProvider, make_run
 from training import services
 from training.models import StrayJob, TrainingRun
-from training.runpod import RunPodJobNotFound, RunPodRejected, RunPodUnavailable
+from training.runpod import RunPodEndpointNotFound, RunPodJobNotFound, RunPodRejected, RunPodUnavailable
 from training.services import (
     STRAY_CANCEL_RETRY,
     ending,
@@ -251,6 +251,25 @@ def test_a_job_runpod_no_longer_knows_is_recorded_gone(
 
     stray.refresh_from_db()
     assert (stray.status, stray.attempts, stray.next_attempt_at) == ("gone", 1, None)
+
+
+def test_a_404_while_runpod_does_not_know_the_endpoint_keeps_the_cancel_pending(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A wrong or deleted endpoint answers 404 too (docs serverless/endpoints/send-requests.mdx:215): the
+    # job may still be running on the endpoint it was sent to, so its cancel is not given up as gone.
+    stray = recorded()
+
+    def not_found(job_id: str) -> None:
+        raise RunPodJobNotFound("RunPod does not know this job (POST cancel: HTTP 404)")
+
+    monkeypatch.setattr(provider, "cancel", not_found)
+    provider.health_errors.append(RunPodEndpointNotFound("RunPod does not know the endpoint"))
+    cancel_runpod_job.delay("job-stray")
+
+    stray.refresh_from_db()
+    assert (stray.status, stray.attempts) == ("pending", 1) and stray.next_attempt_at is not None
+    assert "RunPod does not know the endpoint" in stray.last_error
 
 
 def test_an_ended_cancel_sends_nothing_again(provider: FakeProvider) -> None:

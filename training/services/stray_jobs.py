@@ -23,6 +23,7 @@ from training.runpod import (
     RunPodUnavailable,
 )
 from training.services import queue
+from training.services.endpoint import runpod_endpoint_known
 from training.services.schedule import DEADLINE_MARGIN
 from training.services.transitions import RunId
 
@@ -74,7 +75,7 @@ def runpod_job_cancel(*, job_id: str) -> StrayCancelOutcome:
     try:
         providers.get_provider().cancel(job_id)
     except RunPodJobNotFound:
-        _stray_end(stray, attempt, StrayJob.Status.GONE)
+        return _stray_not_found(stray, attempt)
     except RunPodError as exc:
         delay = _stray_retry_delay(attempt)
         _stray_retry_later(stray, attempt, delay, exc.message)
@@ -84,6 +85,22 @@ def runpod_job_cancel(*, job_id: str) -> StrayCancelOutcome:
         )
     else:
         _stray_end(stray, attempt, StrayJob.Status.CANCELLED)
+    return StrayCancelOutcome(attempt)
+
+
+def _stray_not_found(stray: StrayJob, attempt: int) -> StrayCancelOutcome:
+    """RunPod answered the cancel 404. A wrong or deleted endpoint answers 404 too (send-requests.mdx:215):
+    the job is gone only if `/health` shows RunPod knows the endpoint; otherwise it may still run where it
+    was sent, and the cancel is sent again later."""
+    try:
+        gone = runpod_endpoint_known()
+        why = "RunPod does not know the endpoint"
+    except RunPodError as exc:
+        gone, why = False, exc.message
+    if gone:
+        _stray_end(stray, attempt, StrayJob.Status.GONE)
+    else:
+        _stray_retry_later(stray, attempt, _stray_retry_delay(attempt), why)
     return StrayCancelOutcome(attempt)
 
 
