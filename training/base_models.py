@@ -7,8 +7,9 @@ runpod_worker/model_presets.py (FLUX.1 in runpod_worker/config.py), taken from A
 Step times: FLUX.1-dev's are measured (`TRAINING_SECONDS_PER_STEP`, per GPU). The others are scaled from them
 by `step_factor`, the size of the transformer one training step runs through relative to FLUX.1's 12B:
 Qwen-Image's 20B, one 14B expert of Wan 2.2 A14B per step, Z-Image's 6B. They are estimates until a GPU run
-measures them; the estimate and the budget check use them, and the execution timeout must cover them
-(`TRAINING_EXECUTION_TIMEOUT_SECONDS`: a 3000-step Qwen-Image run on an RTX 4090 is ~3 h).
+measures them; the estimate, the budget check and each run's time limit use them (training/time_limits.py:
+a run that cannot fit TRAINING_EXECUTION_TIMEOUT_SECONDS on the slowest GPU pool, such as 3000 Qwen-Image
+steps on an RTX 4090, is refused at start).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from training.time_limits import time_limit_refusal
 
 
 def training_start_refusal(
-    *, character: Character, budget: Budget, preset: str | None, steps: int
+    *, character: Character, budget: Budget, preset: str | None, steps: int, base_model: str | None = None
 ) -> str | None:
     """Why a run of `character` with these settings would be refused now, or None when it would start."""
     count = character.images.count()
@@ -28,7 +28,7 @@ def training_start_refusal(
         return f"Training takes at most {maximum} photos and {character.name} has {count}. Delete some first."
     if training := _already_training(character):
         return training
-    if too_long := time_limit_refusal(steps=steps):
+    if too_long := time_limit_refusal(steps=steps, base_model=base_model or character.base_model):
         return too_long
     if not budget.enough:
         left = budget.remaining or 0
@@ -52,7 +52,7 @@ def training_retry_refusal(run: TrainingRun) -> str | None:
     if training := _already_training(character):
         return training
     steps = int(run.params["steps"])
-    if too_long := time_limit_refusal(steps=steps):
+    if too_long := time_limit_refusal(steps=steps, base_model=run.base_model):
         return f"{too_long} Train again from the training form with fewer steps."
     budget = user_budget(character.owner, steps=steps)
     if not budget.enough:

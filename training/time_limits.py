@@ -4,15 +4,17 @@ RunPod places a job "on whichever listed pool has capacity" (v2 OpenAPI `BaseEnd
 run must fit on the slowest GPU of the endpoint's pools (`RUNPOD_GPU_POOLS`, the setting provisioning and
 pricing read too):
 
-    time limit = (steps x seconds per step on the slowest GPU + TRAINING_OVERHEAD_SECONDS)
-                 x TRAINING_TIME_LIMIT_MARGIN
+    time limit = (steps x seconds per step on the slowest GPU x the base model's step factor
+                  + TRAINING_OVERHEAD_SECONDS) x TRAINING_TIME_LIMIT_MARGIN
 
-A GPU never measured (`TRAINING_SECONDS_PER_STEP`) counts as slow as the slowest measured one. The start-up
-allowance is the model load, quantisation and latent caching before the first step; the margin covers steps
-slower than measured (a busy host, samples rendering). No run may take longer than `longest_run_seconds()`:
-TRAINING_EXECUTION_TIMEOUT_SECONDS, the most the studio lets one job bill, within RunPod's own bounds for
-`executionTimeout`, 5 s to 7 days (docs serverless/endpoints/send-requests.mdx:116). A run that needs more
-is refused at start, before anything is billed, saying the limit and the most steps that fit.
+A GPU never measured (`TRAINING_SECONDS_PER_STEP`, FLUX.1's step times) counts as slow as the slowest
+measured one; another base model's step takes `step_factor` times as long (training/base_models.py). The
+start-up allowance is the model load, quantisation and latent caching before the first step; the margin
+covers steps slower than measured (a busy host, samples rendering). No run may take longer than
+`longest_run_seconds()`: TRAINING_EXECUTION_TIMEOUT_SECONDS, the most the studio lets one job bill, within
+RunPod's own bounds for `executionTimeout`, 5 s to 7 days (docs serverless/endpoints/send-requests.mdx:116).
+A run that needs more is refused at start, before anything is billed, saying the limit and the most steps
+that fit.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from runpod_worker.contract import BaseModel
 from training import gpu_pools
+from training.base_models import BASE_MODELS
 
 # RunPod's bounds on a job's executionTimeout (send-requests.mdx:116).
 RUNPOD_MIN_EXECUTION_TIMEOUT_S = 5
@@ -46,8 +50,8 @@ class TimeLimit:
         return self.seconds <= self.longest
 
 
-def run_time_limit(*, steps: int) -> TimeLimit:
-    gpu, per_step = slowest_gpu()
+def run_time_limit(*, steps: int, base_model: str = BaseModel.DEFAULT) -> TimeLimit:
+    gpu, per_step = slowest_gpu(base_model)
     return TimeLimit(
         steps=steps,
         seconds=max(RUNPOD_MIN_EXECUTION_TIMEOUT_S, math.ceil(_needed(steps, per_step))),
@@ -61,18 +65,19 @@ def longest_run_seconds() -> int:
     return min(int(settings.TRAINING_EXECUTION_TIMEOUT_SECONDS), RUNPOD_MAX_EXECUTION_TIMEOUT_S)
 
 
-def slowest_gpu() -> tuple[str, Decimal]:
-    """The slowest GPU of the endpoint's pools (the first listed among equals), and its seconds per step."""
+def slowest_gpu(base_model: str = BaseModel.DEFAULT) -> tuple[str, Decimal]:
+    """The slowest GPU of the endpoint's pools (the first listed among equals), and its seconds per step of
+    `base_model`."""
     measured = {str(name): Decimal(str(value)) for name, value in settings.TRAINING_SECONDS_PER_STEP.items()}
     slowest_measured = max(measured.values())
     speeds = {gpu: measured.get(gpu, slowest_measured) for gpu in gpu_pools.endpoint_gpus()}
     gpu = max(speeds, key=lambda name: speeds[name])
-    return gpu, speeds[gpu]
+    return gpu, speeds[gpu] * BASE_MODELS[base_model].step_factor
 
 
-def most_steps_that_fit() -> int:
+def most_steps_that_fit(base_model: str = BaseModel.DEFAULT) -> int:
     """The most steps whose time limit is within `longest_run_seconds()` (0 when not even start-up fits)."""
-    _, per_step = slowest_gpu()
+    _, per_step = slowest_gpu(base_model)
     room = Decimal(longest_run_seconds()) / _margin() - settings.TRAINING_OVERHEAD_SECONDS
     steps = max(0, int(room / per_step))
     while steps > 0 and math.ceil(_needed(steps, per_step)) > longest_run_seconds():
@@ -80,17 +85,17 @@ def most_steps_that_fit() -> int:
     return steps
 
 
-def time_limit_refusal(*, steps: int) -> str | None:
+def time_limit_refusal(*, steps: int, base_model: str = BaseModel.DEFAULT) -> str | None:
     """Why a run of `steps` steps cannot fit its time limit, with what to change; None when it fits."""
-    limit = run_time_limit(steps=steps)
+    limit = run_time_limit(steps=steps, base_model=base_model)
     if limit.fits:
         return None
     reason = (
-        f"A run of {steps} steps could take up to {hours(limit.seconds)} on the slowest GPU RunPod may give "
-        f"it ({limit.gpu}, about {limit.seconds_per_step} s a step, plus start-up), more than the "
-        f"{hours(limit.longest)} a run may take."
+        f"A run of {steps} {BASE_MODELS[base_model].label} steps could take up to {hours(limit.seconds)} on "
+        f"the slowest GPU RunPod may give it ({limit.gpu}, about {limit.seconds_per_step.normalize()} s a "
+        f"step, plus start-up), more than the {hours(limit.longest)} a run may take."
     )
-    most = most_steps_that_fit()
+    most = most_steps_that_fit(base_model)
     if most >= MIN_STEPS:
         return f"{reason} Choose at most {most} steps, or ask staff to raise the limit."
     return f"{reason} No run fits: staff need to raise the limit (TRAINING_EXECUTION_TIMEOUT_SECONDS)."

@@ -128,7 +128,9 @@ def _render_confirm(request: HttpRequest, character: Character, form: TrainingFo
     steps, preset = int(form.params["steps"]), form.cleaned_data["preset"]
     model = form.cleaned_data["base_model"] or character.base_model
     budget = _budget(user, steps, model)
-    refusal = training_start_refusal(character=character, budget=budget, preset=preset, steps=steps)
+    refusal = training_start_refusal(
+        character=character, budget=budget, preset=preset, steps=steps, base_model=model
+    )
     context = {
         "character": character,
         "form": form,

@@ -27,6 +27,7 @@ from tests.training.test_views import client_for
 from training import time_limits
 from training.management.commands import train_character
 from training.models import TrainingRun
+from training.preflight import training_retry_refusal
 from training.services import training_run_poll, training_run_retry, training_run_start, training_run_submit
 
 __all__ = ["alice_api", "api_isolation"]
@@ -173,3 +174,41 @@ def test_the_train_character_command_refuses_it_as_bad_input_to_change(
     assert refused.value.returncode == train_character.EXIT_BAD_INPUT  # --steps is what to change
     assert "Choose at most 4020 steps" in str(refused.value)
     assert not TrainingRun.objects.exists()
+
+
+# ------------------------------------------------------------------------------------- base models
+
+
+def test_a_base_models_step_time_scales_its_time_limit(character: Any) -> None:
+    # Qwen-Image's step runs through a 20B transformer: 1.7 times FLUX.1's (training/base_models.py).
+    run = training_run_start(
+        character=character,
+        requested_by=character.owner,
+        params={"steps": 1500},
+        base_model="qwen-image",
+        source="user",
+    )
+
+    assert run.execution_timeout_s == 7125  # (1500 x 2.0 x 1.7 + 600) x 1.25
+
+
+def test_a_qwen_image_run_that_would_not_fit_is_refused_naming_the_model_and_the_steps_that_do(
+    character: Any,
+) -> None:
+    with pytest.raises(ApplicationError) as refused:
+        training_run_start(
+            character=character,
+            requested_by=character.owner,
+            params={"steps": 3000},
+            base_model="qwen-image",
+            source="user",
+        )
+
+    assert "3000 Qwen-Image steps" in refused.value.message
+    assert "Choose at most 2364 steps" in refused.value.message
+
+
+def test_a_retry_is_foreseen_with_its_own_base_model(character: Any, settings: Any) -> None:
+    failed = make_run(character, "failed", params={"steps": 3000, "rank": 16}, base_model="qwen-image")
+
+    assert "Choose at most 2364 steps" in (training_retry_refusal(failed) or "")

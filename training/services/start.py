@@ -188,7 +188,7 @@ def _run_create(
     detail: dict[str, Any],
 ) -> TrainingRun:
     steps = int(params["steps"])
-    time_limit = _time_limit(steps)
+    time_limit = _time_limit(steps, base_model)
     estimate = pricing.estimate_cost(steps=steps, base_model=base_model)
     run_id = uuid.uuid4()
     with transaction.atomic():
@@ -219,12 +219,12 @@ def _run_create(
     return run
 
 
-def _time_limit(steps: int) -> int:
+def _time_limit(steps: int, base_model: str) -> int:
     """The run's executionTimeout on RunPod; refused when the run cannot fit the longest a run may take."""
-    refusal = time_limits.time_limit_refusal(steps=steps)
+    refusal = time_limits.time_limit_refusal(steps=steps, base_model=base_model)
     if refusal:
         raise ApplicationError(refusal, code="run_too_long", fields={"steps": [refusal]})
-    return time_limits.run_time_limit(steps=steps).seconds
+    return time_limits.run_time_limit(steps=steps, base_model=base_model).seconds
 
 
 def _lock_owner_and_character(character: Character) -> User:
