@@ -281,9 +281,10 @@ def run_artifact_prefix(run: TrainingRun) -> str:
 class Checkpoint(models.Model):
     """A LoRA saved by AI Toolkit at `step` (and the optimizer state to resume from it), verified in storage.
 
-    Recorded only once its file's size and sha256 match the worker's report. The run's final LoRA is one
-    too (`final`), so any of a run's LoRAs can be made the character's current one. A pruned checkpoint
-    keeps its row, without its files.
+    Recorded as the worker reports it; `verified_at` is set once the stored file's size and sha256 match
+    the report (read from storage by a task, never in the callback), and only verified ones are shown or
+    resumed from. The run's final LoRA is one too (`final`), so any of a run's LoRAs can be made the
+    character's current one. A pruned checkpoint keeps its row, without its files.
     """
 
     run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="checkpoints")
@@ -298,7 +299,8 @@ class Checkpoint(models.Model):
     )
     optimizer_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     optimizer_sha256 = models.CharField(max_length=64, blank=True, default="")
-    verified_at = models.DateTimeField()
+    verified_at = models.DateTimeField(null=True, blank=True)
+    problem = models.CharField(max_length=300, blank=True, default="", help_text="Why it did not verify.")
     pruned_at = models.DateTimeField(null=True, blank=True, help_text="When its files were deleted.")
     created_at = models.DateTimeField(auto_now_add=True)
     # Set once `training_run_artifact_created` has been sent (the row is its outbox).
@@ -322,8 +324,8 @@ class Checkpoint(models.Model):
 
 
 class Sample(models.Model):
-    """An image AI Toolkit rendered at `step` from the run's sample prompt `prompt_index`, verified in
-    storage, with a thumbnail made once when it is recorded."""
+    """An image AI Toolkit rendered at `step` from the run's sample prompt `prompt_index`; once its stored
+    file matches the worker's report, `verified_at` is set and its thumbnails are made (once)."""
 
     run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="samples")
     step = models.PositiveIntegerField()
@@ -336,6 +338,8 @@ class Sample(models.Model):
     height = models.PositiveIntegerField(null=True, blank=True)
     bytes = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    problem = models.CharField(max_length=300, blank=True, default="", help_text="Why it did not verify.")
     created_at = models.DateTimeField(auto_now_add=True)
     announced_at = models.DateTimeField(null=True, blank=True)
 
