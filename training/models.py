@@ -346,7 +346,9 @@ class Sample(models.Model):
     class Meta:
         ordering = ["run", "-step", "prompt_index"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "step", "prompt_index"], name="sample_once_per_step_prompt")
+            models.UniqueConstraint(
+                fields=["run", "step", "prompt_index"], name="sample_once_per_step_prompt"
+            )
         ]
         indexes = [
             models.Index(

@@ -15,6 +15,9 @@
     ending         cancel and fail
     stray_jobs     RunPod jobs no run owns, cancelled until RunPod takes it
     reports        what RunPod and the worker report about a job, copied onto the run
+    artifacts      the checkpoints, samples and loss a progress callback reports, recorded as reported
+    verification   those files read back from storage, thumbnails made, each announced once verified
+    checkpoints    what a lost worker resumes from, and the storage cap's pruning once a run has ended
 
 Network calls (RunPod, storage) happen outside transactions: commit, call, then record the result in a
 second short one. See docs/ARCHITECTURE.md for the flow from start to announcement.
@@ -25,7 +28,14 @@ from training.services.announcements import (
     ANNOUNCE_RETRY,
     training_events_announce_overdue,
 )
-from training.services.completion import Completion, RunEnd, training_run_complete
+from training.services.artifacts import ArtifactReport, artifact_report_parse, artifact_report_record
+from training.services.checkpoints import training_run_checkpoints_prune, training_run_resume_spec
+from training.services.completion import (
+    Completion,
+    RunEnd,
+    training_run_complete,
+    training_run_lora_choose,
+)
 from training.services.ending import training_run_cancel, training_run_fail
 from training.services.poll import training_run_poll, training_runs_claim_due
 from training.services.recovery import CLAIMED_ELSEWHERE, JOB_LOST, LostReport
@@ -66,6 +76,7 @@ from training.services.transitions import (
     run_transition,
     transition_allowed,
 )
+from training.services.verification import artifact_runs_overdue, training_run_artifacts_verify
 from training.services.worker import (
     CLAIM_RETRY_MARGIN_S,
     CONTINUE,
@@ -91,6 +102,7 @@ __all__ = [
     "SUBMIT_RETRY",
     "TRAINING_POLL",
     "TRAINING_POLL_WITH_CALLBACKS",
+    "ArtifactReport",
     "Completion",
     "LostReport",
     "RunEnd",
@@ -99,6 +111,9 @@ __all__ = [
     "Status",
     "StrayCancelOutcome",
     "WorkerAnswer",
+    "artifact_report_parse",
+    "artifact_report_record",
+    "artifact_runs_overdue",
     "run_fail",
     "run_locked",
     "run_transition",
@@ -110,12 +125,16 @@ __all__ = [
     "training_job_input",
     "training_params_validate",
     "training_run_apply_status",
+    "training_run_artifacts_verify",
     "training_run_autostart",
     "training_run_cancel",
+    "training_run_checkpoints_prune",
     "training_run_complete",
     "training_run_fail",
+    "training_run_lora_choose",
     "training_run_note_webhook",
     "training_run_poll",
+    "training_run_resume_spec",
     "training_run_retry",
     "training_run_start",
     "training_run_submit",

@@ -73,7 +73,7 @@ def training_run_apply_status(*, run_id: RunId, job: RunPodJob, source: str) -> 
                 message = "The run hit RunPod's time limit before it finished. Retry with fewer steps."
                 run_fail(run, code="timed_out", message=message, source=source)
             else:
-                run_fail(run, code=error.code, message=error.message, source=source)
+                run_fail(run, code=error.code, message=error.message, source=source, log_tail=error.log_tail)
         elif transition_allowed(run.status, target):
             run_transition(run, target, source=source, detail={"job_status": job.status})
         else:
