@@ -30,10 +30,8 @@ def current_lora_runs(character: Character | OuterRef) -> QuerySet[TrainingRun]:
     cancelled or failed run a LoRA) — is the current one (derived, never stored). `character` may be an
     `OuterRef` to annotate many at once."""
     with_lora = Q(status=TrainingRun.Status.COMPLETED) | Q(lora_chosen_at__isnull=False)
-    return (
-        TrainingRun.objects.filter(with_lora, character=character)
-        .exclude(lora_name="")
-        .order_by(Coalesce("lora_chosen_at", "finished_at").desc(nulls_last=True), "-created_at")
+    return TrainingRun.objects.filter(with_lora, character=character).order_by(
+        Coalesce("lora_chosen_at", "finished_at").desc(nulls_last=True), "-created_at"
     )
 
 
