@@ -108,8 +108,12 @@ def test_cancel_while_training_stops_the_job(alice: Any, shared_stack: Any) -> N
 
     run.refresh_from_db()
     assert run.status == "cancelled"
+    # The worker reports every half second here: it hears "stop" and ends the job itself, after uploading
+    # what it made (RunPod's cancel is only the fallback, after TRAINING_CANCEL_GRACE_SECONDS).
     job = stack.runpod.wait_for(run.runpod_job_id, timeout=20)
-    assert job["status"] == "CANCELLED"
+    assert job["status"] in ("CANCELLED", "FAILED")
+    if job["status"] == "FAILED":
+        assert parse_error(job["error"]).code == "cancelled"
     assert lora_objects(stack, character) == []
 
 
