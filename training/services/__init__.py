@@ -1,9 +1,12 @@
 """The only code that writes training runs, one module per concern; callers import from here.
 
+    queue          the tasks queued after commit, by name (the services never import the tasks)
     transitions    lock, check, transition, event, save — the one way a run changes status
     announcements  `training_run_status_changed` after commit, at least once (the event is the outbox)
-    queue          the tasks queued after commit, by name (the services never import the tasks)
     schedule       when the sweep reads a run's status again, deadlines, liveness
+    artifacts      the checkpoints, samples and loss a progress callback reports, recorded as reported
+    verification   those files read back from storage, thumbnails made, each announced once verified
+    checkpoints    what a lost worker resumes from, and the storage cap's pruning once a run has ended
     start          start, retry, auto-start: a pending run with its dataset and parameters frozen
     submission     `/run`: at most once per attempt, the attempt written first, when to try again
     status         RunPod's status of the job applied to the run
@@ -15,9 +18,6 @@
     ending         cancel and fail
     stray_jobs     RunPod jobs no run owns, cancelled until RunPod takes it
     reports        what RunPod and the worker report about a job, copied onto the run
-    artifacts      the checkpoints, samples and loss a progress callback reports, recorded as reported
-    verification   those files read back from storage, thumbnails made, each announced once verified
-    checkpoints    what a lost worker resumes from, and the storage cap's pruning once a run has ended
 
 Network calls (RunPod, storage) happen outside transactions: commit, call, then record the result in a
 second short one. See docs/ARCHITECTURE.md for the flow from start to announcement.
