@@ -167,6 +167,8 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "gpu_seconds": run.execution_ms // 1000 if run.execution_ms is not None else None,
         "charge": training_run_charge(run),
         "retry_refusal": training_retry_refusal(run) if run.is_final and run.status != "completed" else None,
+        # A failed run's last lines of trainer output, shown under its error (the page is its owner's).
+        "log_tail": run.log_tail.splitlines(),
     }
     return render(request, "training/run_detail.html", context)
 

@@ -22,15 +22,16 @@ from training.services.transitions import RunId, Status, run_fail, run_locked, r
 logger = logging.getLogger("training.services")
 
 
-def training_run_cancel(*, run: TrainingRun, source: str) -> TrainingRun:
+def training_run_cancel(*, run: TrainingRun, source: str, keep_artifacts: bool = True) -> TrainingRun:
     """Ends the run as cancelled. A worker that is reporting hears "stop" at its next callback and ends
     itself after uploading and reporting the checkpoints and samples it made (so a cancelled run keeps
     them); RunPod is asked to stop the job only if it still runs TRAINING_CANCEL_GRACE_SECONDS later.
-    Any other job is stopped through RunPod first."""
+    Any other job, or any job when `keep_artifacts` is off (its character is being erased: nothing may be
+    uploaded for it any more), is stopped through RunPod first."""
     run.refresh_from_db()
     if run.is_final:
         raise Conflict(f"This run has already {_ended(run.status)}; there is nothing to cancel.")
-    if _worker_reporting(run):
+    if keep_artifacts and _worker_reporting(run):
         return _cancel_gracefully(run, source)
     detail: dict[str, Any] = {}
     if run.runpod_job_id:
