@@ -26,8 +26,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    # Deleting is left to Django's permissions: a run deleted in the admin takes its rows with it, which
+    # a refusal here would block.
 
 
 def sample_preview(sample: Sample) -> SafeString | str:
