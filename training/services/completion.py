@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from runpod_worker.contract import JobOutput, TrainingParams
+from runpod_worker.contract import JobOutput
 from studio.errors import Conflict, NotFound
 from training import pricing
 from training.artifacts import (
@@ -33,7 +33,6 @@ from training.artifacts import (
 )
 from training.models import Checkpoint, TrainingEvent, TrainingRun
 from training.runpod import RunPodJob
-from training.services import queue
 from training.services.reports import job_record
 from training.services.split_lora import split_lora_keep_read, split_lora_record, split_lora_settle
 from training.services.transitions import Status, run_locked, run_transition, transition_allowed
@@ -90,7 +89,6 @@ def training_run_complete(*, run: TrainingRun, end: RunEnd) -> Completion:
             split_lora_record(locked, low)
             _final_checkpoint_record(locked, kept, stored)
             run_transition(locked, Status.COMPLETED, source=end.source, detail={**end.detail, "lora": kept})
-            queue.enqueue_on_commit(queue.VERIFY_ARTIFACTS, locked.pk)  # then the cap prunes checkpoints
     _lora_settle(locked, kept, kept_by_run=completed)
     split_lora_settle(locked, low, kept_by_run=completed)
     return Completion(run=locked, completed=completed, refusal=refusal)
@@ -126,7 +124,8 @@ def _final_checkpoint_record(run: TrainingRun, kept: str, stored: StoredFile) ->
     now = timezone.now()
     Checkpoint.objects.get_or_create(
         run=run,
-        step=TrainingParams.from_dict(run.params).steps,
+        # The parameters were validated at start; read plainly, so nothing here can stop a completion.
+        step=int(run.params.get("steps") or run.progress_total),
         defaults={
             "final": True,
             "name": f"{lora_output_name(run)}.safetensors",

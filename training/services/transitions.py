@@ -66,7 +66,8 @@ def run_transition(run: TrainingRun, to_status: str, *, source: str, detail: dic
     if to_status in TrainingRun.FINAL_STATUSES:
         run.finished_at = now
         cost_settle_on_end(run, now)
-        # Its last checkpoints are verified and its optimizer states, which only a resume needs, removed.
+        # Its last checkpoints are verified, its optimizer states (only a resume needs them) removed, and a
+        # completed run's checkpoints beyond the cap pruned (`verification`, then `checkpoints`).
         queue.enqueue_on_commit(queue.VERIFY_ARTIFACTS, run.pk)
     event_write(run, from_status, to_status, source, detail)
     run.save()
