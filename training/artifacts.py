@@ -77,10 +77,9 @@ def lora_keep(run: TrainingRun, part: str = "", source: str | None = None) -> st
     new name of the run's own, written once, here, and never by a link; None if nothing was uploaded. The
     caller verifies the copy, so what it verified is what it keeps."""
     target = f"characters/{run.character_id}/loras/{run.id}{part}-{secrets.token_hex(4)}.safetensors"
-    if source is not None:
-        sources: tuple[str, ...] = (source,)
-    else:
-        sources = (lora_upload_name(run, part),) if part else (lora_upload_name(run), _former_upload_name(run))
+    sources: tuple[str, ...] = (lora_upload_name(run), _former_upload_name(run))
+    if source is not None or part:
+        sources = (source,) if source is not None else (lora_upload_name(run, part),)
     try:
         for name in sources:
             if default_storage.exists(name):

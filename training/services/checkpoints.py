@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from runpod_worker.contract import ResumeSpec
+from runpod_worker.contract import BaseModel, ResumeSpec
 from studio.transfer import download_url
 from training.models import Checkpoint, TrainingRun
 from training.run_files import run_files_delete
@@ -22,6 +22,8 @@ def training_run_resume_spec(run: TrainingRun) -> ResumeSpec | None:
     """Where a new delivery of the run's job resumes: its newest verified checkpoint, with the optimizer
     state saved with it when that verified too (AI Toolkit otherwise starts a fresh optimizer at that
     step); None when the run has none, and the worker trains from step 0."""
+    if run.base_model in BaseModel.SPLIT:
+        return None  # the worker saves and resumes one file per step; these models have two
     checkpoint = (
         run.checkpoints.filter(final=False, verified_at__isnull=False, pruned_at__isnull=True)
         .order_by("-step")

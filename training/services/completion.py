@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from runpod_worker.contract import JobOutput
+from runpod_worker.contract import BaseModel, JobOutput
 from studio.errors import Conflict, NotFound
 from training import pricing
 from training.artifacts import (
@@ -152,6 +152,9 @@ def training_run_lora_choose(*, run: TrainingRun, step: int, source: str) -> Tra
         raise Conflict(
             "This run is still training: choose a checkpoint once it has ended.", code="run_active"
         )
+    if run.base_model in BaseModel.SPLIT and not checkpoint.final:
+        # Its LoRA is a pair of files, one per expert; a checkpoint is one file.
+        raise Conflict("Only the final LoRA of a two-expert model can be used.", code="checkpoint_incomplete")
     if run.lora_name and run.lora_sha256 == checkpoint.sha256 and run.lora_step == _chosen_step(checkpoint):
         return run
     kept, stored = _checkpoint_keep(run, checkpoint)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training', '0011_run_artifacts'),
+        ('training', '0012_run_artifacts'),
     ]
 
     operations = [

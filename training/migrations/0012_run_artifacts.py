@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training', '0010_deleted_run_spend'),
+        ('training', '0011_run_lora_low_noise'),
     ]
 
     operations = [
