@@ -29,6 +29,7 @@ from training.services import (
     training_run_checkpoints_prune,
     training_run_complete,
     training_run_lora_choose,
+    training_run_resume_spec,
 )
 from training.services.transitions import run_fail, run_locked
 
@@ -171,3 +172,13 @@ def test_run_fail_without_lines_keeps_the_log_tail_empty(character: Any) -> None
         run_fail(run_locked(run.pk), code="x", message="m", source="system")
     run.refresh_from_db()
     assert run.log_tail == ""
+
+
+def test_a_two_expert_models_checkpoint_is_not_used_nor_resumed_from(character: Any) -> None:
+    run = artifact_run(character, base_model="wan22")
+    with_checkpoints(run, [100])
+    TrainingRun.objects.filter(pk=run.pk).update(status="cancelled", finished_at=timezone.now())
+
+    assert training_run_resume_spec(run) is None
+    with pytest.raises(Conflict):
+        training_run_lora_choose(run=TrainingRun.objects.get(pk=run.pk), step=100, source="user")
