@@ -8,7 +8,7 @@ from typing import Any
 
 from django.dispatch import receiver
 
-from training.signals import training_run_status_changed
+from training.signals import training_run_artifact_created, training_run_status_changed
 
 
 @receiver(training_run_status_changed, dispatch_uid="developer.webhook_events")
@@ -20,3 +20,14 @@ def record_webhook_events(
     from developer.services import webhook_events_record
 
     webhook_events_record(run_id=run_id, status=to_status, changed_at=changed_at)
+
+
+@receiver(training_run_artifact_created, dispatch_uid="developer.webhook_artifact_events")
+def record_webhook_artifact_events(
+    sender: Any, *, run_id: uuid.UUID, kind: str, artifact_id: int, **kwargs: Any
+) -> None:
+    # Idempotent (one event id per sample or checkpoint); an error reaches the sender, which announces the
+    # artifact again later.
+    from developer.services import webhook_artifact_event_record
+
+    webhook_artifact_event_record(run_id=run_id, kind=kind, artifact_id=artifact_id)

@@ -22,8 +22,8 @@ from developer.models import ApiToken, WebhookDelivery, WebhookEndpoint
 from developer.tasks import deliver_webhook
 from studio.errors import ApplicationError
 from studio.models import User
-from training.models import TrainingRun
-from training.serializers import TrainingRunSerializer
+from training.models import Checkpoint, Sample, TrainingRun
+from training.serializers import CheckpointSerializer, SampleSerializer, TrainingRunSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ EVENT_TYPES = {
     "failed": "training_run.failed",
     "cancelled": "training_run.cancelled",
 }
+ARTIFACT_EVENT_TYPES = {"sample": "run.sample.created", "checkpoint": "run.checkpoint.created"}
 _EVENT_NAMESPACE = uuid.UUID("6f1c1d1e-8d53-4b0e-9a57-2f3c9b1e7a10")
 
 
@@ -147,6 +148,32 @@ def webhook_events_record(
     event_id = f"msg_{uuid.uuid5(_EVENT_NAMESPACE, f'{run.pk}:{status}').hex}"
     timestamp = (changed_at or timezone.now()).isoformat()
     payload = {"type": event_type, "timestamp": timestamp, "data": _run_data(run)}
+    return _deliveries_create(endpoints=endpoints, event_id=event_id, event_type=event_type, payload=payload)
+
+
+def webhook_artifact_event_record(*, run_id: uuid.UUID, kind: str, artifact_id: int) -> list[WebhookDelivery]:
+    """One delivery per active endpoint of the run's owner for a verified sample or checkpoint; the event
+    id comes from the artifact, so a repeated signal records nothing new. `data` is the sample's or
+    checkpoint's document as GET /runs/<id>/samples or /checkpoints lists it (its links expire)."""
+    event_type = ARTIFACT_EVENT_TYPES.get(kind)
+    artifact: Sample | Checkpoint | None = None
+    if kind == "sample":
+        artifact = (
+            Sample.objects.select_related("run__character").filter(pk=artifact_id, run_id=run_id).first()
+        )
+    elif kind == "checkpoint":
+        artifact = (
+            Checkpoint.objects.select_related("run__character").filter(pk=artifact_id, run_id=run_id).first()
+        )
+    if event_type is None or artifact is None:
+        return []
+    endpoints = list(WebhookEndpoint.objects.filter(user_id=artifact.run.character.owner_id, active=True))
+    if not endpoints:
+        return []
+    event_id = f"msg_{uuid.uuid5(_EVENT_NAMESPACE, f'{run_id}:{kind}:{artifact_id}').hex}"
+    serializer = SampleSerializer if isinstance(artifact, Sample) else CheckpointSerializer
+    data = json.loads(json.dumps(serializer(artifact, context={}).data, default=str))
+    payload = {"type": event_type, "timestamp": timezone.now().isoformat(), "data": data}
     return _deliveries_create(endpoints=endpoints, event_id=event_id, event_type=event_type, payload=payload)
 
 

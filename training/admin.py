@@ -25,6 +25,7 @@ from characters.models import Character
 from studio.admin import AdminExtension, UserAdmin, admin_index_panel_register
 from studio.errors import ApplicationError
 from studio.models import User
+from training.admin_artifacts import CheckpointInline, SampleInline
 from training.admin_dashboard import training_dashboard_panel
 from training.models import DeletedRunSpend, StrayJob, TrainingEvent, TrainingRun
 from training.runpod import RunPodError
@@ -116,11 +117,25 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "=character__id",
     )
     date_hierarchy = "created_at"
-    inlines = [TrainingEventInline]
+    inlines = [TrainingEventInline, CheckpointInline, SampleInline]
     actions = ["cancel_runs", "retry_runs", "resync_runs"]
     fieldsets = (
         (None, {"fields": ("id", "character", "requested_by", "badge", "progress", "base_model")}),
-        ("Result", {"fields": ("lora_name", "lora_bytes", "lora_sha256", "error_code", "error_message")}),
+        (
+            "Result",
+            {
+                "fields": (
+                    "lora_name",
+                    "lora_bytes",
+                    "lora_sha256",
+                    "lora_step",
+                    "lora_chosen_at",
+                    "error_code",
+                    "error_message",
+                    "log_tail",
+                )
+            },
+        ),
         (
             "GPU and cost",
             {"fields": ("gpu_type", "delay_ms", "execution_ms", "estimated_cost_usd", "cost_usd")},

@@ -38,7 +38,7 @@ from training.artifacts import lora_download_name
 from training.base_models import BASE_MODELS
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
-from training.selectors import training_run_get_for, training_run_list_for
+from training.selectors import run_has_lora, training_run_get_for, training_run_list_for
 from training.serializers import TrainingRunSerializer, low_noise_summary
 
 LORA_URL_TTL = timedelta(minutes=15)
@@ -122,10 +122,19 @@ class TrainingParamsSchema(serializers.Serializer):
         child=serializers.CharField(max_length=1000),
         max_length=MAX_SAMPLE_PROMPTS,
         required=False,
-        help_text="Prompts to render samples of while training. Default none.",
+        help_text="Prompts to render samples of while training, with `[trigger]` where the character's "
+        "trigger word goes (a prompt without it gets `[trigger], ` in front). Default: a portrait, a "
+        "three-quarter view, a full-body shot and a different setting; [] renders none.",
     )
     sample_every = serializers.IntegerField(
-        min_value=0, required=False, help_text="Steps between samples; 0 renders none. Default 0."
+        min_value=0, required=False, help_text="Steps between samples; 0 renders none. Default: save_every."
+    )
+    sample_seed = serializers.IntegerField(
+        min_value=0,
+        max_value=2**32 - 1,
+        required=False,
+        allow_null=True,
+        help_text="The seed of every sample, so columns compare. Null: the run's seed, or 42.",
     )
 
     class Meta:
@@ -316,7 +325,7 @@ class TrainingRunLoraApi(APIView):
     )
     def get(self, request: Request, run_id: uuid.UUID) -> Response:
         run = training_run_get_for(request.user, run_id)  # type: ignore[arg-type]
-        if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
+        if not run_has_lora(run):
             raise Conflict(
                 f"This run is {run.status}; its LoRA can be downloaded once the run has completed.",
                 code="lora_not_ready",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from training import api, api_characters
+from training import api, api_artifacts, api_characters
 
 urlpatterns = [
     # Characters with their LoRA: training's extension of the characters API (training/api_characters.py).
@@ -23,4 +23,16 @@ urlpatterns = [
     path("runs/<uuid:run_id>/cancel", api.TrainingRunCancelApi.as_view(), name="run-cancel"),
     path("runs/<uuid:run_id>/retry", api.TrainingRunRetryApi.as_view(), name="run-retry"),
     path("runs/<uuid:run_id>/lora", api.TrainingRunLoraApi.as_view(), name="run-lora"),
+    path("runs/<uuid:run_id>/samples", api_artifacts.TrainingRunSampleListApi.as_view(), name="run-samples"),
+    path(
+        "runs/<uuid:run_id>/checkpoints",
+        api_artifacts.TrainingRunCheckpointListApi.as_view(),
+        name="run-checkpoints",
+    ),
+    path(
+        "runs/<uuid:run_id>/checkpoints/<int:step>/use",
+        api_artifacts.TrainingRunCheckpointUseApi.as_view(),
+        name="run-checkpoint-use",
+    ),
+    path("runs/<uuid:run_id>/loss", api_artifacts.TrainingRunLossApi.as_view(), name="run-loss"),
 ]

@@ -51,6 +51,11 @@ class StoredFile:
 LOW_NOISE = "_low_noise"
 
 
+def lora_output_name(run: TrainingRun) -> str:
+    """The name AI Toolkit gives the run's LoRA (`output.lora_name`): checkpoints are `<it>_<step:09d>`."""
+    return f"{run.trigger_word}_{run.id.hex[:8]}"
+
+
 def lora_upload_name(run: TrainingRun, part: str = "") -> str:
     """Where the worker's upload link writes the run's LoRA.
 
@@ -67,16 +72,18 @@ def _former_upload_name(run: TrainingRun) -> str:
     return f"characters/{run.character_id}/loras/{run.id}.safetensors"
 
 
-def lora_keep(run: TrainingRun, part: str = "") -> str | None:
-    """Copies the uploaded LoRA (`part`: the low-noise file of a split one) to a new name of the run's own,
-    written once, here, and never by a link; None if nothing was uploaded. The caller verifies the copy, so
-    what it verified is what it keeps."""
+def lora_keep(run: TrainingRun, part: str = "", source: str | None = None) -> str | None:
+    """Copies the uploaded LoRA (`part`: the low-noise file of a split one; or `source`, a checkpoint) to a
+    new name of the run's own, written once, here, and never by a link; None if nothing was uploaded. The
+    caller verifies the copy, so what it verified is what it keeps."""
     target = f"characters/{run.character_id}/loras/{run.id}{part}-{secrets.token_hex(4)}.safetensors"
-    sources = (lora_upload_name(run, part),) if part else (lora_upload_name(run), _former_upload_name(run))
+    sources: tuple[str, ...] = (lora_upload_name(run), _former_upload_name(run))
+    if source is not None or part:
+        sources = (source,) if source is not None else (lora_upload_name(run, part),)
     try:
-        for source in sources:
-            if default_storage.exists(source):
-                return _copy(source, target)
+        for name in sources:
+            if default_storage.exists(name):
+                return _copy(name, target)
     except (OSError, BotoCoreError, ClientError) as exc:
         raise StorageUnavailable(f"Storage could not copy the LoRA ({type(exc).__name__}).") from exc
     return None

@@ -40,7 +40,7 @@ def training_by_character(character_ids: list[Any]) -> dict[Any, CharacterTraini
     )
     found: dict[Any, dict[str, TrainingRun]] = {}
     for run in runs:
-        kind = "lora" if run.status == TrainingRun.Status.COMPLETED else "active"
+        kind = "lora" if run.is_final else "active"
         found.setdefault(run.character_id, {})[kind] = run
     return {character_id: CharacterTraining(**kinds) for character_id, kinds in found.items()}
 

@@ -9,7 +9,7 @@ from django import forms
 from runpod_worker.contract import ALLOWED_RESOLUTIONS
 from studio.errors import ApplicationError
 from training.base_models import CHOICES, DEFAULT_BASE_MODEL
-from training.presets import DEFAULT_PRESET, PRESETS
+from training.presets import DEFAULT_PRESET, DEFAULT_SAMPLE_PROMPTS, PRESETS
 from training.services import training_params_validate
 
 PRESET_LABELS = {
@@ -19,7 +19,7 @@ PRESET_LABELS = {
 }
 
 # The advanced fields that map one to one onto training parameters; empty means "the preset's value".
-ADVANCED_FIELDS = ("steps", "rank", "learning_rate", "resolutions", "seed")
+ADVANCED_FIELDS = ("steps", "rank", "learning_rate", "resolutions", "seed", "sample_prompts", "sample_every")
 
 
 class TrainingForm(forms.Form):
@@ -58,6 +58,24 @@ class TrainingForm(forms.Form):
         min_value=0,
         help_text="A fixed seed makes a run repeatable; empty picks one at random.",
     )
+
+    sample_prompts = forms.CharField(
+        required=False,
+        initial="\n".join(DEFAULT_SAMPLE_PROMPTS),
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One prompt per line, up to 10, with [trigger] where the character goes. Empty uses these "
+        "defaults: a portrait, a three-quarter view, a full-body shot and a different setting.",
+    )
+    sample_every = forms.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="Steps between samples; empty: at each checkpoint; 0: no samples.",
+        widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
+    )
+
+    def clean_sample_prompts(self) -> list[str]:
+        text = self.cleaned_data.get("sample_prompts") or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -117,6 +117,15 @@ class TrainingRun(models.Model):
     polls_since_change = models.PositiveIntegerField(
         default=0, help_text="Polls that found nothing new; the poll interval grows with it."
     )
+    # The checkpoint whose file the LoRA fields name, once its owner chose one ("use this checkpoint"); null
+    # while they name the run's own final LoRA. `lora_chosen_at` orders it among the character's LoRAs.
+    lora_step = models.PositiveIntegerField(null=True, blank=True)
+    lora_chosen_at = models.DateTimeField(null=True, blank=True)
+    log_tail = models.TextField(
+        blank=True,
+        default="",
+        help_text="The last lines of the trainer's output of a failed run, redacted by the worker.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -312,3 +321,111 @@ class RunPodEndpointStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint_id}: {self.get_problem_display() if self.problem else 'no problem'}"
+
+
+def run_artifact_prefix(run: TrainingRun) -> str:
+    """Where a run's samples and checkpoints live: `characters/<character>/runs/<run>/`."""
+    return f"characters/{run.character_id}/runs/{run.pk}/"
+
+
+class Checkpoint(models.Model):
+    """A LoRA saved by AI Toolkit at `step` (and the optimizer state to resume from it), verified in storage.
+
+    Recorded as the worker reports it; `verified_at` is set once the stored file's size and sha256 match
+    the report (read from storage by a task, never in the callback), and only verified ones are shown or
+    resumed from. The run's final LoRA is one too (`final`), so any of a run's LoRAs can be made the
+    character's current one. A pruned checkpoint keeps its row, without its files.
+    """
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    final = models.BooleanField(default=False, help_text="The run's final LoRA, not a checkpoint.")
+    name = models.CharField(max_length=255, help_text="AI Toolkit's file name.")
+    file = models.CharField("storage name", max_length=255)
+    bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    optimizer_file = models.CharField(
+        "optimizer state storage name", max_length=255, blank=True, default="", help_text="Empty: none."
+    )
+    optimizer_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    optimizer_sha256 = models.CharField(max_length=64, blank=True, default="")
+    verified_at = models.DateTimeField(null=True, blank=True)
+    problem = models.CharField(max_length=300, blank=True, default="", help_text="Why it did not verify.")
+    pruned_at = models.DateTimeField(null=True, blank=True, help_text="When its files were deleted.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Set once `training_run_artifact_created` has been sent (the row is its outbox).
+    announced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="checkpoint_once_per_step")]
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=Q(announced_at__isnull=True), name="checkpoint_unannounced"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} · step {self.step}{' (final)' if self.final else ''}"
+
+    @property
+    def resumable(self) -> bool:
+        return not self.final and bool(self.optimizer_file) and self.pruned_at is None
+
+
+class Sample(models.Model):
+    """An image AI Toolkit rendered at `step` from the run's sample prompt `prompt_index`; once its stored
+    file matches the worker's report, `verified_at` is set and its thumbnails are made (once)."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="samples")
+    step = models.PositiveIntegerField()
+    prompt_index = models.PositiveSmallIntegerField()
+    prompt = models.TextField(help_text="The prompt as the run had it.")
+    image = models.FileField(max_length=255)
+    thumbnail = models.FileField(max_length=255, blank=True)
+    thumbnail_large = models.FileField(max_length=255, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    problem = models.CharField(max_length=300, blank=True, default="", help_text="Why it did not verify.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    announced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "-step", "prompt_index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "step", "prompt_index"], name="sample_once_per_step_prompt"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=Q(announced_at__isnull=True), name="sample_unannounced"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} · step {self.step} · prompt {self.prompt_index}"
+
+
+class LossSeries(models.Model):
+    """A run's loss and validation loss, one row per run: `[[step, value], ...]` in step order, merged from
+    every progress callback (a point per step at most; a resumed delivery's points replace those past its
+    start)."""
+
+    run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, primary_key=True, related_name="loss")
+    loss = models.JSONField(default=list)
+    val_loss = models.JSONField(default=list)
+    # The delivery whose `resumed_from_step` last cut the series: each delivery cuts it once, on its first
+    # callback, and its own points are kept after that.
+    resumed_delivery_id = models.CharField(max_length=64, blank=True, default="")
+    resumed_from_step = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "loss series"
+
+    def __str__(self) -> str:
+        return f"{self.run_id} · {len(self.loss)} points"

@@ -18,3 +18,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # More capacity and steps for fine detail (faces, tattoos); roughly twice the cost of balanced.
     "quality": {"steps": 3000, "rank": 32, "learning_rate": 1e-4, "resolutions": [512, 768, 1024]},
 }
+
+# The samples a run renders at each save unless its params say otherwise: the character as a portrait, in a
+# three-quarter view, full-body, and somewhere else, so a gallery column shows likeness and flexibility.
+# AI Toolkit puts the trigger word where `[trigger]` stands (BaseSDTrainProcess.py:326-328 at 27a03a91).
+TRIGGER = "[trigger]"
+DEFAULT_SAMPLE_PROMPTS: list[str] = [
+    "a close-up portrait photo of [trigger], looking at the camera, soft window light",
+    "a three-quarter view photo of [trigger], head turned slightly to the side, neutral background",
+    "a full-body photo of [trigger] standing in a city street, natural daylight",
+    "a photo of [trigger] sitting in a cafe by the sea, warm evening light",
+]

@@ -28,7 +28,7 @@ def cancel_runs_of_deleting_character(sender: Any, *, character: Character, **kw
     active = TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES)
     for run in active:
         try:
-            training_run_cancel(run=run, source=TrainingEvent.Source.SYSTEM)
+            training_run_cancel(run=run, source=TrainingEvent.Source.SYSTEM, keep_artifacts=False)
         except Conflict:
             continue  # it ended on its own meanwhile
 

@@ -18,18 +18,26 @@ from runpod_worker.contract import BaseModel
 from studio.errors import NotFound
 from studio.models import User
 from training import pricing
-from training.models import DeletedRunSpend, RunPodEndpointStatus, TrainingRun
+from training.models import Checkpoint, DeletedRunSpend, LossSeries, RunPodEndpointStatus, Sample, TrainingRun
 
 ZERO = Decimal("0")
 MONEY = DecimalField(max_digits=12, decimal_places=4)
 
 
 def current_lora_runs(character: Character | OuterRef) -> QuerySet[TrainingRun]:
-    """The character's completed runs, the current LoRA's first: the most recently completed run's LoRA is
-    the current one (derived, never stored). `character` may be an `OuterRef` to annotate many at once."""
-    return TrainingRun.objects.filter(character=character, status=TrainingRun.Status.COMPLETED).order_by(
-        "-finished_at", "-created_at"
+    """The character's runs that have a LoRA, the current one first: the LoRA most recently made — a run
+    completing, or its owner choosing one of a run's checkpoints ("use this checkpoint", which also gives a
+    cancelled or failed run a LoRA) — is the current one (derived, never stored). `character` may be an
+    `OuterRef` to annotate many at once."""
+    with_lora = Q(status=TrainingRun.Status.COMPLETED) | Q(lora_chosen_at__isnull=False)
+    return TrainingRun.objects.filter(with_lora, character=character).order_by(
+        Coalesce("lora_chosen_at", "finished_at").desc(nulls_last=True), "-created_at"
     )
+
+
+def run_has_lora(run: TrainingRun) -> bool:
+    """A completed run, or an ended one whose owner chose one of its checkpoints."""
+    return run.is_final and bool(run.lora_name)
 
 
 def character_current_lora(character: Character) -> TrainingRun | None:
@@ -200,3 +208,17 @@ def training_run_endpoint_notice(run: TrainingRun) -> str | None:
             "so this run's progress may not update. It is not failed meanwhile."
         )
     return None
+
+
+def training_run_samples(run: TrainingRun) -> QuerySet[Sample]:
+    """The run's verified samples, newest step first, then in prompt order (the gallery's order)."""
+    return run.samples.filter(verified_at__isnull=False).order_by("-step", "prompt_index")
+
+
+def training_run_checkpoints(run: TrainingRun) -> QuerySet[Checkpoint]:
+    """The run's verified checkpoints in step order, its final LoRA last; pruned ones included (marked)."""
+    return run.checkpoints.filter(verified_at__isnull=False).select_related("run").order_by("step")
+
+
+def training_run_loss(run: TrainingRun) -> LossSeries | None:
+    return LossSeries.objects.filter(run=run).first()

@@ -10,10 +10,11 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from studio.transfer import download_url
 from training.artifacts import LOW_NOISE, lora_download_name
 from training.base_models import BASE_MODELS
-from training.models import TrainingRun
-from training.selectors import training_run_endpoint_notice
+from training.models import Checkpoint, Sample, TrainingRun
+from training.selectors import run_has_lora, training_run_endpoint_notice
 
 
 class RunProgressSerializer(serializers.Serializer):
@@ -42,6 +43,9 @@ class RunLoraSummarySerializer(serializers.Serializer):
     low_noise = LowNoiseLoraSerializer(
         allow_null=True, help_text="The low-noise expert's file of a wan22 LoRA; null for one-file models."
     )
+    step = serializers.IntegerField(
+        allow_null=True, help_text="The checkpoint its owner chose as the run's LoRA; null: the final one."
+    )
 
 
 def low_noise_summary(run: TrainingRun) -> dict[str, Any] | None:
@@ -59,6 +63,9 @@ class RunUrlsSerializer(serializers.Serializer):
     cancel = serializers.URLField()
     retry = serializers.URLField()
     lora = serializers.URLField()
+    samples = serializers.URLField()
+    checkpoints = serializers.URLField()
+    loss = serializers.URLField()
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -71,6 +78,10 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     lora = serializers.SerializerMethodField()
+    log_tail = serializers.SerializerMethodField(
+        help_text="A failed run's last lines of trainer output (secrets and signed URLs removed), oldest "
+        "first; null otherwise."
+    )
     urls = serializers.SerializerMethodField()
 
     class Meta:
@@ -84,6 +95,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "params",
             "progress",
             "error",
+            "log_tail",
             "lora",
             "gpu_type",
             "estimated_cost_usd",
@@ -107,15 +119,20 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             return None
         return {"code": run.error_code, "message": run.error_message}
 
+    @extend_schema_field(serializers.ListField(child=serializers.CharField(), allow_null=True))
+    def get_log_tail(self, run: TrainingRun) -> list[str] | None:
+        return run.log_tail.split("\n") if run.log_tail else None
+
     @extend_schema_field(RunLoraSummarySerializer(allow_null=True))
     def get_lora(self, run: TrainingRun) -> dict[str, Any] | None:
-        if run.status != TrainingRun.Status.COMPLETED or not run.lora_name:
+        if not run_has_lora(run):
             return None
         return {
             "filename": lora_download_name(run),
             "bytes": run.lora_bytes,
             "sha256": run.lora_sha256,
             "low_noise": low_noise_summary(run),
+            "step": run.lora_step,
         }
 
     @extend_schema_field(RunUrlsSerializer)
@@ -125,6 +142,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "cancel": "api:run-cancel",
             "retry": "api:run-retry",
             "lora": "api:run-lora",
+            "samples": "api:run-samples",
+            "checkpoints": "api:run-checkpoints",
+            "loss": "api:run-loss",
         }
         return {key: self._absolute(reverse(name, args=[run.pk])) for key, name in names.items()}
 
@@ -151,6 +171,8 @@ def run_page_document(run: TrainingRun) -> dict[str, Any]:
         "eta_seconds": progress["eta_seconds"],
         "loss": progress["loss"],
         "error": document["error"] if run.error_message else None,
+        # Shown under the error to the run's owner (the only one the page is served to) and in the admin.
+        "log_tail": document["log_tail"],
         "events": [
             {
                 "at": event.created_at.isoformat(),
@@ -164,3 +186,92 @@ def run_page_document(run: TrainingRun) -> dict[str, Any]:
         "lora": {**lora, "url": reverse("training:run-lora", args=[run.pk])} if lora else None,
         "notice": training_run_endpoint_notice(run),
     }
+
+
+# --- Samples, checkpoints and loss --------------------------------------------------------------------
+
+# Links to images and checkpoints in these documents stay valid this long: long enough to render a page.
+ARTIFACT_URL_TTL_SECONDS = 15 * 60
+
+
+def _link(name: str) -> str | None:
+    return download_url(name, ARTIFACT_URL_TTL_SECONDS) if name else None
+
+
+class SampleSerializer(serializers.ModelSerializer):
+    """A sample image rendered while the run trained, verified in storage (links expire in 15 minutes)."""
+
+    run_id = serializers.UUIDField()
+    image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField(help_text="256 px WebP; null if none could be made.")
+    thumbnail_large_url = serializers.SerializerMethodField(help_text="512 px WebP; null if none.")
+
+    class Meta:
+        model = Sample
+        fields = ["run_id", "step", "prompt_index", "prompt", "width", "height", "bytes", "sha256",
+                  "verified_at", "image_url", "thumbnail_url", "thumbnail_large_url"]  # fmt: skip
+
+    @extend_schema_field(serializers.URLField())
+    def get_image_url(self, sample: Sample) -> str | None:
+        return _link(str(sample.image.name))
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_thumbnail_url(self, sample: Sample) -> str | None:
+        return _link(str(sample.thumbnail.name or ""))
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_thumbnail_large_url(self, sample: Sample) -> str | None:
+        return _link(str(sample.thumbnail_large.name or ""))
+
+
+class CheckpointSerializer(serializers.ModelSerializer):
+    """A LoRA the trainer saved at `step`, verified in storage; the run's final LoRA is listed as one too."""
+
+    run_id = serializers.UUIDField()
+    pruned = serializers.SerializerMethodField(help_text="Its file was deleted by the storage cap.")
+    chosen = serializers.SerializerMethodField(help_text="It is the run's LoRA.")
+    download_url = serializers.SerializerMethodField(help_text="Null once pruned.")
+    use_url = serializers.SerializerMethodField(help_text="POST here to make it the character's LoRA.")
+
+    class Meta:
+        model = Checkpoint
+        fields = ["run_id", "step", "final", "name", "bytes", "sha256", "verified_at", "pruned", "chosen",
+                  "download_url", "use_url"]  # fmt: skip
+
+    def get_pruned(self, checkpoint: Checkpoint) -> bool:
+        return checkpoint.pruned_at is not None
+
+    def get_chosen(self, checkpoint: Checkpoint) -> bool:
+        run = checkpoint.run
+        return bool(run.lora_name) and run.lora_step == (None if checkpoint.final else checkpoint.step)
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_download_url(self, checkpoint: Checkpoint) -> str | None:
+        return None if checkpoint.pruned_at else _link(checkpoint.file)
+
+    @extend_schema_field(serializers.URLField())
+    def get_use_url(self, checkpoint: Checkpoint) -> str:
+        path = reverse("api:run-checkpoint-use", args=[checkpoint.run_id, checkpoint.step])
+        request = self.context.get("request")
+        return str(request.build_absolute_uri(path)) if request else settings.PUBLIC_BASE_URL + path
+
+
+@extend_schema_field(
+    serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+        help_text="[step, value] pairs in step order.",
+    )
+)
+class LossPointsField(serializers.ListField):
+    pass
+
+
+class LossSeriesSerializer(serializers.Serializer):
+    """The run's training loss and (when AI Toolkit logs it) validation loss, one point per logged step or
+    the mean of a few consecutive steps at the last of them."""
+
+    loss = LossPointsField()
+    val_loss = LossPointsField()
+    resumed_from_step = serializers.IntegerField(
+        allow_null=True, help_text="The step training resumed from after a lost worker; null if it never did."
+    )

@@ -10,3 +10,8 @@ from django.dispatch import Signal
 # At least once: a change whose announcement was lost with its process, or whose receiver raised, is
 # announced again by the sweep, so receivers must be idempotent and may raise to be called again.
 training_run_status_changed = Signal()
+
+# Sent once a checkpoint or sample of a run is verified in storage. sender=TrainingRun, kwargs: run_id
+# (UUID), kind ("checkpoint" or "sample"), artifact_id (the row's id). At least once, as above: receivers
+# must be idempotent and may raise to be called again (the sweep announces it again).
+training_run_artifact_created = Signal()

@@ -59,6 +59,22 @@ def poll_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
 
 
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def verify_run_artifacts(self, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Verifies the run's reported checkpoints and samples in storage and announces them; once the run has
+    ended, prunes its checkpoints. While storage fails it retries, then the sweep takes over."""
+    try:
+        services.training_run_artifacts_verify(run_id=run_id)
+    except StorageUnavailable as exc:
+        if self.request.retries >= self.max_retries:
+            logger.warning(
+                "verifying run %s's files gave up for now: %s; the sweep will try again", run_id, exc
+            )
+            return
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    services.training_run_checkpoints_prune(run_id=run_id)
+
+
 @shared_task
 def sweep_training_runs() -> int:
     """Beat: polls a bounded batch of due active runs, resubmits pending runs nobody submitted, cancels
@@ -72,6 +88,8 @@ def sweep_training_runs() -> int:
     for job_id in strays:
         cancel_runpod_job.delay(job_id)
     announced = services.training_events_announce_overdue()
+    for run_id in services.artifact_runs_overdue():
+        verify_run_artifacts.delay(str(run_id))
     if due or strays:
         logger.info("sweep: %d run(s) due, %d stray job(s) to cancel", len(due), len(strays))
     if announced:

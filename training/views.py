@@ -29,6 +29,7 @@ from training.models import TrainingEvent, TrainingRun
 from training.preflight import training_retry_refusal, training_start_refusal
 from training.presets import PRESETS
 from training.selectors import (
+    run_has_lora,
     training_cost_estimate,
     training_run_charge,
     training_run_cost_so_far,
@@ -170,6 +171,8 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "charge": training_run_charge(run),
         "endpoint_notice": training_run_endpoint_notice(run),
         "retry_refusal": training_retry_refusal(run) if run.is_final and run.status != "completed" else None,
+        # A failed run's last lines of trainer output, shown under its error (the page is its owner's).
+        "log_tail": run.log_tail.splitlines(),
     }
     return render(request, "training/run_detail.html", context)
 
@@ -224,7 +227,7 @@ def training_run_lora(request: HttpRequest, run_id: uuid.UUID) -> FileResponse:
     run = _run_for(request, run_id)
     low_noise = request.GET.get("part") == "low_noise"
     name = run.lora_low_noise_name if low_noise else run.lora_name
-    if run.status != TrainingRun.Status.COMPLETED or not name:
+    if not run_has_lora(run) or not name:
         raise Http404("This run has no LoRA to download.")
     if not default_storage.exists(name):
         raise Http404("The LoRA file is missing from storage.")

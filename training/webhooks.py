@@ -102,10 +102,11 @@ def worker_callback(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
         fields = {key: value for key, value in body.items() if key not in ignored}
         try:
             progress = Progress.from_dict(fields)
+            report = services.artifact_report_parse(fields)
         except (ContractError, TypeError, ValueError) as exc:
             return _bad_request(f"The progress report is invalid: {exc}.")
         answer = services.training_run_worker_progress(
-            run=run, job_id=job_id, progress=progress, delivery_id=delivery_id
+            run=run, job_id=job_id, progress=progress, delivery_id=delivery_id, report=report
         )
     elif event == CALLBACK_EVENT_FINISHED:
         try:

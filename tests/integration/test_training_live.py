@@ -38,12 +38,11 @@ def character_ready_to_train(owner: Any) -> Any:
 
 
 def start(character: Any, steps: int = 100) -> TrainingRun:
-    return training_run_start(
-        character=character,
-        requested_by=character.owner,
-        params={"steps": steps, "save_every": 50},
-        source="user",
-    )
+    """A run of `steps` steps. Rank 4, one checkpoint and no samples: these stories are about the run's
+    status, and every checkpoint (43 MB at rank 4, 172 MB at 16) and sample is uploaded and verified;
+    test_training_live_artifacts.py tells the stories of those files."""
+    params = {"steps": steps, "save_every": max(50, steps // 2), "rank": 4, "sample_prompts": []}
+    return training_run_start(character=character, requested_by=character.owner, params=params, source="user")
 
 
 def final(run: TrainingRun, timeout: float = 60.0) -> TrainingRun:
@@ -108,8 +107,12 @@ def test_cancel_while_training_stops_the_job(alice: Any, shared_stack: Any) -> N
 
     run.refresh_from_db()
     assert run.status == "cancelled"
+    # The worker reports every half second here: it hears "stop" and ends the job itself, after uploading
+    # what it made (RunPod's cancel is only the fallback, after TRAINING_CANCEL_GRACE_SECONDS).
     job = stack.runpod.wait_for(run.runpod_job_id, timeout=20)
-    assert job["status"] == "CANCELLED"
+    assert job["status"] in ("CANCELLED", "FAILED")
+    if job["status"] == "FAILED":
+        assert parse_error(job["error"]).code == "cancelled"
     assert lora_objects(stack, character) == []
 
 

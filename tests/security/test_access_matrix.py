@@ -22,6 +22,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from characters.models import Character
 from developer.models import WebhookEndpoint
@@ -29,7 +30,7 @@ from developer.services import api_token_create, api_token_revoke
 from studio import transfer
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.training.factories import TrainingRunFactory
-from training.models import TrainingRun
+from training.models import Checkpoint, LossSeries, Sample, TrainingRun
 from training.tokens import run_token
 
 pytestmark = pytest.mark.django_db
@@ -165,6 +166,10 @@ RULES: dict[str, Rule] = {
     "api:run-cancel": Rule("api-owned", ("POST",)),
     "api:run-retry": Rule("api-owned", ("POST",)),
     "api:run-lora": Rule("api-owned"),
+    "api:run-samples": Rule("api-owned"),
+    "api:run-checkpoints": Rule("api-owned"),
+    "api:run-checkpoint-use": Rule("api-owned", ("POST",)),
+    "api:run-loss": Rule("api-owned"),
     "api:tokens": Rule("api", ("GET", "POST")),
     "api:token-revoke": Rule("api-owned", ("POST",)),
     "api:webhooks": Rule("api", ("GET", "POST")),
@@ -223,6 +228,14 @@ def world(alice: Any, bob: Any, staff: Any, settings: Any) -> dict[str, Any]:
         lora_bytes=len(content),
         lora_sha256=hashlib.sha256(content).hexdigest(),
     )
+    final = Checkpoint.objects.create(
+        run=run, step=1000, final=True, name="final.safetensors", file=lora, bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(), verified_at=timezone.now(),
+    )  # fmt: skip
+    sample = Sample.objects.create(
+        run=run, step=1000, prompt_index=0, prompt="[trigger]", image=lora, bytes=1, sha256="0" * 64
+    )
+    series = LossSeries.objects.create(run=run, loss=[[1, 0.5]])
     bobs_run = TrainingRunFactory(character=CharacterFactory(owner=bob), status=TrainingRun.Status.TRAINING)
     endpoint = WebhookEndpoint.objects.create(user=alice, url="https://example.com/hook", secret="whsec_x")
     alices_token, _ = api_token_create(user=alice, name="to revoke in the URL")
@@ -233,6 +246,7 @@ def world(alice: Any, bob: Any, staff: Any, settings: Any) -> dict[str, Any]:
             "character_id": character.pk,
             "image_id": image.pk,
             "run_id": run.pk,
+            "step": final.step,
             "token_id": alices_token.pk,
             "endpoint_id": endpoint.pk,
         },
@@ -245,6 +259,9 @@ def world(alice: Any, bob: Any, staff: Any, settings: Any) -> dict[str, Any]:
             "characters_character": character.pk,
             "characters_referenceimage": image.pk,
             "training_trainingrun": run.pk,
+            "training_checkpoint": final.pk,
+            "training_sample": sample.pk,
+            "training_lossseries": series.pk,
             "developer_webhookendpoint": endpoint.pk,
             "developer_apitoken": alices_token.pk,
             "studio_user": alice.pk,

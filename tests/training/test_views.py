@@ -471,6 +471,7 @@ def test_the_progress_json_of_a_completed_run_points_at_the_lora(character: Any,
         "bytes": len(LORA),
         "sha256": run.lora_sha256,
         "low_noise": None,
+        "step": None,
         "url": reverse("training:run-lora", args=[run.pk]),
     }
 

@@ -1,10 +1,12 @@
 """The only code that writes training runs, one module per concern; callers import from here.
 
-    endpoint       the RunPod endpoint itself: unknown to RunPod, scaled to zero; told to staff once
+    queue          the tasks queued after commit, by name (the services never import the tasks)
     transitions    lock, check, transition, event, save — the one way a run changes status
     announcements  `training_run_status_changed` after commit, at least once (the event is the outbox)
-    queue          the tasks queued after commit, by name (the services never import the tasks)
     schedule       when the sweep reads a run's status again, deadlines, liveness
+    artifacts      the checkpoints, samples and loss a progress callback reports, recorded as reported
+    verification   those files read back from storage, thumbnails made, each announced once verified
+    checkpoints    what a lost worker resumes from, and the storage cap's pruning once a run has ended
     start          start, retry, auto-start: a pending run with its dataset and parameters frozen
     submission     `/run`: at most once per attempt, the attempt written first, when to try again
     status         RunPod's status of the job applied to the run
@@ -15,6 +17,7 @@
     poll           the sweep's batch of due runs and the `/status` read of one
     ending         cancel and fail
     stray_jobs     RunPod jobs no run owns, cancelled until RunPod takes it
+    endpoint       the RunPod endpoint itself: unknown to RunPod, scaled to zero; told to staff once
     reports        what RunPod and the worker report about a job, copied onto the run
 
 Network calls (RunPod, storage) happen outside transactions: commit, call, then record the result in a
@@ -26,7 +29,14 @@ from training.services.announcements import (
     ANNOUNCE_RETRY,
     training_events_announce_overdue,
 )
-from training.services.completion import Completion, RunEnd, training_run_complete
+from training.services.artifacts import ArtifactReport, artifact_report_parse, artifact_report_record
+from training.services.checkpoints import training_run_checkpoints_prune, training_run_resume_spec
+from training.services.completion import (
+    Completion,
+    RunEnd,
+    training_run_complete,
+    training_run_lora_choose,
+)
 from training.services.ending import training_run_cancel, training_run_fail
 from training.services.endpoint import runpod_endpoint_check, runpod_endpoint_known
 from training.services.poll import training_run_poll, training_runs_claim_due
@@ -68,6 +78,7 @@ from training.services.transitions import (
     run_transition,
     transition_allowed,
 )
+from training.services.verification import artifact_runs_overdue, training_run_artifacts_verify
 from training.services.worker import (
     CLAIM_RETRY_MARGIN_S,
     CONTINUE,
@@ -93,6 +104,7 @@ __all__ = [
     "SUBMIT_RETRY",
     "TRAINING_POLL",
     "TRAINING_POLL_WITH_CALLBACKS",
+    "ArtifactReport",
     "Completion",
     "LostReport",
     "RunEnd",
@@ -101,6 +113,9 @@ __all__ = [
     "Status",
     "StrayCancelOutcome",
     "WorkerAnswer",
+    "artifact_report_parse",
+    "artifact_report_record",
+    "artifact_runs_overdue",
     "run_fail",
     "run_locked",
     "run_transition",
@@ -114,12 +129,16 @@ __all__ = [
     "training_job_input",
     "training_params_validate",
     "training_run_apply_status",
+    "training_run_artifacts_verify",
     "training_run_autostart",
     "training_run_cancel",
+    "training_run_checkpoints_prune",
     "training_run_complete",
     "training_run_fail",
+    "training_run_lora_choose",
     "training_run_note_webhook",
     "training_run_poll",
+    "training_run_resume_spec",
     "training_run_retry",
     "training_run_start",
     "training_run_submit",

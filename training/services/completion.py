@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
-from runpod_worker.contract import JobOutput
+from runpod_worker.contract import BaseModel, JobOutput
+from studio.errors import Conflict, NotFound
 from training import pricing
 from training.artifacts import (
     LoraInvalid,
@@ -24,11 +26,12 @@ from training.artifacts import (
     StoredFile,
     lora_discard,
     lora_keep,
+    lora_output_name,
     lora_tidy,
     stored_file_digest,
     stored_lora_digest,
 )
-from training.models import TrainingRun
+from training.models import Checkpoint, TrainingEvent, TrainingRun
 from training.runpod import RunPodJob
 from training.services.reports import job_record
 from training.services.split_lora import split_lora_keep_read, split_lora_record, split_lora_settle
@@ -84,6 +87,7 @@ def training_run_complete(*, run: TrainingRun, end: RunEnd) -> Completion:
         if completed:
             _lora_record(locked, kept, stored, end)
             split_lora_record(locked, low)
+            _final_checkpoint_record(locked, kept, stored)
             run_transition(locked, Status.COMPLETED, source=end.source, detail={**end.detail, "lora": kept})
     _lora_settle(locked, kept, kept_by_run=completed)
     split_lora_settle(locked, low, kept_by_run=completed)
@@ -94,9 +98,7 @@ def _lora_record(run: TrainingRun, kept: str, stored: StoredFile, end: RunEnd) -
     """The only writer of a run's LoRA fields: the verified copy, and what is known of the job."""
     if end.job is not None:
         job_record(run, end.job)
-    run.lora_name = kept
-    run.lora_bytes = stored.bytes
-    run.lora_sha256 = stored.sha256
+    _lora_fields_set(run, kept, stored, step=None)
     if end.output is not None:
         run.gpu_type = end.output.gpu.name
         run.progress_step = max(run.progress_step, end.output.steps)
@@ -107,6 +109,92 @@ def _lora_record(run: TrainingRun, kept: str, stored: StoredFile, end: RunEnd) -
         # Recovered because RunPod's result says nothing more: no final status is left to read for a cost.
         run.cost_state = TrainingRun.CostState.SETTLED
     run.progress_eta_seconds = 0
+
+
+def _lora_fields_set(run: TrainingRun, name: str, stored: StoredFile, *, step: int | None) -> None:
+    run.lora_name = name
+    run.lora_bytes = stored.bytes
+    run.lora_sha256 = stored.sha256
+    run.lora_step = step
+
+
+def _final_checkpoint_record(run: TrainingRun, kept: str, stored: StoredFile) -> None:
+    """The final LoRA is listed among the run's checkpoints, so it can be chosen back after another was.
+    Not announced as a checkpoint: `training_run.completed` tells of it."""
+    now = timezone.now()
+    Checkpoint.objects.get_or_create(
+        run=run,
+        # The parameters were validated at start; read plainly, so nothing here can stop a completion.
+        step=int(run.params.get("steps") or run.progress_total),
+        defaults={
+            "final": True,
+            "name": f"{lora_output_name(run)}.safetensors",
+            "file": kept,
+            "bytes": stored.bytes,
+            "sha256": stored.sha256,
+            "verified_at": now,
+            "announced_at": now,
+        },
+    )
+
+
+def training_run_lora_choose(*, run: TrainingRun, step: int, source: str) -> TrainingRun:
+    """Makes the run's verified checkpoint at `step` (or its final LoRA) the run's LoRA, and so the
+    character's current one (`selectors.character_current_lora`), recorded as an event.
+
+    A checkpoint is first copied to a name of the run's own that no upload link names, and the copy is
+    verified against the checkpoint's sha256: what is kept is what was verified. Choosing the one already
+    chosen changes nothing."""
+    checkpoint = run.checkpoints.filter(step=step, verified_at__isnull=False, pruned_at__isnull=True).first()
+    if checkpoint is None:
+        raise NotFound("This run has no verified checkpoint at that step.")
+    if not run.is_final:
+        raise Conflict(
+            "This run is still training: choose a checkpoint once it has ended.", code="run_active"
+        )
+    if run.base_model in BaseModel.SPLIT and not checkpoint.final:
+        # Its LoRA is a pair of files, one per expert; a checkpoint is one file.
+        raise Conflict("Only the final LoRA of a two-expert model can be used.", code="checkpoint_incomplete")
+    if run.lora_name and run.lora_sha256 == checkpoint.sha256 and run.lora_step == _chosen_step(checkpoint):
+        return run
+    kept, stored = _checkpoint_keep(run, checkpoint)
+    with transaction.atomic():
+        locked = run_locked(run.pk)
+        previous = locked.lora_name
+        _lora_fields_set(locked, kept, stored, step=_chosen_step(checkpoint))
+        locked.lora_chosen_at = timezone.now()
+        locked.save()
+        TrainingEvent.objects.create(  # not a status change: recorded, never announced as one
+            run=locked, from_status=locked.status, to_status=locked.status, source=source,
+            detail={"lora_chosen": {"step": step, "final": checkpoint.final, "lora": kept}},
+            announced_at=locked.lora_chosen_at,
+        )  # fmt: skip
+    if previous and previous != kept and not run.checkpoints.filter(file=previous).exists():
+        lora_discard(previous)  # an earlier choice's copy; the final LoRA and checkpoints stay
+    return locked
+
+
+def _chosen_step(checkpoint: Checkpoint) -> int | None:
+    return None if checkpoint.final else checkpoint.step
+
+
+def _checkpoint_keep(run: TrainingRun, checkpoint: Checkpoint) -> tuple[str, StoredFile]:
+    """The checkpoint as a LoRA of the run's own: the final LoRA's file is one already; another is copied
+    and the copy verified (Conflict when it is no longer the verified file, which is then left alone)."""
+    if checkpoint.final:
+        return checkpoint.file, StoredFile(bytes=checkpoint.bytes, sha256=checkpoint.sha256)
+    kept = lora_keep(run, source=checkpoint.file)
+    if kept is None:
+        raise Conflict("This checkpoint's file is no longer in storage.", code="checkpoint_missing")
+    try:
+        stored = stored_lora_digest(kept)
+    except (StorageUnavailable, LoraInvalid):
+        lora_discard(kept)
+        raise
+    if stored is None or (stored.bytes, stored.sha256) != (checkpoint.bytes, checkpoint.sha256):
+        lora_discard(kept)
+        raise Conflict("This checkpoint's file changed since it was verified.", code="checkpoint_changed")
+    return kept, stored
 
 
 NOTHING_STORED = "The worker reported a trained LoRA, but no file arrived in storage. Retry the run."

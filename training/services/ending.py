@@ -4,25 +4,35 @@ can act on)."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from studio.errors import Conflict
 from training import providers
 from training.models import TrainingRun
 from training.runpod import RunPodError, RunPodJobNotFound
+from training.services.schedule import liveness
 from training.services.stray_jobs import stray_job_record
 from training.services.transitions import RunId, Status, run_fail, run_locked, run_transition
 
 logger = logging.getLogger("training.services")
 
 
-def training_run_cancel(*, run: TrainingRun, source: str) -> TrainingRun:
-    """Asks RunPod to stop the run's job, then ends the run as cancelled."""
+def training_run_cancel(*, run: TrainingRun, source: str, keep_artifacts: bool = True) -> TrainingRun:
+    """Ends the run as cancelled. A worker that is reporting hears "stop" at its next callback and ends
+    itself after uploading and reporting the checkpoints and samples it made (so a cancelled run keeps
+    them); RunPod is asked to stop the job only if it still runs TRAINING_CANCEL_GRACE_SECONDS later.
+    Any other job, or any job when `keep_artifacts` is off (its character is being erased: nothing may be
+    uploaded for it any more), is stopped through RunPod first."""
     run.refresh_from_db()
     if run.is_final:
         raise Conflict(f"This run has already {_ended(run.status)}; there is nothing to cancel.")
+    if keep_artifacts and _worker_reporting(run):
+        return _cancel_gracefully(run, source)
     detail: dict[str, Any] = {}
     if run.runpod_job_id:
         detail = {"job_id": run.runpod_job_id, "runpod": _runpod_cancel(run.runpod_job_id)}
@@ -38,6 +48,32 @@ def training_run_cancel(*, run: TrainingRun, source: str) -> TrainingRun:
             # A worker that cannot reach us either would never hear "stop": RunPod is asked again later.
             reason = "its run was cancelled while RunPod could not be reached"
             stray_job_record(job_id=locked.runpod_job_id, run_id=locked.pk, reason=reason)
+        run_transition(locked, Status.CANCELLED, source=source, detail=detail)
+    return locked
+
+
+def _worker_reporting(run: TrainingRun) -> bool:
+    """The run's worker holds it with a delivery id (so it drains its uploads on "stop") and called back
+    within the liveness window."""
+    seen = run.worker_seen_at
+    return bool(
+        run.status == Status.TRAINING
+        and run.runpod_job_id
+        and run.worker_delivery_id
+        and seen is not None
+        and timezone.now() - seen < liveness()
+    )
+
+
+def _cancel_gracefully(run: TrainingRun, source: str) -> TrainingRun:
+    grace = timedelta(seconds=settings.TRAINING_CANCEL_GRACE_SECONDS)
+    with transaction.atomic():
+        locked = run_locked(run.pk)
+        if locked.is_final:
+            return locked
+        reason = "its run was cancelled: asked to stop, and cancelled if it still runs after the grace period"
+        stray_job_record(job_id=locked.runpod_job_id, run_id=locked.pk, reason=reason, after=grace)
+        detail = {"job_id": locked.runpod_job_id, "runpod": "stop_asked"}
         run_transition(locked, Status.CANCELLED, source=source, detail=detail)
     return locked
 

@@ -12,6 +12,7 @@ from django.db import transaction
 SUBMIT = "training.tasks.submit_training_run"
 POLL = "training.tasks.poll_training_run"
 CANCEL_JOB = "training.tasks.cancel_runpod_job"
+VERIFY_ARTIFACTS = "training.tasks.verify_run_artifacts"
 
 
 def enqueue_on_commit(task_name: str, argument: Any) -> None:

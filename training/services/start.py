@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from characters.models import Character
-from runpod_worker.contract import ContractError, TrainingParams
+from runpod_worker.contract import PARAM_DEFAULTS, ContractError, TrainingParams
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
 from training import pricing, time_limits
@@ -23,7 +23,7 @@ from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice
 from training.models import TrainingRun
 from training.preflight import training_run_missing_images
-from training.presets import PRESETS
+from training.presets import DEFAULT_SAMPLE_PROMPTS, PRESETS, TRIGGER
 from training.selectors import user_reserved_spend, user_spend_this_month
 from training.services import queue
 from training.services.schedule import pending_recheck
@@ -81,7 +81,7 @@ def training_params_validate(*, params: dict[str, Any] | None, preset: str | Non
         )
     if params is not None and not isinstance(params, dict):
         raise ApplicationError("Training parameters must be a JSON object.", code="invalid_params")
-    merged = {**(PRESETS[preset] if preset else {}), **(params or {})}
+    merged = _with_sample_defaults({**(PRESETS[preset] if preset else {}), **(params or {})})
     try:
         return asdict(TrainingParams.from_dict(merged))
     except ContractError as exc:
@@ -91,6 +91,23 @@ def training_params_validate(*, params: dict[str, Any] | None, preset: str | Non
             code="invalid_params",
             fields={field: [exc.message]},
         ) from exc
+
+
+def _with_sample_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    """The preset's sample prompts unless given (an empty list renders none), each saying `[trigger]` (one
+    that does not gets it in front: a sample must show the character), and samples at each save unless
+    an interval is given."""
+    prompts = params.get("sample_prompts", DEFAULT_SAMPLE_PROMPTS)
+    if isinstance(prompts, list):
+        prompts = [_with_trigger(prompt) for prompt in prompts]
+    every = params.get("sample_every", params.get("save_every", PARAM_DEFAULTS["save_every"]))
+    return {**params, "sample_prompts": prompts, "sample_every": every}
+
+
+def _with_trigger(prompt: Any) -> Any:
+    if not isinstance(prompt, str) or not prompt.strip() or TRIGGER in prompt:
+        return prompt  # the contract refuses what is not a prompt, with its own message
+    return f"{TRIGGER}, {prompt.strip()}"
 
 
 def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> TrainingRun:

@@ -79,7 +79,7 @@ def training_run_apply_status(*, run_id: RunId, job: RunPodJob, source: str) -> 
             if timed_out:
                 run_fail(run, code="timed_out", message=timed_out, source=source)
             else:
-                run_fail(run, code=error.code, message=error.message, source=source)
+                run_fail(run, code=error.code, message=error.message, source=source, log_tail=error.log_tail)
         elif transition_allowed(run.status, target):
             run_transition(run, target, source=source, detail={"job_status": job.status})
         else:

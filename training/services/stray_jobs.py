@@ -33,14 +33,17 @@ logger = logging.getLogger("training.services")
 STRAY_CANCEL_RETRY = (timedelta(seconds=15), timedelta(minutes=10))
 
 
-def stray_job_record(*, job_id: str, run_id: RunId | None, reason: str) -> None:
+def stray_job_record(
+    *, job_id: str, run_id: RunId | None, reason: str, after: timedelta | None = None
+) -> None:
     """Writes down, in the caller's transaction, that RunPod job `job_id` must be cancelled, and queues the
-    cancel after commit; a job already written down is left as it is."""
+    cancel after commit — or, `after` a grace period, leaves it to the sweep; a job already written down is
+    left as it is."""
+    due = timezone.now() + (after or timedelta(0))
     _, created = StrayJob.objects.get_or_create(
-        runpod_job_id=job_id,
-        defaults={"run_id": run_id, "reason": reason[:200], "next_attempt_at": timezone.now()},
+        runpod_job_id=job_id, defaults={"run_id": run_id, "reason": reason[:200], "next_attempt_at": due}
     )
-    if created:
+    if created and after is None:
         logger.info("job %s of run %s is stray (%s): cancelling it", job_id, run_id, reason)
         queue.enqueue_on_commit(queue.CANCEL_JOB, job_id)
 

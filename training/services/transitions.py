@@ -8,13 +8,16 @@ TrainingEvent in the same transaction and, after commit, announces it (`announce
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from studio.errors import Conflict
+from studio.log_redaction import redact
 from training.models import TrainingEvent, TrainingRun
+from training.services import queue
 from training.services.announcements import ANNOUNCE_RETRY, announce
 from training.services.cost import cost_settle_on_end
 
@@ -63,16 +66,34 @@ def run_transition(run: TrainingRun, to_status: str, *, source: str, detail: dic
     if to_status in TrainingRun.FINAL_STATUSES:
         run.finished_at = now
         cost_settle_on_end(run, now)
+        # Its last checkpoints are verified, its optimizer states (only a resume needs them) removed, and a
+        # completed run's checkpoints beyond the cap pruned (`verification`, then `checkpoints`).
+        queue.enqueue_on_commit(queue.VERIFY_ARTIFACTS, run.pk)
     event_write(run, from_status, to_status, source, detail)
     run.save()
 
 
-def run_fail(run: TrainingRun, *, code: str, message: str, source: str) -> None:
-    """Ends a run locked by the caller as failed with a message the user can act on (one write)."""
+# The trainer's last lines a failed run keeps (the worker sends at most 200, each at most 1000 characters).
+LOG_TAIL_LINES = 200
+LOG_TAIL_LINE_CHARS = 1000
+
+
+def run_fail(run: TrainingRun, *, code: str, message: str, source: str, log_tail: Sequence[str] = ()) -> None:
+    """Ends a run locked by the caller as failed with a message the user can act on, and the trainer's
+    last lines when the worker sent them (one write)."""
     message = in_the_owners_names(run, message)
     run.error_code = code[:32]
     run.error_message = message
+    if log_tail:
+        run.log_tail = log_tail_clean(run, log_tail)
     run_transition(run, Status.FAILED, source=source, detail={"error_code": code, "message": message})
+
+
+def log_tail_clean(run: TrainingRun, lines: Sequence[str]) -> str:
+    """The worker redacted its lines (runpod_worker/redact.py); URL-borne secrets are taken out again here
+    as the site's logs do, in case an older worker did not, and photos carry their uploaded names."""
+    kept = [redact(line)[:LOG_TAIL_LINE_CHARS].replace("\x00", "") for line in lines[-LOG_TAIL_LINES:]]
+    return in_the_owners_names(run, "\n".join(kept))
 
 
 def in_the_owners_names(run: TrainingRun, message: str) -> str:

@@ -5,7 +5,7 @@ wait or stop, as runpod_worker/contract.py defines it."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,18 +17,29 @@ from runpod_worker.contract import (
     CALLBACK_ACTION_STOP,
     CALLBACK_ACTION_WAIT,
     CALLBACK_FIELD_CODE,
+    CALLBACK_FIELD_RESUME,
     ErrorCode,
     JobOutput,
     Progress,
+    ResumeSpec,
 )
 from training.artifacts import StorageUnavailable
 from training.models import TrainingRun
 from training.services import queue
+from training.services.artifacts import ArtifactReport, artifact_report_record
+from training.services.checkpoints import training_run_resume_spec
 from training.services.completion import RunEnd, training_run_complete
 from training.services.reports import job_claim, progress_apply
 from training.services.schedule import TRAINING_POLL_WITH_CALLBACKS, lease, liveness, poll_after_progress
 from training.services.stray_jobs import stray_job_record
-from training.services.transitions import Source, Status, run_locked, run_transition, transition_allowed
+from training.services.transitions import (
+    RunId,
+    Source,
+    Status,
+    run_locked,
+    run_transition,
+    transition_allowed,
+)
 
 logger = logging.getLogger("training.services")
 
@@ -41,9 +52,13 @@ class WorkerAnswer:
     reason: str = ""
     retry_after_s: float | None = None
     code: str = ""
+    # To "started": the checkpoint a delivery of a job that already trained resumes from.
+    resume: ResumeSpec | None = None
 
     def as_dict(self) -> dict[str, Any]:
         answer: dict[str, Any] = {"action": self.action}
+        if self.resume is not None:
+            answer[CALLBACK_FIELD_RESUME] = asdict(self.resume)
         if self.reason:
             answer["reason"] = self.reason
         if self.code:
@@ -93,13 +108,39 @@ def training_run_worker_started(
         run.worker_seen_at = now
         run.next_poll_at = now + TRAINING_POLL_WITH_CALLBACKS
         _training_or_save(run, job_id)
-    return CONTINUE
+    # RunPod running the job again after losing its worker (or the first delivery asking again): it
+    # continues from the newest verified checkpoint, so at most one save interval is trained twice.
+    resume = training_run_resume_spec(run)
+    return WorkerAnswer(CALLBACK_ACTION_CONTINUE, resume=resume) if resume is not None else CONTINUE
 
 
 def training_run_worker_progress(
-    *, run: TrainingRun, job_id: str, progress: Progress, delivery_id: str = ""
+    *,
+    run: TrainingRun,
+    job_id: str,
+    progress: Progress,
+    delivery_id: str = "",
+    report: ArtifactReport | None = None,
 ) -> WorkerAnswer:
-    """Records the worker's progress (never backwards) and tells it whether to go on."""
+    """Records the worker's progress (never backwards) and what it reports of checkpoints, samples and
+    loss, and tells it whether to go on. A run that has ended still keeps what its own worker made before
+    it heard "stop" (the worker reports it on its way out)."""
+    answer = _progress_record(run, job_id, progress, delivery_id)
+    if report is not None and not report.empty:
+        _report_from_holder(run.pk, job_id, delivery_id, report)
+    return answer
+
+
+def _report_from_holder(run_id: RunId, job_id: str, delivery_id: str, report: ArtifactReport) -> None:
+    """Records `report` when it comes from the delivery holding the run's job; another job's (a stray) or
+    a superseded delivery's is dropped: its files are not the run's."""
+    run = TrainingRun.objects.get(pk=run_id)
+    holder = run.worker_delivery_id
+    if run.runpod_job_id == job_id and (not delivery_id or not holder or holder == delivery_id):
+        artifact_report_record(run=run, report=report, delivery_id=delivery_id)
+
+
+def _progress_record(run: TrainingRun, job_id: str, progress: Progress, delivery_id: str) -> WorkerAnswer:
     now = timezone.now()
     with transaction.atomic():
         run = run_locked(run.pk)
@@ -129,6 +170,11 @@ def training_run_worker_finished(
     when this callback is lost. The cost comes later, from RunPod's execution time (the run's cost stays
     pending until then).
     """
+    # The output repeats every checkpoint and sample of the delivery: one whose progress callback was
+    # lost is recorded from here.
+    listed = ArtifactReport(checkpoints=output.checkpoints, samples=output.samples)
+    if not listed.empty:
+        _report_from_holder(run.pk, job_id, delivery_id, listed)
     with transaction.atomic():
         locked = run_locked(run.pk)
         refusal = _worker_refusal(locked, job_id) or _not_holder(locked, delivery_id)
