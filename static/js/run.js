@@ -1,6 +1,7 @@
 // Keep the run page current: poll the run's progress JSON every 2 seconds while it is active, redraw
-// the bar, numbers, status and timeline, and reload once it ends so the server draws the download
-// link or the retry button. Without JavaScript the page is still correct, only not live.
+// the bar, numbers, status and timeline, put in place a new copy of the sample gallery or the loss chart
+// (drawn by the server) when the JSON says that part changed, and reload once the run ends so the server
+// draws the download link or the retry button. Without JavaScript the page is still correct, only not live.
 (function () {
   "use strict";
   var card = document.getElementById("run");
@@ -75,6 +76,51 @@
     card.dataset.status = run.status;
   }
 
+  // The gallery and the chart: each section names the URL of its part; the part's root element carries
+  // the version it was drawn at. Only a part whose version changed is fetched, one fetch at a time.
+  var fetching = {};
+  function refreshPart(sectionId, rootId, version) {
+    var section = document.getElementById(sectionId);
+    var root = document.getElementById(rootId);
+    if (!section || !root || !version || root.dataset.version === version || fetching[rootId]) return;
+    fetching[rootId] = true;
+    fetch(section.dataset.partUrl, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(rootId);
+        var current = document.getElementById(rootId);
+        if (fresh && current) replaceKeepingPlace(current, fresh);
+      })
+      .catch(function () {
+        // Tried again at the next poll: the version still differs.
+      })
+      .then(function () {
+        fetching[rootId] = false;
+      });
+  }
+
+  // Swap a part for its new copy without losing the reader's place: the gallery's sideways scroll and the
+  // focused thumbnail or button stay where they were.
+  function replaceKeepingPlace(current, fresh) {
+    var scroller = current.querySelector(".gallery-scroll");
+    var scrollLeft = scroller ? scroller.scrollLeft : 0;
+    var focused = current.contains(document.activeElement) ? document.activeElement.id : "";
+    current.replaceWith(fresh);
+    var newScroller = fresh.querySelector(".gallery-scroll");
+    if (newScroller) newScroller.scrollLeft = scrollLeft;
+    var again = focused && document.getElementById(focused);
+    if (again) again.focus({ preventScroll: true });
+  }
+
+  function watch(versions) {
+    if (!versions || !window.DOMParser) return;
+    refreshPart("samples", "gallery", versions.gallery);
+    refreshPart("loss", "loss-chart", versions.chart);
+  }
+
   function poll() {
     fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" })
       .then(function (response) {
@@ -84,6 +130,7 @@
       .then(function (run) {
         failures = 0;
         draw(run);
+        watch(run.watch);
         if (run.is_final) {
           // The server draws what a finished run offers: the LoRA link with its hash, or Retry.
           window.location.reload();

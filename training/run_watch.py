@@ -1,0 +1,185 @@
+"""What the run page shows of how a run learns: the sample gallery with the checkpoints beside their
+samples, the loss chart, and the versions its script polls to know when to fetch them again.
+
+The gallery has one row per sample prompt and one column per step, newest first. A step's column carries
+the checkpoint AI Toolkit saved there (or the run's final LoRA at its last step), so a checkpoint is chosen
+by looking at what it draws. Only what was verified in storage is shown: a reported file that does not
+match what the worker said it wrote is not the run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from training.loss_chart import NARROW, WIDE, loss_chart_svg
+from training.models import Checkpoint, LossSeries, Sample, TrainingRun
+from training.selectors import character_current_lora
+
+
+@dataclass(frozen=True)
+class Column:
+    """One step of the gallery: its checkpoint (if one was saved there) and whether it is the LoRA the
+    character uses now."""
+
+    step: int
+    checkpoint: Checkpoint | None
+    current: bool
+
+    @property
+    def downloadable(self) -> bool:
+        return self.checkpoint is not None and self.checkpoint.pruned_at is None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sample prompt and its sample at each column's step (None where none was rendered)."""
+
+    prompt_index: int
+    prompt: str
+    cells: list[Sample | None]
+
+
+@dataclass(frozen=True)
+class Gallery:
+    columns: list[Column]
+    rows: list[Row]
+    sample_count: int
+
+    @property
+    def has_samples(self) -> bool:
+        return self.sample_count > 0
+
+
+# ============================================================================================ reads
+
+
+def run_samples(run: TrainingRun) -> list[Sample]:
+    """The run's verified samples, newest step first, in prompt order within a step."""
+    return list(run.samples.filter(verified_at__isnull=False).order_by("-step", "prompt_index"))
+
+
+def run_checkpoints(run: TrainingRun) -> list[Checkpoint]:
+    """The run's verified checkpoints and final LoRA, newest first (pruned ones included, without files)."""
+    return list(run.checkpoints.filter(verified_at__isnull=False).order_by("-step"))
+
+
+def run_loss(run: TrainingRun) -> LossSeries | None:
+    return LossSeries.objects.filter(run=run).first()
+
+
+def current_step(run: TrainingRun) -> int | None:
+    """The step of this run's LoRA that is the character's current one, if one of them is: the checkpoint
+    its owner chose (`lora_step`), else the run's final LoRA, saved at its last step."""
+    current = character_current_lora(run.character)
+    if current is None or current.pk != run.pk:
+        return None
+    if current.lora_step is not None:
+        return current.lora_step
+    final = run.checkpoints.filter(final=True).values_list("step", flat=True).first()
+    return final if final is not None else int(run.progress_total or run.params.get("steps") or 0) or None
+
+
+def checkpoint_download_name(run: TrainingRun, checkpoint: Checkpoint) -> str:
+    """`<trigger word>-<run id prefix>_<step:09d>.safetensors`, numbered as AI Toolkit numbers its saves:
+    beside the run's LoRA in a folder, and telling which save it is. The final LoRA keeps the run's name."""
+    if checkpoint.final:
+        return f"{run.trigger_word}-{str(run.pk)[:8]}.safetensors"
+    return f"{run.trigger_word}-{str(run.pk)[:8]}_{checkpoint.step:09d}.safetensors"
+
+
+# ============================================================================================ gallery
+
+
+def gallery_build(run: TrainingRun) -> Gallery:
+    samples, checkpoints = run_samples(run), run_checkpoints(run)
+    chosen = current_step(run)
+    by_step = {checkpoint.step: checkpoint for checkpoint in checkpoints}
+    steps = sorted({sample.step for sample in samples} | set(by_step), reverse=True)
+    columns = [Column(step=step, checkpoint=by_step.get(step), current=step == chosen) for step in steps]
+    return Gallery(columns=columns, rows=_rows(run, samples, steps), sample_count=len(samples))
+
+
+def _rows(run: TrainingRun, samples: list[Sample], steps: list[int]) -> list[Row]:
+    """A row for each of the run's prompts, and for any prompt a sample names that the run's parameters no
+    longer list (a run started before its prompts were kept)."""
+    prompts: dict[int, str] = dict(enumerate(sample_prompts(run)))
+    cells: dict[tuple[int, int], Sample] = {}
+    for sample in samples:
+        prompts.setdefault(sample.prompt_index, sample.prompt)
+        cells[(sample.prompt_index, sample.step)] = sample
+    if not samples:
+        return []
+    return [
+        Row(prompt_index=index, prompt=prompt, cells=[cells.get((index, step)) for step in steps])
+        for index, prompt in sorted(prompts.items())
+    ]
+
+
+def sample_prompts(run: TrainingRun) -> list[str]:
+    prompts = run.params.get("sample_prompts") or []
+    return [str(prompt) for prompt in prompts] if isinstance(prompts, list) else []
+
+
+def sampling(run: TrainingRun) -> bool:
+    """Whether the run was set to render samples at all (older runs and `sample_every` 0 are not)."""
+    return bool(sample_prompts(run)) and int(run.params.get("sample_every") or 0) > 0
+
+
+def next_sample_step(run: TrainingRun) -> int | None:
+    """The step at which an active run renders its next samples, for the gallery's empty state."""
+    every = int(run.params.get("sample_every") or 0)
+    if run.is_final or not sampling(run) or every <= 0:
+        return None
+    steps = int(run.progress_total or run.params.get("steps") or 0)
+    upcoming = (run.progress_step // every + 1) * every
+    return min(upcoming, steps) if steps else upcoming
+
+
+# ============================================================================================ chart
+
+
+@dataclass(frozen=True)
+class Chart:
+    wide: str | None
+    narrow: str | None
+    points: int
+
+
+def chart_build(run: TrainingRun, series: LossSeries | None = None) -> Chart:
+    series = series if series is not None else run_loss(run)
+    if series is None:
+        return Chart(wide=None, narrow=None, points=0)
+    total = int(run.progress_total or run.params.get("steps") or 0) or None
+    title = f"Loss by step, training {run.trigger_word}"
+    drawings = {
+        layout.name: loss_chart_svg(
+            loss=series.loss, val_loss=series.val_loss, total_steps=total, layout=layout, title=title
+        )
+        for layout in (WIDE, NARROW)
+    }
+    return Chart(
+        wide=drawings["wide"], narrow=drawings["narrow"], points=len(series.loss) + len(series.val_loss)
+    )
+
+
+# ============================================================================================ versions
+
+
+def watch_versions(run: TrainingRun) -> dict[str, Any]:
+    """Short tokens that change whenever the gallery or the chart would draw differently: the page's script
+    compares them on each poll and fetches only the part that changed."""
+    samples = run.samples.filter(verified_at__isnull=False).values_list("step", "prompt_index", "sha256")
+    checkpoints = run.checkpoints.filter(verified_at__isnull=False).values_list("step", "pruned_at")
+    kept = sorted((step, str(pruned)) for step, pruned in checkpoints)
+    gallery = [sorted(samples), kept, current_step(run)]
+    series = LossSeries.objects.filter(run=run).values_list("updated_at", flat=True).first()
+    return {
+        "gallery": _digest(gallery),
+        "chart": _digest([str(series), run.progress_total, run.params.get("steps")]) if series else "",
+    }
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
