@@ -51,8 +51,8 @@ class Layout:
 
 # At most about 72rem of page minus padding: drawn near 1:1.4 on a desktop, labels about 12-16 px.
 WIDE = Layout(width=720, height=300, font=12, x_ticks=8, y_ticks=5, left=52, name="wide")
-# A 390 px phone leaves about 326 px for the chart: labels stay above 10 px.
-NARROW = Layout(width=340, height=240, font=11, x_ticks=4, y_ticks=4, left=44, name="narrow")
+# A 390 px phone leaves about 326 px for the chart: labels of about 11.5 px.
+NARROW = Layout(width=340, height=240, font=12, x_ticks=4, y_ticks=4, left=44, name="narrow")
 
 TOP, RIGHT, BOTTOM = 28, 20, 30
 SERIES_STYLE = {

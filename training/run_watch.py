@@ -34,11 +34,11 @@ class Column:
 
 @dataclass(frozen=True)
 class Row:
-    """One sample prompt and its sample at each column's step (None where none was rendered)."""
+    """One sample prompt and, for each column, its sample at that step (None where none was rendered)."""
 
     prompt_index: int
     prompt: str
-    cells: list[Sample | None]
+    cells: list[tuple[Column, Sample | None]]
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,10 @@ def gallery_build(run: TrainingRun) -> Gallery:
     by_step = {checkpoint.step: checkpoint for checkpoint in checkpoints}
     steps = sorted({sample.step for sample in samples} | set(by_step), reverse=True)
     columns = [Column(step=step, checkpoint=by_step.get(step), current=step == chosen) for step in steps]
-    return Gallery(columns=columns, rows=_rows(run, samples, steps), sample_count=len(samples))
+    return Gallery(columns=columns, rows=_rows(run, samples, columns), sample_count=len(samples))
 
 
-def _rows(run: TrainingRun, samples: list[Sample], steps: list[int]) -> list[Row]:
+def _rows(run: TrainingRun, samples: list[Sample], columns: list[Column]) -> list[Row]:
     """A row for each of the run's prompts, and for any prompt a sample names that the run's parameters no
     longer list (a run started before its prompts were kept)."""
     prompts: dict[int, str] = dict(enumerate(sample_prompts(run)))
@@ -112,7 +112,11 @@ def _rows(run: TrainingRun, samples: list[Sample], steps: list[int]) -> list[Row
     if not samples:
         return []
     return [
-        Row(prompt_index=index, prompt=prompt, cells=[cells.get((index, step)) for step in steps])
+        Row(
+            prompt_index=index,
+            prompt=prompt,
+            cells=[(column, cells.get((index, column.step))) for column in columns],
+        )
         for index, prompt in sorted(prompts.items())
     ]
 
