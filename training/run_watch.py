@@ -15,7 +15,12 @@ from typing import Any
 
 from training.loss_chart import NARROW, WIDE, loss_chart_svg
 from training.models import Checkpoint, LossSeries, Sample, TrainingRun
-from training.selectors import character_current_lora
+from training.selectors import (
+    character_current_lora,
+    training_run_checkpoints,
+    training_run_loss,
+    training_run_samples,
+)
 
 
 @dataclass(frozen=True)
@@ -55,20 +60,6 @@ class Gallery:
 # ============================================================================================ reads
 
 
-def run_samples(run: TrainingRun) -> list[Sample]:
-    """The run's verified samples, newest step first, in prompt order within a step."""
-    return list(run.samples.filter(verified_at__isnull=False).order_by("-step", "prompt_index"))
-
-
-def run_checkpoints(run: TrainingRun) -> list[Checkpoint]:
-    """The run's verified checkpoints and final LoRA, newest first (pruned ones included, without files)."""
-    return list(run.checkpoints.filter(verified_at__isnull=False).order_by("-step"))
-
-
-def run_loss(run: TrainingRun) -> LossSeries | None:
-    return LossSeries.objects.filter(run=run).first()
-
-
 def current_step(run: TrainingRun) -> int | None:
     """The step of this run's LoRA that is the character's current one, if one of them is: the checkpoint
     its owner chose (`lora_step`), else the run's final LoRA, saved at its last step."""
@@ -93,7 +84,7 @@ def checkpoint_download_name(run: TrainingRun, checkpoint: Checkpoint) -> str:
 
 
 def gallery_build(run: TrainingRun) -> Gallery:
-    samples, checkpoints = run_samples(run), run_checkpoints(run)
+    samples, checkpoints = list(training_run_samples(run)), list(training_run_checkpoints(run))
     chosen = current_step(run)
     by_step = {checkpoint.step: checkpoint for checkpoint in checkpoints}
     steps = sorted({sample.step for sample in samples} | set(by_step), reverse=True)
@@ -152,7 +143,7 @@ class Chart:
 
 
 def chart_build(run: TrainingRun, series: LossSeries | None = None) -> Chart:
-    series = series if series is not None else run_loss(run)
+    series = series if series is not None else training_run_loss(run)
     if series is None:
         return Chart(wide=None, narrow=None, points=0)
     total = int(run.progress_total or run.params.get("steps") or 0) or None

@@ -25,6 +25,11 @@ page_urlpatterns = [
         name="run-sample",
     ),
     path("runs/<uuid:run_id>/checkpoints/<int:step>/", views.training_run_checkpoint, name="run-checkpoint"),
+    path(
+        "runs/<uuid:run_id>/checkpoints/<int:step>/use/",
+        views.training_run_checkpoint_use,
+        name="run-checkpoint-use",
+    ),
 ]
 
 # Hooks: RunPod's webhook and the GPU worker's callbacks, authenticated by the run's token, not a session.

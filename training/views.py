@@ -14,6 +14,7 @@ from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from characters.models import Character
@@ -172,6 +173,7 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "character": run.character,
         "events": list(run.events.all()),
         "lora_filename": _lora_filename(run),
+        "has_lora": run_has_lora(run),
         "image_count": len(run.manifest),
         "gpu_seconds": run.execution_ms // 1000 if run.execution_ms is not None else None,
         "charge": training_run_charge(run),
@@ -190,6 +192,8 @@ def _watch_context(run: TrainingRun) -> dict[str, object]:
         "gallery": gallery_build(run),
         "chart": chart_build(run),
         "sampling": sampling(run),
+        # The service refuses while the run trains: offered once it has ended.
+        "checkpoints_usable": run.is_final,
         "next_sample_step": next_sample_step(run),
         "versions": watch_versions(run),
     }
@@ -283,6 +287,21 @@ def training_run_checkpoint(request: HttpRequest, run_id: uuid.UUID, step: int) 
     if checkpoint is None:
         raise Http404("This run kept no checkpoint at that step.")
     return _lora_response(checkpoint.file, checkpoint_download_name(run, checkpoint))
+
+
+@login_required
+@require_POST
+def training_run_checkpoint_use(request: HttpRequest, run_id: uuid.UUID, step: int) -> HttpResponse:
+    """Make one of the run's checkpoints (or its final LoRA) the character's LoRA ("Use this one")."""
+    run = _run_for(request, run_id)
+    try:
+        services.training_run_lora_choose(run=run, step=step, source=USER)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        what = "final LoRA" if run.checkpoints.filter(step=step, final=True).exists() else f"step {step}"
+        messages.success(request, f"{run.character.name} now uses the LoRA from this run's {what}.")
+    return redirect(reverse("training:run-detail", args=[run.pk]) + f"#step-{step}")
 
 
 def _lora_response(name: str, filename: str) -> FileResponse:

@@ -39,8 +39,12 @@ SAVE_EVERY = 100
 # The page polls every 2 s; a new sample must show within 5 s of being recorded (the gallery's target).
 VISIBLE_WITHIN_S = 5.0
 
-IMAGES_LOADED = "() => Array.from(document.querySelectorAll('#gallery img')).every(i => i.complete && i.naturalWidth > 0)"
-PAGE_WIDTH = "() => ({width: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth})"
+IMAGES_LOADED = (
+    "() => Array.from(document.querySelectorAll('#gallery img')).every(i => i.complete && i.naturalWidth > 0)"
+)
+PAGE_WIDTH = (
+    "() => ({width: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth})"
+)
 
 
 def sample_image(prompt_index: int, step: int) -> bytes:

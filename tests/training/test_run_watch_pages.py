@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 from datetime import timedelta
 from typing import Any
 
+import numpy
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -17,6 +19,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
+from safetensors.numpy import save
 
 from tests.training.conftest import make_run
 from training.models import Checkpoint, LossSeries, Sample, TrainingRun
@@ -69,8 +72,16 @@ def add_sample(run: TrainingRun, step: int, prompt_index: int, *, verified: bool
     )
 
 
+def checkpoint_bytes(step: int) -> bytes:
+    """A small LoRA as AI Toolkit saves a checkpoint: safetensors, its step in the metadata."""
+    tensors = {
+        "transformer.single_transformer_blocks.0.proj_out.lora_A.weight": numpy.ones((4, 8), numpy.float16)
+    }
+    return save(tensors, metadata={"training_info": json.dumps({"step": step})})
+
+
 def add_checkpoint(run: TrainingRun, step: int, **fields: Any) -> Checkpoint:
-    content = f"checkpoint {step}".encode() * 10
+    content = checkpoint_bytes(step)
     name = default_storage.save(checkpoint_file(run, step), ContentFile(content))
     values: dict[str, Any] = {
         "name": f"anna_{step:09d}.safetensors",
@@ -105,6 +116,7 @@ def page(client: Client, run: TrainingRun) -> str:
 
 
 def section(html: str, element_id: str) -> str:
+    """The HTML from the element with this id to the end of its card."""
     start = html.index(f'id="{element_id}"')
     return html[start : html.index("</section>", start)]
 
@@ -440,3 +452,79 @@ def test_a_sample_of_another_run_is_not_reachable_through_this_one(alice: Any, c
     response = client_for(alice).get(reverse("training:run-sample", args=[other.pk, 100, 0]))
 
     assert response.status_code == 404
+
+
+# ============================================================================================ use this one
+
+
+def finished_run(character: Any) -> TrainingRun:
+    """A completed run whose final LoRA (step 300) is the character's current one."""
+    run = learning_run(character, status=TrainingRun.Status.COMPLETED, finished_at=timezone.now())
+    final = add_checkpoint(run, 300, final=True)
+    run.lora_name, run.lora_bytes, run.lora_sha256 = final.file, final.bytes, final.sha256
+    run.save()
+    return run
+
+
+def test_the_final_lora_is_in_use_and_each_other_checkpoint_offers_use_this_one(
+    alice: Any, character: Any
+) -> None:
+    run = finished_run(character)
+
+    html = section(page(client_for(alice), run), "samples")
+
+    assert re.search(r'id="step-300">.*?Final LoRA.*?In use', html, re.S)
+    for step in (100, 200):
+        assert reverse("training:run-checkpoint-use", args=[run.pk, step]) in html
+    assert reverse("training:run-checkpoint-use", args=[run.pk, 300]) not in html
+
+
+def test_use_this_one_makes_the_checkpoint_the_characters_lora(alice: Any, character: Any) -> None:
+    run = finished_run(character)
+    checkpoint = run.checkpoints.get(step=200)
+    client = client_for(alice)
+
+    response = client.post(reverse("training:run-checkpoint-use", args=[run.pk, 200]), follow=True)
+
+    run.refresh_from_db()
+    assert run.lora_step == 200
+    assert run.lora_sha256 == checkpoint.sha256
+    html = response.content.decode()
+    assert "Anna now uses the LoRA from this run&#x27;s step 200." in html
+    assert "Your LoRA: the checkpoint at step 200" in html
+    assert re.search(r'id="step-200">.*?In use', section(html, "samples"), re.S)
+    assert "Checkpoint at step 200 chosen" in section(html, "run-timeline")
+    assert response.redirect_chain[-1][0].endswith(f"/runs/{run.pk}/#step-200")
+
+
+def test_a_running_run_offers_no_use_this_one_and_refuses_it_with_a_message(
+    alice: Any, character: Any
+) -> None:
+    run = learning_run(character)
+    client = client_for(alice)
+
+    html = page(client, run)
+    response = client.post(reverse("training:run-checkpoint-use", args=[run.pk, 100]), follow=True)
+
+    assert "Use this one" not in html
+    run.refresh_from_db()
+    assert run.lora_step is None and not run.lora_name
+    assert "still training" in response.content.decode()
+
+
+def test_another_user_cannot_choose_a_checkpoint(alice: Any, bob: Any, character: Any) -> None:
+    run = finished_run(character)
+
+    response = client_for(bob).post(reverse("training:run-checkpoint-use", args=[run.pk, 100]))
+
+    assert response.status_code == 404
+    run.refresh_from_db()
+    assert run.lora_step is None
+
+
+def test_use_this_one_needs_a_post(alice: Any, character: Any) -> None:
+    run = finished_run(character)
+
+    response = client_for(alice).get(reverse("training:run-checkpoint-use", args=[run.pk, 100]))
+
+    assert response.status_code == 405
