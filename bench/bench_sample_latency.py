@@ -15,8 +15,9 @@ behind a wrapper, AI_TOOLKIT_PYTHON, whose thread lists that folder every 20 ms)
 Chromium, showing the run page from before the job starts, has the sample's thumbnail in the gallery and
 loaded (a MutationObserver in the page reports it with the browser's clock; both clocks are this machine's).
 The page is the studio's own: it polls the progress JSON every 2 s and fetches the gallery part when its
-version changes. Bytes are the response bodies and headers the page received while the run trained
-(Playwright's request sizes), split by what they were for.
+version changes. Requests and bytes are what the page fetched over the network from opening until a moment
+after the run ended (and the page reloaded itself), as Chrome counts them (DevTools protocol: responses
+from its cache left out, bytes on the wire with headers), split by what they were for.
 """
 
 from __future__ import annotations
@@ -105,24 +106,48 @@ OBSERVER = """
 
 @dataclass
 class Traffic:
+    """What the page fetched over the network (Chrome's own account through the DevTools protocol):
+    requests answered from the browser's cache are not counted, and bytes are what crossed the wire,
+    headers included."""
+
     requests: Counter[str] = field(default_factory=Counter)
     bytes: Counter[str] = field(default_factory=Counter)
+    urls: dict[str, str] = field(default_factory=dict)
+    cached: set[str] = field(default_factory=set)
 
-    def note(self, request: Any) -> None:
-        url = request.url
-        if "/progress.json" in url:
-            kind = "progress JSON"
-        elif "/parts/gallery/" in url:
-            kind = "gallery part"
-        elif "/parts/chart/" in url:
-            kind = "chart part"
-        elif "/samples/" in url:
-            kind = "thumbnails"
-        else:
-            kind = "page, styles, scripts"
-        sizes = request.sizes()
+    def listen(self, cdp: Any) -> None:
+        cdp.send("Network.enable")
+        cdp.on(
+            "Network.requestWillBeSent",
+            lambda event: self.urls.update({event["requestId"]: event["request"]["url"]}),
+        )
+        cdp.on("Network.requestServedFromCache", lambda event: self.cached.add(event["requestId"]))
+        cdp.on("Network.responseReceived", self._response)
+        cdp.on("Network.loadingFinished", self._finished)
+
+    def _response(self, event: dict[str, Any]) -> None:
+        if event["response"].get("fromDiskCache") or event["response"].get("fromPrefetchCache"):
+            self.cached.add(event["requestId"])
+
+    def _finished(self, event: dict[str, Any]) -> None:
+        url = self.urls.get(event["requestId"], "")
+        if not url or event["requestId"] in self.cached:
+            return
+        kind = kind_of(url)
         self.requests[kind] += 1
-        self.bytes[kind] += sizes["responseBodySize"] + sizes["responseHeadersSize"]
+        self.bytes[kind] += int(event.get("encodedDataLength") or 0)
+
+
+def kind_of(url: str) -> str:
+    if "/progress.json" in url:
+        return "progress JSON"
+    if "/parts/gallery/" in url:
+        return "gallery part"
+    if "/parts/chart/" in url:
+        return "chart part"
+    if "/samples/" in url:
+        return "thumbnails"
+    return "page, styles, scripts"
 
 
 @dataclass
@@ -131,6 +156,9 @@ class RunResult:
     samples: int
     traffic: Traffic
     missed: list[str]
+    # Where the time went, per sample: written -> recorded by the callback (`Sample.created_at`) ->
+    # verified in storage with thumbnails (`verified_at`) -> visible on the page.
+    stages: dict[str, list[float]] = field(default_factory=dict)
 
 
 def start_run(index: int, args: argparse.Namespace) -> Any:
@@ -166,7 +194,7 @@ def watch_run(browser: Any, base: str, run: Any, sample_log: Path) -> RunResult:
     page.expose_function("benchSampleVisible", lambda ident, at: visible.setdefault(ident, at / 1000))
     page.add_init_script(OBSERVER)
     traffic = Traffic()
-    page.on("requestfinished", traffic.note)
+    traffic.listen(context.new_cdp_session(page))
     page.goto(f"{base}/runs/{run.pk}/")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -179,14 +207,26 @@ def watch_run(browser: Any, base: str, run: Any, sample_log: Path) -> RunResult:
     if run.status != TrainingRun.Status.COMPLETED:
         raise RuntimeError(f"run ended {run.status}: {run.error_message}")
     written = samples_written(sample_log, f"{run.character.trigger_word}_{run.id.hex[:8]}")
+    rows = {(s.step, s.prompt_index): s for s in run.samples.all()}
     latencies, missed = [], []
+    stages: dict[str, list[float]] = {
+        "written -> recorded": [],
+        "recorded -> verified": [],
+        "verified -> visible": [],
+    }
     for (step, index), at in sorted(written.items()):
         shown = visible.get(f"sample-{step}-{index}")
         if shown is None:
             missed.append(f"{step}/{index}")
-        else:
-            latencies.append(shown - at)
-    return RunResult(latencies=latencies, samples=len(written), traffic=traffic, missed=missed)
+            continue
+        latencies.append(shown - at)
+        row = rows.get((step, index))
+        if row is not None and row.verified_at is not None:
+            recorded, verified = row.created_at.timestamp(), row.verified_at.timestamp()
+            stages["written -> recorded"].append(recorded - at)
+            stages["recorded -> verified"].append(verified - recorded)
+            stages["verified -> visible"].append(shown - verified)
+    return RunResult(latencies=latencies, samples=len(written), traffic=traffic, missed=missed, stages=stages)
 
 
 def samples_written(sample_log: Path, name: str) -> dict[tuple[int, int], float]:
@@ -225,6 +265,13 @@ def report(results: list[RunResult], args: argparse.Namespace, wall: float) -> N
             f"max {max(latencies):.2f} s, min {min(latencies):.2f} s (n={len(latencies)})"
         )
         print(f"  target: p95 <= {TARGET_P95_S:g} s -> {'met' if p95 <= TARGET_P95_S else 'NOT met'}")
+        for stage in results[0].stages:
+            values = [value for result in results for value in result.stages[stage]]
+            if values:
+                print(
+                    f"    {stage:<22} median {statistics.median(values):.2f} s, "
+                    f"p95 {percentile(values, 0.95):.2f} s, max {max(values):.2f} s"
+                )
     total_requests, total_bytes = sum(traffic.requests.values()), sum(traffic.bytes.values())
     print(f"  per sample: {total_requests / samples:.1f} requests, {total_bytes / samples / 1024:.1f} KiB")
     for kind in sorted(traffic.requests, key=lambda k: -traffic.bytes[k]):
@@ -281,6 +328,8 @@ def main() -> int:
         os.environ.pop("AWS_STORAGE_BUCKET_NAME", None)
         os.environ["DJANGO_SETTINGS_MODULE"] = "studio.settings"
         os.environ["STUDIO_VAR_DIR"] = str(workdir / "var")
+        # Playwright's sync API keeps an event loop in this thread; the ORM calls here are synchronous.
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
         web = stack_parts.Gunicorn({**env, "STUDIO_VAR_DIR": str(workdir / "var")}, workdir)
         env["STUDIO_PUBLIC_URL"] = os.environ["STUDIO_PUBLIC_URL"] = web.url
         import django

@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from runpod_worker.contract import ContractError, TrainingParams, sample_steps
 from training.loss_chart import NARROW, WIDE, loss_chart_svg
 from training.models import Checkpoint, LossSeries, Sample, TrainingRun
 from training.selectors import (
@@ -117,19 +118,42 @@ def sample_prompts(run: TrainingRun) -> list[str]:
     return [str(prompt) for prompt in prompts] if isinstance(prompts, list) else []
 
 
+def run_sample_steps(run: TrainingRun) -> list[int]:
+    """The steps AI Toolkit renders the run's samples at (`runpod_worker.contract.sample_steps`); none for a
+    run set to render none (`sample_every` 0, no prompts) or whose parameters predate samples."""
+    try:
+        return sample_steps(TrainingParams.from_dict(run.params))
+    except ContractError:
+        return []
+
+
 def sampling(run: TrainingRun) -> bool:
     """Whether the run was set to render samples at all (older runs and `sample_every` 0 are not)."""
-    return bool(sample_prompts(run)) and int(run.params.get("sample_every") or 0) > 0
+    return bool(run_sample_steps(run))
 
 
 def next_sample_step(run: TrainingRun) -> int | None:
     """The step at which an active run renders its next samples, for the gallery's empty state."""
-    every = int(run.params.get("sample_every") or 0)
-    if run.is_final or not sampling(run) or every <= 0:
+    if run.is_final:
         return None
-    steps = int(run.progress_total or run.params.get("steps") or 0)
-    upcoming = (run.progress_step // every + 1) * every
-    return min(upcoming, steps) if steps else upcoming
+    return next((step for step in run_sample_steps(run) if step >= run.progress_step), None)
+
+
+def samples_due(run: TrainingRun, shown: list[tuple[int, int, str]]) -> bool:
+    """Whether samples are on their way: reported and not yet verified, or the trainer is past a sample step
+    (by less than one interval) whose samples are not all shown. The page then polls faster, so a sample
+    shows about a second after it is verified rather than two; a resumed run that skipped a step is past
+    its window soon and stops hurrying."""
+    if run.is_final:
+        return False
+    if run.samples.filter(verified_at__isnull=True, problem="").exists():
+        return True
+    steps, prompts = run_sample_steps(run), len(sample_prompts(run))
+    every = max(1, int(run.params.get("sample_every") or 0))
+    per_step: dict[int, int] = {}
+    for step, _, _ in shown:
+        per_step[step] = per_step.get(step, 0) + 1
+    return any(step <= run.progress_step < step + every and per_step.get(step, 0) < prompts for step in steps)
 
 
 # ============================================================================================ chart
@@ -164,15 +188,19 @@ def chart_build(run: TrainingRun, series: LossSeries | None = None) -> Chart:
 
 def watch_versions(run: TrainingRun) -> dict[str, Any]:
     """Short tokens that change whenever the gallery or the chart would draw differently: the page's script
-    compares them on each poll and fetches only the part that changed."""
-    samples = run.samples.filter(verified_at__isnull=False).values_list("step", "prompt_index", "sha256")
+    compares them on each poll and fetches only the part that changed; `soon` asks it to poll faster while
+    samples are on their way (`samples_due`)."""
+    samples = sorted(
+        run.samples.filter(verified_at__isnull=False).values_list("step", "prompt_index", "sha256")
+    )
     checkpoints = run.checkpoints.filter(verified_at__isnull=False).values_list("step", "pruned_at")
     kept = sorted((step, str(pruned)) for step, pruned in checkpoints)
-    gallery = [sorted(samples), kept, current_step(run)]
+    gallery = [samples, kept, current_step(run)]
     series = LossSeries.objects.filter(run=run).values_list("updated_at", flat=True).first()
     return {
         "gallery": _digest(gallery),
         "chart": _digest([str(series), run.progress_total, run.params.get("steps")]) if series else "",
+        "soon": samples_due(run, samples),
     }
 
 

@@ -18,7 +18,8 @@ page_urlpatterns = [
     path("runs/<uuid:run_id>/cancel/", views.training_run_cancel, name="run-cancel"),
     path("runs/<uuid:run_id>/retry/", views.training_run_retry, name="run-retry"),
     path("runs/<uuid:run_id>/lora/", views.training_run_lora, name="run-lora"),
-    path("runs/<uuid:run_id>/parts/<slug:part>/", views.training_run_part, name="run-part"),
+    path("runs/<uuid:run_id>/parts/gallery/", views.training_run_gallery_part, name="run-gallery"),
+    path("runs/<uuid:run_id>/parts/chart/", views.training_run_chart_part, name="run-chart"),
     path(
         "runs/<uuid:run_id>/samples/<int:step>/<int:prompt_index>/",
         views.training_run_sample,

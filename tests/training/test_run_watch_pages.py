@@ -4,6 +4,7 @@ images and checkpoint downloads. Only the owner sees any of it, and runs without
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ from django.utils import timezone
 from PIL import Image
 from safetensors.numpy import save
 
+from tests.characters.factories import CharacterFactory
 from tests.training.conftest import make_run
 from training.models import Checkpoint, LossSeries, Sample, TrainingRun
 from training.run_files import checkpoint_file, sample_file, sample_thumbnail_file
@@ -96,7 +98,8 @@ def add_checkpoint(run: TrainingRun, step: int, **fields: Any) -> Checkpoint:
 
 def learning_run(character: Any, status: str = TrainingRun.Status.TRAINING, **fields: Any) -> TrainingRun:
     """A run of 300 steps with 3 prompts, samples at 100 and 200 and checkpoints at 100 and 200."""
-    run = make_run(character, status, params=dict(SAMPLING), progress_step=230, progress_total=300, **fields)
+    values = {"progress_step": 230, "progress_total": 300, **fields}
+    run = make_run(character, status, params=dict(SAMPLING), **values)
     for step in (100, 200):
         for index in range(len(PROMPTS)):
             add_sample(run, step, index)
@@ -326,8 +329,9 @@ def test_an_unverified_sample_changes_no_version(alice: Any, character: Any) -> 
 
     before = client.get(url).json()["watch"]
     add_sample(run, 300, 0, verified=False)
+    after = client.get(url).json()["watch"]
 
-    assert client.get(url).json()["watch"] == before
+    assert (after["gallery"], after["chart"]) == (before["gallery"], before["chart"])
 
 
 @pytest.mark.parametrize(("part", "root"), [("gallery", 'id="gallery"'), ("chart", 'id="loss-chart"')])
@@ -338,7 +342,7 @@ def test_each_part_is_served_as_the_page_draws_it_with_its_version(
     client = client_for(alice)
     version = client.get(reverse("training:run-progress", args=[run.pk])).json()["watch"][part]
 
-    response = client.get(reverse("training:run-part", args=[run.pk, part]))
+    response = client.get(reverse(f"training:run-{part}", args=[run.pk]))
 
     body = response.content.decode()
     assert response.status_code == 200
@@ -348,12 +352,17 @@ def test_each_part_is_served_as_the_page_draws_it_with_its_version(
     assert section(page(client, run), "samples" if part == "gallery" else "loss").count(root) == 1
 
 
-def test_a_part_the_page_does_not_have_is_not_found(alice: Any, character: Any) -> None:
+def test_the_chart_part_is_sent_compressed_to_a_browser_that_accepts_it(alice: Any, character: Any) -> None:
     run = learning_run(character)
+    client = client_for(alice)
+    url = reverse("training:run-chart", args=[run.pk])
 
-    response = client_for(alice).get(reverse("training:run-part", args=[run.pk, "secrets"]))
+    plain = client.get(url)
+    compressed = client.get(url, headers={"accept-encoding": "gzip"})
 
-    assert response.status_code == 404
+    assert compressed["Content-Encoding"] == "gzip"
+    assert gzip.decompress(compressed.content) == plain.content
+    assert len(compressed.content) < len(plain.content) / 3
 
 
 # ============================================================================================ files
@@ -417,8 +426,8 @@ def test_an_unverified_checkpoint_cannot_be_downloaded(alice: Any, character: An
 
 def watch_urls(run: TrainingRun) -> list[str]:
     return [
-        reverse("training:run-part", args=[run.pk, "gallery"]),
-        reverse("training:run-part", args=[run.pk, "chart"]),
+        reverse("training:run-gallery", args=[run.pk]),
+        reverse("training:run-chart", args=[run.pk]),
         reverse("training:run-sample", args=[run.pk, 100, 0]),
         reverse("training:run-sample", args=[run.pk, 100, 0]) + "?size=256",
         reverse("training:run-checkpoint", args=[run.pk, 100]),
@@ -528,3 +537,51 @@ def test_use_this_one_needs_a_post(alice: Any, character: Any) -> None:
     response = client_for(alice).get(reverse("training:run-checkpoint-use", args=[run.pk, 100]))
 
     assert response.status_code == 405
+
+
+# ============================================================================================ polling pace
+
+
+def soon(client: Client, run: TrainingRun) -> bool:
+    return bool(client.get(reverse("training:run-progress", args=[run.pk])).json()["watch"]["soon"])
+
+
+def test_the_page_is_told_to_poll_faster_once_the_trainer_is_past_a_sample_step(
+    alice: Any, character: Any
+) -> None:
+    run = learning_run(character)  # samples at 100 and 200 shown, trainer at 230
+    client = client_for(alice)
+    assert not soon(client, run)
+
+    TrainingRun.objects.filter(pk=run.pk).update(progress_step=300)  # the last samples are being drawn
+    assert soon(client, run)
+
+    for index in range(len(PROMPTS)):
+        add_sample(run, 300, index)
+    assert not soon(client, run)
+
+
+def test_a_sample_reported_and_not_yet_verified_keeps_the_page_polling_fast(
+    alice: Any, character: Any
+) -> None:
+    run = learning_run(character)
+    add_sample(run, 300, 0, verified=False)
+
+    assert soon(client_for(alice), run)
+
+
+def test_a_step_a_resumed_run_skipped_does_not_keep_the_page_hurrying(alice: Any, character: Any) -> None:
+    run = learning_run(character)
+    run.samples.filter(step=100).delete()  # resumed from 100: its samples there were never rendered again
+
+    assert not soon(client_for(alice), run)
+
+
+def test_a_finished_run_and_a_run_without_samples_never_hurry(alice: Any, character: Any) -> None:
+    finished = learning_run(character, status=TrainingRun.Status.COMPLETED, progress_step=300)
+    other = CharacterFactory(owner=alice, name="Bea", trigger_word="ohwx_bea")
+    plain = make_run(other, TrainingRun.Status.TRAINING, params={"steps": 1000}, progress_step=500)
+    client = client_for(alice)
+
+    assert not soon(client, finished)
+    assert not soon(client, plain)
