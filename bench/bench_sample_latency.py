@@ -50,6 +50,7 @@ PROMPTS = [
     "[trigger], full-body shot, standing on a beach",
 ]
 TARGET_P95_S = 5.0
+VERBOSE = "--verbose" in sys.argv
 WRAPPER = """#!{python}
 # Runs the trainer; a thread notes when each sample file first appears (bench_sample_latency.py).
 import json, os, re, subprocess, sys, threading, time
@@ -226,6 +227,11 @@ def watch_run(browser: Any, base: str, run: Any, sample_log: Path) -> RunResult:
             stages["written -> recorded"].append(recorded - at)
             stages["recorded -> verified"].append(verified - recorded)
             stages["verified -> visible"].append(shown - verified)
+            if VERBOSE:
+                print(
+                    f"    sample {step:>4}/{index}: recorded +{recorded - at:.2f} s, verified "
+                    f"+{verified - at:.2f} s, visible +{shown - at:.2f} s"
+                )
     return RunResult(latencies=latencies, samples=len(written), traffic=traffic, missed=missed, stages=stages)
 
 
@@ -280,7 +286,8 @@ def report(results: list[RunResult], args: argparse.Namespace, wall: float) -> N
             f"= {traffic.requests[kind] / samples:5.2f} req, {traffic.bytes[kind] / samples / 1024:6.1f} "
             "KiB per sample"
         )
-    print(f"bench wall time {wall:.1f} s")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"bench wall time {wall:.1f} s; load average at the end {load} on {os.cpu_count()} cores")
 
 
 def main() -> int:
@@ -289,6 +296,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--sample-every", type=int, default=50)
     parser.add_argument("--seconds-per-step", type=float, default=0.1)
+    parser.add_argument("--verbose", action="store_true", help="each sample's times")
     args = parser.parse_args()
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="bench-samples-"))
