@@ -106,7 +106,7 @@ def _rows(run: TrainingRun, samples: list[Sample], columns: list[Column]) -> lis
     return [
         Row(
             prompt_index=index,
-            prompt=prompt,
+            prompt=prompt_as_rendered(prompt, run.trigger_word),
             cells=[(column, cells.get((index, column.step))) for column in columns],
         )
         for index, prompt in sorted(prompts.items())
@@ -116,6 +116,15 @@ def _rows(run: TrainingRun, samples: list[Sample], columns: list[Column]) -> lis
 def sample_prompts(run: TrainingRun) -> list[str]:
     prompts = run.params.get("sample_prompts") or []
     return [str(prompt) for prompt in prompts] if isinstance(prompts, list) else []
+
+
+def prompt_as_rendered(prompt: str, trigger_word: str) -> str:
+    """The prompt as AI Toolkit drew it: `[trigger]` and `[name]` replaced by the run's trigger word
+    (`inject_trigger_into_prompt`, toolkit/prompt_utils.py:715-735 at 27a03a91, called for each sample
+    prompt with add_if_not_present=False, jobs/process/BaseSDTrainProcess.py:326-329)."""
+    for token in ("[trigger]", "[name]"):
+        prompt = prompt.replace(token, trigger_word)
+    return prompt
 
 
 def run_sample_steps(run: TrainingRun) -> list[int]:

@@ -142,6 +142,21 @@ def test_the_gallery_has_a_row_per_prompt_and_a_column_per_step_newest_first(
     assert thumbnails == [(step, str(i)) for i in range(3) for step in ("200", "100")]
 
 
+def test_prompts_read_as_the_trainer_drew_them_with_the_trigger_word_in_place(
+    alice: Any, character: Any
+) -> None:
+    run = learning_run(character)
+    run.params = {**run.params, "sample_prompts": ["a photo of [trigger] at the beach", *PROMPTS[1:]]}
+    run.save()
+    run.samples.filter(prompt_index=0).update(prompt="a photo of [trigger] at the beach")
+
+    html = section(page(client_for(alice), run), "samples")
+
+    assert "[trigger]" not in html
+    assert 'title="a photo of ohwx_anna at the beach">a photo of ohwx_anna at the beach<' in html
+    assert 'alt="Step 200: a photo of ohwx_anna at the beach"' in html
+
+
 def test_a_thumbnail_links_to_its_full_image_and_names_its_step_and_prompt(
     alice: Any, character: Any
 ) -> None:
