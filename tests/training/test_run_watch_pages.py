@@ -26,6 +26,7 @@ from tests.characters.factories import CharacterFactory
 from tests.training.conftest import make_run
 from training.models import Checkpoint, LossSeries, Sample, TrainingRun
 from training.run_files import checkpoint_file, sample_file, sample_thumbnail_file
+from training.selectors import character_current_lora
 
 pytestmark = pytest.mark.django_db
 
@@ -600,3 +601,24 @@ def test_a_finished_run_and_a_run_without_samples_never_hurry(alice: Any, charac
 
     assert not soon(client, finished)
     assert not soon(client, plain)
+
+
+def test_the_final_lora_of_an_older_run_can_be_made_the_characters_lora_again(
+    alice: Any, character: Any
+) -> None:
+    older = finished_run(character)
+    older.finished_at = timezone.now() - timedelta(days=1)
+    older.save()
+    newer = make_run(
+        character, TrainingRun.Status.COMPLETED, runpod_job_id="job-newer", finished_at=timezone.now()
+    )
+    final = add_checkpoint(newer, 300, final=True)
+    newer.lora_name, newer.lora_bytes, newer.lora_sha256 = final.file, final.bytes, final.sha256
+    newer.save()
+    client = client_for(alice)
+    assert "In use" not in section(page(client, older), "samples")
+
+    client.post(reverse("training:run-checkpoint-use", args=[older.pk, 300]))
+
+    assert character_current_lora(character) == older
+    assert re.search(r'id="step-300">.*?In use', section(page(client, older), "samples"), re.S)
