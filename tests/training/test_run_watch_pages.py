@@ -24,6 +24,7 @@ from safetensors.numpy import save
 
 from tests.characters.factories import CharacterFactory
 from tests.training.conftest import make_run
+from training.artifacts import LoraInvalid, StorageUnavailable
 from training.models import Checkpoint, LossSeries, Sample, TrainingRun
 from training.run_files import checkpoint_file, sample_file, sample_thumbnail_file
 from training.selectors import character_current_lora
@@ -622,3 +623,27 @@ def test_the_final_lora_of_an_older_run_can_be_made_the_characters_lora_again(
 
     assert character_current_lora(character) == older
     assert re.search(r'id="step-300">.*?In use', section(page(client, older), "samples"), re.S)
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        (StorageUnavailable("down"), "Storage could not be read just now"),
+        (LoraInvalid("not safetensors"), "changed since it was verified"),
+    ],
+)
+def test_use_this_one_says_what_went_wrong_when_storage_fails_and_changes_nothing(
+    alice: Any, character: Any, monkeypatch: pytest.MonkeyPatch, failure: Exception, message: str
+) -> None:
+    run = finished_run(character)
+
+    def fails(name: str) -> None:
+        raise failure
+
+    monkeypatch.setattr("training.services.completion.stored_lora_digest", fails)
+    response = client_for(alice).post(reverse("training:run-checkpoint-use", args=[run.pk, 100]), follow=True)
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    run.refresh_from_db()
+    assert run.lora_step is None
