@@ -241,3 +241,38 @@ def test_a_new_sample_and_new_loss_appear_on_the_open_page_without_a_reload(
     assert "250" in page.locator("svg.loss-chart-wide desc").text_content()
     assert page.locator("#run-step").inner_text() == "250"
     page.screenshot(path=str(artifacts / "run-watch-live.png"), full_page=True)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280", "390"])
+def test_a_failed_run_shows_the_trainers_last_lines_under_its_message_within_the_screen(
+    page: Any, live_server: Any, alice: Any, artifacts: Path, viewport: dict[str, int]
+) -> None:
+    run = learning_run(alice, status=TrainingRun.Status.FAILED, step=200)
+    long_line = "torch.OutOfMemoryError: CUDA out of memory. " + "Tried to allocate 2.00 GiB; " * 12
+    lines = [f"step {step}/300 loss 0.{40 - step % 9}" for step in range(150, 199)] + [long_line]
+    TrainingRun.objects.filter(pk=run.pk).update(
+        error_code="out_of_memory",
+        error_message="The GPU ran out of memory. Lower the rank or the resolutions, then retry.",
+        log_tail="\n".join(lines),
+    )
+    log_in(page, live_server.url, alice)
+    page.set_viewport_size(viewport)
+
+    page.goto(f"{live_server.url}/runs/{run.pk}/")
+    page.locator("#run-log summary").click()
+
+    log = page.locator("#run-log pre")
+    assert log.is_visible()
+    assert log.inner_text().splitlines()[-1] == long_line
+    scroller = page.locator("#run-log .log-scroll")
+    last_line_shown = (
+        "s => { const box = s.getBoundingClientRect(), pre = s.firstElementChild.getBoundingClientRect();"
+        " return pre.bottom <= box.bottom + 1 && pre.top < box.top; }"
+    )
+    assert scroller.evaluate(last_line_shown), "the log should open at its newest lines"
+    message_box, log_box = page.locator("#run-error").bounding_box(), scroller.bounding_box()
+    assert message_box["y"] < log_box["y"]
+    assert log_box["x"] + log_box["width"] <= viewport["width"]
+    width = page.evaluate(PAGE_WIDTH)
+    assert width["scroll"] <= width["width"], width
+    page.screenshot(path=str(artifacts / f"run-watch-failed-{viewport['width']}.png"), full_page=True)
