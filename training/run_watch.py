@@ -58,7 +58,7 @@ class Gallery:
         return self.sample_count > 0
 
 
-# ============================================================================================ reads
+# ============================================================================================ the LoRA
 
 
 def current_step(run: TrainingRun) -> int | None:
@@ -170,26 +170,25 @@ def samples_due(run: TrainingRun, shown: list[tuple[int, int, str]]) -> bool:
 
 @dataclass(frozen=True)
 class Chart:
+    """The loss chart's two drawings (training.loss_chart: WIDE and NARROW), None before the first point."""
+
     wide: str | None
     narrow: str | None
-    points: int
 
 
 def chart_build(run: TrainingRun, series: LossSeries | None = None) -> Chart:
     series = series if series is not None else training_run_loss(run)
     if series is None:
-        return Chart(wide=None, narrow=None, points=0)
+        return Chart(wide=None, narrow=None)
     total = int(run.progress_total or run.params.get("steps") or 0) or None
-    title = f"Loss by step, training {run.trigger_word}"
+    title = f"Loss by step of the run training {run.trigger_word}"
     drawings = {
         layout.name: loss_chart_svg(
             loss=series.loss, val_loss=series.val_loss, total_steps=total, layout=layout, title=title
         )
         for layout in (WIDE, NARROW)
     }
-    return Chart(
-        wide=drawings["wide"], narrow=drawings["narrow"], points=len(series.loss) + len(series.val_loss)
-    )
+    return Chart(wide=drawings["wide"], narrow=drawings["narrow"])
 
 
 # ============================================================================================ versions
