@@ -14,6 +14,7 @@ from studio.transfer import download_url
 from training.artifacts import LOW_NOISE, lora_download_name
 from training.base_models import BASE_MODELS
 from training.models import Checkpoint, Sample, TrainingRun
+from training.run_watch import watch_versions
 from training.selectors import run_has_lora, training_run_endpoint_notice
 
 
@@ -157,7 +158,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
 def run_page_document(run: TrainingRun) -> dict[str, Any]:
     """What the run page's script needs to redraw itself — status, progress, timeline, error, LoRA — as the
-    run document has them, flattened for the page, with its events and the page's own LoRA link."""
+    run document has them, flattened for the page, with its events, the page's own LoRA link and the
+    versions of its gallery and loss chart (`training.run_watch.watch_versions`)."""
     document = TrainingRunSerializer(run, context={}).data
     progress, lora = document["progress"], document["lora"]
     return {
@@ -185,6 +187,7 @@ def run_page_document(run: TrainingRun) -> dict[str, Any]:
         ],
         "lora": {**lora, "url": reverse("training:run-lora", args=[run.pk])} if lora else None,
         "notice": training_run_endpoint_notice(run),
+        "watch": watch_versions(run),
     }
 
 

@@ -18,6 +18,19 @@ page_urlpatterns = [
     path("runs/<uuid:run_id>/cancel/", views.training_run_cancel, name="run-cancel"),
     path("runs/<uuid:run_id>/retry/", views.training_run_retry, name="run-retry"),
     path("runs/<uuid:run_id>/lora/", views.training_run_lora, name="run-lora"),
+    path("runs/<uuid:run_id>/parts/gallery/", views.training_run_gallery_part, name="run-gallery"),
+    path("runs/<uuid:run_id>/parts/chart/", views.training_run_chart_part, name="run-chart"),
+    path(
+        "runs/<uuid:run_id>/samples/<int:step>/<int:prompt_index>/",
+        views.training_run_sample,
+        name="run-sample",
+    ),
+    path("runs/<uuid:run_id>/checkpoints/<int:step>/", views.training_run_checkpoint, name="run-checkpoint"),
+    path(
+        "runs/<uuid:run_id>/checkpoints/<int:step>/use/",
+        views.training_run_checkpoint_use,
+        name="run-checkpoint-use",
+    ),
 ]
 
 # Hooks: RunPod's webhook and the GPU worker's callbacks, authenticated by the run's token, not a session.

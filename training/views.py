@@ -1,5 +1,6 @@
-"""Web pages for training: the start form with its confirm step, the run page and its progress JSON,
-cancel, retry, the LoRA download and the runs list. Reads go through owner-scoped selectors (another
+"""Web pages for training: the start form with its confirm step, the run page with its progress JSON and
+the parts its script redraws (sample gallery, loss chart), cancel, retry, the LoRA and checkpoint
+downloads, sample images, and the runs list. Reads go through owner-scoped selectors (another
 user's run or character answers 404); writes go through `training.services`."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from characters.models import Character
@@ -21,13 +24,21 @@ from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError, NotFound
 from studio.models import User
 from training import pricing, services
-from training.artifacts import LOW_NOISE, lora_download_name
+from training.artifacts import LOW_NOISE, LoraInvalid, StorageUnavailable, lora_download_name
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice, user_budget
 from training.forms import TrainingForm
-from training.models import TrainingEvent, TrainingRun
+from training.models import Sample, TrainingEvent, TrainingRun
 from training.preflight import training_retry_refusal, training_start_refusal
 from training.presets import PRESETS
+from training.run_watch import (
+    chart_build,
+    checkpoint_download_name,
+    gallery_build,
+    next_sample_step,
+    sampling,
+    watch_versions,
+)
 from training.selectors import (
     run_has_lora,
     training_cost_estimate,
@@ -166,21 +177,68 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "character": run.character,
         "events": list(run.events.all()),
         "lora_filename": _lora_filename(run),
+        "has_lora": run_has_lora(run),
         "image_count": len(run.manifest),
         "gpu_seconds": run.execution_ms // 1000 if run.execution_ms is not None else None,
         "charge": training_run_charge(run),
         "endpoint_notice": training_run_endpoint_notice(run),
         "retry_refusal": training_retry_refusal(run) if run.is_final and run.status != "completed" else None,
         # A failed run's last lines of trainer output, shown under its error (the page is its owner's).
-        "log_tail": run.log_tail.splitlines(),
+        "log_tail": _log_tail(run),
+        **_watch_context(run),
     }
     return render(request, "training/run_detail.html", context)
+
+
+def _watch_context(run: TrainingRun) -> dict[str, object]:
+    """What the gallery and the loss chart draw, on the page and in the parts its script fetches."""
+    return {
+        "run": run,
+        "gallery": gallery_build(run),
+        "chart": chart_build(run),
+        "sampling": sampling(run),
+        # The service refuses while the run trains: offered once it has ended.
+        "checkpoints_usable": run.is_final,
+        "next_sample_step": next_sample_step(run),
+        "versions": watch_versions(run),
+    }
+
+
+def _log_tail(run: TrainingRun) -> dict[str, object] | None:
+    """The trainer's last lines, kept with a failed run (redacted by the worker before they left the GPU)."""
+    text = run.log_tail.strip("\n") if run.status == TrainingRun.Status.FAILED else ""
+    return {"text": text, "lines": text.count("\n") + 1} if text else None
+
+
+@login_required
+@require_GET
+def training_run_gallery_part(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """The run page's gallery as the page draws it, for its script to put in place when the progress
+    JSON's `watch.gallery` changed."""
+    return _part(request, run_id, "training/_run_gallery.html")
+
+
+@login_required
+@require_GET
+@gzip_page  # numbers and the trigger word only, no secret to leak through compression (BREACH)
+def training_run_chart_part(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """The run page's loss chart (two SVG drawings, about a fifth of their size compressed), for its
+    script to put in place when `watch.chart` changed."""
+    return _part(request, run_id, "training/_run_chart.html")
+
+
+def _part(request: HttpRequest, run_id: uuid.UUID, template: str) -> HttpResponse:
+    run = _run_for(request, run_id)
+    response = render(request, template, _watch_context(run))
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required
 @require_GET
 def training_run_progress(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
-    """What the run page's script needs to redraw itself: status, progress, timeline, error, LoRA."""
+    """What the run page's script needs to redraw itself: status, progress, timeline, error, LoRA, and the
+    versions of the gallery and the chart (it fetches a part again only when its version changed)."""
     run = _run_for(request, run_id)
     response = JsonResponse(run_page_document(run))
     response["Cache-Control"] = "no-store"
@@ -229,16 +287,87 @@ def training_run_lora(request: HttpRequest, run_id: uuid.UUID) -> FileResponse:
     name = run.lora_low_noise_name if low_noise else run.lora_name
     if not run_has_lora(run) or not name:
         raise Http404("This run has no LoRA to download.")
+    filename = lora_download_name(run, LOW_NOISE) if low_noise else _lora_filename(run)
+    return _lora_response(name, filename)
+
+
+@login_required
+@require_GET
+def training_run_checkpoint(request: HttpRequest, run_id: uuid.UUID, step: int) -> FileResponse:
+    """Stream one of the run's verified checkpoints (or its final LoRA) to its owner."""
+    run = _run_for(request, run_id)
+    checkpoint = run.checkpoints.filter(step=step, verified_at__isnull=False, pruned_at__isnull=True).first()
+    if checkpoint is None:
+        raise Http404("This run kept no checkpoint at that step.")
+    return _lora_response(checkpoint.file, checkpoint_download_name(run, checkpoint))
+
+
+@login_required
+@require_POST
+def training_run_checkpoint_use(request: HttpRequest, run_id: uuid.UUID, step: int) -> HttpResponse:
+    """Make one of the run's checkpoints (or its final LoRA) the character's LoRA ("Use this one")."""
+    run = _run_for(request, run_id)
+    try:
+        services.training_run_lora_choose(run=run, step=step, source=USER)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    except StorageUnavailable:
+        messages.error(request, "Storage could not be read just now, so nothing changed. Try again shortly.")
+    except LoraInvalid:
+        messages.error(request, "This checkpoint's file changed since it was verified; nothing changed.")
+    else:
+        what = "final LoRA" if run.checkpoints.filter(step=step, final=True).exists() else f"step {step}"
+        messages.success(request, f"{run.character.name} now uses the LoRA from this run's {what}.")
+    return redirect(reverse("training:run-detail", args=[run.pk]) + f"#step-{step}")
+
+
+def _lora_response(name: str, filename: str) -> FileResponse:
     if not default_storage.exists(name):
         raise Http404("The LoRA file is missing from storage.")
     response = FileResponse(
         default_storage.open(name, "rb"),
         as_attachment=True,
-        filename=lora_download_name(run, LOW_NOISE) if low_noise else _lora_filename(run),
+        filename=filename,
         content_type="application/octet-stream",
     )
     response["Cache-Control"] = "private, no-cache"
     return response
+
+
+SAMPLE_SIZES = {"256": "thumbnail", "512": "thumbnail_large"}
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+
+
+@login_required
+@require_GET
+def training_run_sample(
+    request: HttpRequest, run_id: uuid.UUID, step: int, prompt_index: int
+) -> FileResponse:
+    """One verified sample of the run, or its 256 px or 512 px thumbnail (`?size=`), to its owner."""
+    run = _run_for(request, run_id)
+    sample = run.samples.filter(step=step, prompt_index=prompt_index, verified_at__isnull=False).first()
+    if sample is None:
+        raise Http404("This run has no such sample.")
+    field = SAMPLE_SIZES.get(request.GET.get("size", ""))
+    name = getattr(sample, field).name if field and getattr(sample, field).name else sample.image.name
+    if not name or not default_storage.exists(name):
+        raise Http404("The sample is missing from storage.")
+    response = FileResponse(default_storage.open(name, "rb"), content_type=_image_type(name))
+    response["Cache-Control"] = _sample_cache_control(request, sample)
+    return response
+
+
+def _image_type(name: str) -> str:
+    return IMAGE_TYPES.get(name[name.rfind(".") :].lower(), "application/octet-stream")
+
+
+def _sample_cache_control(request: HttpRequest, sample: Sample) -> str:
+    """A link naming the sample's hash (`?v=`, as the gallery writes them) always names the same bytes, so
+    the browser keeps it and a redrawn gallery costs no image request; a resumed run that renders the step
+    again gives its sample a new hash and so a new link."""
+    if request.GET.get("v") and sample.sha256.startswith(request.GET["v"]):
+        return "private, max-age=31536000, immutable"
+    return "private, no-cache"
 
 
 def _run_for(request: HttpRequest, run_id: uuid.UUID) -> TrainingRun:

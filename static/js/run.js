@@ -1,12 +1,16 @@
 // Keep the run page current: poll the run's progress JSON every 2 seconds while it is active, redraw
-// the bar, numbers, status and timeline, and reload once it ends so the server draws the download
-// link or the retry button. Without JavaScript the page is still correct, only not live.
+// the bar, numbers, status and timeline, put in place a new copy of the sample gallery or the loss chart
+// (drawn by the server) when the JSON says that part changed, and reload once the run ends so the server
+// draws the download link or the retry button. Without JavaScript the page is still correct, only not live.
 (function () {
   "use strict";
   var card = document.getElementById("run");
   if (!card || card.dataset.final === "true" || !window.fetch) return;
 
   var INTERVAL_MS = 2000;
+  // While samples are on their way (the JSON's `watch.soon`), a poll a second: a sample shows about a
+  // second after it is stored instead of two, which keeps "trainer wrote it -> on the page" under 5 s.
+  var SOON_INTERVAL_MS = 1000;
   var url = card.dataset.progressUrl;
   var failures = 0;
 
@@ -80,6 +84,57 @@
     card.dataset.status = run.status;
   }
 
+  // The gallery and the chart: each section names the URL of its part; the part's root element carries
+  // the version it was drawn at. Only a part whose version changed is fetched, one fetch at a time.
+  // A new sample is fetched at the next poll; the chart, which changes with every progress report, at
+  // most every 6 seconds (a line that moves every few seconds reads as live, and costs a third as much).
+  var MIN_INTERVAL_MS = { "loss-chart": 6000 };
+  var fetching = {};
+  var fetchedAt = {};
+  function refreshPart(sectionId, rootId, version) {
+    var section = document.getElementById(sectionId);
+    var root = document.getElementById(rootId);
+    if (!section || !root || !version || root.dataset.version === version || fetching[rootId]) return;
+    if (Date.now() - (fetchedAt[rootId] || 0) < (MIN_INTERVAL_MS[rootId] || 0)) return;
+    fetching[rootId] = true;
+    fetchedAt[rootId] = Date.now();
+    fetch(section.dataset.partUrl, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(rootId);
+        var current = document.getElementById(rootId);
+        if (fresh && current) replaceKeepingPlace(current, fresh);
+      })
+      .catch(function () {
+        // Tried again at the next poll: the version still differs.
+      })
+      .then(function () {
+        fetching[rootId] = false;
+      });
+  }
+
+  // Swap a part for its new copy without losing the reader's place: the gallery's sideways scroll and the
+  // focused thumbnail or button stay where they were.
+  function replaceKeepingPlace(current, fresh) {
+    var scroller = current.querySelector(".gallery-scroll");
+    var scrollLeft = scroller ? scroller.scrollLeft : 0;
+    var focused = current.contains(document.activeElement) ? document.activeElement.id : "";
+    current.replaceWith(fresh);
+    var newScroller = fresh.querySelector(".gallery-scroll");
+    if (newScroller) newScroller.scrollLeft = scrollLeft;
+    var again = focused && document.getElementById(focused);
+    if (again) again.focus({ preventScroll: true });
+  }
+
+  function watch(versions) {
+    if (!versions || !window.DOMParser) return;
+    refreshPart("samples", "gallery", versions.gallery);
+    refreshPart("loss", "loss-chart", versions.chart);
+  }
+
   function poll() {
     fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" })
       .then(function (response) {
@@ -89,12 +144,13 @@
       .then(function (run) {
         failures = 0;
         draw(run);
+        watch(run.watch);
         if (run.is_final) {
           // The server draws what a finished run offers: the LoRA link with its hash, or Retry.
           window.location.reload();
           return;
         }
-        window.setTimeout(poll, INTERVAL_MS);
+        window.setTimeout(poll, run.watch && run.watch.soon ? SOON_INTERVAL_MS : INTERVAL_MS);
       })
       .catch(function () {
         // A restart or a dropped connection: keep trying, a little more slowly each time.

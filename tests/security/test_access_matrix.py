@@ -150,6 +150,11 @@ RULES: dict[str, Rule] = {
     "training:run-cancel": Rule("owned", ("GET", "POST")),
     "training:run-retry": Rule("owned", ("POST",)),
     "training:run-lora": Rule("owned"),
+    "training:run-gallery": Rule("owned"),
+    "training:run-chart": Rule("owned"),
+    "training:run-sample": Rule("owned"),
+    "training:run-checkpoint": Rule("owned"),
+    "training:run-checkpoint-use": Rule("owned", ("POST",)),
     "training:runpod-webhook": Rule("hook", ("POST",)),
     "training:worker-callback": Rule("hook", ("POST",)),
     "transfer": Rule("transfer", ("GET", "PUT")),
@@ -233,8 +238,9 @@ def world(alice: Any, bob: Any, staff: Any, settings: Any) -> dict[str, Any]:
         sha256=hashlib.sha256(content).hexdigest(), verified_at=timezone.now(),
     )  # fmt: skip
     sample = Sample.objects.create(
-        run=run, step=1000, prompt_index=0, prompt="[trigger]", image=lora, bytes=1, sha256="0" * 64
-    )
+        run=run, step=1000, prompt_index=0, prompt="[trigger]", image=lora, bytes=1, sha256="0" * 64,
+        verified_at=timezone.now(),
+    )  # fmt: skip
     series = LossSeries.objects.create(run=run, loss=[[1, 0.5]])
     bobs_run = TrainingRunFactory(character=CharacterFactory(owner=bob), status=TrainingRun.Status.TRAINING)
     endpoint = WebhookEndpoint.objects.create(user=alice, url="https://example.com/hook", secret="whsec_x")
@@ -247,6 +253,7 @@ def world(alice: Any, bob: Any, staff: Any, settings: Any) -> dict[str, Any]:
             "image_id": image.pk,
             "run_id": run.pk,
             "step": final.step,
+            "prompt_index": sample.prompt_index,
             "token_id": alices_token.pk,
             "endpoint_id": endpoint.pk,
         },

@@ -115,6 +115,19 @@ def test_without_wait_it_starts_the_run_and_returns(alice: Any, photos: Path) ->
     assert "started" in out
 
 
+def test_save_every_sets_the_checkpoints_and_so_the_samples_and_the_run_page_is_named(
+    alice: Any, photos: Path
+) -> None:
+    out, _ = run_command(
+        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna",
+        "--steps", "300", "--save-every", "50",
+    )  # fmt: skip
+
+    run = TrainingRun.objects.get()
+    assert (run.params["steps"], run.params["save_every"], run.params["sample_every"]) == (300, 50, 50)
+    assert f"/runs/{run.pk}/" in out
+
+
 def test_it_reports_each_refused_photo_with_the_upload_rules(alice: Any, photos: Path) -> None:
     (photos / "tiny.jpg").write_bytes(distinct_jpegs(1, size=(100, 100))[0])
 

@@ -33,6 +33,7 @@ from training.artifacts import (
 )
 from training.models import Checkpoint, TrainingEvent, TrainingRun
 from training.runpod import RunPodJob
+from training.selectors import current_lora_runs
 from training.services.reports import job_record
 from training.services.split_lora import split_lora_keep_read, split_lora_record, split_lora_settle
 from training.services.transitions import Status, run_locked, run_transition, transition_allowed
@@ -143,8 +144,9 @@ def training_run_lora_choose(*, run: TrainingRun, step: int, source: str) -> Tra
     character's current one (`selectors.character_current_lora`), recorded as an event.
 
     A checkpoint is first copied to a name of the run's own that no upload link names, and the copy is
-    verified against the checkpoint's sha256: what is kept is what was verified. Choosing the one already
-    chosen changes nothing."""
+    verified against the checkpoint's sha256: what is kept is what was verified. Choosing the LoRA the
+    character already uses changes nothing; choosing the run's own LoRA again while a newer run's is the
+    character's makes it current again, without a new copy."""
     checkpoint = run.checkpoints.filter(step=step, verified_at__isnull=False, pruned_at__isnull=True).first()
     if checkpoint is None:
         raise NotFound("This run has no verified checkpoint at that step.")
@@ -155,9 +157,13 @@ def training_run_lora_choose(*, run: TrainingRun, step: int, source: str) -> Tra
     if run.base_model in BaseModel.SPLIT and not checkpoint.final:
         # Its LoRA is a pair of files, one per expert; a checkpoint is one file.
         raise Conflict("Only the final LoRA of a two-expert model can be used.", code="checkpoint_incomplete")
-    if run.lora_name and run.lora_sha256 == checkpoint.sha256 and run.lora_step == _chosen_step(checkpoint):
-        return run
-    kept, stored = _checkpoint_keep(run, checkpoint)
+    already = run.lora_step == _chosen_step(checkpoint) and run.lora_sha256 == checkpoint.sha256
+    if already and run.lora_name:
+        if current_lora_runs(run.character).values_list("pk", flat=True).first() == run.pk:
+            return run
+        kept, stored = run.lora_name, StoredFile(bytes=run.lora_bytes or 0, sha256=run.lora_sha256)
+    else:
+        kept, stored = _checkpoint_keep(run, checkpoint)
     with transaction.atomic():
         locked = run_locked(run.pk)
         previous = locked.lora_name

@@ -47,8 +47,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--seconds-per-step",
             type=float,
-            default=0.05,
-            help="Speed of the simulated trainer (default 0.05).",
+            default=0.15,
+            help="Speed of the simulated trainer (default 0.15: 300 steps in about a minute, time to watch).",
+        )
+        parser.add_argument(
+            "--save-every",
+            type=int,
+            default=50,
+            help="Steps between checkpoints and samples (default 50: the gallery fills as you watch).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -64,7 +70,11 @@ class Command(BaseCommand):
         watcher.start()
         try:
             self._wait_until_up(options["port"], options["runpod_port"], supervisor)
-            self._train(photos, steps=options["steps"])
+            self.say(
+                f"Watch it train: log in at http://127.0.0.1:{options['port']}/ as {DEMO_USER} with password "
+                f"{password}; the run's page fills with samples, a falling loss curve and checkpoints."
+            )
+            self._train(photos, steps=options["steps"], save_every=options["save_every"])
             self._welcome(options["port"], password, demo_dir)
             while True:
                 time.sleep(3600)
@@ -121,7 +131,7 @@ class Command(BaseCommand):
                 time.sleep(0.5)
             self.say(f"The {name} is up.")
 
-    def _train(self, photos: Path, *, steps: int) -> None:
+    def _train(self, photos: Path, *, steps: int, save_every: int) -> None:
         try:
             call_command(
                 "train_character",
@@ -131,6 +141,7 @@ class Command(BaseCommand):
                 "--images", str(photos),
                 "--preset", "fast",
                 "--steps", str(steps),
+                "--save-every", str(save_every),
                 "--wait",
                 stdout=self.stdout,
                 stderr=self.stderr,

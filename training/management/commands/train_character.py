@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 
 from characters.models import Character
 from characters.services import character_create, reference_images_add_many
@@ -65,6 +66,11 @@ class Command(BaseCommand):
             choices=sorted(BASE_MODELS),
             help="Base model to train on (default: the character's, flux-dev for a new character).",
         )
+        parser.add_argument(
+            "--save-every",
+            type=int,
+            help="Steps between checkpoints, and so between samples (default: the studio's, 250).",
+        )
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
         parser.add_argument(
             "--timeout", type=float, default=6 * 3600, help="Seconds to wait with --wait (default 6 h)."
@@ -75,11 +81,12 @@ class Command(BaseCommand):
         folder = self._folder(options["images"])
         character = self._character(user, options["name"], options["trigger"])
         self._ingest(character, folder)
+        overrides = {"steps": options["steps"], "save_every": options["save_every"]}
         run = self._start(
             character,
             user,
             preset=options["preset"],
-            steps=options["steps"],
+            overrides=overrides,
             base_model=options["base_model"],
         )
         if not options["wait"]:
@@ -138,10 +145,10 @@ class Command(BaseCommand):
         user: User,
         *,
         preset: str | None,
-        steps: int | None,
+        overrides: dict[str, int | None],
         base_model: str | None = None,
     ) -> TrainingRun:
-        params = {"steps": steps} if steps is not None else None
+        params = {key: value for key, value in overrides.items() if value is not None} or None
         try:
             run = training_run_start(
                 character=character,
@@ -155,6 +162,8 @@ class Command(BaseCommand):
             code = EXIT_BAD_INPUT if error.code == "invalid_params" or error.fields else EXIT_REFUSED
             raise CommandError(error.message, returncode=code) from error
         self.stdout.write(f"Started run {run.id}: {run.params.get('steps')} steps on {run.base_model}.")
+        page = reverse("training:run-detail", args=[run.pk])
+        self.stdout.write(f"Its page on the site, with samples, loss and checkpoints as they come: {page}")
         return run
 
     # --- following the run ---------------------------------------------------------------

@@ -1,0 +1,216 @@
+"""What the run page shows of how a run learns: the sample gallery with the checkpoints beside their
+samples, the loss chart, and the versions its script polls to know when to fetch them again.
+
+The gallery has one row per sample prompt and one column per step, newest first. A step's column carries
+the checkpoint AI Toolkit saved there (or the run's final LoRA at its last step), so a checkpoint is chosen
+by looking at what it draws. Only what was verified in storage is shown: a reported file that does not
+match what the worker said it wrote is not the run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from runpod_worker.contract import ContractError, TrainingParams, sample_steps
+from training.loss_chart import NARROW, WIDE, loss_chart_svg
+from training.models import Checkpoint, LossSeries, Sample, TrainingRun
+from training.selectors import (
+    character_current_lora,
+    training_run_checkpoints,
+    training_run_loss,
+    training_run_samples,
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One step of the gallery: its checkpoint (if one was saved there) and whether it is the LoRA the
+    character uses now."""
+
+    step: int
+    checkpoint: Checkpoint | None
+    current: bool
+
+    @property
+    def downloadable(self) -> bool:
+        return self.checkpoint is not None and self.checkpoint.pruned_at is None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sample prompt and, for each column, its sample at that step (None where none was rendered)."""
+
+    prompt_index: int
+    prompt: str
+    cells: list[tuple[Column, Sample | None]]
+
+
+@dataclass(frozen=True)
+class Gallery:
+    columns: list[Column]
+    rows: list[Row]
+    sample_count: int
+
+    @property
+    def has_samples(self) -> bool:
+        return self.sample_count > 0
+
+
+# ============================================================================================ the LoRA
+
+
+def current_step(run: TrainingRun) -> int | None:
+    """The step of this run's LoRA that is the character's current one, if one of them is: the checkpoint
+    its owner chose (`lora_step`), else the run's final LoRA, saved at its last step."""
+    current = character_current_lora(run.character)
+    if current is None or current.pk != run.pk:
+        return None
+    if current.lora_step is not None:
+        return current.lora_step
+    final = run.checkpoints.filter(final=True).values_list("step", flat=True).first()
+    return final if final is not None else int(run.progress_total or run.params.get("steps") or 0) or None
+
+
+def checkpoint_download_name(run: TrainingRun, checkpoint: Checkpoint) -> str:
+    """`<trigger word>-<run id prefix>_<step:09d>.safetensors`, numbered as AI Toolkit numbers its saves:
+    beside the run's LoRA in a folder, and telling which save it is. The final LoRA keeps the run's name."""
+    if checkpoint.final:
+        return f"{run.trigger_word}-{str(run.pk)[:8]}.safetensors"
+    return f"{run.trigger_word}-{str(run.pk)[:8]}_{checkpoint.step:09d}.safetensors"
+
+
+# ============================================================================================ gallery
+
+
+def gallery_build(run: TrainingRun) -> Gallery:
+    samples, checkpoints = list(training_run_samples(run)), list(training_run_checkpoints(run))
+    chosen = current_step(run)
+    by_step = {checkpoint.step: checkpoint for checkpoint in checkpoints}
+    steps = sorted({sample.step for sample in samples} | set(by_step), reverse=True)
+    columns = [Column(step=step, checkpoint=by_step.get(step), current=step == chosen) for step in steps]
+    return Gallery(columns=columns, rows=_rows(run, samples, columns), sample_count=len(samples))
+
+
+def _rows(run: TrainingRun, samples: list[Sample], columns: list[Column]) -> list[Row]:
+    """A row for each of the run's prompts, and for any prompt a sample names that the run's parameters no
+    longer list (a run started before its prompts were kept)."""
+    prompts: dict[int, str] = dict(enumerate(sample_prompts(run)))
+    cells: dict[tuple[int, int], Sample] = {}
+    for sample in samples:
+        prompts.setdefault(sample.prompt_index, sample.prompt)
+        cells[(sample.prompt_index, sample.step)] = sample
+    if not samples:
+        return []
+    return [
+        Row(
+            prompt_index=index,
+            prompt=prompt_as_rendered(prompt, run.trigger_word),
+            cells=[(column, cells.get((index, column.step))) for column in columns],
+        )
+        for index, prompt in sorted(prompts.items())
+    ]
+
+
+def sample_prompts(run: TrainingRun) -> list[str]:
+    prompts = run.params.get("sample_prompts") or []
+    return [str(prompt) for prompt in prompts] if isinstance(prompts, list) else []
+
+
+def prompt_as_rendered(prompt: str, trigger_word: str) -> str:
+    """The prompt as AI Toolkit drew it: `[trigger]` and `[name]` replaced by the run's trigger word
+    (`inject_trigger_into_prompt`, toolkit/prompt_utils.py:715-735 at 27a03a91, called for each sample
+    prompt with add_if_not_present=False, jobs/process/BaseSDTrainProcess.py:326-329)."""
+    for token in ("[trigger]", "[name]"):
+        prompt = prompt.replace(token, trigger_word)
+    return prompt
+
+
+def run_sample_steps(run: TrainingRun) -> list[int]:
+    """The steps AI Toolkit renders the run's samples at (`runpod_worker.contract.sample_steps`); none for a
+    run set to render none (`sample_every` 0, no prompts) or whose parameters predate samples."""
+    try:
+        return sample_steps(TrainingParams.from_dict(run.params))
+    except ContractError:
+        return []
+
+
+def sampling(run: TrainingRun) -> bool:
+    """Whether the run was set to render samples at all (older runs and `sample_every` 0 are not)."""
+    return bool(run_sample_steps(run))
+
+
+def next_sample_step(run: TrainingRun) -> int | None:
+    """The step at which an active run renders its next samples, for the gallery's empty state."""
+    if run.is_final:
+        return None
+    return next((step for step in run_sample_steps(run) if step >= run.progress_step), None)
+
+
+def samples_due(run: TrainingRun, shown: list[tuple[int, int, str]]) -> bool:
+    """Whether samples are on their way: reported and not yet verified, or the trainer is past a sample step
+    (by less than one interval) whose samples are not all shown. The page then polls faster, so a sample
+    shows about a second after it is verified rather than two; a resumed run that skipped a step is past
+    its window soon and stops hurrying."""
+    if run.is_final:
+        return False
+    if run.samples.filter(verified_at__isnull=True, problem="").exists():
+        return True
+    steps, prompts = run_sample_steps(run), len(sample_prompts(run))
+    every = max(1, int(run.params.get("sample_every") or 0))
+    per_step: dict[int, int] = {}
+    for step, _, _ in shown:
+        per_step[step] = per_step.get(step, 0) + 1
+    return any(step <= run.progress_step < step + every and per_step.get(step, 0) < prompts for step in steps)
+
+
+# ============================================================================================ chart
+
+
+@dataclass(frozen=True)
+class Chart:
+    """The loss chart's two drawings (training.loss_chart: WIDE and NARROW), None before the first point."""
+
+    wide: str | None
+    narrow: str | None
+
+
+def chart_build(run: TrainingRun, series: LossSeries | None = None) -> Chart:
+    series = series if series is not None else training_run_loss(run)
+    if series is None:
+        return Chart(wide=None, narrow=None)
+    total = int(run.progress_total or run.params.get("steps") or 0) or None
+    title = f"Loss by step of the run training {run.trigger_word}"
+    drawings = {
+        layout.name: loss_chart_svg(
+            loss=series.loss, val_loss=series.val_loss, total_steps=total, layout=layout, title=title
+        )
+        for layout in (WIDE, NARROW)
+    }
+    return Chart(wide=drawings["wide"], narrow=drawings["narrow"])
+
+
+# ============================================================================================ versions
+
+
+def watch_versions(run: TrainingRun) -> dict[str, Any]:
+    """Short tokens that change whenever the gallery or the chart would draw differently: the page's script
+    compares them on each poll and fetches only the part that changed; `soon` asks it to poll faster while
+    samples are on their way (`samples_due`)."""
+    samples = sorted(
+        run.samples.filter(verified_at__isnull=False).values_list("step", "prompt_index", "sha256")
+    )
+    checkpoints = run.checkpoints.filter(verified_at__isnull=False).values_list("step", "pruned_at")
+    kept = sorted((step, str(pruned)) for step, pruned in checkpoints)
+    gallery = [samples, kept, current_step(run)]
+    series = LossSeries.objects.filter(run=run).values_list("updated_at", flat=True).first()
+    return {
+        "gallery": _digest(gallery),
+        "chart": _digest([str(series), run.progress_total, run.params.get("steps")]) if series else "",
+        "soon": samples_due(run, samples),
+    }
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
