@@ -127,6 +127,12 @@ class TrainingParamsSchema(serializers.Serializer):
     sample_every = serializers.IntegerField(
         min_value=0, required=False, help_text="Steps between samples; 0 renders none. Default 0."
     )
+    auto_caption = serializers.BooleanField(
+        required=False,
+        help_text="Caption the photos that have no caption with a vision model before training, the trigger "
+        "word first; the captions are kept on the photos (`caption_auto`). False trains them on the trigger "
+        "word alone. Default true.",
+    )
 
     class Meta:
         ref_name = "TrainingParams"

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db import transaction
 
+from characters.services import reference_images_fill_captions
 from runpod_worker.contract import JobOutput
 from training import pricing
 from training.artifacts import (
@@ -84,7 +85,8 @@ def training_run_complete(*, run: TrainingRun, end: RunEnd) -> Completion:
         if completed:
             _lora_record(locked, kept, stored, end)
             split_lora_record(locked, low)
-            run_transition(locked, Status.COMPLETED, source=end.source, detail={**end.detail, "lora": kept})
+            detail = {**end.detail, "lora": kept, **_captions_keep(locked, end.output)}
+            run_transition(locked, Status.COMPLETED, source=end.source, detail=detail)
     _lora_settle(locked, kept, kept_by_run=completed)
     split_lora_settle(locked, low, kept_by_run=completed)
     return Completion(run=locked, completed=completed, refusal=refusal)
@@ -107,6 +109,20 @@ def _lora_record(run: TrainingRun, kept: str, stored: StoredFile, end: RunEnd) -
         # Recovered because RunPod's result says nothing more: no final status is left to read for a cost.
         run.cost_state = TrainingRun.CostState.SETTLED
     run.progress_eta_seconds = 0
+
+
+def _captions_keep(run: TrainingRun, output: JobOutput | None) -> dict[str, Any]:
+    """The captions the worker made for the run's photos sent without one go onto those photos, for the next
+    run and for their owner to read and edit; the completion event says how many, and why any are missing."""
+    if output is None or not (output.captions or output.caption_error):
+        return {}
+    sent_bare = {item["sha256"] for item in run.manifest if not item.get("caption")}
+    made = {caption.sha256: caption.caption for caption in output.captions if caption.sha256 in sent_bare}
+    kept = reference_images_fill_captions(character=run.character, captions=made)
+    detail: dict[str, Any] = {"captions_made": len(made), "captions_kept": kept}
+    if output.caption_error:
+        detail["caption_error"] = output.caption_error
+    return detail
 
 
 NOTHING_STORED = "The worker reported a trained LoRA, but no file arrived in storage. Retry the run."
