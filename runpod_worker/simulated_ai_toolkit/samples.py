@@ -6,12 +6,13 @@ sample is that photo seen through noise that fades as the steps grow: pure noise
 itself at the last step. The noise is drawn from the sample seed and the prompt, as AI Toolkit seeds each
 sample (`walk_seed: false`, BaseSDTrainProcess.py:290-302), so a gallery column is one fixed field of noise
 giving way to the face rather than a new flicker at each step. "simulated" is written in the bottom-left
-corner and the step in the top-left. 256 px JPEGs made with Pillow and numpy only: a sample costs a few
+corner and the step in the top-left. 256 px JPEGs made with Pillow and numpy only: a sample costs tens of
 milliseconds, since the simulator runs in every live test.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -28,7 +29,7 @@ ZOOMS = (1.0, 0.7, 0.5, 0.85)
 def sample_image(sources: list[Path], step: int, total: int, index: int, seed: int) -> bytes:
     """The JPEG bytes of prompt `index`'s sample at `step` of `total`."""
     progress = min(1.0, max(0.0, step / total)) if total else 1.0
-    photo = framed(sources[index % len(sources)], index)
+    photo = framed(sources[index % len(sources)], index % len(ZOOMS))
     # Structure shows early and the last steps only sharpen: the share of the photo rises quickly, then
     # slows, and the blur clears with it.
     share = 1.0 - (1.0 - progress) ** 2
@@ -40,6 +41,7 @@ def sample_image(sources: list[Path], step: int, total: int, index: int, seed: i
     return buffer.getvalue()
 
 
+@functools.lru_cache(maxsize=32)  # a run samples each (photo, framing) again at every sample step
 def framed(source: Path, index: int) -> Image.Image:
     with Image.open(source) as opened:
         image = ImageOps.exif_transpose(opened).convert("RGB")
