@@ -225,7 +225,6 @@ CAPTIONER_FILES = ("config.json", "tokenizer_config.json")
 CAPTIONER_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 # The files of the Hub repository the captioner needs (no README, no images).
 CAPTIONER_PATTERNS = ["*.json", "*.jinja", "*.safetensors", "*.txt"]
-CAPTIONER_DOWNLOAD_TIMEOUT_S = 600
 
 
 def is_captioner_folder(path: Path) -> bool:
@@ -255,7 +254,9 @@ def caption_model_folder(source: WeightSource) -> Path:
     that revision, downloaded into this worker's Hugging Face cache (its container disk) first.
 
     AI Toolkit's captioner loads `model_name_or_path` without a revision (Qwen3VLCaptioner.py:75-79), so
-    handing it the Hub id would load whatever `main` is that day; a snapshot folder pins it."""
+    handing it the Hub id would load whatever `main` is that day; a snapshot folder pins it. The download's
+    timeouts and retries are huggingface_hub's (HF_HUB_DOWNLOAD_TIMEOUT per read, retried with backoff); a
+    failure raises, and the caller trains on without captions."""
     if source.local:
         return Path(source.name_or_path)
     from huggingface_hub import snapshot_download  # in the image's lock; never needed with a local folder
