@@ -76,6 +76,7 @@ class ReferenceImageSerializer(serializers.ModelSerializer):
             "height",
             "bytes",
             "caption",
+            "caption_auto",
             "url",
             "thumbnail_url",
             "created_at",

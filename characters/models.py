@@ -104,6 +104,11 @@ class ReferenceImage(models.Model):
         blank=True,
         help_text="Optional. Write [trigger] where the character's trigger word goes.",
     )
+    # True while the caption is the one a training run's captioner wrote for this photo, sent without one;
+    # the owner editing it makes it theirs.
+    caption_auto = models.BooleanField(
+        default=False, help_text="The caption was written by the captioner of a training run."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -264,8 +264,8 @@ def reference_image_update_caption(*, image: ReferenceImage, caption: str) -> Re
     if len(caption) > CAPTION_MAX_LENGTH:
         message = f"Keep the caption under {CAPTION_MAX_LENGTH} characters (it has {len(caption)})."
         raise ApplicationError(message, code="caption_too_long", fields={"caption": [message]})
-    image.caption = caption
-    image.save(update_fields=["caption", "updated_at"])
+    image.caption, image.caption_auto = caption, False
+    image.save(update_fields=["caption", "caption_auto", "updated_at"])
     return image
 
 
@@ -284,10 +284,33 @@ def reference_images_update_captions(*, character: Character, captions: dict[Any
     with transaction.atomic():
         for image in character.images.select_for_update().filter(pk__in=list(cleaned)):
             if image.caption != cleaned[str(image.pk)]:
-                image.caption, image.updated_at = cleaned[str(image.pk)], now
+                image.caption, image.caption_auto, image.updated_at = cleaned[str(image.pk)], False, now
                 changed.append(image)
-        ReferenceImage.objects.bulk_update(changed, ["caption", "updated_at"])
+        ReferenceImage.objects.bulk_update(changed, ["caption", "caption_auto", "updated_at"])
     return len(changed)
+
+
+def reference_images_fill_captions(*, character: Character, captions: dict[str, str]) -> int:
+    """Give the character's photos without a caption the ones a captioner wrote (by sha256), marked as
+    written by it; a photo its owner captioned meanwhile keeps theirs. Returns how many were filled.
+
+    Idempotent: a second call finds those photos captioned and changes nothing."""
+    cleaned = {sha: _short(" ".join(caption.split())) for sha, caption in captions.items() if caption.strip()}
+    filled = []
+    now = timezone.now()  # bulk_update does not apply auto_now
+    with transaction.atomic():
+        for image in character.images.select_for_update().filter(sha256__in=list(cleaned), caption=""):
+            image.caption, image.caption_auto, image.updated_at = cleaned[image.sha256], True, now
+            filled.append(image)
+        ReferenceImage.objects.bulk_update(filled, ["caption", "caption_auto", "updated_at"])
+    return len(filled)
+
+
+def _short(caption: str) -> str:
+    """At most CAPTION_MAX_LENGTH characters, cut at a word (the worker keeps to it; nothing makes it)."""
+    if len(caption) <= CAPTION_MAX_LENGTH:
+        return caption
+    return caption[:CAPTION_MAX_LENGTH].rsplit(" ", 1)[0]
 
 
 def reference_image_delete(*, image: ReferenceImage) -> None:

@@ -145,6 +145,10 @@ PARAM_DEFAULTS: dict[str, Any] = {
     # A baseline sample at step 0, before any training (BaseSDTrainProcess.py:2477-2480). Off by default:
     # it costs minutes of GPU time and shows the base model, not the character.
     "sample_first": False,
+    # Additive: images sent without a caption are captioned on the worker before training, by the vision model
+    # in `runpod_worker/captions.py`, with the trigger word first; the captions come back in the output
+    # (`JobOutput.captions`). False trains such images on the bare trigger word ("a photo of <trigger>").
+    "auto_caption": True,
 }
 # Bounds on the pre-signed upload targets of one job (see `OutputTarget`): at most 119 checkpoints follow
 # from steps <= 6000 and save_every >= 50; samples are bounded here, since sample_every has no lower bound.
@@ -243,6 +247,7 @@ class TrainingParams:
     sample_every: int
     sample_seed: int | None = None
     sample_first: bool = False
+    auto_caption: bool = True
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "params") -> TrainingParams:
@@ -271,6 +276,7 @@ class TrainingParams:
             sample_every=_int(merged, "sample_every", path, 0),
             sample_seed=_seed(merged["sample_seed"], _join(path, "sample_seed")),
             sample_first=_bool(merged, "sample_first", path),
+            auto_caption=_bool(merged, "auto_caption", path),
         )
 
     @property
@@ -608,7 +614,7 @@ class JobInput:
         for key in ("checkpoints", "samples", "lora_low_noise_upload_url"):
             if not data["output"][key]:
                 del data["output"][key]
-        for key in ("sample_seed", "sample_first"):
+        for key in ("sample_seed", "sample_first", "auto_caption"):
             if data["params"][key] == PARAM_DEFAULTS[key]:
                 del data["params"][key]
         return data
@@ -651,6 +657,24 @@ class Timings:
     download_s: float
     train_s: float
     upload_s: float
+    # Additive: the time spent captioning images sent without a caption (loading the captioner included);
+    # 0 when nothing was captioned, and then absent from the document.
+    caption_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CaptionArtifact:
+    """A caption the worker made for an image sent without one (`params.auto_caption`), as the studio keeps
+    captions: `[trigger]` where the trigger word goes, which the worker puts first. It trained on this
+    caption with `[trigger]` filled in. `filename` and `sha256` are the image's, as the input gave them."""
+
+    filename: str
+    sha256: str
+    caption: str
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CaptionArtifact:
+        return cls(filename=str(data["filename"]), sha256=str(data["sha256"]), caption=str(data["caption"]))
 
 
 @dataclass(frozen=True)
@@ -717,6 +741,12 @@ class JobOutput:
     resumed_from_step: int | None = None
     # Additive: the low-noise expert's LoRA of a `BaseModel.SPLIT` model (`lora` is then the high-noise one).
     lora_low_noise: LoraArtifact | None = None
+    # Additive: the captions the worker made for images sent without one, the captioner that made them
+    # (`<Hub id>@<revision>`, or the simulator's name), and, when captioning failed for some or all of those
+    # images, why: they trained on the bare trigger word instead and have no entry in `captions`.
+    captions: list[CaptionArtifact] = field(default_factory=list)
+    captioner: str | None = None
+    caption_error: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> JobOutput:
@@ -734,6 +764,7 @@ class JobOutput:
                     download_s=float(timings["download_s"]),
                     train_s=float(timings["train_s"]),
                     upload_s=float(timings["upload_s"]),
+                    caption_s=float(timings.get("caption_s") or 0.0),
                 ),
                 contract_version=int(data.get("contract_version", CONTRACT_VERSION)),
                 checkpoints=[CheckpointArtifact.from_dict(c) for c in data.get("checkpoints") or []],
@@ -742,17 +773,30 @@ class JobOutput:
                 if data.get("resumed_from_step") is None
                 else int(data["resumed_from_step"]),
                 lora_low_noise=_lora_artifact(data.get("lora_low_noise")),
+                captions=[CaptionArtifact.from_dict(c) for c in data.get("captions") or []],
+                captioner=None if data.get("captioner") is None else str(data["captioner"]),
+                caption_error=None if data.get("caption_error") is None else str(data["caption_error"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ContractError("output", f"is not a worker output document ({exc!r})") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        """The additive fields only when they say something: a run without samples, checkpoints or resume
-        gives the same document as before they existed."""
+        """The additive fields only when they say something: a run without samples, checkpoints, resume or
+        captioning gives the same document as before they existed."""
         data = asdict(self)
-        for key in ("checkpoints", "samples", "resumed_from_step", "lora_low_noise"):
+        for key in (
+            "checkpoints",
+            "samples",
+            "resumed_from_step",
+            "lora_low_noise",
+            "captions",
+            "captioner",
+            "caption_error",
+        ):
             if data[key] in ([], None):
                 del data[key]
+        if not data["timings"]["caption_s"]:
+            del data["timings"]["caption_s"]
         return data
 
 

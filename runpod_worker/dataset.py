@@ -294,7 +294,18 @@ def caption_text(caption: str | None, trigger_word: str) -> str:
     return text
 
 
-def write_captions(images: list[ImageSpec], dest: Path, trigger_word: str) -> None:
+def write_given_captions(images: list[ImageSpec], dest: Path, trigger_word: str) -> None:
+    """The caption file of each image sent with a caption; the others are left without one, for the
+    captioner to find (runpod_worker/captions.py)."""
+    write_captions([image for image in images if (image.caption or "").strip()], dest, trigger_word)
+
+
+def write_captions(
+    images: list[ImageSpec], dest: Path, trigger_word: str, made: dict[str, str] | None = None
+) -> None:
+    """Every image's caption file: its own caption, else the one the captioner made (`made`, by file name),
+    else the bare trigger word."""
     for image in images:
         stem = image.filename.rsplit(".", 1)[0]
-        (dest / f"{stem}.txt").write_text(caption_text(image.caption, trigger_word), encoding="utf-8")
+        caption = image.caption if (image.caption or "").strip() else (made or {}).get(image.filename)
+        (dest / f"{stem}.txt").write_text(caption_text(caption, trigger_word), encoding="utf-8")

@@ -1,4 +1,4 @@
-"""RunPod serverless handler: validate -> started callback -> download -> config -> train -> upload.
+"""RunPod serverless handler: validate -> started -> download -> captions -> config -> train -> upload.
 
 Run in production with `python -u -m runpod_worker.handler`: the pinned `runpod` SDK takes jobs from
 the platform, and the handler's cancellation (RunPod's stop channel) kills the trainer subprocess.
@@ -21,6 +21,7 @@ import runpod
 
 from runpod_worker.artifacts import ArtifactCollector, Report
 from runpod_worker.callbacks import CallbackClient, Decision
+from runpod_worker.captions import CaptionRun, caption_missing
 from runpod_worker.config import build_config, choose_preset, detect_gpu
 from runpod_worker.contract import (
     CALLBACK_ACTION_STOP,
@@ -37,7 +38,7 @@ from runpod_worker.contract import (
     Stage,
     Timings,
 )
-from runpod_worker.dataset import download_images, refuse_undecodable, write_captions
+from runpod_worker.dataset import download_images, refuse_undecodable, write_captions, write_given_captions
 from runpod_worker.errors import JobFailed
 from runpod_worker.failures import classify_failure
 from runpod_worker.redact import forget_secrets, register_secret
@@ -159,9 +160,12 @@ class ProgressReporter:
                 self.stop_reason = decision.reason
                 self.stop_code = _stop_code(decision)
 
-    def check_stopped(self) -> None:
+    def stopped(self) -> bool:
         self._collect()
-        if self.stop_reason is not None:
+        return self.stop_reason is not None
+
+    def check_stopped(self) -> None:
+        if self.stopped():
             raise JobFailed(self.stop_code, f"Training was stopped: {self.stop_reason}.")
 
     async def finished(self, output: JobOutput) -> None:
@@ -308,6 +312,7 @@ async def _train_reporting(
     download_s = time.monotonic() - started
     reporter.check_stopped()
 
+    captioning = await _caption(spec, dataset_dir, workspace, gpu, reporter)
     started = time.monotonic()
     collector = ArtifactCollector(
         spec, save_root, workspace / "outbox", start_step=resume.step if resume is not None else 0
@@ -330,11 +335,17 @@ async def _train_reporting(
         trainer_version=trainer_version(toolkit_dir()),
         gpu=gpu,
         timings=Timings(
-            download_s=round(download_s, 3), train_s=round(train_s, 3), upload_s=round(upload_s, 3)
+            download_s=round(download_s, 3),
+            train_s=round(train_s, 3),
+            upload_s=round(upload_s, 3),
+            caption_s=captioning.seconds,
         ),
         checkpoints=sorted(collector.checkpoints, key=lambda c: c.step),
         samples=sorted(collector.samples, key=lambda s: (s.step, s.prompt_index)),
         resumed_from_step=resume.step if resume is not None else None,
+        captions=captioning.captions,
+        captioner=captioning.captioner,
+        caption_error=captioning.error,
     )
     # The backend completes the run from this, whichever delivery's result RunPod keeps for the job.
     await reporter.finished(output)
@@ -348,8 +359,21 @@ def _prepare_dataset(spec: JobInput, workspace: Path) -> Path:
     # AI Toolkit skips an image it cannot decode without a word and trains on the rest, so every image is
     # decoded here first: a bad one fails the job before any GPU time is spent.
     refuse_undecodable(paths)
-    write_captions(spec.images, dataset_dir, spec.trigger_word)
+    write_given_captions(spec.images, dataset_dir, spec.trigger_word)
     return dataset_dir
+
+
+async def _caption(
+    spec: JobInput, dataset_dir: Path, workspace: Path, gpu: GpuInfo, reporter: ProgressReporter
+) -> CaptionRun:
+    """Captions the images sent without one (a job of its own, before training: its GPU memory is free again
+    when the trainer starts), then writes every caption file AI Toolkit trains on."""
+    captioning = await caption_missing(spec, dataset_dir, workspace, gpu, should_stop=reporter.stopped)
+    if captioning.error:
+        log.warning("captioning: %s", captioning.error)
+    await asyncio.to_thread(write_captions, spec.images, dataset_dir, spec.trigger_word, captioning.made())
+    reporter.check_stopped()
+    return captioning
 
 
 async def _run_training(

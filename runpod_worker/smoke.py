@@ -18,9 +18,12 @@ stand-in kills the worker once training passes `--kill-after` (default: save_eve
 job again, this script answers the new delivery's "started" with the last checkpoint reported (as the
 studio does), and it fails unless the second delivery resumed at that step (its first parsed progress is
 not below it: AI Toolkit's "resume restarts at 0" would show here), trained at most one save interval
-twice, and the final LoRA's metadata says the full step count. The real AI Toolkit at the pinned commit
-passes all of these (runpod_worker/README.md, "The smoke"); the simulated trainer passes the same
-scenario in tests/runpod_worker/test_learning_on_local_runpod.py.
+twice, and the final LoRA's metadata says the full step count. The last `--uncaptioned` images (default 1)
+are sent without a caption: the worker captions them with AI Toolkit's own Qwen3-VL captioner, here on a tiny
+random-weight Qwen3-VL built like the base model (or `--captioner DIR`), and the smoke fails unless each one's
+caption came back in the output, `[trigger]` first and text after it, and no other image's did. The real
+AI Toolkit at the pinned commit passes all of these (runpod_worker/README.md, "The smoke"); the simulated
+trainer passes the same scenario in tests/runpod_worker/test_learning_on_local_runpod.py.
 
 On a machine without an NVIDIA GPU it puts `runpod_worker/image/cpu_only` on the trainer's PYTHONPATH
 (see its docstring: an import-time CUDA query in an AI Toolkit module FLUX.1 does not use).
@@ -64,6 +67,7 @@ from runpod_worker.contract import (
     sample_steps,
 )
 from runpod_worker.trainer import is_simulator
+from runpod_worker.weights import CAPTIONER_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CPU_ONLY = Path(__file__).resolve().parent / "image" / "cpu_only"
@@ -82,6 +86,7 @@ MODEL_ENV = {
 # as ComfyUI loads them (qwen_image.py:418-423, z_image.py:467-472; wan21.py's convert_to_original).
 LORA_PREFIX = {"flux-dev": "transformer.", "flux-schnell": "transformer."}
 DEFAULT_LORA_PREFIX = "diffusion_model."
+CAPTIONER_MODEL = "qwen3-vl-captioner"  # runpod_worker.tiny_models
 
 
 class SmokeFailed(Exception):
@@ -211,9 +216,9 @@ def job_input(side: LocalSide, args: argparse.Namespace) -> dict[str, Any]:
                 "url": f"{side.base_url}/images/{name}",
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "filename": name,
-                "caption": "[trigger], a photo",
+                "caption": None if index >= len(side.images) - args.uncaptioned else "[trigger], a photo",
             }
-            for name, data in side.images.items()
+            for index, (name, data) in enumerate(side.images.items())
         ],
         "output": {
             "lora_name": "smoke_lora",
@@ -452,6 +457,20 @@ def verify_artifacts(status: dict[str, Any], side: LocalSide, document: dict[str
     return {"checkpoints": len(want_checkpoints), "samples": len(want_samples), "loss_points": len(loss)}
 
 
+def verify_captions(status: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+    """Each image sent without a caption came back captioned by the captioner, `[trigger]` first and some
+    text after it, and no image sent with one did."""
+    output = JobOutput.from_dict(status["output"])
+    wanted = sorted(image["filename"] for image in document["images"] if image["caption"] is None)
+    made = {caption.filename: caption.caption for caption in output.captions}
+    if sorted(made) != wanted or output.caption_error:
+        raise SmokeFailed(f"captions came back for {sorted(made)}, not {wanted} ({output.caption_error})")
+    for name, caption in made.items():
+        if not caption.startswith("[trigger], ") or not caption.removeprefix("[trigger], ").strip():
+            raise SmokeFailed(f"{name}'s caption is not `[trigger], ` and text: {caption!r}")
+    return {"captions": len(made), "caption_s": output.timings.caption_s, "captioner": output.captioner}
+
+
 def verify_resume(status: dict[str, Any], side: LocalSide, document: dict[str, Any]) -> dict[str, Any]:
     """The second delivery resumed at the last checkpoint the first one reported, and did not train from 0
     (its first parsed progress is at or after that step: the bar starts at step_num,
@@ -495,11 +514,15 @@ def build_model(base_model: str, dest: Path) -> None:
                    check=True, timeout=600)  # fmt: skip
 
 
-def worker_env(args: argparse.Namespace, model: Path, workdir: Path) -> dict[str, str]:
+def worker_env(
+    args: argparse.Namespace, model: Path, workdir: Path, captioner: Path | None = None
+) -> dict[str, str]:
     env = {**os.environ, "AI_TOOLKIT_DIR": str(args.ai_toolkit), MODEL_ENV[args.base_model]: str(model),
            "WORKER_WORKSPACE": str(workdir / "jobs"), "HF_HUB_OFFLINE": "1",
            # The worker may seed the trainer's Hugging Face cache (Wan 2.2's VAE): never the user's own.
            "HF_HOME": str(workdir / "hf-home")}  # fmt: skip
+    if captioner is not None:
+        env[CAPTIONER_ENV] = str(captioner)
     if shutil.which("nvidia-smi") is None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CPU_ONLY), os.environ.get("PYTHONPATH")]))
     return env
@@ -511,16 +534,21 @@ def smoke(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     model = args.model or workdir / "model"
     if args.model is None:
         build_model(args.base_model, model)
+    captioner = args.captioner or (workdir / "captioner" if args.uncaptioned else None)
+    if args.uncaptioned and args.captioner is None:
+        build_model(CAPTIONER_MODEL, workdir / "captioner")
     side = LocalSide(images=smoke_images(args.images, args.image_size), resume=args.resume_proof)
     started = time.monotonic()
     faults = (
         [f"kill_worker_after_step={args.kill_after or args.save_every + 10}"] if args.resume_proof else []
     )
-    with serving(side), stand_in(workdir, worker_env(args, model, workdir), faults) as (url, key, logs):
+    env = worker_env(args, model, workdir, captioner)
+    with serving(side), stand_in(workdir, env, faults) as (url, key, logs):
         document = job_input(side, args)
         status = run_job(url, key, document, args.timeout)
         try:
             figures = verify(status, side, args.steps, args.base_model)
+            figures.update(verify_captions(status, document))
             if args.save_every or args.sample_every:
                 figures.update(verify_artifacts(status, side, document))
             if args.resume_proof:
@@ -551,6 +579,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--images", type=int, default=3)
+    parser.add_argument("--uncaptioned", type=int, default=1, help="images sent without a caption (0: none)")
+    parser.add_argument(
+        "--captioner", type=Path, default=None, help="a captioner folder (default: a tiny one built here)"
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--preset", choices=["24gb", "80gb"], default="80gb")
     parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: none)")
@@ -588,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.base_model} in {figures['train_s']:.1f} s of training ({per_step:.2f} s/step), "
           f"{figures['job_s']:.1f} s for the whole job; LoRA {figures['lora_bytes']} bytes, "
           f"{figures['tensors']} transformer lora_A/B tensors; {figures['progress_callbacks']} progress "
-          "callbacks")  # fmt: skip
+          f"callbacks; {figures['captions']} image(s) captioned by {figures['captioner']} in "
+          f"{figures['caption_s']:.1f} s")  # fmt: skip
     print(json.dumps(figures))
     return 0
 

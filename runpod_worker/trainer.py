@@ -186,9 +186,11 @@ async def run_trainer(
     on_progress: Callable[[Progress], Awaitable[bool]],
     env: dict[str, str] | None = None,
     on_line: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainerRun:
     """Runs run.py to the end; `on_progress` returning False stops the trainer (the run was cancelled);
-    `on_line` sees every other line of output as it comes (the trainer's "Saved checkpoint to ...")."""
+    `on_line` sees every other line of output as it comes (the trainer's "Saved checkpoint to ..."), and
+    `should_stop` is asked after each line, for a job whose output has no training progress (captioning)."""
     directory = toolkit_dir()
     python = os.environ.get("AI_TOOLKIT_PYTHON") or sys.executable
     process = await asyncio.create_subprocess_exec(
@@ -205,7 +207,7 @@ async def run_trainer(
     )
     run = TrainerRun()
     try:
-        await _pump(process, run, ProgressParser(name), on_progress, on_line)
+        await _pump(process, run, ProgressParser(name), on_progress, on_line, should_stop)
         run.returncode = await process.wait()
     except asyncio.CancelledError:
         await _terminate(process)
@@ -219,6 +221,7 @@ async def _pump(
     parser: ProgressParser,
     on_progress: Callable[[Progress], Awaitable[bool]],
     on_line: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> None:
     assert process.stdout is not None
     buffer = ""
@@ -228,7 +231,8 @@ async def _pump(
             break
         lines, buffer = split_lines(buffer + chunk.decode("utf-8", errors="replace"))
         for line in lines:
-            if await _handle_line(line, run, parser, on_progress, on_line):
+            stop = await _handle_line(line, run, parser, on_progress, on_line)
+            if stop or (should_stop is not None and should_stop()):
                 run.stopped = True
                 await _terminate(process)
                 return

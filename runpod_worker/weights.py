@@ -209,3 +209,62 @@ def trainer_env(sources: list[WeightSource]) -> dict[str, str]:
     if all(source.local for source in sources):
         return {"HF_HUB_OFFLINE": "1"}
     return {}
+
+
+# --------------------------------------------------------------------------- the captioner's weights
+
+# The vision model that captions images sent without a caption (runpod_worker/captions.py), at a pinned
+# revision: a caption must not change because the Hub's `main` moved.
+CAPTIONER_REPO = "Qwen/Qwen3-VL-2B-Instruct"
+CAPTIONER_REVISION = "89644892e4d85e24eaac8bacfd4f463576704203"
+CAPTIONER_ENV = "CAPTION_MODEL_PATH"
+# What AI Toolkit's captioner reads from the folder first (AutoModelForImageTextToText, AutoProcessor: the
+# processor's settings are `preprocessor_config.json` in the Hub repository, `processor_config.json` as
+# transformers 5 saves them); a folder without them falls through to the next source.
+CAPTIONER_FILES = ("config.json", "tokenizer_config.json")
+CAPTIONER_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# The files of the Hub repository the captioner needs (no README, no images).
+CAPTIONER_PATTERNS = ["*.json", "*.jinja", "*.safetensors", "*.txt"]
+
+
+def is_captioner_folder(path: Path) -> bool:
+    return (
+        path.is_dir()
+        and all((path / name).is_file() for name in CAPTIONER_FILES)
+        and any((path / name).is_file() for name in CAPTIONER_PROCESSOR_FILES)
+    )
+
+
+def caption_model_source() -> WeightSource:
+    """Where the captioner's weights come from: a folder baked into the image or kept on a volume
+    (`CAPTION_MODEL_PATH`, which must hold the pinned revision), the pinned snapshot in RunPod's model cache
+    (an endpoint caches one model, normally the base model, so this is the rarer case), else the Hub."""
+    local = os.environ.get(CAPTIONER_ENV)
+    if local and is_captioner_folder(Path(local)):
+        return WeightSource(local, "local-folder")
+    org, name = CAPTIONER_REPO.split("/", 1)
+    snapshot = runpod_cache_root() / f"models--{org}--{name}" / "snapshots" / CAPTIONER_REVISION
+    if is_captioner_folder(snapshot):
+        return WeightSource(str(snapshot), "runpod-cache")
+    return WeightSource(CAPTIONER_REPO, "hub")
+
+
+def caption_model_folder(source: WeightSource) -> Path:
+    """A local folder of the captioner at the pinned revision: the source's own, or the Hub's snapshot of
+    that revision, downloaded into this worker's Hugging Face cache (its container disk) first.
+
+    AI Toolkit's captioner loads `model_name_or_path` without a revision (Qwen3VLCaptioner.py:75-79), so
+    handing it the Hub id would load whatever `main` is that day; a snapshot folder pins it. The download's
+    timeouts and retries are huggingface_hub's (HF_HUB_DOWNLOAD_TIMEOUT per read, retried with backoff); a
+    failure raises, and the caller trains on without captions."""
+    if source.local:
+        return Path(source.name_or_path)
+    from huggingface_hub import snapshot_download  # in the image's lock; never needed with a local folder
+
+    folder = snapshot_download(
+        CAPTIONER_REPO,
+        revision=CAPTIONER_REVISION,
+        allow_patterns=CAPTIONER_PATTERNS,
+        etag_timeout=30,
+    )
+    return Path(folder)

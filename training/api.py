@@ -136,6 +136,12 @@ class TrainingParamsSchema(serializers.Serializer):
         allow_null=True,
         help_text="The seed of every sample, so columns compare. Null: the run's seed, or 42.",
     )
+    auto_caption = serializers.BooleanField(
+        required=False,
+        help_text="Caption the photos that have no caption with a vision model before training, the trigger "
+        "word first; the captions are kept on the photos (`caption_auto`). False trains them on the trigger "
+        "word alone. Default true.",
+    )
 
     class Meta:
         ref_name = "TrainingParams"

@@ -19,7 +19,16 @@ PRESET_LABELS = {
 }
 
 # The advanced fields that map one to one onto training parameters; empty means "the preset's value".
-ADVANCED_FIELDS = ("steps", "rank", "learning_rate", "resolutions", "seed", "sample_prompts", "sample_every")
+ADVANCED_FIELDS = (
+    "steps",
+    "rank",
+    "learning_rate",
+    "resolutions",
+    "seed",
+    "sample_prompts",
+    "sample_every",
+    "auto_caption",
+)
 
 
 class TrainingForm(forms.Form):
@@ -57,6 +66,22 @@ class TrainingForm(forms.Form):
         required=False,
         min_value=0,
         help_text="A fixed seed makes a run repeatable; empty picks one at random.",
+    )
+    # A choice rather than a checkbox: a form posted without it (an older page) keeps the default, on.
+    auto_caption = forms.TypedChoiceField(
+        required=False,
+        choices=[
+            ("on", "Caption them automatically"),
+            ("off", "Train them on the trigger word alone"),
+        ],
+        coerce=lambda value: value == "on",
+        empty_value=None,
+        initial="on",
+        widget=forms.RadioSelect,
+        label="Photos without a caption",
+        help_text="Before training, a vision model describes each photo that has no caption (framing, pose, "
+        "clothes, setting), the trigger word first; the captions are kept on the photos, where you can "
+        "edit them.",
     )
 
     sample_prompts = forms.CharField(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIMULATOR_DIR = REPO_ROOT / "runpod_worker" / "simulated_ai_toolkit"
+SIMULATOR_CAPTIONER = SIMULATOR_DIR / "captioner_model"
 
 
 @dataclass(eq=False)
@@ -81,6 +82,10 @@ def worker_env(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     env.update(extra)
+    if Path(env["AI_TOOLKIT_DIR"]).resolve() == SIMULATOR_DIR:
+        # The simulated AI Toolkit captions without a model; this folder stands where the captioner's
+        # weights stand, so the worker never looks for them on the Hub (runpod_worker/weights.py).
+        env.setdefault("CAPTION_MODEL_PATH", str(SIMULATOR_CAPTIONER))
     return env
 
 

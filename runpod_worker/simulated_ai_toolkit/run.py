@@ -19,8 +19,9 @@ saves `<name>_<step:09d>.safetensors` then optimizer.pt and samples `<ms>__<step
 multiple of save_every / sample_every except its start step (:2554-2560, :2706-2732), prunes saves past
 `max_step_saves_to_keep` by ctime (:418-493); logs `loss/loss` into loss_log.db with
 `logging.use_ui_logger` (toolkit/logging_aitk.py), then the final `<name>.safetensors` and samples.
-Its sample images are the first training image, blurred and grey at the start and sharper and more
-coloured step by step, labelled "simulated" (256 px, not the configured size, to stay fast).
+Its sample images are the run's own training photos emerging from noise step by step, labelled
+"simulated" (samples.py; 256 px, not the configured size, to stay fast). A `Qwen3VLCaptioner` extension job
+(the captioner AI Toolkit ships) is simulated too: captioner.py.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import captioner  # the `Qwen3VLCaptioner` extension job, simulated
 import lora_shapes  # the LoRA files of each base model other than FLUX.1
 import numpy as np
+import samples
 import ui_progress  # the web UI's progress rows, written only for a `diffusion_trainer` the UI started
 import yaml
 from safetensors.numpy import save, save_file
@@ -231,6 +234,15 @@ def on_sigint(_signum: int, _frame: Any) -> None:
     raise Stopped()
 
 
+def run_job(config: dict[str, Any]) -> None:
+    """toolkit/job.py get_job: an `extension` job runs its processes by type; the captioner is the one
+    extension simulated here, the trainer (`sd_trainer`) the other job."""
+    if config["config"]["process"][0].get("type") == captioner.PROCESS_TYPE:
+        captioner.run(config)
+    else:
+        train(config)
+
+
 def train(config: dict[str, Any]) -> None:
     name = config["config"]["name"]
     process = config["config"]["process"][0]
@@ -260,8 +272,8 @@ def train(config: dict[str, Any]) -> None:
         images = usable_images(folder)
         print(f"  -  Found {len(images)} images")
         assert images, f"no images found in {folder}"
-    first_image = usable_images(Path(process["datasets"][0]["folder_path"]))[0]
-    loop = Loop(config, out, batches_per_epoch=max(1, len(images)), sample_source=first_image)
+    photos = usable_images(Path(process["datasets"][0]["folder_path"]))
+    loop = Loop(config, out, batches_per_epoch=max(1, len(images)), sample_sources=photos)
     loop.resume()
     loop.first_sample()
     loop.run()
@@ -274,10 +286,10 @@ class Loop:
     sample_every (never step 0), then the redraw that counts it done. The final LoRA and samples follow."""
 
     def __init__(
-        self, config: dict[str, Any], out: Path, *, batches_per_epoch: int, sample_source: Path
+        self, config: dict[str, Any], out: Path, *, batches_per_epoch: int, sample_sources: list[Path]
     ) -> None:
         self.config, self.out = config, out
-        self.sample_source = sample_source
+        self.sample_sources = sample_sources
         self.start_step = 0
         self.batches_per_epoch = batches_per_epoch
         self.name = config["config"]["name"]
@@ -286,6 +298,7 @@ class Loop:
         self.save_every = int(process["save"]["save_every"])
         self.keep = int(process["save"]["max_step_saves_to_keep"])
         self.lr = float(process["train"]["lr"])
+        self.sample_config = process["sample"]
         self.sample_every = int(process["sample"]["sample_every"])
         prompts = process["sample"]["prompts"]
         self.prompts = len(prompts) if not process["train"].get("disable_sampling", False) else 0
@@ -325,7 +338,8 @@ class Loop:
 
     def write_samples(self, step: int, *, nested: bool) -> None:
         def image(index: int) -> bytes:
-            return sample_image(self.sample_source, step, self.total, index)
+            seed = int(self.sample_config.get("seed", 42))
+            return samples.sample_image(self.sample_sources, step, self.total, index, seed)
 
         write_samples(self.out, step, self.prompts, nested=nested, image=image)
 
@@ -407,36 +421,6 @@ def read_training_info(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def sample_image(source: Path, step: int, total: int, index: int) -> bytes:
-    """The first training image, blurred and grey at step 0 and sharp and coloured at the last step; each
-    prompt a different framing; "simulated" and the step written in its corners."""
-    import io
-
-    from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
-
-    progress = min(1.0, max(0.0, step / total)) if total else 1.0
-    with Image.open(source) as opened:
-        image = ImageOps.exif_transpose(opened).convert("RGB")
-    width, height = image.size
-    zoom = (1.0, 0.7, 0.5, 0.85)[index % 4]  # full shot, three-quarter, portrait, another setting
-    crop_w, crop_h = max(1, int(width * zoom)), max(1, int(height * zoom))
-    left, top = (width - crop_w) // 2, (height - crop_h) // 3 if index % 4 == 2 else (height - crop_h) // 2
-    image = image.crop((left, top, left + crop_w, top + crop_h))
-    image = ImageOps.fit(image, (256, 256))
-    if index % 4 == 3:
-        image = ImageOps.mirror(image)
-    image = image.filter(ImageFilter.GaussianBlur(radius=10.0 * (1.0 - progress)))
-    image = ImageEnhance.Color(image).enhance(progress * 1.3)
-    draw = ImageDraw.Draw(image)
-    for text, xy in (("simulated", (4, 240)), (f"step {step}", (4, 4))):
-        box = draw.textbbox(xy, text)
-        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
-        draw.text(xy, text, fill=(255, 255, 255))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
-
-
 def fail(kind: str, step: int) -> None:
     if kind == "oom":
         # jobs/process/BaseSDTrainProcess.py:2633-2645: three skipped batches, the fourth OOM aborts.
@@ -506,7 +490,7 @@ def main() -> int:
     failures = 0
     for arg in args.config_file_list:
         try:
-            train(load_config(arg))
+            run_job(load_config(arg))
         except Stopped:
             ui_progress.hook.on_error(KeyboardInterrupt())
             banner = "=" * 40

@@ -4,9 +4,10 @@ AI Toolkit loads a base model from a diffusers folder component by component, wi
 names. A model built here has the same folders, the same classes and the same configuration keys as the
 real one, only with a few small layers, so the real trainer runs through its real code paths on a CPU
 in seconds. Each base model is one builder in `BUILDERS`, keyed by the contract's `base_model`; a new base
-model is one more module with a `build(dest, seed)` function.
+model is one more module with a `build(dest, seed)` function. The captioner
+(Qwen3-VL, `qwen3-vl-captioner`) is built the same way.
 
-    python -m runpod_worker.tiny_models flux-dev DEST [--seed N]
+    python -m runpod_worker.tiny_models BASE_MODEL|qwen3-vl-captioner DEST [--seed N]
 
 These builders import torch, diffusers and transformers: they run with AI Toolkit's Python (the lock),
 never in the studio's environment.
@@ -48,13 +49,20 @@ def _z_image(dest: Path, seed: int) -> Path:
     return z_image.build(dest, seed=seed)
 
 
-# Keyed by runpod_worker.contract.BaseModel values.
+def _qwen3_vl(dest: Path, seed: int) -> Path:
+    from runpod_worker.tiny_models import qwen3_vl
+
+    return qwen3_vl.build(dest, seed=seed)
+
+
+# Keyed by runpod_worker.contract.BaseModel values, and the captioner's (runpod_worker/captions.py).
 BUILDERS: dict[str, Callable[[Path, int], Path]] = {
     "flux-dev": _flux_dev,
     "flux-schnell": _flux_schnell,
     "qwen-image": _qwen_image,
     "wan22": _wan22,
     "z-image": _z_image,
+    "qwen3-vl-captioner": _qwen3_vl,
 }
 
 

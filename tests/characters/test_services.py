@@ -229,6 +229,35 @@ def test_it_saves_a_trimmed_caption(anna: Character) -> None:
     assert image.caption == "[trigger] smiling"
 
 
+def test_a_captioners_captions_fill_only_the_photos_still_without_one(anna: Character) -> None:
+    bare, captioned = (
+        ReferenceImageFactory(character=anna),
+        ReferenceImageFactory(character=anna, caption="[trigger]"),
+    )
+    made = {
+        bare.sha256: "[trigger],  a woman\n outside",
+        captioned.sha256: "[trigger], ignored",
+        "f" * 64: "x",
+    }
+
+    assert services.reference_images_fill_captions(character=anna, captions=made) == 1
+    assert services.reference_images_fill_captions(character=anna, captions=made) == 0  # already filled
+
+    bare.refresh_from_db()
+    captioned.refresh_from_db()
+    assert (bare.caption, bare.caption_auto) == ("[trigger], a woman outside", True)
+    assert (captioned.caption, captioned.caption_auto) == ("[trigger]", False)
+
+
+def test_a_captioners_caption_is_cut_at_a_word_to_the_caption_limit(anna: Character) -> None:
+    bare = ReferenceImageFactory(character=anna)
+
+    services.reference_images_fill_captions(character=anna, captions={bare.sha256: "word " * 300})
+
+    bare.refresh_from_db()
+    assert len(bare.caption) <= 1000 and bare.caption.endswith("word")
+
+
 def test_it_refuses_a_caption_over_1000_characters(anna: Character) -> None:
     image = ReferenceImageFactory(character=anna)
 

@@ -370,3 +370,16 @@ def test_the_home_page_invites_visitors_to_sign_up_or_log_in(db: None) -> None:
 
     assert reverse("signup").encode() in response.content
     assert reverse("login").encode() in response.content
+
+
+def test_a_caption_written_by_the_captioner_is_shown_marked_auto_and_editable(
+    anna: Character, photo: ReferenceImage, alice: Any
+) -> None:
+    made = {photo.sha256: "[trigger], a woman outside"}
+    services.reference_images_fill_captions(character=anna, captions=made)
+
+    detail = client_for(alice).get(reverse("characters:detail", args=[anna.pk])).content.decode()
+    editor = client_for(alice).get(reverse("characters:captions", args=[anna.pk])).content.decode()
+
+    assert '<span class="caption-auto">Auto</span> [trigger], a woman outside' in detail
+    assert "[trigger], a woman outside</textarea>" in editor and 'class="caption-auto"' in editor

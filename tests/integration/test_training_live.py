@@ -97,6 +97,29 @@ def test_a_run_goes_from_start_to_the_characters_current_lora(alice: Any, shared
     assert run.cost_usd > 0 and run.execution_ms
 
 
+def test_photos_sent_without_a_caption_come_back_captioned_and_are_kept_on_them(
+    alice: Any, shared_stack: Any
+) -> None:
+    stack = shared_stack()
+    character = character_ready_to_train(alice)
+    captioned = character.images.order_by("created_at", "id").first()
+    captioned.caption = "[trigger] at the beach"
+    captioned.save()
+
+    run = final(
+        training_run_start(
+            character=character, requested_by=alice, params={"steps": 100, "rank": 4}, source="user"
+        )
+    )
+
+    assert run.status == "completed", explain(stack) + run.error_message
+    photos = list(character.images.order_by("created_at", "id").values_list("caption", "caption_auto"))
+    assert photos[0] == ("[trigger] at the beach", False)
+    assert [auto for _, auto in photos[1:]] == [True, True]
+    assert all(caption.startswith("[trigger], simulated caption: a ") for caption, _ in photos[1:]), photos
+    assert run.events.get(to_status="completed").detail["captions_kept"] == 2
+
+
 def test_cancel_while_training_stops_the_job(alice: Any, shared_stack: Any) -> None:
     stack = shared_stack()
     character = character_ready_to_train(alice)

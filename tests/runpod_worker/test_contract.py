@@ -61,6 +61,7 @@ def test_it_round_trips_through_a_dict() -> None:
         ({"params": {"sample_prompts": ["ok"] * 11}}, "params.sample_prompts"),
         ({"params": {"sample_prompts": ["a ${HF_TOKEN} b"]}}, "params.sample_prompts[0]"),
         ({"params": {"sample_every": -1}}, "params.sample_every"),
+        ({"params": {"auto_caption": "yes"}}, "params.auto_caption"),
         ({"params": {"stepz": 100}}, "params.stepz"),
         ({"images": []}, "images"),
         ({"output": {"lora_name": "../evil", "lora_upload_url": "https://x/y"}}, "output.lora_name"),
@@ -122,6 +123,56 @@ def test_an_output_document_round_trips() -> None:
         "timings": {"download_s": 1.0, "train_s": 2.0, "upload_s": 3.0},
     }
     assert JobOutput.from_dict(data).to_dict() == data
+
+
+def test_auto_captions_are_on_unless_the_job_says_otherwise() -> None:
+    assert JobInput.from_dict(job_input()).params.auto_caption is True
+    assert (
+        JobInput.from_dict(job_input(params={"steps": 100, "auto_caption": False})).params.auto_caption
+        is False
+    )
+
+
+def test_a_job_with_auto_captions_on_is_the_document_it_was_before_them() -> None:
+    """So a worker from before auto-captions still takes it; only "off" needs a worker that knows them."""
+    on = JobInput.from_dict(job_input()).to_dict()
+    off = JobInput.from_dict(job_input(params={"steps": 100, "auto_caption": False})).to_dict()
+
+    assert "auto_caption" not in on["params"]
+    assert off["params"]["auto_caption"] is False
+
+
+def test_an_output_document_with_captions_round_trips() -> None:
+    data = {
+        "contract_version": 1,
+        "lora": {"name": "alice_v1.safetensors", "bytes": 10, "sha256": SHA},
+        "steps": 100,
+        "trainer_version": "0.12.26",
+        "gpu": {"name": "NVIDIA L40S", "memory_gb": 44.4},
+        "timings": {"download_s": 1.0, "train_s": 2.0, "upload_s": 3.0, "caption_s": 4.5},
+        "captions": [{"filename": "img02.jpg", "sha256": SHA, "caption": "[trigger], a woman in a red coat"}],
+        "captioner": "Qwen/Qwen3-VL-2B-Instruct@89644892e4d85e24eaac8bacfd4f463576704203",
+        "caption_error": "The captioner wrote no caption for some photos: img03.jpg trained on the trigger",
+    }
+    output = JobOutput.from_dict(data)
+
+    assert output.captions[0].caption == "[trigger], a woman in a red coat"
+    assert output.timings.caption_s == 4.5
+    assert output.to_dict() == data
+
+
+def test_an_output_document_from_before_captions_reads_as_none_made() -> None:
+    data = {
+        "lora": {"name": "alice_v1.safetensors", "bytes": 10, "sha256": SHA},
+        "steps": 100,
+        "trainer_version": "0.12.26",
+        "gpu": {"name": "NVIDIA L40S", "memory_gb": 44.4},
+        "timings": {"download_s": 1.0, "train_s": 2.0, "upload_s": 3.0},
+    }
+    output = JobOutput.from_dict(data)
+
+    assert (output.captions, output.captioner, output.caption_error) == ([], None, None)
+    assert output.timings.caption_s == 0.0
 
 
 def test_an_output_document_with_a_missing_part_is_refused() -> None:

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from runpod_worker.contract import ImageSpec
-from runpod_worker.dataset import DownloadSettings, caption_text, download_images, write_captions
+from runpod_worker.dataset import (
+    DownloadSettings,
+    caption_text,
+    download_images,
+    write_captions,
+    write_given_captions,
+)
 from runpod_worker.errors import JobFailed
 from tests.runpod_worker.conftest import jpeg_bytes
 
@@ -182,3 +188,26 @@ def test_captions_are_written_beside_their_images(tmp_path: Path) -> None:
     images = [ImageSpec("https://s/a.jpg", "a" * 64, "face01.png", "[trigger] at the beach")]
     write_captions(images, tmp_path, "ohwx")
     assert (tmp_path / "face01.txt").read_text() == "ohwx at the beach"
+
+
+def test_before_captioning_only_the_images_sent_with_a_caption_get_a_caption_file(tmp_path: Path) -> None:
+    images = [
+        ImageSpec("https://s/a.jpg", "a" * 64, "face01.png", "[trigger] at the beach"),
+        ImageSpec("https://s/b.jpg", "b" * 64, "face02.png", None),
+        ImageSpec("https://s/c.jpg", "c" * 64, "face03.png", "  "),
+    ]
+    write_given_captions(images, tmp_path, "ohwx")
+    assert sorted(path.name for path in tmp_path.glob("*.txt")) == ["face01.txt"]
+
+
+def test_a_caption_the_captioner_made_is_used_only_where_none_was_sent(tmp_path: Path) -> None:
+    images = [
+        ImageSpec("https://s/a.jpg", "a" * 64, "face01.png", "[trigger] at the beach"),
+        ImageSpec("https://s/b.jpg", "b" * 64, "face02.png", None),
+        ImageSpec("https://s/c.jpg", "c" * 64, "face03.png", None),
+    ]
+    made = {"face01.png": "[trigger], ignored", "face02.png": "[trigger], a woman in a red coat"}
+    write_captions(images, tmp_path, "ohwx", made)
+    assert (tmp_path / "face01.txt").read_text() == "ohwx at the beach"
+    assert (tmp_path / "face02.txt").read_text() == "ohwx, a woman in a red coat"
+    assert (tmp_path / "face03.txt").read_text() == "a photo of ohwx"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageFilter, ImageStat
+from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from runpod_worker.config import build_config
 from runpod_worker.contract import JobInput, checkpoint_steps, sample_steps
@@ -116,27 +116,50 @@ def test_the_loss_goes_to_loss_log_db_for_every_step_but_the_first(tmp_path: Pat
     assert _loss_steps(tmp_path) == list(range(1, 200))
 
 
-def _saturation(image: Image.Image) -> float:
-    return ImageStat.Stat(image.convert("HSV")).mean[1]
+def _distance(image: Image.Image, photo: Image.Image) -> float:
+    """Mean difference per channel, the labels left out."""
+    box = (8, 32, 248, 224)
+    return sum(ImageStat.Stat(ImageChops.difference(image.crop(box), photo.crop(box))).mean) / 3
 
 
-def _sharpness(image: Image.Image) -> float:
-    edges = image.filter(ImageFilter.FIND_EDGES)
-    # Labels, and the borders FIND_EDGES leaves unfiltered, are left out.
-    return sum(ImageStat.Stat(edges.crop((8, 32, 248, 224))).var)
+def _photo(tmp_path: Path, name: str = "img01.jpg") -> Image.Image:
+    with Image.open(tmp_path / "dataset" / name) as photo:
+        return ImageOps.fit(photo.convert("RGB"), (256, 256))
 
 
-def test_the_samples_visibly_sharpen_and_colour_as_training_goes_on(tmp_path: Path) -> None:
+def test_the_samples_turn_from_noise_into_the_reference_photo_as_training_goes_on(tmp_path: Path) -> None:
     _run(tmp_path, _spec(sample_first=True))
 
     steps = [0, 50, 100, 150, 200]
-    images = [_sample(tmp_path, step, 0) for step in steps]
-    saturations = [_saturation(image) for image in images]
-    sharpness = [_sharpness(image) for image in images]
-    assert saturations == sorted(saturations) and saturations[-1] > saturations[0] + 50
-    assert sharpness == sorted(sharpness) and sharpness[-1] > 4 * sharpness[0]
+    distances = [_distance(_sample(tmp_path, step, 0), _photo(tmp_path)) for step in steps]
+    assert distances == sorted(distances, reverse=True)
+    assert distances[0] > 60 and distances[-1] < 12  # noise at step 0, the photo at the last step
+    # The noise is the sample seed's: each step of a gallery column is the same noise, fainter.
+    assert _distance(_sample(tmp_path, 50, 0), _sample(tmp_path, 0, 0)) < distances[0]
     # Each prompt its own framing, so rows of the gallery differ.
     assert _sample(tmp_path, 200, 0).tobytes() != _sample(tmp_path, 200, 1).tobytes()
+
+
+def test_each_prompt_draws_on_another_reference_photo(tmp_path: Path) -> None:
+    _dataset(tmp_path / "dataset")
+    Image.new("RGB", (128, 128), (250, 220, 0)).save(tmp_path / "dataset" / "img02.jpg", quality=95)
+
+    _run(tmp_path, _spec(sample_prompts=["a", "b", "c", "d"]))
+
+    yellow = _photo(tmp_path, "img02.jpg")
+    assert _distance(_sample(tmp_path, 200, 1), yellow) < 12  # prompt 1: the second photo
+    assert _distance(_sample(tmp_path, 200, 0), yellow) > 60  # prompt 0: the first
+
+
+def test_samples_are_small_jpegs(tmp_path: Path) -> None:
+    _run(tmp_path, _spec())
+
+    paths = list((tmp_path / "output" / NAME / "samples").glob("*.jpg"))
+    assert len(paths) == 8
+    for path in paths:
+        with Image.open(path) as image:
+            assert (image.format, image.size) == ("JPEG", (256, 256))
+        assert path.stat().st_size < 40_000
 
 
 def test_each_sample_says_simulated_in_a_corner(tmp_path: Path) -> None:

@@ -86,6 +86,40 @@ def test_the_lora_is_uploaded_and_its_sha256_matches(
     assert set(fake_backend.auth_headers) == {"Bearer callback-secret-token"}
 
 
+def test_images_sent_without_a_caption_come_back_captioned_by_the_simulated_captioner(
+    runpod: LocalRunPod, bucket: Bucket, fake_backend: FakeBackend
+) -> None:
+    images = [
+        image_entry(bucket, 0, caption="[trigger] smiling"),
+        image_entry(bucket, 1),
+        image_entry(bucket, 2),
+    ]
+    job_id = runpod.run(_job(bucket, images=images, callback=fake_backend.callback()))
+    final = _finish(runpod, job_id)
+    assert final["status"] == "COMPLETED", runpod.logs()
+
+    output = JobOutput.from_dict(final["output"])
+    assert [(c.filename, c.sha256) for c in output.captions] == [
+        (image["filename"], image["sha256"]) for image in images[1:]
+    ]
+    assert all(
+        c.caption.startswith("[trigger], simulated caption: a square photo in ") for c in output.captions
+    )
+    assert output.captioner is not None and output.captioner.startswith("simulated captioner")
+    assert output.caption_error is None and output.timings.caption_s > 0
+    [finished] = fake_backend.of("finished")
+    assert JobOutput.from_dict(finished["output"]).captions == output.captions
+
+
+def test_with_auto_captions_off_no_caption_comes_back(runpod: LocalRunPod, bucket: Bucket) -> None:
+    job = _job(bucket)
+    job["params"]["auto_caption"] = False
+    final = _finish(runpod, runpod.run(job))
+
+    assert final["status"] == "COMPLETED", runpod.logs()
+    assert "captions" not in final["output"] and "caption_s" not in final["output"]["timings"]
+
+
 def test_progress_is_visible_in_status_while_in_progress(
     runpod: LocalRunPod, bucket: Bucket, fake_backend: FakeBackend
 ) -> None:

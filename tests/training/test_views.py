@@ -179,6 +179,24 @@ def test_posting_the_form_shows_a_confirm_step_with_the_estimate_and_starts_noth
     assert not TrainingRun.objects.filter(character=character).exists()
 
 
+@pytest.mark.parametrize(("posted", "auto_caption"), [({"auto_caption": "off"}, False), ({}, True)])
+def test_the_form_turns_auto_captions_off_only_when_asked(
+    character: Any, alice: Any, provider: FakeProvider, posted: dict[str, str], auto_caption: bool
+) -> None:
+    client_for(alice).post(reverse("training:start", args=[character.pk]), {**START, **posted})
+
+    assert TrainingRun.objects.get(character=character).params["auto_caption"] is auto_caption
+
+
+def test_the_confirm_step_says_what_happens_to_photos_without_a_caption(character: Any, alice: Any) -> None:
+    url = reverse("training:start", args=[character.pk])
+    off = client_for(alice).post(url, {"preset": "fast", "auto_caption": "off"}).content.decode()
+    on = client_for(alice).post(url, {"preset": "fast", "auto_caption": "on"}).content.decode()
+
+    assert "trained on the trigger word alone" in off and 'name="auto_caption" value="off"' in off
+    assert "captioned automatically" in on
+
+
 def test_confirming_starts_the_run_as_the_user_and_opens_its_page(
     character: Any, alice: Any, provider: FakeProvider, django_capture_on_commit_callbacks: Any
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from characters.services import reference_images_fill_captions
 from runpod_worker.contract import BaseModel, JobOutput
 from studio.errors import Conflict, NotFound
 from training import pricing
@@ -89,7 +90,8 @@ def training_run_complete(*, run: TrainingRun, end: RunEnd) -> Completion:
             _lora_record(locked, kept, stored, end)
             split_lora_record(locked, low)
             _final_checkpoint_record(locked, kept, stored)
-            run_transition(locked, Status.COMPLETED, source=end.source, detail={**end.detail, "lora": kept})
+            detail = {**end.detail, "lora": kept, **_captions_keep(locked, end.output)}
+            run_transition(locked, Status.COMPLETED, source=end.source, detail=detail)
     _lora_settle(locked, kept, kept_by_run=completed)
     split_lora_settle(locked, low, kept_by_run=completed)
     return Completion(run=locked, completed=completed, refusal=refusal)
@@ -201,6 +203,20 @@ def _checkpoint_keep(run: TrainingRun, checkpoint: Checkpoint) -> tuple[str, Sto
         lora_discard(kept)
         raise Conflict("This checkpoint's file changed since it was verified.", code="checkpoint_changed")
     return kept, stored
+
+
+def _captions_keep(run: TrainingRun, output: JobOutput | None) -> dict[str, Any]:
+    """The captions the worker made for the run's photos sent without one go onto those photos, for the next
+    run and for their owner to read and edit; the completion event says how many, and why any are missing."""
+    if output is None or not (output.captions or output.caption_error):
+        return {}
+    sent_bare = {item["sha256"] for item in run.manifest if not item.get("caption")}
+    made = {caption.sha256: caption.caption for caption in output.captions if caption.sha256 in sent_bare}
+    kept = reference_images_fill_captions(character=run.character, captions=made)
+    detail: dict[str, Any] = {"captions_made": len(made), "captions_kept": kept}
+    if output.caption_error:
+        detail["caption_error"] = output.caption_error
+    return detail
 
 
 NOTHING_STORED = "The worker reported a trained LoRA, but no file arrived in storage. Retry the run."

@@ -1,4 +1,5 @@
-"""Lists the config keys AI Toolkit reads for an `sd_trainer` job, from its source (no import, no torch).
+"""Lists the config keys AI Toolkit reads for an `sd_trainer` job and for its `Qwen3VLCaptioner` extension
+job, from its source (no import, no torch).
 
     python tests/runpod_worker/upstream/extract_ai_toolkit_config_keys.py AI_TOOLKIT_DIR \
         > tests/runpod_worker/upstream/ai_toolkit_config_keys.json
@@ -7,6 +8,9 @@ For each section of the job config it parses the reading code with `ast` and col
 `kwargs.get("k")`, `kwargs["k"]` and `"k" in kwargs` in the config classes of `toolkit/config_modules.py`;
 `self.get_conf("k")` (first dotted part) along the trainer's class chain (SDTrainer -> BaseSDTrainProcess
 -> BaseTrainProcess -> BaseProcess); `config["k"]` / `self.config["k"]` / `process["k"]` in the job classes.
+The captioner's: `kwargs` in `CaptionConfig` (its `caption` section), and `self.config.get("k")` and
+`self.get_conf("k")` along its class chain (Qwen3VLCaptioner -> BaseCaptioner -> BaseExtensionProcess ->
+BaseProcess) for its process.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ PROCESS_CHAIN = (
     "jobs/process/BaseProcess.py",
 )
 JOB_FILES = ("toolkit/job.py", "jobs/BaseJob.py", "jobs/ExtensionJob.py")
+CAPTIONER_CHAIN = (
+    "extensions_built_in/captioner/Qwen3VLCaptioner.py",
+    "extensions_built_in/captioner/BaseCaptioner.py",
+    "jobs/process/BaseExtensionProcess.py",
+    "jobs/process/BaseProcess.py",
+)
 
 
 def _literal(node: ast.AST) -> str | None:
@@ -102,6 +112,14 @@ def extract(root: Path) -> dict[str, object]:
         {key for tree in job_trees for key in keys_read_from(tree, "self.config") | get_conf_keys(tree)}
     )
     sections["(top)"] = sorted({key for tree in job_trees for key in keys_read_from(tree, "config")})
+    captioner = [parse(relative) for relative in CAPTIONER_CHAIN]
+    sections["captioner.caption"] = sorted(
+        keys_read_from(class_node(captioner[1], "CaptionConfig"), "kwargs")
+    )
+    sections["captioner.process[]"] = sorted(
+        {key for tree in captioner for key in keys_read_from(tree, "self.config") | get_conf_keys(tree)}
+        | {key for tree in job_trees for key in keys_read_from(tree, "process")}
+    )
     commit = subprocess.run(
         ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -112,6 +130,8 @@ def extract(root: Path) -> dict[str, object]:
             "classes": f"{CONFIG_MODULES}: " + ", ".join(f"{s}={c}" for s, c in CLASS_SECTIONS.items()),
             "process[]": [*PROCESS_CHAIN, "jobs/BaseJob.py (process['type'])"],
             "config, (top)": list(JOB_FILES),
+            "captioner.caption": f"{CAPTIONER_CHAIN[1]}: CaptionConfig",
+            "captioner.process[]": [*CAPTIONER_CHAIN, "jobs/BaseJob.py (process['type'])"],
         },
         "sections": dict(sorted(sections.items())),
     }
