@@ -74,6 +74,7 @@ MODEL_ENV = {
     "flux-schnell": "FLUX_SCHNELL_PATH",
     "qwen-image": "QWEN_IMAGE_PATH",
     "wan22": "WAN22_PATH",
+    "wan22-5b": "WAN22_5B_PATH",
     "z-image": "Z_IMAGE_PATH",
 }
 
