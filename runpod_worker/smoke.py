@@ -63,6 +63,7 @@ from runpod_worker.contract import (
     checkpoint_steps,
     sample_steps,
 )
+from runpod_worker.tiny_models.flux import SCHNELL_ADAPTER_DIR
 from runpod_worker.trainer import is_simulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -501,6 +502,9 @@ def worker_env(args: argparse.Namespace, model: Path, workdir: Path) -> dict[str
            "WORKER_WORKSPACE": str(workdir / "jobs"), "HF_HUB_OFFLINE": "1",
            # The worker may seed the trainer's Hugging Face cache (Wan 2.2's VAE): never the user's own.
            "HF_HOME": str(workdir / "hf-home")}  # fmt: skip
+    if args.base_model == BaseModel.FLUX_SCHNELL:
+        # The tiny schnell's own training adapter (runpod_worker/tiny_models/flux.py), never the Hub's.
+        env["FLUX_SCHNELL_ADAPTER_PATH"] = str(model / SCHNELL_ADAPTER_DIR)
     if shutil.which("nvidia-smi") is None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CPU_ONLY), os.environ.get("PYTHONPATH")]))
     return env

@@ -100,6 +100,11 @@ def runpod_cache_root() -> Path:
 class WeightSource:
     name_or_path: str
     kind: str  # "runpod-cache", "local-folder" or "hub"
+    # AI Toolkit loads it through diffusers' `load_lora_weights` without a `weight_name`, which diffusers
+    # refuses in offline mode even for a local file (loaders/lora_base.py:280-281 at c9438378, "When using
+    # the offline mode, you must specify a `weight_name`"): FLUX.1-schnell's training adapter, fused into the
+    # transformer at toolkit/stable_diffusion_model.py:786-790.
+    needs_online_mode: bool = False
 
     @property
     def local(self) -> bool:
@@ -180,14 +185,24 @@ def seed_hub_cache(repo_id: str, folder: Path, kind: str, cache: Path | None = N
     return WeightSource(repo_id, kind)
 
 
+SCHNELL_ADAPTER_FILE = "pytorch_lora_weights.safetensors"
+
+
 def schnell_adapter_source() -> WeightSource:
+    """The adapter's file when it is local (`FLUX_SCHNELL_ADAPTER_PATH`, a file or a folder holding it;
+    RunPod's cache), else its Hub id. A local folder will not do: AI Toolkit fuses the folder's
+    `pytorch_lora_weights.safetensors` but then loads the assistant adapter from the path as given with
+    safetensors' `load_file` (toolkit/stable_diffusion_model.py:699-702 and :1060-1063,
+    toolkit/assistant_lora.py:16)."""
     local = os.environ.get(SCHNELL_ADAPTER_ENV)
-    if local and Path(local).exists():
-        return WeightSource(local, "local-folder")
+    if local and Path(local).is_dir():
+        local = str(Path(local) / SCHNELL_ADAPTER_FILE)
+    if local and Path(local).is_file():
+        return WeightSource(local, "local-folder", needs_online_mode=True)
     snapshot = cached_snapshot(SCHNELL_ADAPTER)
-    if snapshot is not None and (snapshot / "pytorch_lora_weights.safetensors").is_file():
-        return WeightSource(str(snapshot), "runpod-cache")
-    return WeightSource(SCHNELL_ADAPTER, "hub")
+    if snapshot is not None and (snapshot / SCHNELL_ADAPTER_FILE).is_file():
+        return WeightSource(str(snapshot / SCHNELL_ADAPTER_FILE), "runpod-cache", needs_online_mode=True)
+    return WeightSource(SCHNELL_ADAPTER, "hub", needs_online_mode=True)
 
 
 def adapter_source(base_model: str, preset: str) -> WeightSource | None:
@@ -210,7 +225,11 @@ def run_sources(base_model: str, preset: str) -> list[WeightSource]:
 
 
 def trainer_env(sources: list[WeightSource]) -> dict[str, str]:
-    """Environment for run.py: offline when every weight is local, so a cold start never waits on the Hub."""
+    """Environment for run.py: offline when every weight is local, so a cold start never waits on the Hub;
+    never offline for a weight offline mode refuses (`needs_online_mode`), which is then read from its local
+    path all the same."""
+    if any(source.needs_online_mode for source in sources):
+        return {"HF_HUB_OFFLINE": "0"}
     if all(source.local for source in sources):
         return {"HF_HUB_OFFLINE": "1"}
     return {}
