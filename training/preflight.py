@@ -8,12 +8,19 @@ from __future__ import annotations
 from django.conf import settings
 
 from characters.models import Character
+from runpod_worker.contract import BaseModel
+from training import gpu_pools
 from training.budget import Budget, budget_advice, user_budget
 from training.models import TrainingRun
 
 
 def training_start_refusal(
-    *, character: Character, budget: Budget, preset: str | None, steps: int
+    *,
+    character: Character,
+    budget: Budget,
+    preset: str | None,
+    steps: int,
+    base_model: str = BaseModel.DEFAULT,
 ) -> str | None:
     """Why a run of `character` with these settings would be refused now, or None when it would start."""
     count = character.images.count()
@@ -27,6 +34,8 @@ def training_start_refusal(
         return f"Training takes at most {maximum} photos and {character.name} has {count}. Delete some first."
     if training := _already_training(character):
         return training
+    if no_pool := gpu_pools.pool_refusal(base_model):
+        return no_pool
     if not budget.enough:
         left = budget.remaining or 0
         over = f"This run would cost about ${budget.estimate:.2f} and ${left:.2f} of your budget is left."
@@ -48,8 +57,10 @@ def training_retry_refusal(run: TrainingRun) -> str | None:
         )
     if training := _already_training(character):
         return training
+    if no_pool := gpu_pools.pool_refusal(run.base_model):
+        return no_pool
     steps = int(run.params["steps"])
-    budget = user_budget(character.owner, steps=steps)
+    budget = user_budget(character.owner, steps=steps, base_model=run.base_model)
     if not budget.enough:
         left = budget.remaining or 0
         advice = budget_advice(budget=budget, preset=None, steps=steps)
