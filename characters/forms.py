@@ -17,6 +17,7 @@ BASE_MODEL_CHOICES = [
     (BaseModel.FLUX_SCHNELL, "FLUX.1 [schnell]"),
     (BaseModel.QWEN_IMAGE, "Qwen-Image"),
     (BaseModel.WAN22, "Wan 2.2 (14B)"),
+    (BaseModel.WAN22_5B, "Wan 2.2 TI2V (5B)"),
     (BaseModel.Z_IMAGE, "Z-Image"),
 ]
 

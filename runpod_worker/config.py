@@ -41,6 +41,22 @@ def detect_gpu() -> GpuInfo:
         return GpuInfo(name="unknown", memory_gb=0.0)
 
 
+def gpu_too_small(base_model: str, gpu: GpuInfo) -> str | None:
+    """Why `gpu` cannot train `base_model` (its card is under the model's `BaseModel.MIN_VRAM_GB`), with what
+    to do; None when it fits, or when no card size could be read (a CPU, an nvidia-smi that failed)."""
+    need = BaseModel.MIN_VRAM_GB[base_model]
+    # nvidia-smi's memory.total is a little under the size a card is sold and pooled as (what the driver
+    # and ECC reserve), so a card fits at 90% of the model's minimum: every 24 GB card does, no 16 or 20 GB
+    # one.
+    if gpu.memory_gb <= 0 or gpu.memory_gb >= 0.9 * need:
+        return None
+    return (
+        f"This worker's GPU ({gpu.name}, {gpu.memory_gb:g} GB) is too small for {base_model}, which needs a "
+        f"{need} GB card; nothing was downloaded or trained. RunPod placed the job on a GPU pool the model "
+        f"does not fit: retry the run, and remove the pools under {need} GB from RUNPOD_GPU_POOLS."
+    )
+
+
 def choose_preset(requested: str | None, gpu: GpuInfo) -> str:
     if requested is not None:
         return requested

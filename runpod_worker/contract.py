@@ -21,17 +21,30 @@ class BaseModel:
     """Base model presets. Wan 2.1 is reserved: it joins `SUPPORTED` once the worker trains it.
 
     `wan22` is Wan 2.2 T2V A14B, trained on still images; its two experts give two LoRA files
-    (`LoraArtifact.name` is the high-noise one, `JobOutput.lora_low_noise` the other)."""
+    (`LoraArtifact.name` is the high-noise one, `JobOutput.lora_low_noise` the other). `wan22-5b` is Wan 2.2
+    TI2V 5B, one transformer and one LoRA file, also trained on still images."""
 
     FLUX_DEV = "flux-dev"
     FLUX_SCHNELL = "flux-schnell"
     WAN21 = "wan21"
     WAN22 = "wan22"
+    WAN22_5B = "wan22-5b"
     QWEN_IMAGE = "qwen-image"
     Z_IMAGE = "z-image"
-    SUPPORTED: tuple[str, ...] = (FLUX_DEV, FLUX_SCHNELL, QWEN_IMAGE, WAN22, Z_IMAGE)
+    SUPPORTED: tuple[str, ...] = (FLUX_DEV, FLUX_SCHNELL, QWEN_IMAGE, WAN22, WAN22_5B, Z_IMAGE)
     # Models whose AI Toolkit run writes one LoRA per expert (`<name>_high_noise` and `<name>_low_noise`).
     SPLIT: tuple[str, ...] = (WAN22,)
+    # The smallest card, in GB as RunPod names its pools, each model trains on with its 24gb preset (the
+    # quantisation AI Toolkit's own 24 GB examples and UI defaults use). The backend runs a model only on
+    # pools this size or larger; the worker refuses a smaller card before it downloads anything.
+    MIN_VRAM_GB: dict[str, int] = {
+        FLUX_DEV: 24,
+        FLUX_SCHNELL: 24,
+        QWEN_IMAGE: 24,
+        WAN22: 24,
+        WAN22_5B: 24,
+        Z_IMAGE: 24,
+    }
     DEFAULT = FLUX_DEV
 
 

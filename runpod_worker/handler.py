@@ -22,7 +22,7 @@ import runpod
 from runpod_worker.artifacts import ArtifactCollector, Report
 from runpod_worker.callbacks import CallbackClient, Decision
 from runpod_worker.captions import CaptionRun, caption_missing
-from runpod_worker.config import build_config, choose_preset, detect_gpu
+from runpod_worker.config import build_config, choose_preset, detect_gpu, gpu_too_small
 from runpod_worker.contract import (
     CALLBACK_ACTION_STOP,
     CALLBACK_FIELD_RESUMED_FROM_STEP,
@@ -301,6 +301,8 @@ async def _train_reporting(
     resume: ResumeSpec | None = None,
 ) -> JobOutput:
     gpu = await asyncio.to_thread(detect_gpu)
+    if too_small := gpu_too_small(spec.base_model, gpu):
+        raise JobFailed(ErrorCode.OUT_OF_MEMORY, too_small)
     started = time.monotonic()
     # Known from the claim on: every progress callback of this delivery says it.
     reporter.resumed_from = resume.step if resume is not None else None

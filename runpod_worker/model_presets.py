@@ -19,6 +19,16 @@ model entry: the first value is what the UI writes when the model is picked):
   `<name>_high_noise.safetensors` and `<name>_low_noise.safetensors` (wan22_14b_model.py:452-493,
   `split_multistage_loras` defaults to true, toolkit/config_modules.py:217): the form ComfyUI and diffusers'
   Wan 2.2 pipeline load, one LoRA per expert.
+- Wan 2.2 TI2V 5B (`arch: wan22_5b`): no example config at this commit; the UI's defaults,
+  options.tsx:366-392. One transformer, so one LoRA file. 8-bit transformer and UMT5 with `low_vram` on
+  24 GB (:373-375, the UI's `qtype` qfloat8, jobConfig.ts:109-111), `weighted` timesteps (:382), samples at
+  768 px (:380-381) with the UI's sample guidance 4 and 30 steps (ui/src/helpers/defaultSamples.ts:47-48)
+  and `fps` 24 (:379, :384).
+  Two defaults are for video and are not taken, since a character LoRA trains on still images: samples are
+  one frame (`num_frames: 1`, the UI's 121 would render a 5 s video per sample), and `do_i2v` is off (the
+  UI's true conditions a video's first frame, wan22_5b_model.py:266-298; on a still whose latents are cached
+  the batch has no image tensor, data_transfer_object/data_loader.py:275-283, and :282-285 there would fail
+  on it).
 - Z-Image (`arch: zimage`, Tongyi-MAI/Z-Image, the undistilled base): options.tsx:683-701. No adapter: the
   Turbo model needs a de-distillation training adapter (options.tsx:659-681) and LoRAs trained on the base
   also load into Turbo. 8-bit transformer and text encoder with `low_vram` on 24 GB.
@@ -76,6 +86,15 @@ PRESETS: dict[str, ModelPreset] = {
         sample={"sample_start_step": 0, "num_frames": 1, "fps": 16},  # example :83, :87-88
         model={"model_kwargs": {"train_high_noise": True, "train_low_noise": True}},  # example :76-79
         network={"split_multistage_loras": True},
+    ),
+    BaseModel.WAN22_5B: ModelPreset(
+        arch="wan22_5b",
+        qtype_24gb="qfloat8",  # jobConfig.ts:109
+        guidance_scale=4,  # defaultSamples.ts:47
+        sample_steps=30,  # defaultSamples.ts:48
+        timestep_type="weighted",  # options.tsx:382
+        dataset={"num_frames": 1, "do_i2v": False, "fps": 24},  # options.tsx:383-384; see above
+        sample={"num_frames": 1, "fps": 24, "width": 768, "height": 768},  # options.tsx:378-381
     ),
     BaseModel.Z_IMAGE: ModelPreset(
         arch="zimage",

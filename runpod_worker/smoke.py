@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +66,7 @@ from runpod_worker.contract import (
     checkpoint_steps,
     sample_steps,
 )
+from runpod_worker.tiny_models.flux import SCHNELL_ADAPTER_DIR
 from runpod_worker.trainer import is_simulator
 from runpod_worker.weights import CAPTIONER_ENV
 
@@ -78,6 +79,7 @@ MODEL_ENV = {
     "flux-schnell": "FLUX_SCHNELL_PATH",
     "qwen-image": "QWEN_IMAGE_PATH",
     "wan22": "WAN22_PATH",
+    "wan22-5b": "WAN22_5B_PATH",
     "z-image": "Z_IMAGE_PATH",
 }
 
@@ -510,8 +512,9 @@ def verify_resume(status: dict[str, Any], side: LocalSide, document: dict[str, A
 
 
 def build_model(base_model: str, dest: Path) -> None:
+    """`base_model`'s tiny model in `dest`; "all": every one, in `dest/<base model>`."""
     subprocess.run([sys.executable, "-m", "runpod_worker.tiny_models", base_model, str(dest)], cwd=REPO_ROOT,
-                   check=True, timeout=600)  # fmt: skip
+                   check=True, timeout=1800)  # fmt: skip
 
 
 def worker_env(
@@ -523,6 +526,9 @@ def worker_env(
            "HF_HOME": str(workdir / "hf-home")}  # fmt: skip
     if captioner is not None:
         env[CAPTIONER_ENV] = str(captioner)
+    if args.base_model == BaseModel.FLUX_SCHNELL:
+        # The tiny schnell's own training adapter (runpod_worker/tiny_models/flux.py), never the Hub's.
+        env["FLUX_SCHNELL_ADAPTER_PATH"] = str(model / SCHNELL_ADAPTER_DIR)
     if shutil.which("nvidia-smi") is None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CPU_ONLY), os.environ.get("PYTHONPATH")]))
     return env
@@ -567,6 +573,32 @@ def smoke(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return figures
 
 
+def smoke_every_model(
+    args: argparse.Namespace,
+    workdir: Path,
+    one: Callable[[argparse.Namespace, Path], dict[str, Any]] | None = None,
+) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The smoke of every base model the worker trains (`BaseModel.SUPPORTED`), one after another, their tiny
+    models built first in one process; stops at the first that fails. Returns each passed model's figures and
+    the one that failed with why, if any."""
+    one = one or smoke
+    models_dir = workdir / "models"
+    if one is smoke:
+        build_model("all", models_dir)
+    passed: dict[str, dict[str, Any]] = {}
+    for model in BaseModel.SUPPORTED:
+        model_args = argparse.Namespace(**{**vars(args), "base_model": model, "model": models_dir / model})
+        if args.save_lora:
+            model_args.save_lora = args.save_lora / model
+        (workdir / model).mkdir(parents=True, exist_ok=True)
+        try:
+            passed[model] = one(model_args, workdir / model)
+        except (SmokeFailed, subprocess.CalledProcessError, requests.RequestException) as exc:
+            return passed, f"{model}: {exc}"
+        print(f"smoke passed for {model}: {json.dumps(passed[model])}", flush=True)
+    return passed, None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -574,7 +606,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ai-toolkit", type=Path, default=Path(os.environ.get("AI_TOOLKIT_DIR", "/app/ai-toolkit"))
     )
-    parser.add_argument("--base-model", choices=sorted(MODEL_ENV), default="flux-dev")
+    parser.add_argument(
+        "--base-model",
+        choices=[*sorted(MODEL_ENV), "all"],
+        default="flux-dev",
+        help="all: every base model the worker trains, one after another (what the image's build runs)",
+    )
     parser.add_argument("--model", type=Path, default=None, help="a tiny model folder already built")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--rank", type=int, default=4)
@@ -607,9 +644,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume_proof and not 0 < args.save_every < args.steps:
         print("SMOKE FAILED: --resume-proof needs --save-every below --steps", file=sys.stderr)
         return 2
+    if args.base_model == "all" and args.model is not None:
+        print("SMOKE FAILED: --model names one model's folder; --base-model all builds each", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="worker-smoke-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
+        if args.base_model == "all":
+            return _report_every_model(*smoke_every_model(args, workdir))
         try:
             figures = smoke(args, workdir)
         except (SmokeFailed, subprocess.CalledProcessError, requests.RequestException) as exc:
@@ -623,6 +665,17 @@ def main(argv: list[str] | None = None) -> int:
           f"callbacks; {figures['captions']} image(s) captioned by {figures['captioner']} in "
           f"{figures['caption_s']:.1f} s")  # fmt: skip
     print(json.dumps(figures))
+    return 0
+
+
+def _report_every_model(passed: dict[str, dict[str, Any]], failed: str | None) -> int:
+    for model, figures in passed.items():
+        print(f"  {model}: {figures['steps']} steps in {figures['train_s']:.1f} s of training, "
+              f"{figures['job_s']:.1f} s for the whole job; {figures['tensors']} LoRA tensors")  # fmt: skip
+    if failed is not None:
+        print(f"SMOKE FAILED for {failed}", file=sys.stderr)
+        return 1
+    print(f"SMOKE PASSED for every base model: {', '.join(passed)}")
     return 0
 
 

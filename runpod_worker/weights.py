@@ -7,7 +7,7 @@
    serverless/development/huggingface-models.mdx does). RunPod downloads it before the worker starts and
    does not bill that time.
 2. A diffusers folder baked into the image or kept on a network volume (`FLUX_DEV_PATH`,
-   `FLUX_SCHNELL_PATH`, `QWEN_IMAGE_PATH`, `WAN22_PATH`, `Z_IMAGE_PATH`), read only.
+   `FLUX_SCHNELL_PATH`, `QWEN_IMAGE_PATH`, `WAN22_PATH`, `WAN22_5B_PATH`, `Z_IMAGE_PATH`), read only.
 3. The Hub id. Then AI Toolkit downloads it into `HF_HOME`, which is the worker's own container disk: two
    workers never download into one shared cache at once, because no cache is shared. (A shared network
    volume is only ever read: through 1 or 2.)
@@ -18,11 +18,12 @@ runpod_worker/tiny_models/), so a half-copied folder falls through to the next s
 the run.
 
 Two adapters come the same three ways: FLUX.1-schnell's training adapter, and on 24 GB cards the accuracy
-recovery adapter that lets Qwen-Image train at 3 bits and Wan 2.2 at 4 bits (`ARA_FILES`). Wan 2.2's VAE is
-read by AI Toolkit from the Hub id `ai-toolkit/wan2.1-vae` whatever folder the model comes from
+recovery adapter that lets Qwen-Image train at 3 bits and Wan 2.2 at 4 bits (`ARA_FILES`). Wan 2.2 14B's VAE
+is read by AI Toolkit from the Hub id `ai-toolkit/wan2.1-vae` whatever folder the model comes from
 (extensions_built_in/diffusion_models/wan22/wan22_14b_model.py:172, toolkit/models/wan21/wan21.py:454-457):
 a local model folder's `vae/` (the same Wan 2.1 VAE) is put into the trainer's Hugging Face cache under that
-id, so a local model needs no Hub (`seed_hub_cache`).
+id, so a local model needs no Hub (`seed_hub_cache`). Wan 2.2 TI2V 5B reads its own (Wan 2.2) VAE from the
+model's `vae/`, as every other model does.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ HUB_IDS: dict[str, str] = {
     BaseModel.QWEN_IMAGE: "Qwen/Qwen-Image",
     # config/examples/train_lora_wan22_14b_24gb.yaml:68: bf16 weights, half the official float32 download
     BaseModel.WAN22: "ai-toolkit/Wan2.2-T2V-A14B-Diffusers-bf16",
+    # ui/src/app/jobs/new/options.tsx:372
+    BaseModel.WAN22_5B: "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
     # ui/src/app/jobs/new/options.tsx:689
     BaseModel.Z_IMAGE: "Tongyi-MAI/Z-Image",
 }
@@ -48,6 +51,7 @@ LOCAL_PATH_ENV: dict[str, str] = {
     BaseModel.FLUX_SCHNELL: "FLUX_SCHNELL_PATH",
     BaseModel.QWEN_IMAGE: "QWEN_IMAGE_PATH",
     BaseModel.WAN22: "WAN22_PATH",
+    BaseModel.WAN22_5B: "WAN22_5B_PATH",
     BaseModel.Z_IMAGE: "Z_IMAGE_PATH",
 }
 # The accuracy recovery adapters of the 24 GB presets, as `<org>/<repo>/<file>` (AI Toolkit downloads that
@@ -83,6 +87,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     BaseModel.FLUX_SCHNELL: DIFFUSERS_COMPONENTS,
     BaseModel.QWEN_IMAGE: _SINGLE_ENCODER,
     BaseModel.WAN22: (*_SINGLE_ENCODER, "transformer_2"),
+    BaseModel.WAN22_5B: _SINGLE_ENCODER,
     BaseModel.Z_IMAGE: _SINGLE_ENCODER,
 }
 
@@ -95,6 +100,11 @@ def runpod_cache_root() -> Path:
 class WeightSource:
     name_or_path: str
     kind: str  # "runpod-cache", "local-folder" or "hub"
+    # AI Toolkit loads it through diffusers' `load_lora_weights` without a `weight_name`, which diffusers
+    # refuses in offline mode even for a local file (loaders/lora_base.py:280-281 at c9438378, "When using
+    # the offline mode, you must specify a `weight_name`"): FLUX.1-schnell's training adapter, fused into the
+    # transformer at toolkit/stable_diffusion_model.py:786-790.
+    needs_online_mode: bool = False
 
     @property
     def local(self) -> bool:
@@ -175,14 +185,24 @@ def seed_hub_cache(repo_id: str, folder: Path, kind: str, cache: Path | None = N
     return WeightSource(repo_id, kind)
 
 
+SCHNELL_ADAPTER_FILE = "pytorch_lora_weights.safetensors"
+
+
 def schnell_adapter_source() -> WeightSource:
+    """The adapter's file when it is local (`FLUX_SCHNELL_ADAPTER_PATH`, a file or a folder holding it;
+    RunPod's cache), else its Hub id. A local folder will not do: AI Toolkit fuses the folder's
+    `pytorch_lora_weights.safetensors` but then loads the assistant adapter from the path as given with
+    safetensors' `load_file` (toolkit/stable_diffusion_model.py:699-702 and :1060-1063,
+    toolkit/assistant_lora.py:16)."""
     local = os.environ.get(SCHNELL_ADAPTER_ENV)
-    if local and Path(local).exists():
-        return WeightSource(local, "local-folder")
+    if local and Path(local).is_dir():
+        local = str(Path(local) / SCHNELL_ADAPTER_FILE)
+    if local and Path(local).is_file():
+        return WeightSource(local, "local-folder", needs_online_mode=True)
     snapshot = cached_snapshot(SCHNELL_ADAPTER)
-    if snapshot is not None and (snapshot / "pytorch_lora_weights.safetensors").is_file():
-        return WeightSource(str(snapshot), "runpod-cache")
-    return WeightSource(SCHNELL_ADAPTER, "hub")
+    if snapshot is not None and (snapshot / SCHNELL_ADAPTER_FILE).is_file():
+        return WeightSource(str(snapshot / SCHNELL_ADAPTER_FILE), "runpod-cache", needs_online_mode=True)
+    return WeightSource(SCHNELL_ADAPTER, "hub", needs_online_mode=True)
 
 
 def adapter_source(base_model: str, preset: str) -> WeightSource | None:
@@ -205,7 +225,11 @@ def run_sources(base_model: str, preset: str) -> list[WeightSource]:
 
 
 def trainer_env(sources: list[WeightSource]) -> dict[str, str]:
-    """Environment for run.py: offline when every weight is local, so a cold start never waits on the Hub."""
+    """Environment for run.py: offline when every weight is local, so a cold start never waits on the Hub;
+    never offline for a weight offline mode refuses (`needs_online_mode`), which is then read from its local
+    path all the same."""
+    if any(source.needs_online_mode for source in sources):
+        return {"HF_HUB_OFFLINE": "0"}
     if all(source.local for source in sources):
         return {"HF_HUB_OFFLINE": "1"}
     return {}

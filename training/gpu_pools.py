@@ -1,7 +1,8 @@
 """RunPod's serverless GPU pools and prices: the one table that provisioning, pricing and the per-run
 timeout check read. `RUNPOD_GPU_POOLS` names the pools the endpoint uses, in order of preference; RunPod
 places a job "on whichever listed pool has capacity" (v2 OpenAPI `BaseEndpointGpuConfig.pools`), so every
-pool listed is one a run may land on.
+pool listed is one a run may land on. A base model trains only on the pools whose cards fit it
+(`model_pools`): a start is refused when none does, and estimates and time limits reckon with those alone.
 
 Sources, read 2026-08-20 in runpod/docs at `a900806e`:
 - pool ids and the GPUs in each: `references/gpu-types.mdx` "GPU pools" (2026-08-18), and
@@ -22,6 +23,9 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from runpod_worker.contract import BaseModel
+from training.base_models import BASE_MODELS
 
 # USD per second by GPU, as the price table lists them; names as nvidia-smi words them, less "NVIDIA".
 GPU_PRICES_USD_PER_SECOND: dict[str, Decimal] = {
@@ -86,6 +90,36 @@ def endpoint_pools() -> list[GpuPool]:
 def endpoint_gpus() -> list[str]:
     """Every GPU a run on the endpoint may land on."""
     return [gpu for pool in endpoint_pools() for gpu in pool.gpus]
+
+
+def model_pools(base_model: str) -> list[GpuPool]:
+    """The endpoint's pools whose cards fit `base_model` (`BaseModel.MIN_VRAM_GB`), in order: the only pools
+    a run of it trains on. RunPod may still hand its job to a worker on a smaller card of another listed pool
+    (it places jobs by capacity, not by job); the worker refuses such a card before it downloads anything."""
+    need = BaseModel.MIN_VRAM_GB[base_model]
+    return [pool for pool in endpoint_pools() if pool.memory_gb >= need]
+
+
+def model_gpus(base_model: str) -> list[str]:
+    """Every GPU a run of `base_model` may train on."""
+    return [gpu for pool in model_pools(base_model) for gpu in pool.gpus]
+
+
+def pool_refusal(base_model: str) -> str | None:
+    """Why `base_model` cannot train on this endpoint, with what to change; None when a pool fits it."""
+    if model_pools(base_model):
+        return None
+    need = BaseModel.MIN_VRAM_GB[base_model]
+    label = BASE_MODELS[base_model].label
+    configured = ", ".join(pool.id for pool in endpoint_pools())
+    others = [info.label for key, info in BASE_MODELS.items() if key != base_model and model_pools(key)]
+    bigger = [f"{pool.id} ({', '.join(pool.gpus)})" for pool in POOLS.values() if pool.memory_gb >= need][:3]
+    choose = f"Choose a base model that fits them ({', '.join(others)}), or ask" if others else "Ask"
+    return (
+        f"{label} needs a GPU with at least {need} GB, and none of the studio's GPU pools has one "
+        f"(RUNPOD_GPU_POOLS: {configured}). {choose} staff to add a pool of {need} GB or more to "
+        f"RUNPOD_GPU_POOLS, such as {' or '.join(bigger)}."
+    )
 
 
 def match_gpu(reported: str, names: Iterable[str]) -> str | None:

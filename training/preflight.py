@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from characters.models import Character
+from training import gpu_pools
 from training.budget import Budget, budget_advice, user_budget
 from training.models import TrainingRun
 from training.time_limits import time_limit_refusal
@@ -28,7 +29,10 @@ def training_start_refusal(
         return f"Training takes at most {maximum} photos and {character.name} has {count}. Delete some first."
     if training := _already_training(character):
         return training
-    if too_long := time_limit_refusal(steps=steps, base_model=base_model or character.base_model):
+    model = base_model or character.base_model
+    if no_pool := gpu_pools.pool_refusal(model):
+        return no_pool
+    if too_long := time_limit_refusal(steps=steps, base_model=model):
         return too_long
     if not budget.enough:
         left = budget.remaining or 0
@@ -51,10 +55,12 @@ def training_retry_refusal(run: TrainingRun) -> str | None:
         )
     if training := _already_training(character):
         return training
+    if no_pool := gpu_pools.pool_refusal(run.base_model):
+        return no_pool
     steps = int(run.params["steps"])
     if too_long := time_limit_refusal(steps=steps, base_model=run.base_model):
         return f"{too_long} Train again from the training form with fewer steps."
-    budget = user_budget(character.owner, steps=steps)
+    budget = user_budget(character.owner, steps=steps, base_model=run.base_model)
     if not budget.enough:
         left = budget.remaining or 0
         advice = budget_advice(budget=budget, preset=None, steps=steps)

@@ -6,6 +6,7 @@ user's run or character answers 404); writes go through `training.services`."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -23,7 +24,7 @@ from characters.selectors import character_get_for
 from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError, NotFound
 from studio.models import User
-from training import pricing, services
+from training import gpu_pools, pricing, services
 from training.artifacts import LOW_NOISE, LoraInvalid, StorageUnavailable, lora_download_name
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice, user_budget
@@ -108,10 +109,7 @@ def _render_form(
             }
             for name, values in PRESETS.items()
         ],
-        "base_models": [
-            {"info": info, "per_1000_steps": pricing.price_per_1000_steps(key)}
-            for key, info in BASE_MODELS.items()
-        ],
+        "base_models": [_base_model_choice(key) for key in BASE_MODELS],
         "chosen_base_model": model,
         "budget": budget,
         "budget_advice": budget_advice(budget=budget, preset=preset, steps=PRESETS[preset]["steps"]),
@@ -122,6 +120,19 @@ def _render_form(
     if status is None:
         status = 400 if form.errors else 200
     return render(request, "training/training_form.html", context, status=status)
+
+
+def _base_model_choice(key: str) -> dict[str, Any]:
+    """What the form says of a base model: its cost, the card it needs and how long 1000 steps take on the
+    slowest GPU it may get here, or that no GPU pool of the studio fits it."""
+    slowest, per_step = pricing.slowest_gpu(key)
+    return {
+        "info": BASE_MODELS[key],
+        "per_1000_steps": pricing.price_per_1000_steps(key),
+        "unavailable": gpu_pools.pool_refusal(key),
+        "slowest_gpu": slowest,
+        "minutes_per_1000_steps": round(per_step * 1000 / 60),
+    }
 
 
 def _chosen_base_model(form: TrainingForm, character: Character) -> str:

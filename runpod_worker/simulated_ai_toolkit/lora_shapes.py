@@ -6,7 +6,8 @@ smoke"): AI Toolkit targets every Linear inside the transformer blocks (toolkit/
 each model's `get_transformer_block_names`) and saves keys as `diffusion_model.<module>` for ComfyUI
 (qwen_image.py:418-423, z_image.py:467-472, Wan's `convert_to_original`). Widths are the real models':
 Qwen/Qwen-Image (60 blocks of 3072, MLP 12288), Tongyi-MAI/Z-Image (30 layers of 3840, feed-forward
-10240, modulation from 256), Wan-AI/Wan2.2-T2V-A14B (40 blocks of 5120, FFN 13824, per expert).
+10240, modulation from 256), Wan-AI/Wan2.2-T2V-A14B (40 blocks of 5120, FFN 13824, per expert),
+Wan-AI/Wan2.2-TI2V-5B (30 blocks of 3072, FFN 14336: diffusers' scripts/convert_wan_to_diffusers.py:550-565).
 """
 
 from __future__ import annotations
@@ -48,11 +49,18 @@ def z_image(rank: int) -> Shapes:
     return _blocks("diffusion_model.layers", 30, modules, rank)
 
 
-def wan22_expert(rank: int) -> Shapes:
-    d, ffn = 5120, 13824
+def _wan(rank: int, d: int, ffn: int, blocks: int) -> Shapes:
     modules = {f"{attn}.{name}": (d, d) for attn in ("self_attn", "cross_attn") for name in "qkvo"}
     modules |= {"ffn.0": (d, ffn), "ffn.2": (ffn, d)}
-    return _blocks("diffusion_model.blocks", 40, modules, rank)
+    return _blocks("diffusion_model.blocks", blocks, modules, rank)
+
+
+def wan22_expert(rank: int) -> Shapes:
+    return _wan(rank, 5120, 13824, 40)
+
+
+def wan22_5b(rank: int) -> Shapes:
+    return _wan(rank, 3072, 14336, 30)
 
 
 # model.arch -> (tensor shapes at a rank, ss_base_model_version as the model class reports it)
@@ -60,6 +68,7 @@ ARCHES: dict[str, tuple[Any, str]] = {
     "qwen_image": (qwen_image, "qwen_image"),
     "zimage": (z_image, "zimage"),
     "wan22_14b": (wan22_expert, "wan_2.2_14b"),
+    "wan22_5b": (wan22_5b, "wan_2.2_5b"),
 }
 
 

@@ -43,6 +43,12 @@ def _wan22(dest: Path, seed: int) -> Path:
     return wan22.build(dest, seed=seed)
 
 
+def _wan22_5b(dest: Path, seed: int) -> Path:
+    from runpod_worker.tiny_models import wan22_5b
+
+    return wan22_5b.build(dest, seed=seed)
+
+
 def _z_image(dest: Path, seed: int) -> Path:
     from runpod_worker.tiny_models import z_image
 
@@ -61,6 +67,7 @@ BUILDERS: dict[str, Callable[[Path, int], Path]] = {
     "flux-schnell": _flux_schnell,
     "qwen-image": _qwen_image,
     "wan22": _wan22,
+    "wan22-5b": _wan22_5b,
     "z-image": _z_image,
     "qwen3-vl-captioner": _qwen3_vl,
 }

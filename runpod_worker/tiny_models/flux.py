@@ -12,6 +12,13 @@ down-sampling (four blocks), the transformer's 64 input channels (16 latents pac
 feed-forward, CLIP's quick-GELU, both tokenizers' lengths, the VAE's scaling and shift factors and the
 scheduler configuration. What is tiny: widths, depths and vocabularies. Schnell differs from dev in
 `guidance_embeds` (false: it is not guidance-distilled) and in its scheduler (shift 1, no dynamic shifting).
+
+FLUX.1-schnell trains only through its training adapter (config/examples/train_lora_flux_schnell_24gb.yaml,
+`assistant_lora_path: ostris/FLUX.1-schnell-training-adapter`), so the tiny schnell comes with one of its own
+in `schnell_training_adapter/pytorch_lora_weights.safetensors` (the file name AI Toolkit reads from a folder,
+toolkit/stable_diffusion_model.py:699-702): a LoRA in the diffusers form the real adapter has, over every
+Linear of the transformer blocks, which AI Toolkit fuses into the transformer before training (:718-790) and
+loads again to sample with (toolkit/assistant_lora.py).
 """
 
 from __future__ import annotations
@@ -72,8 +79,32 @@ def build(dest: Path, variant: Variant, *, seed: int = 0) -> Path:
         transformer=_transformer(variant),
     )
     pipe.save_pretrained(str(dest), safe_serialization=True)
+    if variant is SCHNELL:
+        write_training_adapter(dest / SCHNELL_ADAPTER_DIR, pipe.transformer)
     _mark(dest, variant, seed)
     return dest
+
+
+SCHNELL_ADAPTER_DIR = "schnell_training_adapter"
+
+
+def write_training_adapter(folder: Path, transformer: Any, rank: int = 4) -> Path:
+    """A schnell training adapter for `transformer`: `transformer.<module>.lora_A/B.weight` for every Linear
+    in its double and single blocks (the keys assistant_lora.py reads include
+    `transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight`), small random weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.startswith(
+            ("transformer_blocks.", "single_transformer_blocks.")
+        ):
+            tensors[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, module.in_features) * 0.01
+            tensors[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, rank) * 0.01
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "pytorch_lora_weights.safetensors"))
+    return folder
 
 
 def _scheduler(variant: Variant) -> Any:

@@ -108,6 +108,16 @@ MODEL_EXAMPLE_KEYS = {
         "config.process.0.train.unload_text_encoder",
         "config.process.0.train.timestep_type",
     ],
+    # No example at the pinned commit: the keys the UI's Wan 2.2 TI2V 5B defaults set (options.tsx:366-392).
+    "wan22-5b": [
+        *_SHARED_KEYS,
+        *_QUANTISED,
+        "config.process.0.train.timestep_type",
+        "config.process.0.sample.num_frames",
+        "config.process.0.sample.fps",
+        "config.process.0.datasets.0.do_i2v",
+        "config.process.0.datasets.0.fps",
+    ],
 }
 CASES = {
     "flux-dev-24gb": ({"base_model": "flux-dev"}, "24gb"),
@@ -117,6 +127,8 @@ CASES = {
     "qwen-image-80gb": ({"base_model": "qwen-image"}, "80gb"),
     "wan22-24gb": ({"base_model": "wan22"}, "24gb"),
     "wan22-80gb": ({"base_model": "wan22"}, "80gb"),
+    "wan22-5b-24gb": ({"base_model": "wan22-5b"}, "24gb"),
+    "wan22-5b-80gb": ({"base_model": "wan22-5b"}, "80gb"),
     "z-image-24gb": ({"base_model": "z-image"}, "24gb"),
     "z-image-80gb": ({"base_model": "z-image"}, "80gb"),
 }
@@ -287,6 +299,7 @@ def test_a_misspelled_key_would_fail_the_comparison(monkeypatch: pytest.MonkeyPa
         ("qwen-image", "uint3|ostris/accuracy_recovery_adapters/qwen_image_torchao_uint3.safetensors"),
         ("wan22", "uint4|ostris/accuracy_recovery_adapters/wan22_14b_t2i_torchao_uint4.safetensors"),
         ("z-image", "qfloat8"),
+        ("wan22-5b", "qfloat8"),
     ],
 )
 def test_the_24gb_preset_quantises_as_upstream_says_for_24gb(
@@ -296,7 +309,7 @@ def test_the_24gb_preset_quantises_as_upstream_says_for_24gb(
     assert (model["quantize"], model["qtype"], model["low_vram"]) == (True, qtype, True)
 
 
-@pytest.mark.parametrize("base_model", ["qwen-image", "wan22", "z-image"])
+@pytest.mark.parametrize("base_model", ["qwen-image", "wan22", "wan22-5b", "z-image"])
 def test_the_80gb_preset_quantises_nothing(base_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _lookup(_config(f"{base_model}-80gb", monkeypatch), "config.process.0.model")
     assert (model["quantize"], model["quantize_te"]) == (False, False)
@@ -322,3 +335,24 @@ def test_wan22_trains_both_experts_into_two_lora_files_on_still_images(
     assert process["model"]["model_kwargs"] == {"train_high_noise": True, "train_low_noise": True}
     assert process["network"]["split_multistage_loras"] is True
     assert process["datasets"][0]["num_frames"] == process["sample"]["num_frames"] == 1
+
+
+def test_wan22_5b_trains_its_one_transformer_into_one_lora_file_on_still_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    process = _lookup(_config("wan22-5b-80gb", monkeypatch), "config.process.0")
+    dataset, sample = process["datasets"][0], process["sample"]
+    assert (process["model"]["arch"], process["model"]["name_or_path"]) == (
+        "wan22_5b",
+        "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+    )
+    assert "split_multistage_loras" not in process["network"] and "model_kwargs" not in process["model"]
+    # Stills: one frame each, no first-frame conditioning (a video's), samples as the UI sizes them.
+    assert (dataset["num_frames"], dataset["do_i2v"], sample["num_frames"]) == (1, False, 1)
+    assert (sample["width"], sample["height"], sample["guidance_scale"], sample["sample_steps"]) == (
+        768,
+        768,
+        4,
+        30,
+    )
+    assert process["train"]["timestep_type"] == "weighted"

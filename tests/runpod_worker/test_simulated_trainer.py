@@ -221,6 +221,7 @@ MODEL_LORAS = {
         40 * 10 * 2,
         "wan_2.2_14b",
     ),
+    "wan22-5b": (["alice_v1.safetensors"], "diffusion_model.blocks.", 30 * 10 * 2, "wan_2.2_5b"),
 }
 
 
@@ -261,3 +262,15 @@ def test_a_wan22_lora_has_the_real_models_shapes(tmp_path: Path) -> None:
     header = _header(tmp_path / "output" / NAME / f"{NAME}_low_noise.safetensors")
     assert header["diffusion_model.blocks.39.ffn.0.lora_B.weight"]["shape"] == [13824, 4]
     assert header["diffusion_model.blocks.0.self_attn.q.lora_A.weight"]["shape"] == [4, 5120]
+
+
+def test_a_wan22_5b_lora_is_one_file_at_the_real_models_shapes(tmp_path: Path) -> None:
+    spec = JobInput.from_dict(
+        job_input(base_model="wan22-5b", params={"steps": 100, "rank": 4, "save_every": 100})
+    )
+
+    _run(tmp_path, spec)
+
+    header = _header(tmp_path / "output" / NAME / f"{NAME}.safetensors")
+    assert header["diffusion_model.blocks.29.ffn.0.lora_B.weight"]["shape"] == [14336, 4]
+    assert header["diffusion_model.blocks.0.cross_attn.k.lora_A.weight"]["shape"] == [4, 3072]

@@ -11,6 +11,7 @@ from characters.signals import reference_images_added
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.training.conftest import FakeProvider
 from training.models import TrainingRun
+from training.selectors import training_cost_estimate
 
 
 def announce(character: Any) -> None:
@@ -99,3 +100,32 @@ def test_many_uploads_arriving_at_once_start_exactly_one_run(
 
     assert errors == []
     assert TrainingRun.objects.filter(character=character).count() == 1
+
+
+def test_auto_train_trains_on_the_characters_base_model(
+    alice: Any, settings: Any, provider: FakeProvider
+) -> None:
+    settings.TRAINING_MIN_IMAGES = 3
+    character = CharacterFactory(owner=alice, auto_train=True, base_model="wan22-5b")
+    ReferenceImageFactory.create_batch(3, character=character)
+
+    announce(character)
+
+    run = TrainingRun.objects.get()
+    assert run.base_model == "wan22-5b"
+    assert run.estimated_cost_usd == training_cost_estimate(steps=run.params["steps"], base_model="wan22-5b")
+
+
+def test_auto_train_starts_nothing_when_no_gpu_pool_fits_the_characters_base_model(
+    alice: Any, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.TRAINING_MIN_IMAGES = 3
+    settings.RUNPOD_GPU_POOLS = ["AMPERE_16"]
+    character = CharacterFactory(owner=alice, auto_train=True, base_model="qwen-image")
+    ReferenceImageFactory.create_batch(3, character=character)
+
+    with caplog.at_level("INFO", logger="training.services"):
+        announce(character)
+
+    assert not TrainingRun.objects.exists()
+    assert "Qwen-Image needs a GPU with at least 24 GB" in caplog.text

@@ -18,7 +18,7 @@ from characters.models import Character
 from runpod_worker.contract import PARAM_DEFAULTS, ContractError, TrainingParams
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
-from training import pricing, time_limits
+from training import gpu_pools, pricing, time_limits
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice
 from training.models import TrainingRun
@@ -60,6 +60,7 @@ def training_run_start(
 
 
 def base_model_validate(base_model: str) -> str:
+    """`base_model`, if it is one and a GPU pool of the endpoint fits it."""
     if base_model not in BASE_MODELS:
         names = ", ".join(BASE_MODELS)
         raise ApplicationError(
@@ -67,6 +68,8 @@ def base_model_validate(base_model: str) -> str:
             code="invalid_params",
             fields={"base_model": [f"Choose one of: {names}."]},
         )
+    if refusal := gpu_pools.pool_refusal(base_model):
+        raise ApplicationError(refusal, code="no_gpu_pool_fits", fields={"base_model": [refusal]})
     return base_model
 
 
@@ -129,7 +132,7 @@ def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> 
         params=run.params,
         manifest=run.manifest,
         trigger_word=run.trigger_word,
-        base_model=run.base_model,
+        base_model=base_model_validate(run.base_model),
         source=source,
         detail={"retry_of": str(run.id)},
     )
