@@ -540,13 +540,13 @@ TRAINING_WORKER_LEASE_SECONDS = env.int("TRAINING_WORKER_LEASE_SECONDS", default
 # run. A "started" from another delivery of the run's job while the holder called back this recently is
 # told to wait; once the holder has been silent this long it is taken as lost and the claim moves.
 TRAINING_WORKER_LIVENESS_SECONDS = env.float("TRAINING_WORKER_LIVENESS_SECONDS", default=30.0)
-# Checkpoints kept per completed run besides its final LoRA and the one its owner chose: the oldest others
-# are pruned (files deleted). Each is the LoRA's size (about 172 MB at rank 16); 5 keeps every checkpoint
-# of the balanced preset (1500 steps, one per 250). See docs/TRAINING.md for the storage cost.
 # A cancelled run's reporting worker hears "stop" at its next callback (at most its 10 s heartbeat) and
 # uploads what it made before it ends; RunPod is asked to cancel the job only if it still runs this much
 # later (a checkpoint and its optimizer state are hundreds of MB to upload).
 TRAINING_CANCEL_GRACE_SECONDS = env.int("TRAINING_CANCEL_GRACE_SECONDS", default=120)
+# Checkpoints kept per completed run besides its final LoRA and the one its owner chose: the oldest others
+# are pruned (files deleted). Each is the LoRA's size (about 172 MB at rank 16); 5 keeps every checkpoint
+# of the balanced preset (1500 steps, one per 250). See docs/TRAINING.md for the storage cost.
 TRAINING_CHECKPOINTS_KEPT = env.int("TRAINING_CHECKPOINTS_KEPT", default=5)
 # How long the download links of a resume (the checkpoint and its optimizer state) stay valid: the worker
 # fetches them as soon as it is told to resume.

@@ -61,7 +61,10 @@ def _qwen3_vl(dest: Path, seed: int) -> Path:
     return qwen3_vl.build(dest, seed=seed)
 
 
-# Keyed by runpod_worker.contract.BaseModel values, and the captioner's (runpod_worker/captions.py).
+# The captioner's tiny model (runpod_worker/captions.py), built beside the base models.
+CAPTIONER = "qwen3-vl-captioner"
+
+# Keyed by runpod_worker.contract.BaseModel values, and the captioner's.
 BUILDERS: dict[str, Callable[[Path, int], Path]] = {
     "flux-dev": _flux_dev,
     "flux-schnell": _flux_schnell,
@@ -69,7 +72,7 @@ BUILDERS: dict[str, Callable[[Path, int], Path]] = {
     "wan22": _wan22,
     "wan22-5b": _wan22_5b,
     "z-image": _z_image,
-    "qwen3-vl-captioner": _qwen3_vl,
+    CAPTIONER: _qwen3_vl,
 }
 
 
