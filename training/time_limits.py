@@ -26,7 +26,7 @@ from decimal import Decimal
 from django.conf import settings
 
 from runpod_worker.contract import BaseModel
-from training import gpu_pools
+from training import pricing
 from training.base_models import BASE_MODELS
 
 # RunPod's bounds on a job's executionTimeout (send-requests.mdx:116).
@@ -66,13 +66,10 @@ def longest_run_seconds() -> int:
 
 
 def slowest_gpu(base_model: str = BaseModel.DEFAULT) -> tuple[str, Decimal]:
-    """The slowest GPU of the endpoint's pools (the first listed among equals), and its seconds per step of
-    `base_model`."""
-    measured = {str(name): Decimal(str(value)) for name, value in settings.TRAINING_SECONDS_PER_STEP.items()}
-    slowest_measured = max(measured.values())
-    speeds = {gpu: measured.get(gpu, slowest_measured) for gpu in gpu_pools.endpoint_gpus()}
-    gpu = max(speeds, key=lambda name: speeds[name])
-    return gpu, speeds[gpu] * BASE_MODELS[base_model].step_factor
+    """The slowest GPU `base_model` may train on (only the endpoint's pools whose cards fit it: a 16 GB pool
+    listed beside them never gets the run) and its seconds per step of `base_model`: `pricing.slowest_gpu`,
+    so the time limit and the form's time reckon on the same GPU."""
+    return pricing.slowest_gpu(base_model)
 
 
 def most_steps_that_fit(base_model: str = BaseModel.DEFAULT) -> int:

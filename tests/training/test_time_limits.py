@@ -212,3 +212,14 @@ def test_a_retry_is_foreseen_with_its_own_base_model(character: Any, settings: A
     failed = make_run(character, "failed", params={"steps": 3000, "rank": 16}, base_model="qwen-image")
 
     assert "Choose at most 2364 steps" in (training_retry_refusal(failed) or "")
+
+
+def test_a_pool_too_small_for_the_model_does_not_set_its_time_limit(settings: Any) -> None:
+    # RunPod never gives a FLUX.1 run the 16 GB pool's RTX A4000 (gpu_pools.model_pools), so however slow that
+    # card is, the limit is reckoned on the slowest card the run may get: the RTX 4090.
+    settings.TRAINING_SECONDS_PER_STEP = {"RTX A4000": "5.0", "RTX 4090": "2.0"}
+    settings.RUNPOD_GPU_POOLS = ["AMPERE_16", "ADA_24"]
+
+    gpu, per_step = time_limits.slowest_gpu("flux-dev")
+
+    assert (gpu, per_step) == ("RTX 4090", 2)
