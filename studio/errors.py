@@ -39,3 +39,11 @@ class NotFound(ApplicationError):
 class Conflict(ApplicationError):
     code = "conflict"
     http_status = 409
+
+
+class Unavailable(ApplicationError):
+    """A service we depend on (storage, RunPod) could not be reached: nothing changed, and trying again
+    later may work."""
+
+    code = "unavailable"
+    http_status = 503

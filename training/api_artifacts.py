@@ -69,11 +69,19 @@ class TrainingRunCheckpointUseApi(APIView):
     @extend_schema(
         operation_id="runs_checkpoints_use",
         request=None,
-        responses={200: TrainingRunSerializer, 404: ErrorSerializer, 409: ErrorSerializer},
+        responses={
+            200: TrainingRunSerializer,
+            404: ErrorSerializer,
+            409: ErrorSerializer,
+            503: ErrorSerializer,
+        },
         tags=["runs"],
         description="Makes the run's checkpoint at `step` (or its final LoRA, at the run's last step) the "
         "run's LoRA and the character's current one, recorded in the run's events. 409 `run_active` while "
-        "the run trains; 404 for a step with no verified, unpruned checkpoint.",
+        "the run trains, `checkpoint_changed`/`checkpoint_missing` when its file is no longer the verified "
+        "one; "
+        "503 `storage_unavailable` when storage cannot be read (nothing changed); 404 for a step with no "
+        "verified, unpruned checkpoint.",
     )
     def post(self, request: Request, run_id: uuid.UUID, step: int) -> Response:
         run = training_run_get_for(request.user, run_id)  # type: ignore[arg-type]

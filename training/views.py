@@ -25,7 +25,7 @@ from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError, NotFound
 from studio.models import User
 from training import gpu_pools, pricing, services
-from training.artifacts import LOW_NOISE, LoraInvalid, StorageUnavailable, lora_download_name
+from training.artifacts import LOW_NOISE, lora_download_name
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice, user_budget
 from training.forms import TrainingForm
@@ -322,10 +322,6 @@ def training_run_checkpoint_use(request: HttpRequest, run_id: uuid.UUID, step: i
         services.training_run_lora_choose(run=run, step=step, source=USER)
     except ApplicationError as error:
         messages.error(request, error.message)
-    except StorageUnavailable:
-        messages.error(request, "Storage could not be read just now, so nothing changed. Try again shortly.")
-    except LoraInvalid:
-        messages.error(request, "This checkpoint's file changed since it was verified; nothing changed.")
     else:
         what = "final LoRA" if run.checkpoints.filter(step=step, final=True).exists() else f"step {step}"
         messages.success(request, f"{run.character.name} now uses the LoRA from this run's {what}.")

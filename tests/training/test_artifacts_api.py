@@ -12,6 +12,7 @@ from developer.models import WebhookDelivery
 from developer.services import webhook_endpoint_create
 from tests.developer.api_helpers import client_for
 from tests.training.artifact_helpers import artifact_run, report, uploaded_checkpoint, uploaded_sample
+from training.artifacts import LoraInvalid, StorageUnavailable
 from training.models import Sample, TrainingRun
 from training.services import artifact_report_record, training_run_artifacts_verify
 
@@ -123,3 +124,30 @@ def test_each_verified_sample_and_checkpoint_is_announced_to_the_owners_webhooks
     assert [d.event_type for d in deliveries] == ["run.checkpoint.created", "run.sample.created"]
     sample = deliveries[1].payload
     assert sample["data"]["run_id"] == str(run.pk) and sample["data"]["step"] == 100
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (StorageUnavailable("down"), 503, "storage_unavailable"),
+        (LoraInvalid("not safetensors"), 409, "checkpoint_changed"),
+    ],
+)
+def test_using_a_checkpoint_when_storage_fails_says_why_in_the_error_shape_and_changes_nothing(
+    alice_api: APIClient,
+    run: TrainingRun,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    status: int,
+    code: str,
+) -> None:
+    def fails(name: str) -> None:
+        raise failure
+
+    monkeypatch.setattr("training.services.completion.stored_lora_digest", fails)
+
+    response = alice_api.post(f"/api/v1/runs/{run.pk}/checkpoints/100/use")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+    run.refresh_from_db()
+    assert run.lora_step is None

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from characters.services import reference_images_fill_captions
 from runpod_worker.contract import BaseModel, JobOutput
-from studio.errors import Conflict, NotFound
+from studio.errors import Conflict, NotFound, Unavailable
 from training import pricing
 from training.artifacts import (
     LoraInvalid,
@@ -188,20 +188,29 @@ def _chosen_step(checkpoint: Checkpoint) -> int | None:
 
 def _checkpoint_keep(run: TrainingRun, checkpoint: Checkpoint) -> tuple[str, StoredFile]:
     """The checkpoint as a LoRA of the run's own: the final LoRA's file is one already; another is copied
-    and the copy verified (Conflict when it is no longer the verified file, which is then left alone)."""
+    and the copy verified (Conflict when it is no longer the verified file, which is then left alone;
+    Unavailable when storage cannot be read): the page and the API refuse alike, nothing half-kept."""
     if checkpoint.final:
         return checkpoint.file, StoredFile(bytes=checkpoint.bytes, sha256=checkpoint.sha256)
-    kept = lora_keep(run, source=checkpoint.file)
+    changed = Conflict("This checkpoint's file changed since it was verified.", code="checkpoint_changed")
+    unreadable = Unavailable(
+        "Storage could not be read just now, so nothing changed. Try again shortly.",
+        code="storage_unavailable",
+    )
+    try:
+        kept = lora_keep(run, source=checkpoint.file)
+    except StorageUnavailable:
+        raise unreadable from None
     if kept is None:
         raise Conflict("This checkpoint's file is no longer in storage.", code="checkpoint_missing")
     try:
         stored = stored_lora_digest(kept)
-    except (StorageUnavailable, LoraInvalid):
+    except (StorageUnavailable, LoraInvalid) as exc:
         lora_discard(kept)
-        raise
+        raise (unreadable if isinstance(exc, StorageUnavailable) else changed) from exc
     if stored is None or (stored.bytes, stored.sha256) != (checkpoint.bytes, checkpoint.sha256):
         lora_discard(kept)
-        raise Conflict("This checkpoint's file changed since it was verified.", code="checkpoint_changed")
+        raise changed
     return kept, stored
 
 
