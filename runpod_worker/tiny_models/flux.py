@@ -23,11 +23,11 @@ loads again to sample with (toolkit/assistant_lora.py).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runpod_worker.tiny_models.common import load_t5_tokenizer, mark, t5_encoder
 from runpod_worker.tiny_models.tokenizers import write_clip_tokenizer, write_t5_tokenizer
 
 DEV_SCHEDULER: dict[str, Any] = {
@@ -74,14 +74,14 @@ def build(dest: Path, variant: Variant, *, seed: int = 0) -> Path:
         vae=flux_vae(),
         text_encoder=_clip(clip_ids),
         tokenizer=_load_clip_tokenizer(dest / "tokenizer"),
-        text_encoder_2=_t5(t5_ids),
-        tokenizer_2=_load_t5_tokenizer(dest / "tokenizer_2"),
+        text_encoder_2=t5_encoder(t5_ids, T5_WIDTH),
+        tokenizer_2=load_t5_tokenizer(dest / "tokenizer_2"),
         transformer=_transformer(variant),
     )
     pipe.save_pretrained(str(dest), safe_serialization=True)
     if variant is SCHNELL:
         write_training_adapter(dest / SCHNELL_ADAPTER_DIR, pipe.transformer)
-    _mark(dest, variant, seed)
+    mark(dest, variant.name, seed)
     return dest
 
 
@@ -157,28 +157,6 @@ def _clip(ids: dict[str, int]) -> Any:
     )
 
 
-def _t5(ids: dict[str, int]) -> Any:
-    from transformers import T5Config, T5EncoderModel
-
-    return T5EncoderModel(
-        T5Config(
-            vocab_size=ids["vocab_size"],
-            d_model=T5_WIDTH,
-            d_kv=8,
-            d_ff=2 * T5_WIDTH,
-            num_layers=1,
-            num_heads=4,
-            relative_attention_num_buckets=32,
-            relative_attention_max_distance=128,
-            feed_forward_proj="gated-gelu",
-            tie_word_embeddings=False,
-            pad_token_id=ids["pad_token_id"],
-            eos_token_id=ids["eos_token_id"],
-            decoder_start_token_id=ids["pad_token_id"],
-        )
-    )
-
-
 def _transformer(variant: Variant) -> Any:
     from diffusers import FluxTransformer2DModel
 
@@ -200,15 +178,3 @@ def _load_clip_tokenizer(folder: Path) -> Any:
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(str(folder))
-
-
-def _load_t5_tokenizer(folder: Path) -> Any:
-    from transformers import T5TokenizerFast
-
-    return T5TokenizerFast.from_pretrained(str(folder))
-
-
-def _mark(dest: Path, variant: Variant, seed: int) -> None:
-    # Says what this folder is, so nobody mistakes it for real weights.
-    note = {"tiny_model_of": variant.name, "random_weights": True, "seed": seed}
-    (dest / "TINY_MODEL.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runpod_worker.tiny_models.common import mark
+from runpod_worker.tiny_models.common import load_t5_tokenizer, mark, t5_encoder
 from runpod_worker.tiny_models.qwen_image import wan_style_vae
 from runpod_worker.tiny_models.tokenizers import write_t5_tokenizer
 
@@ -69,8 +69,8 @@ def build(dest: Path, *, seed: int = 0) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     ids = write_t5_tokenizer(dest / "tokenizer")
     pipe = WanPipeline(
-        tokenizer=_load_tokenizer(dest / "tokenizer"),
-        text_encoder=_text_encoder(ids),
+        tokenizer=load_t5_tokenizer(dest / "tokenizer"),
+        text_encoder=t5_encoder(ids, TEXT_WIDTH, umt5=True),
         vae=wan_style_vae("AutoencoderKLWan"),
         scheduler=_scheduler(),
         transformer=_transformer(),
@@ -86,28 +86,6 @@ def _scheduler() -> Any:
     from diffusers import UniPCMultistepScheduler
 
     return UniPCMultistepScheduler(**SCHEDULER)
-
-
-def _text_encoder(ids: dict[str, int]) -> Any:
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    return UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=ids["vocab_size"],
-            d_model=TEXT_WIDTH,
-            d_kv=8,
-            d_ff=2 * TEXT_WIDTH,
-            num_layers=1,
-            num_heads=4,
-            relative_attention_num_buckets=32,
-            relative_attention_max_distance=128,
-            feed_forward_proj="gated-gelu",
-            tie_word_embeddings=False,
-            pad_token_id=ids["pad_token_id"],
-            eos_token_id=ids["eos_token_id"],
-            decoder_start_token_id=ids["pad_token_id"],
-        )
-    )
 
 
 def _transformer() -> Any:
@@ -128,9 +106,3 @@ def _transformer() -> Any:
         eps=1e-6,
         rope_max_seq_len=1024,
     )
-
-
-def _load_tokenizer(folder: Path) -> Any:
-    from transformers import T5TokenizerFast
-
-    return T5TokenizerFast.from_pretrained(str(folder))

@@ -22,9 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runpod_worker.tiny_models.common import mark
+from runpod_worker.tiny_models.common import load_t5_tokenizer, mark, t5_encoder
 from runpod_worker.tiny_models.tokenizers import write_t5_tokenizer
-from runpod_worker.tiny_models.wan22 import HEAD_DIM, SCHEDULER, TEXT_WIDTH, _load_tokenizer, _text_encoder
+from runpod_worker.tiny_models.wan22 import HEAD_DIM, SCHEDULER, TEXT_WIDTH
 
 LATENT_CHANNELS = 48
 # scripts/convert_wan_to_diffusers.py:859-958 (vae22_diffusers_config): the Wan 2.2 VAE's latent statistics.
@@ -50,8 +50,8 @@ def build(dest: Path, *, seed: int = 0) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     ids = write_t5_tokenizer(dest / "tokenizer")
     pipe = WanPipeline(
-        tokenizer=_load_tokenizer(dest / "tokenizer"),
-        text_encoder=_text_encoder(ids),
+        tokenizer=load_t5_tokenizer(dest / "tokenizer"),
+        text_encoder=t5_encoder(ids, TEXT_WIDTH, umt5=True),
         vae=_vae(),
         scheduler=_scheduler(),
         transformer=_transformer(),
