@@ -20,13 +20,13 @@ Switches: SIMULATED_CAPTIONER_FAIL=crash (the model cannot be loaded: the job fa
 from __future__ import annotations
 
 import colorsys
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from job_banner import print_job_banner
 from PIL import Image, ImageStat
 
 PROCESS_TYPE = "Qwen3VLCaptioner"
@@ -35,12 +35,7 @@ BANNER = "*" * 52
 
 def run(config: dict[str, Any]) -> None:
     process = config["config"]["process"][0]
-    print("Running 1 job")
-    print(json.dumps(process, indent=4))
-    print("#############################################")
-    print(f"# Running job: {config['config']['name']}")
-    print("#############################################")
-    print("\n\nRunning  1 process")
+    print_job_banner(config)
     caption = _settings(process.get("caption") or {})
     print("Loading Qwen3VL model")
     if os.environ.get("SIMULATED_CAPTIONER_FAIL") == "crash":

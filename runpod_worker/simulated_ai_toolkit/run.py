@@ -44,6 +44,7 @@ import numpy as np
 import samples
 import ui_progress  # the web UI's progress rows, written only for a `diffusion_trainer` the UI started
 import yaml
+from job_banner import print_job_banner
 from safetensors.numpy import save, save_file
 
 VERSION_FILE = Path(__file__).with_name("version.py")
@@ -246,12 +247,7 @@ def run_job(config: dict[str, Any]) -> None:
 def train(config: dict[str, Any]) -> None:
     name = config["config"]["name"]
     process = config["config"]["process"][0]
-    print("Running 1 job")
-    print(json.dumps(process, indent=4))
-    print("#############################################")
-    print(f"# Running job: {name}")
-    print("#############################################")
-    print("Running  1 process")
+    print_job_banner(config)
     out = Path(process["training_folder"]) / name
     out.mkdir(parents=True, exist_ok=True)
     # jobs/process/BaseTrainProcess.py save_training_config: the raw config as YAML.
