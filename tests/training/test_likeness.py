@@ -6,14 +6,18 @@ picture with no face (a miss)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
 from tests.characters import photos
 from tests.characters.identity import character_with
+from tests.developer.api_helpers import client_for
 from tests.training.artifact_helpers import PROMPTS, artifact_run, report, sha, store, uploaded_checkpoint
 from tests.training.test_checkpoint_choice import completed
 from training.models import Checkpoint, Sample, TrainingEvent, TrainingRun
@@ -176,3 +180,57 @@ def test_a_pass_stops_at_its_budget_and_the_sweep_finds_what_is_left(person: Any
     assert likeness_runs_overdue(now=later) == [run.pk]
     training_run_likeness_score(run_id=run.pk)
     assert likeness_runs_overdue(now=later) == []
+
+
+def test_the_api_returns_the_scores_and_who_chose_the_lora(person: Any, alice: Any) -> None:
+    run = completed(trained_run(person, {100: photos.without_face(), 200: alike(), 300: copy()}))
+    training_run_likeness_score(run_id=run.pk)
+    api = client_for(alice)
+
+    checkpoints = {c["step"]: c for c in api.get(f"/api/v1/runs/{run.pk}/checkpoints").json()}
+    samples = api.get(f"/api/v1/runs/{run.pk}/samples").json()
+    lora = api.get(f"/api/v1/runs/{run.pk}").json()["lora"]
+
+    assert checkpoints[100]["likeness"] == {
+        "score": 0.0,
+        "samples": 3,
+        "faces": 0,
+        "copies": 0,
+        "copying": False,
+    }
+    assert checkpoints[200]["likeness"]["score"] > 0.5 and checkpoints[200]["chosen"]
+    assert checkpoints[300]["likeness"]["copying"] is True
+    copies = [s["likeness"] for s in samples if s["step"] == 300]
+    assert copies == [{"score": 0.0, "face_found": True, "copy_of": TRAINED_ON[0]}] * 3
+    assert (lora["step"], lora["chosen_by"]) == (200, "likeness")
+
+
+def test_the_run_page_shows_the_likeness_curve_and_why_its_checkpoint_was_chosen(
+    person: Any, alice: Any
+) -> None:
+    run = completed(trained_run(person, {100: photos.without_face(), 200: alike(), 300: copy()}))
+    page_url = reverse("training:run-detail", args=[run.pk])
+
+    comparing = Client()
+    comparing.force_login(alice)
+    html = comparing.get(page_url).content.decode()
+    assert "Comparing each checkpoint" in html and "js/run.js" in html  # watched until chosen
+    assert comparing.get(reverse("training:run-progress", args=[run.pk])).json()["comparing"] is True
+
+    training_run_likeness_score(run_id=run.pk)
+    html = comparing.get(page_url).content.decode()
+
+    assert "js/run.js" not in html
+    choice = re.search(r'<p id="lora-choice"[^>]*>(.*?)</p>', html, re.S)
+    assert choice is not None
+    assert "The studio chose the checkpoint at step 200: its samples look most like" in choice.group(1)
+    assert "samples copy the training photos rather than draw" in choice.group(1)
+    chart = re.search(r'<svg[^>]*class="likeness-chart-wide".*?</svg>', html, re.S)
+    assert chart is not None
+    assert chart.group(0).count('class="checkpoint-mark') == 3
+    assert chart.group(0).count('class="checkpoint-mark copying"') == 1
+    assert chart.group(0).count('class="in-use"') == 1
+    assert "same person" in chart.group(0)
+    assert "Checkpoint at step 200 chosen by likeness" in html
+    assert html.count('class="sample-flag copy"') == 3 and html.count(">no face</span>") == 3
+    assert "Likeness 0% · copies photos" in html
