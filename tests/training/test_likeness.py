@@ -13,60 +13,21 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from PIL import Image
 
 from tests.characters import photos
-from tests.characters.identity import character_with
 from tests.developer.api_helpers import client_for
-from tests.training.artifact_helpers import PROMPTS, artifact_run, report, sha, store, uploaded_checkpoint
+from tests.training.likeness_helpers import TRAINED_ON, alike, copy, trained_run
 from tests.training.test_checkpoint_choice import completed
 from training.models import Checkpoint, Sample, TrainingEvent, TrainingRun
-from training.run_files import sample_file
 from training.selectors import character_current_lora
 from training.services import (
-    artifact_report_record,
     likeness_runs_overdue,
-    training_run_artifacts_verify,
     training_run_checkpoints_prune,
     training_run_likeness_score,
     training_run_lora_choose,
 )
 
 pytestmark = pytest.mark.django_db
-
-TRAINED_ON = photos.PERSON_A[1:]
-
-
-@pytest.fixture
-def person(alice: Any, settings: Any) -> Any:
-    settings.TRAINING_MIN_IMAGES = 2
-    return character_with(alice, {name: photos.photo(name) for name in TRAINED_ON})
-
-
-def alike() -> Image.Image:
-    return photos.rescaled(photos.PERSON_A[0], 0.4)
-
-
-def copy() -> Image.Image:
-    return photos.rescaled(TRAINED_ON[0], 0.5)
-
-
-def trained_run(character: Any, pictures: dict[int, Image.Image]) -> TrainingRun:
-    """A run on the character's photos with a checkpoint at 100 and 200 of 300 steps and, at each step in
-    `pictures`, that picture as every prompt's sample; verified as the worker's reports are."""
-    manifest = [{"sha256": image.sha256, "name": image.original_filename} for image in character.images.all()]
-    run = artifact_run(character, manifest=manifest)
-    samples = []
-    for step, picture in pictures.items():
-        data = photos.jpeg(picture)
-        for index in range(len(PROMPTS)):
-            store(sample_file(run, step, index), data)
-            samples.append({"step": step, "prompt_index": index, "filename": f"1__{step:09d}_{index}.jpg",
-                            "bytes": len(data), "sha256": sha(data)})  # fmt: skip
-    checkpoints = [uploaded_checkpoint(run, step) for step in (100, 200)]
-    artifact_report_record(run=run, report=report(checkpoints=checkpoints, samples=samples), delivery_id="d1")
-    training_run_artifacts_verify(run_id=run.pk)
-    return run
 
 
 def checkpoint(run: TrainingRun, step: int) -> Checkpoint:
@@ -231,6 +192,6 @@ def test_the_run_page_shows_the_likeness_curve_and_why_its_checkpoint_was_chosen
     assert chart.group(0).count('class="checkpoint-mark copying"') == 1
     assert chart.group(0).count('class="in-use"') == 1
     assert "same person" in chart.group(0)
-    assert "Checkpoint at step 200 chosen by likeness" in html
+    assert "Checkpoint at step 200 chosen for its likeness" in html
     assert html.count('class="sample-flag copy"') == 3 and html.count(">no face</span>") == 3
     assert "Likeness 0% · copies photos" in html
