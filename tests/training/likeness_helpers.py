@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from PIL import Image
 
 from tests.characters import photos
@@ -19,10 +18,9 @@ from training.services import artifact_report_record, training_run_artifacts_ver
 TRAINED_ON = photos.PERSON_A[1:]
 
 
-@pytest.fixture
-def person(alice: Any, settings: Any) -> Any:
-    settings.TRAINING_MIN_IMAGES = 2
-    return character_with(alice, {name: photos.photo(name) for name in TRAINED_ON})
+def person_character(owner: Any) -> Any:
+    """A person character of `owner` with the two photos of person A, analysed."""
+    return character_with(owner, {name: photos.photo(name) for name in TRAINED_ON})
 
 
 def alike() -> Image.Image:

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from tests.characters import photos
 from tests.developer.api_helpers import client_for
-from tests.training.likeness_helpers import TRAINED_ON, alike, copy, trained_run
+from tests.training.likeness_helpers import TRAINED_ON, alike, copy, person_character, trained_run
 from tests.training.test_checkpoint_choice import completed
 from training.models import Checkpoint, Sample, TrainingEvent, TrainingRun
 from training.selectors import character_current_lora
@@ -28,6 +28,11 @@ from training.services import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def person(alice: Any) -> Any:
+    return person_character(alice)
 
 
 def checkpoint(run: TrainingRun, step: int) -> Checkpoint:
