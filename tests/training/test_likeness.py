@@ -7,21 +7,38 @@ picture with no face (a miss)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from PIL import ImageOps
 
+from characters.faces.likeness import SAME_PERSON_LIKENESS
+from runpod_worker.simulated_ai_toolkit.samples import sample_image as simulated_sample
 from tests.characters import photos
+from tests.characters.identity import character_with
 from tests.developer.api_helpers import client_for
+from tests.training.artifact_helpers import (
+    PARAMS,
+    PROMPTS,
+    artifact_run,
+    report,
+    sha,
+    store,
+    uploaded_checkpoint,
+)
 from tests.training.likeness_helpers import TRAINED_ON, alike, copy, person_character, trained_run
 from tests.training.test_checkpoint_choice import completed
 from training.models import Checkpoint, Sample, TrainingEvent, TrainingRun
+from training.run_files import sample_file
 from training.selectors import character_current_lora
 from training.services import (
+    artifact_report_record,
     likeness_runs_overdue,
+    training_run_artifacts_verify,
     training_run_checkpoints_prune,
     training_run_likeness_score,
     training_run_lora_choose,
@@ -200,3 +217,42 @@ def test_the_run_page_shows_the_likeness_curve_and_why_its_checkpoint_was_chosen
     assert "Checkpoint at step 200 chosen for its likeness" in html
     assert html.count('class="sample-flag copy"') == 3 and html.count(">no face</span>") == 3
     assert "Likeness 0% · copies photos" in html
+
+
+def test_the_simulated_trainers_samples_of_a_person_draw_a_rising_curve_and_a_chosen_checkpoint(
+    alice: Any, tmp_path: Path
+) -> None:
+    """What `make demo` shows: the simulator's samples turn from noise into the character's photos, so
+    likeness rises from no face to the same person, and its last steps copy the photos: a checkpoint
+    before them is chosen."""
+    named = {name: photos.photo(name) for name in photos.PERSON_A}
+    named.update({f"mirrored-{name}": ImageOps.mirror(photo) for name, photo in list(named.items())})
+    character = character_with(alice, named)
+    sources = []
+    for name, photo in sorted(named.items()):
+        sources.append(tmp_path / name)
+        photo.save(sources[-1], "JPEG", quality=92)
+    manifest = [{"sha256": image.sha256} for image in character.images.all()]
+    run = artifact_run(character, manifest=manifest, params={**PARAMS, "save_every": 50, "sample_every": 50})
+    steps = list(range(50, 301, 50))
+    samples = []
+    for step in steps:
+        for index in range(len(PROMPTS)):
+            data = simulated_sample(sources, step, 300, index, seed=42)
+            store(sample_file(run, step, index), data)
+            samples.append({"step": step, "prompt_index": index, "filename": f"1__{step:09d}_{index}.jpg",
+                            "bytes": len(data), "sha256": sha(data)})  # fmt: skip
+    checkpoints = [uploaded_checkpoint(run, step) for step in steps[:-1]]
+    artifact_report_record(run=run, report=report(checkpoints=checkpoints, samples=samples), delivery_id="d1")
+    training_run_artifacts_verify(run_id=run.pk)
+    run = completed(run)
+
+    training_run_likeness_score(run_id=run.pk)
+
+    curve = {c.step: (c.likeness, c.likeness_copying) for c in Checkpoint.objects.filter(run=run)}
+    assert curve[50] == (0.0, False)  # noise: no face
+    best_step = max((step for step in steps if not curve[step][1]), key=lambda step: curve[step][0] or 0)
+    assert (curve[best_step][0] or 0) > SAME_PERSON_LIKENESS
+    assert curve[300][1]  # the last step is the photos themselves
+    run.refresh_from_db()
+    assert (run.lora_step, run.lora_choice) == (best_step, TrainingRun.LoraChoice.LIKENESS)
