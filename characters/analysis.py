@@ -28,6 +28,7 @@ from characters.faces import photo as face_photo
 from characters.faces.dataset import PhotoInput, assess_dataset
 from characters.faces.flags import DatasetWarning, Flag, warning_message
 from characters.models import Character, DatasetReport, PhotoAnalysis, ReferenceImage, face_crop_name
+from characters.signals import dataset_report_refreshed
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def photo_analysis_run(*, image: ReferenceImage, character: Character) -> PhotoA
 
 
 def dataset_report_refresh(*, character: Character) -> DatasetReport:
-    """Recompute the character's dataset report from its photos' current analyses."""
+    """Recompute the character's dataset report from its photos' current analyses, and say so
+    (`dataset_report_refreshed`) once it is committed."""
     as_of = Character.objects.filter(pk=character.pk).values_list("dataset_changed_at", flat=True).first()
     images = list(character.images.select_related("analysis").order_by("created_at", "id"))
     inputs = [_input(image) for image in images if _current(image)]
@@ -94,6 +96,7 @@ def dataset_report_refresh(*, character: Character) -> DatasetReport:
             "poses": assessment.poses,
         },
     )
+    transaction.on_commit(partial(dataset_report_refreshed.send, sender=Character, character_id=character.pk))
     return report
 
 

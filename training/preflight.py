@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from characters.models import Character
+from characters.selectors import character_identity_check, dataset_report_get, dataset_report_is_current
 from training import gpu_pools
 from training.budget import Budget, budget_advice, user_budget
 from training.models import TrainingRun
@@ -27,6 +28,8 @@ def training_start_refusal(
         )
     if count > maximum:
         return f"Training takes at most {maximum} photos and {character.name} has {count}. Delete some first."
+    if identity := character_identity_check(character).refusal:
+        return identity
     if training := _already_training(character):
         return training
     model = base_model or character.base_model
@@ -47,6 +50,8 @@ def training_retry_refusal(run: TrainingRun) -> str | None:
     if not run.is_final or run.status == TrainingRun.Status.COMPLETED:
         return "Only a failed or cancelled run can be retried."
     character = run.character
+    if identity := character_identity_check(character).refusal:
+        return identity
     missing = training_run_missing_images(run)
     if missing:
         return (
@@ -68,6 +73,25 @@ def training_retry_refusal(run: TrainingRun) -> str | None:
             f"Repeating it would cost about ${budget.estimate:.2f} and ${left:.2f} of your budget is left. "
             f"Train again from the training form instead: {advice[0].lower()}{advice[1:]}"
         )
+    return None
+
+
+def face_check_pending(character: Character) -> bool:
+    """A person's photos changed since the face check last saw them: auto-train waits for the check, whose
+    refusal and face crops a start needs (a start by hand goes ahead on the report there is)."""
+    return character.is_person and not dataset_report_is_current(character, dataset_report_get(character))
+
+
+def auto_train_waiting(character: Character) -> str | None:
+    """Why auto-train has not started the first run of a character with enough photos, or None."""
+    if not character.auto_train or character.images.count() < settings.TRAINING_MIN_IMAGES:
+        return None
+    if TrainingRun.objects.filter(character=character).exists():
+        return None
+    if refusal := character_identity_check(character).refusal:
+        return f"Auto-train is on but does not start: {refusal}"
+    if face_check_pending(character):
+        return "Auto-train starts once the face check of the new photos is done, in a minute or two."
     return None
 
 

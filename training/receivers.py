@@ -18,8 +18,8 @@ from training.services import training_run_autostart, training_run_cancel
 
 
 def start_training_when_sheet_complete(sender: Any, *, character_id: uuid.UUID, **kwargs: Any) -> None:
-    """Auto-train: the character's first run starts once it has enough reference images, or once
-    auto-train is turned on for a character that already has them."""
+    """Auto-train: the character's first run starts once it has enough reference images and the face check
+    has seen them, or once auto-train is turned on for a character that already has them."""
     training_run_autostart(character_id=character_id)
 
 

@@ -6,6 +6,7 @@ user's run or character answers 404); writes go through `training.services`."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from characters.models import Character
-from characters.selectors import character_get_for
+from characters.selectors import character_get_for, character_identity_check
 from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError, NotFound
 from studio.models import User
@@ -116,6 +117,7 @@ def _render_form(
         "image_count": image_count,
         "min_images": settings.TRAINING_MIN_IMAGES,
         "active_run": character.training_runs.filter(status__in=TrainingRun.ACTIVE_STATUSES).first(),
+        "identity": character_identity_check(character),
     }
     if status is None:
         status = 400 if form.errors else 200
@@ -164,6 +166,8 @@ def _render_confirm(request: HttpRequest, character: Character, form: TrainingFo
         "budget_advice": budget_advice(budget=budget, preset=preset, steps=steps),
         "refusal": refusal,
         "image_count": character.images.count(),
+        # The refusal, if any, is shown above as the run's: only the warnings are repeated below it.
+        "identity": replace(character_identity_check(character), refusal=None),
     }
     return render(request, "training/training_confirm.html", context)
 
