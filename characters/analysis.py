@@ -70,7 +70,7 @@ def dataset_report_refresh(*, character: Character) -> DatasetReport:
     (`dataset_report_refreshed`) once it is committed."""
     as_of = Character.objects.filter(pk=character.pk).values_list("dataset_changed_at", flat=True).first()
     images = list(character.images.select_related("analysis").order_by("created_at", "id"))
-    inputs = [_input(image) for image in images if _current(image)]
+    inputs = [photo_input(image) for image in images if _current(image)]
     assessment = assess_dataset(
         inputs, is_person=character.is_person, minimum_good=settings.TRAINING_MIN_IMAGES
     )
@@ -197,7 +197,8 @@ def _fields(facts: face_photo.PhotoFacts | None, crop_name: str) -> dict[str, An
     }
 
 
-def _input(image: ReferenceImage) -> PhotoInput:
+def photo_input(image: ReferenceImage) -> PhotoInput:
+    """The photo's stored measurements (`image.analysis`), as the report and likeness compare them."""
     analysis = image.analysis
     return PhotoInput(
         key=str(image.pk),

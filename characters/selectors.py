@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
-from characters.analysis import embedding_of
+from characters.analysis import photo_input
+from characters.faces.dataset import PhotoInput
 from characters.faces.flags import Flag
 from characters.faces.photo import VERSION as ANALYSER_VERSION
 from characters.models import Character, DatasetReport, PhotoAnalysis, PhotoConsent, ReferenceImage
@@ -114,20 +115,21 @@ def character_face_crops(character: Character) -> list[tuple[ReferenceImage, str
     return [(analysis.image, str(analysis.crop.name)) for analysis in analyses]
 
 
-def character_reference_embeddings(character: Character) -> list[tuple[ReferenceImage, np.ndarray]]:
-    """The main-face embedding of each analysed photo that is not flagged as someone else, for the
-    likeness of samples against the references."""
+def character_likeness_references(
+    character: Character, *, sha256s: Collection[str] | None = None
+) -> list[PhotoInput]:
+    """The analysed photos with a face that are not flagged as someone else (of those with these
+    `sha256s`, when given: the photos a run trained on), as the likeness of generated images needs them.
+    Their `embedding` is biometric data: read it to score, never keep a copy."""
     report = dataset_report_get(character)
     others = _photos_flagged(report, Flag.OTHER_PERSON) if report is not None else set()
-    analyses = PhotoAnalysis.objects.filter(
-        image__character=character, embedding__isnull=False
-    ).select_related("image")
-    found: list[tuple[ReferenceImage, np.ndarray]] = []
-    for analysis in analyses:
-        embedding = embedding_of(analysis)
-        if embedding is not None and str(analysis.image_id) not in others:
-            found.append((analysis.image, embedding))
-    return found
+    analyses = PhotoAnalysis.objects.filter(image__character=character, embedding__isnull=False)
+    if sha256s is not None:
+        analyses = analyses.filter(image__sha256__in=list(sha256s))
+    images = ReferenceImage.objects.filter(pk__in=analyses.values("image_id")).select_related("analysis")
+    return [
+        photo_input(image) for image in images.order_by("created_at", "id") if str(image.pk) not in others
+    ]
 
 
 def _no_face_refusal(character: Character, report: DatasetReport) -> str | None:

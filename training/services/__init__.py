@@ -7,6 +7,7 @@
     artifacts      the checkpoints, samples and loss a progress callback reports, recorded as reported
     verification   those files read back from storage, thumbnails made, each announced once verified
     checkpoints    what a lost worker resumes from, and the storage cap's pruning once a run has ended
+    likeness       each sample's likeness to the character, each checkpoint's, the best one chosen
     start          start, retry, auto-start: a pending run with its dataset and parameters frozen
     submission     `/run`: at most once per attempt, the attempt written first, when to try again
     status         RunPod's status of the job applied to the run
@@ -39,6 +40,13 @@ from training.services.completion import (
 )
 from training.services.ending import training_run_cancel, training_run_fail
 from training.services.endpoint import runpod_endpoint_check, runpod_endpoint_known
+from training.services.likeness import (
+    best_checkpoint,
+    likeness_outstanding,
+    likeness_runs_overdue,
+    training_run_best_choose,
+    training_run_likeness_score,
+)
 from training.services.poll import training_run_poll, training_runs_claim_due
 from training.services.recovery import CLAIMED_ELSEWHERE, JOB_LOST, LostReport
 from training.services.schedule import (
@@ -116,6 +124,9 @@ __all__ = [
     "artifact_report_parse",
     "artifact_report_record",
     "artifact_runs_overdue",
+    "best_checkpoint",
+    "likeness_outstanding",
+    "likeness_runs_overdue",
     "run_fail",
     "run_locked",
     "run_transition",
@@ -131,10 +142,12 @@ __all__ = [
     "training_run_apply_status",
     "training_run_artifacts_verify",
     "training_run_autostart",
+    "training_run_best_choose",
     "training_run_cancel",
     "training_run_checkpoints_prune",
     "training_run_complete",
     "training_run_fail",
+    "training_run_likeness_score",
     "training_run_lora_choose",
     "training_run_note_webhook",
     "training_run_poll",
