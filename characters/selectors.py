@@ -101,18 +101,41 @@ def character_identity_check(character: Character) -> IdentityCheck:
     )
 
 
+@dataclass(frozen=True)
+class FaceCropFile:
+    """A photo's face-centred crop as a training dataset takes it: stored where, its checksum and size."""
+
+    image: ReferenceImage
+    name: str
+    sha256: str
+    bytes: int
+
+
 def character_face_crops(character: Character) -> list[tuple[ReferenceImage, str]]:
     """Each photo with a face-centred crop, and the crop's storage name, for the training dataset
     (empty when the character's face crops are off or it is not a person)."""
+    return [(analysis.image, str(analysis.crop.name)) for analysis in _face_crop_analyses(character)]
+
+
+def character_face_crop_files(character: Character) -> list[FaceCropFile]:
+    """The crops `character_face_crops` lists, with the checksum and size a training run sends the worker;
+    a crop stored before its checksum was recorded is left out until the photo is analysed again."""
+    return [
+        FaceCropFile(analysis.image, str(analysis.crop.name), analysis.crop_sha256, analysis.crop_bytes)
+        for analysis in _face_crop_analyses(character)
+        if analysis.crop_sha256 and analysis.crop_bytes is not None
+    ]
+
+
+def _face_crop_analyses(character: Character) -> QuerySet[PhotoAnalysis]:
     if not (character.is_person and character.face_crops):
-        return []
-    analyses = (
+        return PhotoAnalysis.objects.none()
+    return (
         PhotoAnalysis.objects.filter(image__character=character)
         .exclude(crop="")
         .select_related("image")
         .order_by("image__created_at", "image__id")
     )
-    return [(analysis.image, str(analysis.crop.name)) for analysis in analyses]
 
 
 def character_likeness_references(

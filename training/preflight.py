@@ -11,6 +11,7 @@ from characters.models import Character
 from characters.selectors import character_identity_check, dataset_report_get, dataset_report_is_current
 from training import gpu_pools
 from training.budget import Budget, budget_advice, user_budget
+from training.dataset import is_face_crop, run_changed_face_crops
 from training.models import TrainingRun
 from training.time_limits import time_limit_refusal
 
@@ -58,6 +59,11 @@ def training_retry_refusal(run: TrainingRun) -> str | None:
             f"{missing} of this run's photos have since been deleted, so it cannot be repeated exactly. "
             f"Train {character.name} again with the photos it has now."
         )
+    if run_changed_face_crops(run):
+        return (
+            f"This run's face crops have changed since (face crops turned off, or the photos checked again), "
+            f"so it cannot be repeated exactly. Train {character.name} again with the photos it has now."
+        )
     if training := _already_training(character):
         return training
     if no_pool := gpu_pools.pool_refusal(run.base_model):
@@ -96,9 +102,10 @@ def auto_train_waiting(character: Character) -> str | None:
 
 
 def training_run_missing_images(run: TrainingRun) -> int:
-    """How many of the photos frozen in the run's manifest the character no longer has."""
+    """How many of the photos frozen in the run's manifest the character no longer has (its face crops are
+    `training.dataset.run_changed_face_crops`')."""
     current = set(run.character.images.values_list("sha256", flat=True))
-    return sum(1 for item in run.manifest if item["sha256"] not in current)
+    return sum(1 for item in run.manifest if not is_face_crop(item) and item["sha256"] not in current)
 
 
 def _already_training(character: Character) -> str | None:

@@ -40,7 +40,8 @@ def refuse_deleting_a_photo_in_training(sender: Any, *, image: ReferenceImage, *
         character_id=image.character_id, status__in=TrainingRun.ACTIVE_STATUSES
     ).only("id", "created_at", "manifest")
     for run in active:
-        if any(item.get("sha256") == image.sha256 for item in run.manifest):
+        # Its face crop goes with it: a run that trains on the crop alone keeps the photo too.
+        if any(image.sha256 in (item.get("sha256"), item.get("photo_sha256")) for item in run.manifest):
             started = date_format(localtime(run.created_at), "DATETIME_FORMAT")
             raise Conflict(
                 f"{image.original_filename} cannot be deleted while the training run started {started} "

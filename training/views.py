@@ -29,6 +29,7 @@ from training import gpu_pools, pricing, services
 from training.artifacts import LOW_NOISE, lora_download_name
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice, user_budget
+from training.dataset import character_dataset_size, dataset_size
 from training.forms import TrainingForm
 from training.models import Sample, TrainingEvent, TrainingRun
 from training.preflight import training_retry_refusal, training_start_refusal
@@ -165,7 +166,7 @@ def _render_confirm(request: HttpRequest, character: Character, form: TrainingFo
         "budget": budget,
         "budget_advice": budget_advice(budget=budget, preset=preset, steps=steps),
         "refusal": refusal,
-        "image_count": character.images.count(),
+        "dataset": character_dataset_size(character),
         # The refusal, if any, is shown above as the run's: only the warnings are repeated below it.
         "identity": replace(character_identity_check(character), refusal=None),
     }
@@ -193,7 +194,7 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "events": list(run.events.all()),
         "lora_filename": _lora_filename(run),
         "has_lora": run_has_lora(run),
-        "image_count": len(run.manifest),
+        "dataset": dataset_size(run.manifest),
         "gpu_seconds": run.execution_ms // 1000 if run.execution_ms is not None else None,
         "charge": training_run_charge(run),
         "endpoint_notice": training_run_endpoint_notice(run),
