@@ -32,6 +32,7 @@ from training.artifacts import (
     stored_file_digest,
     stored_lora_digest,
 )
+from training.dataset import is_face_crop
 from training.models import Checkpoint, TrainingEvent, TrainingRun
 from training.runpod import RunPodJob
 from training.selectors import current_lora_runs
@@ -249,7 +250,10 @@ def _captions_keep(run: TrainingRun, output: JobOutput | None) -> dict[str, Any]
     run and for their owner to read and edit; the completion event says how many, and why any are missing."""
     if output is None or not (output.captions or output.caption_error):
         return {}
-    sent_bare = {item["sha256"] for item in run.manifest if not item.get("caption")}
+    # A face crop's caption, if the worker made one, stays with the run: the photo gets its own.
+    sent_bare = {
+        item["sha256"] for item in run.manifest if not item.get("caption") and not is_face_crop(item)
+    }
     made = {caption.sha256: caption.caption for caption in output.captions if caption.sha256 in sent_bare}
     kept = reference_images_fill_captions(character=run.character, captions=made)
     detail: dict[str, Any] = {"captions_made": len(made), "captions_kept": kept}
