@@ -18,6 +18,7 @@ from safetensors.numpy import save
 
 from studio.celery import app
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
+from tests.runpod_worker.ui_pod import ui_pod  # noqa: F401  (the AI Toolkit UI stand-in, for pod runs)
 from tests.training.factories import TrainingRunFactory
 from training.artifacts import lora_upload_name
 from training.models import TrainingRun

@@ -6,12 +6,15 @@
     schedule       when the sweep reads a run's status again, deadlines, liveness
     artifacts      the checkpoints, samples and loss a progress callback reports, recorded as reported
     verification   those files read back from storage, thumbnails made, each announced once verified
+    job_input      what the GPU job is given: photo links, upload links, parameters, callback, resume
     checkpoints    what a lost worker resumes from, and the storage cap's pruning once a run has ended
     start          start, retry, auto-start: a pending run with its dataset and parameters frozen
     submission     `/run`: at most once per attempt, the attempt written first, when to try again
     status         RunPod's status of the job applied to the run
     worker         the worker's callbacks: started, progress, finished
     completion     `training_run_complete`: the one way a run completes, whatever told us it ended
+    pod_outputs    a pod run's files brought from its pod into storage, recorded as a worker's report
+    pod_runs       pod runs: the job made and started on the pod's AI Toolkit UI, polled, ended, removed
     recovery       the LoRA in storage decides when RunPod's result and the worker's report are lost
     cost           the run's cost as a state: pending until RunPod's execution time is read, then settled
     poll           the sweep's batch of due runs and the `/status` read of one
@@ -39,6 +42,8 @@ from training.services.completion import (
 )
 from training.services.ending import training_run_cancel, training_run_fail
 from training.services.endpoint import runpod_endpoint_check, runpod_endpoint_known
+from training.services.pod_outputs import pod_runs_outputs_overdue
+from training.services.pod_runs import pod_choose, pod_run_outputs_delete
 from training.services.poll import training_run_poll, training_runs_claim_due
 from training.services.recovery import CLAIMED_ELSEWHERE, JOB_LOST, LostReport
 from training.services.schedule import (
@@ -116,6 +121,9 @@ __all__ = [
     "artifact_report_parse",
     "artifact_report_record",
     "artifact_runs_overdue",
+    "pod_choose",
+    "pod_run_outputs_delete",
+    "pod_runs_outputs_overdue",
     "run_fail",
     "run_locked",
     "run_transition",
