@@ -10,9 +10,11 @@ their photo (CASCADE); a photo deleted while its analysis runs takes the new cro
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import time
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -28,6 +30,7 @@ from characters.faces import photo as face_photo
 from characters.faces.dataset import PhotoInput, assess_dataset
 from characters.faces.flags import DatasetWarning, Flag, warning_message
 from characters.models import Character, DatasetReport, PhotoAnalysis, ReferenceImage, face_crop_name
+from characters.signals import dataset_report_refreshed
 
 logger = logging.getLogger(__name__)
 
@@ -55,20 +58,21 @@ def photo_analysis_run(*, image: ReferenceImage, character: Character) -> PhotoA
     except OSError:  # gone with its photo meanwhile, or lost: recorded as unreadable if the photo remains
         content = b""
     facts = _analyse(image, content)
-    crop_name = _store_crop(image, character, facts, content) if facts is not None else ""
+    crop = _store_crop(image, character, facts, content) if facts is not None else None
     try:
-        return _record(image, facts, crop_name)
+        return _record(image, facts, crop)
     except BaseException:
-        if crop_name:
-            default_storage.delete(crop_name)
+        if crop is not None:
+            default_storage.delete(crop.name)
         raise
 
 
 def dataset_report_refresh(*, character: Character) -> DatasetReport:
-    """Recompute the character's dataset report from its photos' current analyses."""
+    """Recompute the character's dataset report from its photos' current analyses, and say so
+    (`dataset_report_refreshed`) once it is committed."""
     as_of = Character.objects.filter(pk=character.pk).values_list("dataset_changed_at", flat=True).first()
     images = list(character.images.select_related("analysis").order_by("created_at", "id"))
-    inputs = [_input(image) for image in images if _current(image)]
+    inputs = [photo_input(image) for image in images if _current(image)]
     assessment = assess_dataset(
         inputs, is_person=character.is_person, minimum_good=settings.TRAINING_MIN_IMAGES
     )
@@ -94,6 +98,7 @@ def dataset_report_refresh(*, character: Character) -> DatasetReport:
             "poses": assessment.poses,
         },
     )
+    transaction.on_commit(partial(dataset_report_refreshed.send, sender=Character, character_id=character.pk))
     return report
 
 
@@ -128,26 +133,45 @@ def _analyse(image: ReferenceImage, content: bytes) -> face_photo.PhotoFacts | N
         return None
 
 
+@dataclass(frozen=True)
+class StoredCrop:
+    """A face crop in storage, with the checksum the training worker verifies its download by."""
+
+    name: str
+    sha256: str
+    bytes: int
+
+
 def _store_crop(
     image: ReferenceImage, character: Character, facts: face_photo.PhotoFacts, content: bytes
-) -> str:
+) -> StoredCrop | None:
     if not (character.is_person and character.face_crops):
-        return ""
-    crop = face_photo.face_crop(
+        return None
+    made = face_photo.face_crop(
         io.BytesIO(content), facts, resolution=settings.CHARACTERS_TRAINING_RESOLUTION
     )
-    if crop is None:
-        return ""
+    if made is None:
+        return None
     buffer = io.BytesIO()
-    crop.save(buffer, "JPEG", quality=95)
-    name = face_crop_name(character.pk, image.sha256)
-    default_storage.delete(name)  # a crop left by an earlier analysis is replaced, not renamed beside it
-    return default_storage.save(name, ContentFile(buffer.getvalue(), name=name))
+    made.save(buffer, "JPEG", quality=95)
+    data = buffer.getvalue()
+    crop = StoredCrop(face_crop_name(character.pk, image.sha256), hashlib.sha256(data).hexdigest(), len(data))
+    if _already_stored(image, crop):
+        # Left in place: a training run may have frozen this crop and its worker be downloading it now.
+        return crop
+    default_storage.delete(crop.name)  # a crop left by an earlier analysis is replaced, not renamed beside it
+    return replace(crop, name=default_storage.save(crop.name, ContentFile(data, name=crop.name)))
+
+
+def _already_stored(image: ReferenceImage, crop: StoredCrop) -> bool:
+    recorded = PhotoAnalysis.objects.filter(image_id=image.pk, crop=crop.name, crop_sha256=crop.sha256)
+    return recorded.exists() and default_storage.exists(crop.name)
 
 
 def _record(
-    image: ReferenceImage, facts: face_photo.PhotoFacts | None, crop_name: str
+    image: ReferenceImage, facts: face_photo.PhotoFacts | None, crop: StoredCrop | None
 ) -> PhotoAnalysis | None:
+    crop_name = crop.name if crop is not None else ""
     with transaction.atomic():
         # Locked as reference_image_delete locks it: either the delete saw this crop, or this sees no image.
         if not ReferenceImage.objects.select_for_update().filter(pk=image.pk).exists():
@@ -157,7 +181,7 @@ def _record(
         previous = PhotoAnalysis.objects.filter(image_id=image.pk).values_list("crop", flat=True).first()
         try:
             analysis, _ = PhotoAnalysis.objects.update_or_create(
-                image_id=image.pk, defaults=_fields(facts, crop_name)
+                image_id=image.pk, defaults=_fields(facts, crop)
             )
         except IntegrityError:  # another task recorded it first; its result is as good as this one
             return PhotoAnalysis.objects.filter(image_id=image.pk).first()
@@ -166,7 +190,7 @@ def _record(
     return analysis
 
 
-def _fields(facts: face_photo.PhotoFacts | None, crop_name: str) -> dict[str, Any]:
+def _fields(facts: face_photo.PhotoFacts | None, crop: StoredCrop | None) -> dict[str, Any]:
     now = timezone.now()
     if facts is None:
         return {
@@ -190,11 +214,14 @@ def _fields(facts: face_photo.PhotoFacts | None, crop_name: str) -> dict[str, An
         "yaw": facts.yaw,
         "background": facts.background,
         "flags": [flag.value for flag in facts.flags],
-        "crop": crop_name,
+        "crop": crop.name if crop is not None else "",
+        "crop_sha256": crop.sha256 if crop is not None else "",
+        "crop_bytes": crop.bytes if crop is not None else None,
     }
 
 
-def _input(image: ReferenceImage) -> PhotoInput:
+def photo_input(image: ReferenceImage) -> PhotoInput:
+    """The photo's stored measurements (`image.analysis`), as the report and likeness compare them."""
     analysis = image.analysis
     return PhotoInput(
         key=str(image.pk),

@@ -165,6 +165,9 @@ class PhotoAnalysis(models.Model):
     background = models.JSONField(default=list)
     flags = models.JSONField(default=list)
     crop = models.FileField(max_length=255, blank=True)
+    # What a training run sends the worker with the crop, which verifies its download by the checksum.
+    crop_sha256 = models.CharField(max_length=64, blank=True)
+    crop_bytes = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "photo analyses"

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
-from characters.analysis import embedding_of
-from characters.faces.flags import Flag
+from characters.analysis import photo_input
+from characters.faces.dataset import PhotoInput
+from characters.faces.flags import FLAG_SUMMARIES, Flag
 from characters.faces.photo import VERSION as ANALYSER_VERSION
 from characters.models import Character, DatasetReport, PhotoAnalysis, PhotoConsent, ReferenceImage
 
@@ -70,8 +71,40 @@ def character_has_consent(character: Character) -> bool:
     return PhotoConsent.objects.filter(character_id=character.pk).exists()
 
 
+def character_page_get_for(user: Any, character_id: uuid.UUID | str) -> Character:
+    """`character_get_for`, with its dataset report and consent record read in the same query (the
+    character page shows both)."""
+    return get_object_or_404(
+        Character.objects.select_related("dataset_report", "consent__given_by"), pk=character_id, owner=user
+    )
+
+
 def dataset_report_get(character: Character) -> DatasetReport | None:
+    if Character.dataset_report.is_cached(character):  # read with the character (character_page_get_for)
+        return getattr(character, "dataset_report", None)
     return DatasetReport.objects.filter(character_id=character.pk).select_related("medoid").first()
+
+
+@dataclass(frozen=True)
+class FlagCount:
+    code: str
+    label: str
+    photos: int
+
+
+def dataset_report_worst_flags(report: DatasetReport | None, *, limit: int = 4) -> list[FlagCount]:
+    """The report's photo flags, worst first (`FLAG_SUMMARIES` order), each with how many photos have it."""
+    if report is None:
+        return []
+    counts: dict[str, int] = {}
+    for verdict in report.photos.values():
+        for flag in verdict.get("flags", []):
+            counts[flag["code"]] = counts.get(flag["code"], 0) + 1
+    return [
+        FlagCount(code=flag.value, label=label, photos=counts[flag.value])
+        for flag, label in FLAG_SUMMARIES.items()
+        if flag.value in counts
+    ][:limit]
 
 
 def dataset_report_is_current(character: Character, report: DatasetReport | None) -> bool:
@@ -100,34 +133,58 @@ def character_identity_check(character: Character) -> IdentityCheck:
     )
 
 
+@dataclass(frozen=True)
+class FaceCropFile:
+    """A photo's face-centred crop as a training dataset takes it: stored where, its checksum and size."""
+
+    image: ReferenceImage
+    name: str
+    sha256: str
+    bytes: int
+
+
 def character_face_crops(character: Character) -> list[tuple[ReferenceImage, str]]:
     """Each photo with a face-centred crop, and the crop's storage name, for the training dataset
     (empty when the character's face crops are off or it is not a person)."""
+    return [(analysis.image, str(analysis.crop.name)) for analysis in _face_crop_analyses(character)]
+
+
+def character_face_crop_files(character: Character) -> list[FaceCropFile]:
+    """The crops `character_face_crops` lists, with the checksum and size a training run sends the worker;
+    a crop stored before its checksum was recorded is left out until the photo is analysed again."""
+    return [
+        FaceCropFile(analysis.image, str(analysis.crop.name), analysis.crop_sha256, analysis.crop_bytes)
+        for analysis in _face_crop_analyses(character)
+        if analysis.crop_sha256 and analysis.crop_bytes is not None
+    ]
+
+
+def _face_crop_analyses(character: Character) -> QuerySet[PhotoAnalysis]:
     if not (character.is_person and character.face_crops):
-        return []
-    analyses = (
+        return PhotoAnalysis.objects.none()
+    return (
         PhotoAnalysis.objects.filter(image__character=character)
         .exclude(crop="")
         .select_related("image")
         .order_by("image__created_at", "image__id")
     )
-    return [(analysis.image, str(analysis.crop.name)) for analysis in analyses]
 
 
-def character_reference_embeddings(character: Character) -> list[tuple[ReferenceImage, np.ndarray]]:
-    """The main-face embedding of each analysed photo that is not flagged as someone else, for the
-    likeness of samples against the references."""
+def character_likeness_references(
+    character: Character, *, sha256s: Collection[str] | None = None
+) -> list[PhotoInput]:
+    """The analysed photos with a face that are not flagged as someone else (of those with these
+    `sha256s`, when given: the photos a run trained on), as the likeness of generated images needs them.
+    Their `embedding` is biometric data: read it to score, never keep a copy."""
     report = dataset_report_get(character)
     others = _photos_flagged(report, Flag.OTHER_PERSON) if report is not None else set()
-    analyses = PhotoAnalysis.objects.filter(
-        image__character=character, embedding__isnull=False
-    ).select_related("image")
-    found: list[tuple[ReferenceImage, np.ndarray]] = []
-    for analysis in analyses:
-        embedding = embedding_of(analysis)
-        if embedding is not None and str(analysis.image_id) not in others:
-            found.append((analysis.image, embedding))
-    return found
+    analyses = PhotoAnalysis.objects.filter(image__character=character, embedding__isnull=False)
+    if sha256s is not None:
+        analyses = analyses.filter(image__sha256__in=list(sha256s))
+    images = ReferenceImage.objects.filter(pk__in=analyses.values("image_id")).select_related("analysis")
+    return [
+        photo_input(image) for image in images.order_by("created_at", "id") if str(image.pk) not in others
+    ]
 
 
 def _no_face_refusal(character: Character, report: DatasetReport) -> str | None:

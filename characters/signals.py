@@ -12,6 +12,11 @@ reference_images_added = Signal()
 # sender=Character, kwargs: character_id (UUID). Training starts the first run if the sheet is complete.
 auto_train_enabled = Signal()
 
+# Sent after the transaction commits when `dataset_report_refresh` has recomputed a character's dataset report
+# (the face check has seen its photos). sender=Character, kwargs: character_id (UUID). Auto-train, which waits
+# for the check of a person's photos, starts here.
+dataset_report_refreshed = Signal()
+
 # Sent by `character_delete` before anything is deleted and outside any transaction it opens, so a
 # listener may call other services (training cancels a run in progress on its GPU). A listener that
 # raises stops the deletion. sender=Character, kwargs: character (Character).

@@ -24,8 +24,10 @@ from characters.selectors import (
     character_get_for,
     character_has_consent,
     character_list_for,
+    character_page_get_for,
     dataset_report_get,
     dataset_report_is_current,
+    dataset_report_worst_flags,
     reference_image_get_for,
     reference_image_list,
 )
@@ -60,11 +62,15 @@ def character_create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def character_detail(request: HttpRequest, character_id: uuid.UUID) -> HttpResponse:
-    character = character_get_for(request.user, character_id)
+    character = character_page_get_for(request.user, character_id)
     images = list(reference_image_list(character))
+    report = dataset_report_get(character)
     context = {
         "character": character,
         "images": images,
+        "report": report,
+        "worst_flags": dataset_report_worst_flags(report),
+        "consent": getattr(character, "consent", None),
         "min_images": settings.TRAINING_MIN_IMAGES,
         "max_images": settings.TRAINING_MAX_IMAGES,
         "max_upload_mb": MAX_BYTES // (1024 * 1024),

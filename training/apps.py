@@ -15,6 +15,7 @@ class TrainingConfig(AppConfig):
         from characters.signals import (
             auto_train_enabled,
             character_deleting,
+            dataset_report_refreshed,
             reference_image_deleting,
             reference_images_added,
         )
@@ -32,6 +33,11 @@ class TrainingConfig(AppConfig):
         )
         auto_train_enabled.connect(
             start_training_when_sheet_complete, sender=Character, dispatch_uid="training-autostart-on-enable"
+        )
+        dataset_report_refreshed.connect(
+            start_training_when_sheet_complete,
+            sender=Character,
+            dispatch_uid="training-autostart-on-face-check",
         )
         character_deleting.connect(
             cancel_runs_of_deleting_character, sender=Character, dispatch_uid="training-cancel-on-delete"

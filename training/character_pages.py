@@ -16,8 +16,10 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from characters.models import Character
+from characters.selectors import character_identity_check
 from training.artifacts import lora_download_name
 from training.models import TrainingRun
+from training.preflight import auto_train_waiting
 from training.selectors import character_current_lora, current_lora_run_id, training_run_list_for
 
 HISTORY_LENGTH = 10
@@ -62,6 +64,9 @@ def training_panel(context: Context, character: Character, image_count: int) -> 
     """The detail page's training card: current LoRA, the run in progress, the history, and Train."""
     runs = list(training_run_list_for(context["user"], character=character)[: HISTORY_LENGTH + 1])
     lora = character_current_lora(character)
+    active = next((run for run in runs if not run.is_final), None)
+    # Read whenever nothing trains (not only with enough photos), so the page's queries stay the same.
+    refusal = character_identity_check(character).refusal if active is None else None
     panel = _render(
         context,
         "training/_character_panel.html",
@@ -69,12 +74,15 @@ def training_panel(context: Context, character: Character, image_count: int) -> 
             "character": character,
             "lora": lora,
             "lora_filename": lora_download_name(lora) if lora else "",
-            "active": next((run for run in runs if not run.is_final), None),
+            "active": active,
             "runs": runs[:HISTORY_LENGTH],
             "more_runs": len(runs) > HISTORY_LENGTH,
             "image_count": image_count,
             "min_images": settings.TRAINING_MIN_IMAGES,
             "missing_images": max(0, settings.TRAINING_MIN_IMAGES - image_count),
+            # Why Train would be refused by the face check, and why auto-train has not started.
+            "identity_refusal": refusal,
+            "auto_train_waiting": auto_train_waiting(character) if not runs else None,
         },
     )
     # The page's script replaces this element by its id after an upload (static/js/upload.js).

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from characters.faces.likeness import copying
 from characters.models import Character
 from training.base_models import BASE_MODELS
 
@@ -88,6 +89,11 @@ class TrainingRun(models.Model):
         COMPLETED = "completed", "Completed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+
+    class LoraChoice(models.TextChoices):
+        FINAL = "final", "the final LoRA"
+        LIKENESS = "likeness", "the checkpoint most like the character"
+        OWNER = "owner", "chosen by its owner"
 
     class CostState(models.TextChoices):
         # The cost is still owed: the run is active, or it completed before RunPod reported its job ended
@@ -204,6 +210,15 @@ class TrainingRun(models.Model):
     # while they name the run's own final LoRA. `lora_chosen_at` orders it among the character's LoRAs.
     lora_step = models.PositiveIntegerField(null=True, blank=True)
     lora_chosen_at = models.DateTimeField(null=True, blank=True)
+    lora_choice = models.CharField(
+        max_length=8,
+        choices=LoraChoice.choices,
+        default=LoraChoice.FINAL,
+        help_text="Who chose the run's LoRA.",
+    )
+    # Set once the run's checkpoints were compared by likeness after it completed (whatever the outcome):
+    # the studio chooses at most once, and never over its owner's choice.
+    likeness_settled_at = models.DateTimeField(null=True, blank=True)
     log_tail = models.TextField(
         blank=True,
         default="",
@@ -435,6 +450,13 @@ class Checkpoint(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     problem = models.CharField(max_length=300, blank=True, default="", help_text="Why it did not verify.")
     pruned_at = models.DateTimeField(null=True, blank=True, help_text="When its files were deleted.")
+    # Its samples' likeness (`training.services.likeness`): the median, 0 to 1; null until one is scored.
+    likeness = models.FloatField(null=True, blank=True)
+    likeness_samples = models.PositiveSmallIntegerField(null=True, blank=True)
+    likeness_faces = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Samples with a face.")
+    likeness_copies = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Samples nearly copying a training photo."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # Set once `training_run_artifact_created` has been sent (the row is its outbox).
     announced_at = models.DateTimeField(null=True, blank=True)
@@ -450,6 +472,10 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} · step {self.step}{' (final)' if self.final else ''}"
+
+    @property
+    def likeness_copying(self) -> bool:
+        return copying(faces=self.likeness_faces or 0, copies=self.likeness_copies or 0)
 
     @property
     def resumable(self) -> bool:
@@ -473,6 +499,13 @@ class Sample(models.Model):
     sha256 = models.CharField(max_length=64)
     verified_at = models.DateTimeField(null=True, blank=True)
     problem = models.CharField(max_length=300, blank=True, default="", help_text="Why it did not verify.")
+    # How much its face looks like the character's photos (`characters.faces.likeness`), once scored.
+    scored_at = models.DateTimeField(null=True, blank=True)
+    face_found = models.BooleanField(null=True, blank=True)
+    likeness = models.FloatField(null=True, blank=True, help_text="0 to 1; 0 without a face or for a copy.")
+    copy_of = models.CharField(
+        max_length=255, blank=True, default="", help_text="The training photo it nearly copies."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     announced_at = models.DateTimeField(null=True, blank=True)
 

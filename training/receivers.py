@@ -18,8 +18,8 @@ from training.services import training_run_autostart, training_run_cancel
 
 
 def start_training_when_sheet_complete(sender: Any, *, character_id: uuid.UUID, **kwargs: Any) -> None:
-    """Auto-train: the character's first run starts once it has enough reference images, or once
-    auto-train is turned on for a character that already has them."""
+    """Auto-train: the character's first run starts once it has enough reference images and the face check
+    has seen them, or once auto-train is turned on for a character that already has them."""
     training_run_autostart(character_id=character_id)
 
 
@@ -40,7 +40,8 @@ def refuse_deleting_a_photo_in_training(sender: Any, *, image: ReferenceImage, *
         character_id=image.character_id, status__in=TrainingRun.ACTIVE_STATUSES
     ).only("id", "created_at", "manifest")
     for run in active:
-        if any(item.get("sha256") == image.sha256 for item in run.manifest):
+        # Its face crop goes with it: a run that trains on the crop alone keeps the photo too.
+        if any(image.sha256 in (item.get("sha256"), item.get("photo_sha256")) for item in run.manifest):
             started = date_format(localtime(run.created_at), "DATETIME_FORMAT")
             raise Conflict(
                 f"{image.original_filename} cannot be deleted while the training run started {started} "

@@ -50,15 +50,20 @@ class Thumbnails:
     height: int
 
 
+def sample_read(name: str) -> bytes:
+    """A stored sample's bytes. Raises StorageUnavailable when storage fails."""
+    try:
+        with default_storage.open(name, "rb") as handle:
+            return bytes(handle.read())
+    except (OSError, BotoCoreError, ClientError) as exc:
+        raise StorageUnavailable(f"Storage could not read a sample ({type(exc).__name__}).") from exc
+
+
 def sample_thumbnails_make(run: TrainingRun, step: int, prompt_index: int) -> Thumbnails | None:
     """Reads the stored sample and stores its 256 px and 512 px WebP thumbnails (as reference photos have);
     None when the file is not an image Pillow reads. Raises StorageUnavailable when storage fails."""
     name = sample_file(run, step, prompt_index)
-    try:
-        with default_storage.open(name, "rb") as handle:
-            data = handle.read()
-    except (OSError, BotoCoreError, ClientError) as exc:
-        raise StorageUnavailable(f"Storage could not read a sample ({type(exc).__name__}).") from exc
+    data = sample_read(name)
     try:
         with Image.open(io.BytesIO(data)) as opened:
             if opened.width * opened.height > MAX_SAMPLE_PIXELS:

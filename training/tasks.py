@@ -74,6 +74,26 @@ def verify_run_artifacts(self, run_id: str) -> None:  # type: ignore[no-untyped-
             )
             return
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    score_run_likeness.delay(run_id)
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def score_run_likeness(self, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Scores the run's verified samples against the character's photos and, once the run has completed,
+    chooses its best checkpoint; then prunes its checkpoints. A pass stops after 50 s and queues the next;
+    while storage fails it retries, then the sweep takes over."""
+    try:
+        services.training_run_likeness_score(run_id=run_id)
+    except StorageUnavailable as exc:
+        if self.request.retries >= self.max_retries:
+            logger.warning(
+                "scoring run %s's samples gave up for now: %s; the sweep will try again", run_id, exc
+            )
+            return
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    if services.likeness_outstanding(run_id=run_id):
+        score_run_likeness.delay(run_id)
+        return
     services.training_run_checkpoints_prune(run_id=run_id)
 
 
@@ -110,6 +130,8 @@ def sweep_training_runs() -> int:
         verify_run_artifacts.delay(str(run_id))
     for run_id in services.pod_runs_outputs_overdue():
         delete_pod_outputs.delay(str(run_id))
+    for run_id in services.likeness_runs_overdue():
+        score_run_likeness.delay(str(run_id))
     if due or strays:
         logger.info("sweep: %d run(s) due, %d stray job(s) to cancel", len(due), len(strays))
     if announced:

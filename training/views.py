@@ -6,6 +6,7 @@ user's run or character answers 404); writes go through `training.services`."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from characters.models import Character
-from characters.selectors import character_get_for
+from characters.selectors import character_get_for, character_identity_check
 from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError, NotFound
 from studio.models import User
@@ -28,6 +29,7 @@ from training import gpu_pools, pricing, services
 from training.artifacts import LOW_NOISE, lora_download_name
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice, user_budget
+from training.dataset import character_dataset_size, dataset_size
 from training.forms import TrainingForm
 from training.models import Sample, TrainingEvent, TrainingRun
 from training.preflight import training_retry_refusal, training_start_refusal
@@ -36,6 +38,9 @@ from training.run_watch import (
     chart_build,
     checkpoint_download_name,
     gallery_build,
+    likeness_build,
+    likeness_comparing,
+    lora_choice_explained,
     next_sample_step,
     sampling,
     watch_versions,
@@ -116,6 +121,7 @@ def _render_form(
         "image_count": image_count,
         "min_images": settings.TRAINING_MIN_IMAGES,
         "active_run": character.training_runs.filter(status__in=TrainingRun.ACTIVE_STATUSES).first(),
+        "identity": character_identity_check(character),
     }
     if status is None:
         status = 400 if form.errors else 200
@@ -163,7 +169,9 @@ def _render_confirm(request: HttpRequest, character: Character, form: TrainingFo
         "budget": budget,
         "budget_advice": budget_advice(budget=budget, preset=preset, steps=steps),
         "refusal": refusal,
-        "image_count": character.images.count(),
+        "dataset": character_dataset_size(character),
+        # The refusal, if any, is shown above as the run's: only the warnings are repeated below it.
+        "identity": replace(character_identity_check(character), refusal=None),
     }
     return render(request, "training/training_confirm.html", context)
 
@@ -189,7 +197,7 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "events": list(run.events.all()),
         "lora_filename": _lora_filename(run),
         "has_lora": run_has_lora(run),
-        "image_count": len(run.manifest),
+        "dataset": dataset_size(run.manifest),
         "gpu_seconds": run.execution_ms // 1000 if run.execution_ms is not None else None,
         "charge": training_run_charge(run),
         "endpoint_notice": training_run_endpoint_notice(run),
@@ -212,6 +220,10 @@ def _watch_context(run: TrainingRun) -> dict[str, object]:
         "checkpoints_usable": run.is_final,
         "next_sample_step": next_sample_step(run),
         "versions": watch_versions(run),
+        "likeness": likeness_build(run),
+        "lora_choice": lora_choice_explained(run),
+        # The page's script keeps watching a completed run until its checkpoints are compared.
+        "watching": not run.is_final or likeness_comparing(run),
     }
 
 

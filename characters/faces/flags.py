@@ -50,6 +50,21 @@ FLAG_MESSAGES: dict[Flag, str] = {
     "(distance {distance} where the same person stays under {threshold}).",
 }
 
+# A few words per flag for a summary ("2 photos: no face found"), worst first: what teaches the LoRA
+# nothing or the wrong face before what only teaches it less well.
+FLAG_SUMMARIES: dict[Flag, str] = {
+    Flag.UNREADABLE: "could not be read",
+    Flag.BLANK: "blank",
+    Flag.NO_FACE: "no face found",
+    Flag.OTHER_PERSON: "may be someone else",
+    Flag.MULTIPLE_FACES: "more than one face",
+    Flag.FACE_TOO_SMALL: "face too small",
+    Flag.BLURRY: "face blurred",
+    Flag.TOO_DARK: "face too dark",
+    Flag.TOO_BRIGHT: "face washed out",
+    Flag.NEAR_DUPLICATE: "nearly a duplicate",
+}
+
 WARNING_MESSAGES: dict[DatasetWarning, str] = {
     DatasetWarning.MOSTLY_NO_FACE: "Most photos show no face ({without} of {total}). A LoRA of a person "
     "needs photos of their face; if this character is not a person, say so in its settings.",

@@ -245,10 +245,10 @@ def test_turning_is_a_person_off_updates_the_report(
     assert flags_by_name(anna) == {"room.jpg": []}
 
 
-def test_the_reference_embeddings_leave_out_the_other_person(alice: Any) -> None:
+def test_the_likeness_references_leave_out_the_other_person(alice: Any) -> None:
     anna = character_with(alice, person_a_and_b())
 
-    names = sorted(image.original_filename for image, _ in selectors.character_reference_embeddings(anna))
+    names = sorted(reference.name for reference in selectors.character_likeness_references(anna))
 
     assert names == sorted(photos.PERSON_A)
 

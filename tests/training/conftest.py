@@ -16,6 +16,8 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from safetensors.numpy import save
 
+from characters.faces.photo import VERSION as ANALYSER_VERSION
+from characters.models import Character, DatasetReport
 from studio.celery import app
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.runpod_worker.ui_pod import ui_pod  # noqa: F401  (the AI Toolkit UI stand-in, for pod runs)
@@ -84,6 +86,24 @@ def character(alice: Any, settings: Any) -> Any:
     settings.TRAINING_MIN_IMAGES = 3
     character = CharacterFactory(owner=alice, name="Anna", trigger_word="ohwx_anna")
     ReferenceImageFactory.create_batch(3, character=character)
+    return character
+
+
+def face_checked(character: Any) -> Any:
+    """The face check has seen the character's photos and found nothing wrong (a current, clean report), as
+    auto-train waits for it; the stand-in images of the factories hold no face to check."""
+    DatasetReport.objects.update_or_create(
+        character=character,
+        defaults={
+            "dataset_as_of": Character.objects.values_list("dataset_changed_at", flat=True).get(
+                pk=character.pk
+            ),
+            "computed_at": timezone.now(),
+            "analyser": ANALYSER_VERSION,
+            "score": 100,
+            "photo_count": character.images.count(),
+        },
+    )
     return character
 
 

@@ -9,7 +9,7 @@ from django.db import connection
 from characters.models import Character
 from characters.signals import reference_images_added
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
-from tests.training.conftest import FakeProvider
+from tests.training.conftest import FakeProvider, face_checked
 from training.models import TrainingRun
 from training.selectors import training_cost_estimate
 
@@ -24,6 +24,7 @@ def test_a_character_with_auto_train_starts_once_it_has_enough_images(
     settings.TRAINING_MIN_IMAGES = 3
     character = CharacterFactory(owner=alice, auto_train=True)
     ReferenceImageFactory.create_batch(2, character=character)
+    face_checked(character)
     announce(character)
     assert not TrainingRun.objects.exists()
 
@@ -50,6 +51,7 @@ def test_more_uploads_after_the_first_run_start_nothing_new(
     settings.TRAINING_MIN_IMAGES = 3
     character = CharacterFactory(owner=alice, auto_train=True)
     ReferenceImageFactory.create_batch(3, character=character)
+    face_checked(character)
     announce(character)
     TrainingRun.objects.update(status="completed")
 
@@ -65,6 +67,7 @@ def test_auto_train_over_budget_starts_nothing_and_raises_nothing(alice: Any, se
     alice.save()
     character = CharacterFactory(owner=alice, auto_train=True)
     ReferenceImageFactory.create_batch(3, character=character)
+    face_checked(character)
 
     announce(character)
 
@@ -80,6 +83,7 @@ def test_many_uploads_arriving_at_once_start_exactly_one_run(
     settings.TRAINING_MIN_IMAGES = 3
     character = CharacterFactory(owner=alice, auto_train=True)
     ReferenceImageFactory.create_batch(3, character=character)
+    face_checked(character)
     barrier = threading.Barrier(8)
     errors: list[BaseException] = []
 
@@ -108,6 +112,7 @@ def test_auto_train_trains_on_the_characters_base_model(
     settings.TRAINING_MIN_IMAGES = 3
     character = CharacterFactory(owner=alice, auto_train=True, base_model="wan22-5b")
     ReferenceImageFactory.create_batch(3, character=character)
+    face_checked(character)
 
     announce(character)
 
@@ -123,6 +128,7 @@ def test_auto_train_starts_nothing_when_no_gpu_pool_fits_the_characters_base_mod
     settings.RUNPOD_GPU_POOLS = ["AMPERE_16"]
     character = CharacterFactory(owner=alice, auto_train=True, base_model="qwen-image")
     ReferenceImageFactory.create_batch(3, character=character)
+    face_checked(character)
 
     with caplog.at_level("INFO", logger="training.services"):
         announce(character)

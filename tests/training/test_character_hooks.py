@@ -14,7 +14,7 @@ from characters.models import Character, ReferenceImage
 from studio.errors import Conflict
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.developer.api_helpers import client_for as api_client_for
-from tests.training.conftest import FakeProvider, make_run
+from tests.training.conftest import FakeProvider, face_checked, make_run
 from training.models import TrainingEvent, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +35,7 @@ def sheet(alice: Any, settings: Any) -> Character:
     settings.TRAINING_MIN_IMAGES = 3
     character = CharacterFactory(owner=alice, auto_train=False)
     ReferenceImageFactory.create_batch(3, character=character)
-    return character
+    return face_checked(character)
 
 
 def test_turning_auto_train_on_for_a_complete_sheet_starts_a_run(

@@ -167,7 +167,8 @@ def test_train_character_refuses_with_the_reason(
     with pytest.raises(CommandError, match="Z-Image needs a GPU with at least 24 GB") as refused:
         call_command(
             "train_character", "--user", "alice", "--name", "Anna", "--trigger", "ohwx_anna",
-            "--images", str(tmp_path), "--base-model", "z-image", stdout=io.StringIO(), stderr=io.StringIO(),
+            "--images", str(tmp_path), "--base-model", "z-image", "--consent", "self", "--not-a-person",
+            stdout=io.StringIO(), stderr=io.StringIO(),
         )  # fmt: skip
     assert refused.value.returncode == 2  # bad input: choose another base model
     assert not TrainingRun.objects.exists()

@@ -166,7 +166,7 @@ def test_the_train_character_command_refuses_it_as_bad_input_to_change(
         call_command(
             "train_character",
             *("--user", "alice", "--name", "Anna", "--trigger", "ohwx_anna"),
-            *("--images", str(tmp_path), "--steps", "6000"),
+            *("--images", str(tmp_path), "--steps", "6000", "--consent", "self", "--not-a-person"),
             stdout=io.StringIO(),
             stderr=io.StringIO(),
         )

@@ -8,15 +8,21 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from characters.models import Character
+from characters import consent
+from characters.models import Character, PhotoConsent
+from tests.characters import photos as face_photos
 from tests.characters.images import distinct_jpegs
 from tests.training.conftest import FakeProvider, store_lora
+from training.dataset import dataset_size
 from training.management.commands import train_character
 from training.models import TrainingRun
 from training.runpod import RunPodJob
 from training.services import training_run_apply_status, training_run_cancel, training_run_submit
 
 pytestmark = pytest.mark.django_db
+
+# A new character of the plain-colour test images: its owner's consent recorded, and no face to look for.
+NEW = ("--consent", "self", "--not-a-person")
 
 
 @pytest.fixture
@@ -79,7 +85,7 @@ def test_it_creates_the_character_trains_it_and_prints_the_lora(
     drive_the_run(monkeypatch, provider, ending="completed")
 
     out, _ = run_command(
-        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", "--wait"
+        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW, "--wait"
     )
 
     character = Character.objects.get(owner=alice, name="Anna")
@@ -95,7 +101,7 @@ def test_it_creates_the_character_trains_it_and_prints_the_lora(
 def test_a_second_call_reuses_the_character_and_its_photos(
     alice: Any, photos: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_command("--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna")
+    run_command("--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW)
     TrainingRun.objects.update(status=TrainingRun.Status.COMPLETED)
 
     out, _ = run_command("--user", "alice", "--name", "Anna", "--images", str(photos))
@@ -108,7 +114,7 @@ def test_a_second_call_reuses_the_character_and_its_photos(
 
 def test_without_wait_it_starts_the_run_and_returns(alice: Any, photos: Path) -> None:
     out, _ = run_command(
-        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna"
+        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW
     )
 
     assert TrainingRun.objects.get().status == TrainingRun.Status.PENDING
@@ -119,7 +125,7 @@ def test_save_every_sets_the_checkpoints_and_so_the_samples_and_the_run_page_is_
     alice: Any, photos: Path
 ) -> None:
     out, _ = run_command(
-        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna",
+        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW,
         "--steps", "300", "--save-every", "50",
     )  # fmt: skip
 
@@ -132,7 +138,7 @@ def test_it_reports_each_refused_photo_with_the_upload_rules(alice: Any, photos:
     (photos / "tiny.jpg").write_bytes(distinct_jpegs(1, size=(100, 100))[0])
 
     _, err = run_command(
-        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna"
+        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW
     )
 
     assert "tiny.jpg" in err
@@ -154,7 +160,7 @@ def test_bad_input_exits_with_code_2_and_says_why(
 ) -> None:
     defaults = {"--user": "alice", "--name": "Anna", "--images": str(photos), "--trigger": "ohwx_anna"}
     defaults.update(dict(zip(args[::2], args[1::2], strict=True)))
-    argv = [item for pair in defaults.items() for item in pair if pair[1] != ""]
+    argv = [item for pair in defaults.items() for item in pair if pair[1] != ""] + list(NEW)
 
     with pytest.raises(CommandError) as raised:
         run_command(*argv)
@@ -167,7 +173,9 @@ def test_too_few_photos_is_refused_with_code_3(alice: Any, photos: Path, setting
     settings.TRAINING_MIN_IMAGES = 10
 
     with pytest.raises(CommandError) as raised:
-        run_command("--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna")
+        run_command(
+            "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW
+        )
 
     assert raised.value.returncode == train_character.EXIT_REFUSED
     assert "10" in str(raised.value)
@@ -181,7 +189,16 @@ def test_a_failed_run_exits_with_code_4_and_its_message(
 
     with pytest.raises(CommandError) as raised:
         run_command(
-            "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", "--wait"
+            "--user",
+            "alice",
+            "--name",
+            "Anna",
+            "--images",
+            str(photos),
+            "--trigger",
+            "ohwx_anna",
+            *NEW,
+            "--wait",
         )
 
     assert raised.value.returncode == train_character.EXIT_FAILED
@@ -195,7 +212,16 @@ def test_a_cancelled_run_exits_with_code_5(
 
     with pytest.raises(CommandError) as raised:
         run_command(
-            "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", "--wait"
+            "--user",
+            "alice",
+            "--name",
+            "Anna",
+            "--images",
+            str(photos),
+            "--trigger",
+            "ohwx_anna",
+            *NEW,
+            "--wait",
         )
 
     assert raised.value.returncode == train_character.EXIT_CANCELLED
@@ -208,9 +234,74 @@ def test_giving_up_waiting_exits_with_code_6_and_leaves_the_run_going(
 
     with pytest.raises(CommandError) as raised:
         run_command(
-            "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", "--wait",
-            "--timeout", "0",
+            "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW,
+            "--wait", "--timeout", "0",
         )  # fmt: skip
 
     assert raised.value.returncode == train_character.EXIT_TIMED_OUT
     assert TrainingRun.objects.get().status == TrainingRun.Status.PENDING
+
+
+# ============================================================================================ consent
+
+
+def test_without_consent_the_photos_are_refused_as_on_the_site_and_nothing_trains(
+    alice: Any, photos: Path
+) -> None:
+    with pytest.raises(CommandError) as raised:
+        run_command("--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna")
+
+    assert raised.value.returncode == train_character.EXIT_REFUSED
+    assert "--consent self" in str(raised.value) and "consent" in str(raised.value)
+    anna = Character.objects.get(name="Anna")
+    assert anna.images.count() == 0 and not TrainingRun.objects.exists()
+    assert not PhotoConsent.objects.exists()
+
+
+def test_consent_is_recorded_for_the_owner_in_the_current_wording(alice: Any, photos: Path) -> None:
+    out, _ = run_command(
+        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW
+    )
+
+    record = PhotoConsent.objects.get(character__name="Anna")
+    assert (record.given_by, record.wording_version, record.basis) == (alice, consent.CURRENT_VERSION, "self")
+    assert f"consent to statement {consent.CURRENT_VERSION}" in out
+
+
+def test_the_face_check_runs_before_the_start_and_refuses_a_person_without_faces(
+    alice: Any, photos: Path
+) -> None:
+    with pytest.raises(CommandError) as raised:
+        run_command(
+            "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna",
+            "--consent", "self",
+        )  # fmt: skip
+
+    assert raised.value.returncode == train_character.EXIT_REFUSED
+    assert "3 of 3 photos show no face" in str(raised.value)
+    assert not TrainingRun.objects.exists()
+
+
+def test_the_run_takes_the_face_crops_the_check_made(alice: Any, tmp_path: Path, settings: Any) -> None:
+    settings.TRAINING_MIN_IMAGES = 3
+    folder = tmp_path / "portraits"
+    folder.mkdir()
+    for name in face_photos.PERSON_A:
+        (folder / name).write_bytes(face_photos.jpeg(face_photos.photo(name)))
+
+    out, _ = run_command(
+        "--user",
+        "alice",
+        "--name",
+        "Anna",
+        "--images",
+        str(folder),
+        "--trigger",
+        "ohwx_anna",
+        "--consent",
+        "self",
+    )
+
+    run = TrainingRun.objects.get()
+    assert str(dataset_size(run.manifest)) == "3 photos + 3 face crops"
+    assert "Face check: score" in out

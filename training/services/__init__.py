@@ -8,6 +8,7 @@
     verification   those files read back from storage, thumbnails made, each announced once verified
     job_input      what the GPU job is given: photo links, upload links, parameters, callback, resume
     checkpoints    what a lost worker resumes from, and the storage cap's pruning once a run has ended
+    likeness       each sample's likeness to the character, each checkpoint's, the best one chosen
     start          start, retry, auto-start: a pending run with its dataset and parameters frozen
     submission     `/run`: at most once per attempt, the attempt written first, when to try again
     status         RunPod's status of the job applied to the run
@@ -42,6 +43,13 @@ from training.services.completion import (
 )
 from training.services.ending import training_run_cancel, training_run_fail
 from training.services.endpoint import runpod_endpoint_check, runpod_endpoint_known
+from training.services.likeness import (
+    best_checkpoint,
+    likeness_outstanding,
+    likeness_runs_overdue,
+    training_run_best_choose,
+    training_run_likeness_score,
+)
 from training.services.pod_outputs import pod_runs_outputs_overdue
 from training.services.pod_runs import pod_choose, pod_run_outputs_delete
 from training.services.poll import training_run_poll, training_runs_claim_due
@@ -121,6 +129,9 @@ __all__ = [
     "artifact_report_parse",
     "artifact_report_record",
     "artifact_runs_overdue",
+    "best_checkpoint",
+    "likeness_outstanding",
+    "likeness_runs_overdue",
     "pod_choose",
     "pod_run_outputs_delete",
     "pod_runs_outputs_overdue",
@@ -139,10 +150,12 @@ __all__ = [
     "training_run_apply_status",
     "training_run_artifacts_verify",
     "training_run_autostart",
+    "training_run_best_choose",
     "training_run_cancel",
     "training_run_checkpoints_prune",
     "training_run_complete",
     "training_run_fail",
+    "training_run_likeness_score",
     "training_run_lora_choose",
     "training_run_note_webhook",
     "training_run_poll",

@@ -44,13 +44,18 @@ def training_run_resume_spec(run: TrainingRun) -> ResumeSpec | None:
 
 def training_run_checkpoints_prune(*, run_id: RunId) -> int:
     """Once a run has ended: its optimizer states go (they only serve a resume), and for a completed run
-    the checkpoints beyond TRAINING_CHECKPOINTS_KEPT, oldest first, never its final LoRA nor the chosen
-    one. Rows are marked first and files deleted after commit; returns how many checkpoints were pruned."""
+    whose checkpoints were compared by likeness or whose owner chose one, the checkpoints beyond
+    TRAINING_CHECKPOINTS_KEPT, oldest first, never its final LoRA nor the chosen one. Rows are marked first
+    and files deleted after commit; returns how many checkpoints were pruned."""
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
         if run is None or not run.is_final:
             return 0
-        pruned = _beyond_cap(run) if run.status == TrainingRun.Status.COMPLETED else []
+        # A completed run's checkpoints are compared by likeness first (the best may be an early one),
+        # unless its owner chose one already.
+        chosen = run.likeness_settled_at is not None or run.lora_choice == TrainingRun.LoraChoice.OWNER
+        settled = run.status == TrainingRun.Status.COMPLETED and chosen
+        pruned = _beyond_cap(run) if settled else []
         files = [name for checkpoint in pruned for name in (checkpoint.file, checkpoint.optimizer_file)]
         Checkpoint.objects.filter(pk__in=[c.pk for c in pruned]).update(pruned_at=timezone.now())
         states = run.checkpoints.filter(final=False, pruned_at__isnull=True).exclude(optimizer_file="")

@@ -32,6 +32,7 @@ from training.artifacts import (
     stored_file_digest,
     stored_lora_digest,
 )
+from training.dataset import is_face_crop
 from training.models import Checkpoint, TrainingEvent, TrainingRun
 from training.runpod import RunPodJob
 from training.selectors import current_lora_runs
@@ -141,9 +142,20 @@ def _final_checkpoint_record(run: TrainingRun, kept: str, stored: StoredFile) ->
     )
 
 
-def training_run_lora_choose(*, run: TrainingRun, step: int, source: str) -> TrainingRun:
+def training_run_lora_choose(
+    *,
+    run: TrainingRun,
+    step: int,
+    source: str,
+    choice: str = TrainingRun.LoraChoice.OWNER,
+    why: dict[str, Any] | None = None,
+) -> TrainingRun:
     """Makes the run's verified checkpoint at `step` (or its final LoRA) the run's LoRA, and so the
-    character's current one (`selectors.character_current_lora`), recorded as an event.
+    character's current one (`selectors.character_current_lora`), recorded as an event with `why`.
+
+    `choice` says who chose: its owner (the page, the API), or the studio by likeness once the run
+    completed (`likeness`), which applies only while nobody chose and likeness has not settled yet:
+    otherwise it changes nothing and answers the run as it is.
 
     A checkpoint is first copied to a name of the run's own that no upload link names, and the copy is
     verified against the checkpoint's sha256: what is kept is what was verified. Choosing the LoRA the
@@ -161,22 +173,41 @@ def training_run_lora_choose(*, run: TrainingRun, step: int, source: str) -> Tra
         raise Conflict("Only the final LoRA of a two-expert model can be used.", code="checkpoint_incomplete")
     already = run.lora_step == _chosen_step(checkpoint) and run.lora_sha256 == checkpoint.sha256
     if already and run.lora_name:
-        if current_lora_runs(run.character).values_list("pk", flat=True).first() == run.pk:
+        # An owner keeping the final LoRA the studio has not compared yet is a choice all the same.
+        unsettled = choice == TrainingRun.LoraChoice.OWNER and run.lora_choice == TrainingRun.LoraChoice.FINAL
+        current = current_lora_runs(run.character).values_list("pk", flat=True).first() == run.pk
+        if current and not (unsettled and run.likeness_settled_at is None):
             return run
         kept, stored = run.lora_name, StoredFile(bytes=run.lora_bytes or 0, sha256=run.lora_sha256)
     else:
         kept, stored = _checkpoint_keep(run, checkpoint)
+    by_likeness = choice == TrainingRun.LoraChoice.LIKENESS
     with transaction.atomic():
         locked = run_locked(run.pk)
-        previous = locked.lora_name
-        _lora_fields_set(locked, kept, stored, step=_chosen_step(checkpoint))
-        locked.lora_chosen_at = timezone.now()
-        locked.save()
-        TrainingEvent.objects.create(  # not a status change: recorded, never announced as one
-            run=locked, from_status=locked.status, to_status=locked.status, source=source,
-            detail={"lora_chosen": {"step": step, "final": checkpoint.final, "lora": kept}},
-            announced_at=locked.lora_chosen_at,
-        )  # fmt: skip
+        if by_likeness and (locked.likeness_settled_at or locked.lora_choice != TrainingRun.LoraChoice.FINAL):
+            late = True  # its owner chose meanwhile, or another pass settled it: theirs stands
+            if locked.likeness_settled_at is None:
+                locked.likeness_settled_at = timezone.now()
+                locked.save(update_fields=["likeness_settled_at", "updated_at"])
+        else:
+            late = False
+            previous = locked.lora_name
+            _lora_fields_set(locked, kept, stored, step=_chosen_step(checkpoint))
+            locked.lora_chosen_at = timezone.now()
+            locked.lora_choice = choice
+            if by_likeness:
+                locked.likeness_settled_at = locked.lora_chosen_at
+            locked.save()
+            TrainingEvent.objects.create(  # not a status change: recorded, never announced as one
+                run=locked, from_status=locked.status, to_status=locked.status, source=source,
+                detail={"lora_chosen": {"step": step, "final": checkpoint.final, "lora": kept, "by": choice,
+                                        **(why or {})}},
+                announced_at=locked.lora_chosen_at,
+            )  # fmt: skip
+    if late:
+        if kept != run.lora_name and not run.checkpoints.filter(file=kept).exists():
+            lora_discard(kept)
+        return locked
     if previous and previous != kept and not run.checkpoints.filter(file=previous).exists():
         lora_discard(previous)  # an earlier choice's copy; the final LoRA and checkpoints stay
     return locked
@@ -219,7 +250,10 @@ def _captions_keep(run: TrainingRun, output: JobOutput | None) -> dict[str, Any]
     run and for their owner to read and edit; the completion event says how many, and why any are missing."""
     if output is None or not (output.captions or output.caption_error):
         return {}
-    sent_bare = {item["sha256"] for item in run.manifest if not item.get("caption")}
+    # A face crop's caption, if the worker made one, stays with the run: the photo gets its own.
+    sent_bare = {
+        item["sha256"] for item in run.manifest if not item.get("caption") and not is_face_crop(item)
+    }
     made = {caption.sha256: caption.caption for caption in output.captions if caption.sha256 in sent_bare}
     kept = reference_images_fill_captions(character=run.character, captions=made)
     detail: dict[str, Any] = {"captions_made": len(made), "captions_kept": kept}

@@ -7,7 +7,6 @@ import logging
 import uuid
 from dataclasses import asdict
 from decimal import Decimal
-from pathlib import PurePosixPath
 from typing import Any
 
 from django.conf import settings
@@ -15,14 +14,16 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from characters.models import Character
+from characters.selectors import IdentityCheck, character_face_crop_files, character_identity_check
 from runpod_worker.contract import PARAM_DEFAULTS, ContractError, TrainingParams
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
 from training import gpu_pools, pricing, time_limits
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice
+from training.dataset import face_crop_items, photo_item, run_changed_face_crops
 from training.models import Pod, TrainingRun
-from training.preflight import training_run_missing_images
+from training.preflight import face_check_pending, training_run_missing_images
 from training.presets import DEFAULT_SAMPLE_PROMPTS, PRESETS, TRIGGER
 from training.selectors import user_reserved_spend, user_spend_this_month
 from training.services import queue
@@ -46,19 +47,25 @@ def training_run_start(
     model is `base_model`, else the character's; `provider` is where it trains (serverless or a pod)."""
     _check_may_train(character, requested_by)
     provider = provider_validate(provider)
+    identity = _check_identity(character)
     validated = training_params_validate(params=params, preset=preset)
     model = base_model_validate(base_model or character.base_model)
-    manifest = _manifest(character)
+    photos = _manifest(character)
+    crops = face_crop_items(character, photos=len(photos))
     return _run_create(
         character=character,
         requested_by=requested_by,
         params=validated,
-        manifest=manifest,
+        manifest=photos + crops,
         trigger_word=character.trigger_word,
         base_model=model,
         provider=provider,
         source=source,
-        detail={"preset": preset} if preset else {},
+        detail={
+            **({"preset": preset} if preset else {}),
+            **_identity_detail(identity),
+            **_crops_detail(character, len(crops)),
+        },
     )
 
 
@@ -137,11 +144,19 @@ def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> 
         raise Conflict("This run is still in progress: wait for it to finish or cancel it first.")
     character = run.character
     _check_may_train(character, requested_by)
+    _check_identity(character)
     missing = training_run_missing_images(run)
     if missing:
         raise ApplicationError(
             f"{missing} of that run's images have since been deleted, so it cannot be repeated "
             "exactly. Start a new run with the character's current images instead.",
+            code="images_changed",
+        )
+    if run_changed_face_crops(run):
+        raise ApplicationError(
+            "That run's face crops have changed since (face crops turned off, or the photos checked "
+            "again), so it cannot be repeated exactly. Start a new run with the character's current "
+            "images instead.",
             code="images_changed",
         )
     return _run_create(
@@ -158,13 +173,18 @@ def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> 
 
 
 def training_run_autostart(*, character_id: uuid.UUID) -> TrainingRun | None:
-    """Starts a character's first run once auto-train is on and the sheet has enough images.
+    """Starts a character's first run once auto-train is on, the sheet has enough images and the face
+    check has seen them all (a person's photos: its refusal and its face crops need it; the end of the
+    check calls this again).
 
     Uploads arriving together each call this; the owner and character row locks make them queue up,
     and every caller after the first sees the run and does nothing.
     """
     character = Character.objects.select_related("owner").filter(pk=character_id).first()
     if character is None or not character.auto_train:
+        return None
+    if face_check_pending(character):
+        logger.info("auto-train of character %s waits for the face check of its photos", character_id)
         return None
     try:
         with transaction.atomic():
@@ -185,6 +205,33 @@ def _check_may_train(character: Character, user: User) -> None:
         raise NotFound("This character does not exist.")
 
 
+def _check_identity(character: Character) -> IdentityCheck:
+    """The face check's verdict on the character's photos; refused when most photos of a person show no
+    face (a character marked not a person never is)."""
+    identity = character_identity_check(character)
+    if identity.refusal:
+        raise ApplicationError(identity.refusal, code="identity_refused")
+    return identity
+
+
+def _crops_detail(character: Character, used: int) -> dict[str, Any]:
+    """How many face crops the run trains on beside the photos, and how many did not fit in the job."""
+    if not used:
+        return {}
+    left_out = len(character_face_crop_files(character)) - used
+    return {"face_crops": used, **({"face_crops_left_out": left_out} if left_out > 0 else {})}
+
+
+def _identity_detail(identity: IdentityCheck) -> dict[str, Any]:
+    """What the start's event keeps of the face check: its score and the codes of its warnings, if any."""
+    if identity.score is None and not identity.warnings:
+        return {}
+    return {
+        "identity_score": identity.score,
+        "identity_warnings": [warning["code"] for warning in identity.warnings],
+    }
+
+
 def _manifest(character: Character) -> list[dict[str, Any]]:
     images = list(character.images.order_by("created_at", "id"))
     minimum = settings.TRAINING_MIN_IMAGES
@@ -200,19 +247,7 @@ def _manifest(character: Character) -> list[dict[str, Any]]:
             f"{len(images)}. Delete some, then start training again.",
             code="too_many_images",
         )
-    return [
-        {
-            # Content-addressed file names are unique per character, as the worker requires.
-            "name": PurePosixPath(image.file.name or "").name,
-            # What the owner calls the photo: messages about it use this name, not the stored one.
-            "original_name": image.original_filename,
-            "sha256": image.sha256,
-            "storage_name": image.file.name,
-            "caption": image.caption or None,
-            "bytes": image.bytes,
-        }
-        for image in images
-    ]
+    return [photo_item(image) for image in images]
 
 
 def _run_create(

@@ -139,6 +139,8 @@ class Command(BaseCommand):
                 "--name", DEMO_CHARACTER,
                 "--trigger", DEMO_TRIGGER,
                 "--images", str(photos),
+                # The demo user stands for the person drawn: the upload needs their consent, as on the site.
+                "--consent", "self",
                 "--preset", "fast",
                 "--steps", str(steps),
                 "--save-every", str(save_every),

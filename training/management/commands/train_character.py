@@ -1,15 +1,19 @@
 """Train a character from a folder of photos, from the command line.
 
     python manage.py train_character --user anna --name "Anna" --trigger ohwx_anna \\
-        --images ./photos/anna --preset balanced --wait
+        --images ./photos/anna --consent self --preset balanced --wait
 
 The character is created, or reused when the user already has one of that name; the photos go
-through the same checks as the web upload; then a run starts. With --wait the command shows the
-run's progress until it ends and prints where the LoRA is.
+through the same checks as the web upload, which needs the owner's consent to the consent statement
+(`--consent self` or `--consent permission` records it, in the current wording, for the owner who
+agreed to it outside the studio); the face check then runs here, so its refusal and face crops apply
+to the run as they do on the site; then a run starts. With --wait the command shows the run's progress
+until it ends and prints where the LoRA is.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from argparse import ArgumentParser
 from collections.abc import Iterator
@@ -22,8 +26,11 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
+from characters import consent
+from characters.analysis import character_photos_analyse, dataset_report_refresh
 from characters.models import Character
-from characters.services import character_create, reference_images_add_many
+from characters.selectors import dataset_report_worst_flags
+from characters.services import character_consent_record, character_create, reference_images_upload
 from studio.errors import ApplicationError
 from studio.models import User
 from training.base_models import BASE_MODELS
@@ -59,6 +66,18 @@ class Command(BaseCommand):
             "--images", required=True, type=Path, help="A folder of JPEG, PNG or WebP photos."
         )
         parser.add_argument("--trigger", help="Trigger word; required when the character is new.")
+        parser.add_argument(
+            "--consent",
+            choices=sorted(consent.BASES),
+            help="Record the owner's consent to the current consent statement for this character "
+            f"(version {consent.CURRENT_VERSION}): 'self', they are the person in the photos; 'permission', "
+            "that person gave them explicit permission. Uploading photos needs it once per character.",
+        )
+        parser.add_argument(
+            "--not-a-person",
+            action="store_true",
+            help="A new character is a style or an object, not a person: no face is looked for.",
+        )
         parser.add_argument("--preset", choices=sorted(PRESETS), help="Training preset (default: balanced).")
         parser.add_argument("--steps", type=int, help="Training steps, overriding the preset.")
         parser.add_argument(
@@ -79,8 +98,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         user = self._user(options["user"])
         folder = self._folder(options["images"])
-        character = self._character(user, options["name"], options["trigger"])
+        character = self._character(user, options["name"], options["trigger"], options["not_a_person"])
+        if options["consent"]:
+            self._consent(character, user, options["consent"])
         self._ingest(character, folder)
+        self._face_check(character)
         overrides = {"steps": options["steps"], "save_every": options["save_every"]}
         run = self._start(
             character,
@@ -108,7 +130,7 @@ class Command(BaseCommand):
             raise CommandError(f"{folder} is not a folder of photos.", returncode=EXIT_BAD_INPUT)
         return folder
 
-    def _character(self, user: User, name: str, trigger: str | None) -> Character:
+    def _character(self, user: User, name: str, trigger: str | None, not_a_person: bool) -> Character:
         existing = Character.objects.filter(owner=user, name=name.strip()).first()
         if existing is not None:
             if trigger and trigger != existing.trigger_word:
@@ -122,15 +144,34 @@ class Command(BaseCommand):
                 f"{name} is a new character: give its trigger word with --trigger.", returncode=EXIT_BAD_INPUT
             )
         try:
-            character = character_create(owner=user, name=name, trigger_word=trigger)
+            character = character_create(
+                owner=user, name=name, trigger_word=trigger, is_person=not not_a_person
+            )
         except ApplicationError as error:
             raise CommandError(error.message, returncode=EXIT_BAD_INPUT) from error
         self.stdout.write(f"Created the character {character.name} ({character.id}).")
         return character
 
+    def _consent(self, character: Character, user: User, basis: str) -> None:
+        try:
+            record = character_consent_record(character=character, given_by=user, basis=basis)
+        except ApplicationError as error:
+            raise CommandError(error.message, returncode=EXIT_BAD_INPUT) from error
+        self.stdout.write(
+            f"Recorded {user.get_username()}'s consent to statement {record.wording_version} "
+            f"({consent.BASES[basis]})"
+        )
+
     def _ingest(self, character: Character, folder: Path) -> None:
-        report = reference_images_add_many(character=character, uploads=_uploads(folder))
+        report = reference_images_upload(character=character, uploads=_uploads(folder))
         already_there = [r for r in report.rejected if r.code == "duplicate"]
+        if any(rejected.code == "consent_required" for rejected in report.rejected):
+            raise CommandError(
+                f"Photos of {character.name} need its owner's consent first, as on the site: read the "
+                f"statement at {reverse('characters:consent', args=[character.pk])} with them, then run "
+                "this again with --consent self (they are the person shown) or --consent permission.",
+                returncode=EXIT_REFUSED,
+            )
         for rejected in report.rejected:
             if rejected.code != "duplicate":
                 self.stderr.write(f"Refused {rejected.message}")
@@ -138,6 +179,16 @@ class Command(BaseCommand):
         if already_there:
             summary += f"; {len(already_there)} were already in the character"
         self.stdout.write(f"{summary}. The character has {character.images.count()} photo(s).")
+
+    def _face_check(self, character: Character) -> None:
+        """The check the Celery worker makes after an upload, made here and now: the run that starts next
+        is refused, or gets its face crops, by what it finds."""
+        character_photos_analyse(character=character, budget_seconds=math.inf)
+        report = dataset_report_refresh(character=character)
+        worst = "; ".join(
+            f"{flag.photos} photo(s): {flag.label}" for flag in dataset_report_worst_flags(report)
+        )
+        self.stdout.write(f"Face check: score {report.score} / 100{f'; {worst}' if worst else ''}.")
 
     def _start(
         self,

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training', '0016_artifacts_verified_later'),
+        ('training', '0017_likeness'),
     ]
 
     operations = [
