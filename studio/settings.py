@@ -555,6 +555,9 @@ TRAINING_RESUME_LINK_SECONDS = env.int("TRAINING_RESUME_LINK_SECONDS", default=3
 # ---- Pod mode: runs on a persistent pod's AI Toolkit UI (docs/TRAINING.md, "Pod mode")
 # The UI has no webhooks: a pod run's job is read this often (status, step, new samples and checkpoints).
 TRAINING_POD_POLL_SECONDS = env.float("TRAINING_POD_POLL_SECONDS", default=10.0)
+# The sweep leases a pod run to its poll for this long, the longest a poll may take (it downloads each new
+# checkpoint, hundreds of MB through RunPod's proxy); the poll schedules the next one when it is done.
+TRAINING_POD_POLL_LEASE_SECONDS = env.float("TRAINING_POD_POLL_LEASE_SECONDS", default=600.0)
 # A job the UI shows `running` whose step and stage (`info`) have not moved for this long is taken as stuck
 # (its trainer died without the UI seeing it exit): it is marked stopped and queued again, up to
 # TRAINING_POD_MAX_RESTARTS. Long enough for a first run's download of the base model (tens of GB).
