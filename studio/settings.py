@@ -253,6 +253,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # RunPod lowers an endpoint idle for 7 days to max workers 0 and leaves it there: the endpoint check
     # reads /health and max workers, tells staff, and raises it when RUNPOD_RESTORE_MAX_WORKERS allows.
+    # Pods of pod mode: a starting pod is marked running once RunPod and its UI say so; a pod idle past its
+    # idle time (TRAINING_POD_IDLE_STOP_MINUTES) is stopped.
+    "check-pods": {
+        "task": "training.tasks.check_pods",
+        "schedule": env.float("TRAINING_POD_CHECK_SECONDS", default=60.0),
+    },
     "check-runpod-endpoint": {
         "task": "training.tasks.check_runpod_endpoint",
         "schedule": env.float("RUNPOD_ENDPOINT_CHECK_SECONDS", default=300.0),

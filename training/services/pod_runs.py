@@ -62,8 +62,10 @@ from training.artifacts import StorageUnavailable, lora_upload_name
 from training.models import LossSeries, Pod, TrainingEvent, TrainingRun
 from training.pod_config import pod_dataset_files, pod_dataset_name, pod_job_config, pod_job_name
 from training.providers import pod_client
+from training.runpod_rest import RunPodRestError
 from training.services.completion import RunEnd, training_run_complete
 from training.services.job_input import training_job_input
+from training.services.pod_lifecycle import pod_start
 from training.services.pod_outputs import pod_artifacts_collect, pod_outputs_unsafe, stored_file_put
 from training.services.reports import progress_apply
 from training.services.schedule import pod_poll
@@ -123,7 +125,13 @@ def _pod(run: TrainingRun) -> Pod:
 
 
 def _pod_of(run: TrainingRun) -> Pod:
+    """The run's pod, running; a stopped one is asked to start, and the run waits for it."""
     pod = _pod(run)
+    if pod.state == Pod.State.STOPPED:
+        try:
+            pod = pod_start(pod=pod)
+        except RunPodRestError as exc:
+            raise PodNotRunning(f"Pod {pod.name} is stopped and RunPod could not start it: {exc}") from exc
     if pod.state != Pod.State.RUNNING:
         raise PodNotRunning(f"Pod {pod.name} is {pod.state}: the run waits for it to run.")
     return pod
