@@ -43,10 +43,20 @@ def draw_sample(seed: int) -> Image.Image:
         (cx - head_w // 2, cy - head_h // 2, cx + head_w // 2, cy + head_h // 2), fill=(230, 190, 160)
     )
     turn = rng.randint(-25, 25)  # the head turns a little from picture to picture
+    # Brows and a shaded nose: the face check's detector (dlib's HOG) finds a face in 23 of seeds 1-24 with
+    # them, in 6 of 12 without, and the studio refuses to train a person when most photos show no face.
     for side in (-1, 1):
         ex = cx + side * int(45 * scale) + turn
+        brow = (ex - int(22 * scale), cy - int(42 * scale), ex + int(22 * scale), cy - int(46 * scale))
+        draw.line(brow, fill=(60, 35, 20), width=max(4, int(7 * scale)))
         draw.ellipse((ex - 14, cy - 25, ex + 14, cy + 3), fill=(255, 255, 255))
         draw.ellipse((ex - 7, cy - 18, ex + 7, cy - 4), fill=(40, 110, 70))
+    nose = [
+        (cx + turn, cy - 5),
+        (cx + turn - int(14 * scale), cy + int(38 * scale)),
+        (cx + turn + int(10 * scale), cy + int(40 * scale)),
+    ]
+    draw.polygon(nose, fill=(200, 150, 125))
     draw.arc((cx - 40 + turn, cy + 30, cx + 40 + turn, cy + 75), 15, 165, fill=(150, 60, 60), width=5)
     return image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0, 1.2)))
 
