@@ -25,6 +25,7 @@ from characters.models import Character
 from studio.admin import AdminExtension, UserAdmin, admin_index_panel_register
 from studio.errors import ApplicationError
 from studio.models import User
+from training import admin_pods  # noqa: F401  (registers the pods' admin)
 from training.admin_artifacts import CheckpointInline, SampleInline
 from training.admin_dashboard import training_dashboard_panel
 from training.models import DeletedRunSpend, StrayJob, TrainingEvent, TrainingRun

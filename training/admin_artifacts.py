@@ -39,7 +39,16 @@ def sample_preview(sample: Sample) -> SafeString | str:
 
 @admin.register(Checkpoint)
 class CheckpointAdmin(ReadOnlyAdmin):
-    list_display = ("run", "step", "final", "bytes", "verified_at", "problem", "pruned_at")
+    list_display = (
+        "run",
+        "step",
+        "final",
+        "likeness",
+        "likeness_copies",
+        "bytes",
+        "verified_at",
+        "pruned_at",
+    )
     list_filter = ("final", "verified_at", "pruned_at")
     list_select_related = ("run", "run__character")
     search_fields = ("=run__id", "run__character__name")
@@ -47,7 +56,7 @@ class CheckpointAdmin(ReadOnlyAdmin):
 
 @admin.register(Sample)
 class SampleAdmin(ReadOnlyAdmin):
-    list_display = ("preview", "run", "step", "prompt_index", "bytes", "verified_at", "problem")
+    list_display = ("preview", "run", "step", "prompt_index", "likeness", "copy_of", "verified_at", "problem")
     list_filter = ("verified_at",)
     list_select_related = ("run", "run__character")
     search_fields = ("=run__id", "run__character__name")
@@ -72,7 +81,8 @@ class CheckpointInline(admin.TabularInline):
     model = Checkpoint
     extra = 0
     can_delete = False
-    fields = ("step", "final", "bytes", "sha256", "optimizer_bytes", "verified_at", "problem", "pruned_at")
+    fields = ("step", "final", "likeness", "likeness_faces", "likeness_copies", "bytes", "sha256",
+              "optimizer_bytes", "verified_at", "problem", "pruned_at")  # fmt: skip
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -83,7 +93,8 @@ class SampleInline(admin.TabularInline):
     model = Sample
     extra = 0
     can_delete = False
-    fields = ("preview", "step", "prompt_index", "prompt", "bytes", "verified_at", "problem")
+    fields = ("preview", "step", "prompt_index", "prompt", "likeness", "face_found", "copy_of", "verified_at",
+              "problem")  # fmt: skip
     readonly_fields = fields
 
     @admin.display(description="sample")

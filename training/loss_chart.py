@@ -19,7 +19,7 @@ shows the one that fits (`.loss-chart-wide` / `.loss-chart-narrow`). Both carry 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -59,6 +59,8 @@ SERIES_STYLE = {
     # Blue and orange: told apart with every common colour blindness, and the site's accent blue.
     "loss": ("Training loss", "#0a58ca"),
     "val_loss": ("Validation loss", "#b35900"),
+    # Green, apart from both losses (`training.likeness_chart`).
+    "likeness": ("Likeness", "#1a7f37"),
 }
 
 
@@ -188,12 +190,12 @@ def _frame(layout: Layout, series: list[list[Point]], total_steps: int | None) -
 # ============================================================================================ drawing
 
 
-def _path(frame: Frame, points: Sequence[Point]) -> str:
+def path_data(frame: Frame, points: Sequence[Point]) -> str:
     coordinates = " ".join(f"{frame.x(step):.1f},{frame.y(value):.1f}" for step, value in points)
     return f"M{coordinates}"
 
 
-def _axes(frame: Frame) -> list[str]:
+def axes(frame: Frame, y_format: Callable[[float], str] = format_value) -> list[str]:
     left, _, right, bottom = frame.plot
     font = frame.layout.font
     parts = ['<g class="axes" fill="#57606a" stroke="none">']
@@ -202,7 +204,7 @@ def _axes(frame: Frame) -> list[str]:
         parts.append(
             f'<line x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d0d7de" stroke-width="1"'
             ' vector-effect="non-scaling-stroke"/>'
-            f'<text x="{left - 6}" y="{y + font * 0.35:.1f}" text-anchor="end">{format_value(value)}</text>'
+            f'<text x="{left - 6}" y="{y + font * 0.35:.1f}" text-anchor="end">{y_format(value)}</text>'
         )
     for step in frame.x_ticks:
         x = frame.x(step)
@@ -218,7 +220,7 @@ def _axes(frame: Frame) -> list[str]:
     return parts
 
 
-def _legend(frame: Frame, keys: list[str]) -> str:
+def legend(frame: Frame, keys: list[str]) -> str:
     font, x = frame.layout.font, float(frame.layout.left)
     parts = ['<g class="legend">']
     for key in keys:
@@ -240,14 +242,13 @@ def _series(frame: Frame, key: str, points: list[Point]) -> str:
         step, value = points[0]
         return f'<circle cx="{frame.x(step):.1f}" cy="{frame.y(value):.1f}" r="3" fill="{colour}"/>'
     stroke = f'fill="none" stroke="{colour}" vector-effect="non-scaling-stroke" stroke-linejoin="round"'
-    raw = (
-        f'<path class="raw" d="{_path(frame, thin(points))}" {stroke} stroke-width="1" stroke-opacity="0.3"/>'
-    )
+    raw = f'<path class="raw" d="{path_data(frame, thin(points))}" {stroke} stroke-width="1" '
+    raw += 'stroke-opacity="0.3"/>'
     if len(points) <= MARKED_POINTS:
         raw += f'<g class="marks" fill="{colour}" fill-opacity="0.55">'
         raw += "".join(f'<circle cx="{frame.x(s):.1f}" cy="{frame.y(v):.1f}" r="2.5"/>' for s, v in points)
         raw += "</g>"
-    line = f'<path class="smoothed" d="{_path(frame, thin(smoothed))}" {stroke} stroke-width="2.25"/>'
+    line = f'<path class="smoothed" d="{path_data(frame, thin(smoothed))}" {stroke} stroke-width="2.25"/>'
     return f'<g class="series series-{key}">{raw}{line}</g>'
 
 
@@ -296,8 +297,8 @@ def loss_chart_svg(
         'preserveAspectRatio="xMidYMid meet">',
         f'<title id="{ident}-title">{escape(title)}</title>',
         f'<desc id="{ident}-desc">{escape(describe(loss_points, val_points, total_steps))}</desc>',
-        *_axes(frame),
-        _legend(frame, present),
+        *axes(frame),
+        legend(frame, present),
     ]
     if val_points:
         body.append(_series(frame, "val_loss", val_points))

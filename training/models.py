@@ -11,8 +11,76 @@ from characters.models import Character
 from training.base_models import BASE_MODELS
 
 
+class Pod(models.Model):
+    """A persistent RunPod Pod running AI Toolkit's web UI (port 8675), registered by staff: pod-mode runs
+    train there through the UI's own API (`training.aitoolkit.AIToolkitClient`), one at a time per GPU.
+
+    The UI's token (its AI_TOOLKIT_AUTH) is kept encrypted (`training.pod_secrets`) and is never shown back,
+    logged or sent anywhere but to the pod. The UI's `/api/files/` and `/api/img/` routes answer without it
+    (docs/TRAINING.md, "Pod mode"), so each run's outputs are deleted from the pod once kept in storage.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        STARTING = "starting", "Starting"
+        STOPPING = "stopping", "Stopping"
+        STOPPED = "stopped", "Stopped"
+
+    name = models.CharField(max_length=100, unique=True)
+    runpod_pod_id = models.CharField(
+        "RunPod pod id",
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Empty for a UI not on RunPod, which the studio can neither start nor stop.",
+    )
+    ui_url = models.URLField(
+        "UI base URL", max_length=300, help_text="e.g. https://<pod id>-8675.proxy.runpod.net"
+    )
+    token_encrypted = models.TextField(blank=True, default="", editable=False)
+    gpu_ids = models.CharField(
+        "GPU ids", max_length=32, default="0", help_text="The UI's queue runs are put on (its gpu_ids)."
+    )
+    hourly_price_usd = models.DecimalField(
+        max_digits=8, decimal_places=4, help_text="What RunPod bills per hour while the pod runs."
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+    accepts_runs = models.BooleanField(default=True, help_text="New pod-mode runs may be sent here.")
+    idle_stop_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Stop the pod after this long without a run; empty: TRAINING_POD_IDLE_STOP_MINUTES.",
+    )
+    last_busy_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the pod last had a run on it: its idle time counts from here."
+    )
+    running_since = models.DateTimeField(
+        null=True, blank=True, help_text="Start of the running span not yet added to uptime_seconds."
+    )
+    uptime_seconds = models.PositiveBigIntegerField(
+        default=0, help_text="Running time of the spans that have ended (billed at hourly_price_usd)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:  # the token stays out of every rendering of the row
+        return f"<Pod {self.name} {self.state}>"
+
+
 class TrainingRun(models.Model):
-    """One attempt to train a LoRA for a character on a RunPod GPU."""
+    """One attempt to train a LoRA for a character on a RunPod GPU: a serverless job, or a job on a pod's
+    AI Toolkit UI (`provider`)."""
+
+    class Provider(models.TextChoices):
+        SERVERLESS = "serverless", "Serverless (RunPod endpoint)"
+        POD = "pod", "Pod (AI Toolkit UI)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -56,7 +124,20 @@ class TrainingRun(models.Model):
         default=list, help_text="The dataset frozen at start: image names, hashes and captions."
     )
 
-    runpod_job_id = models.CharField(max_length=128, blank=True, default="")
+    provider = models.CharField(
+        max_length=16, choices=Provider.choices, default=Provider.SERVERLESS, db_index=True
+    )
+    # A pod run's pod, chosen at submission; its job there is `runpod_job_id` (the UI's Job id).
+    pod = models.ForeignKey(Pod, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
+    pod_outputs_deleted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the pod run's job, dataset and files were deleted from the pod, once kept.",
+    )
+
+    runpod_job_id = models.CharField(
+        max_length=128, blank=True, default="", help_text="The RunPod job id; for a pod run, the UI's job id."
+    )
     attempts = models.PositiveIntegerField(default=0, help_text="Submissions tried.")
     last_provider_payload = models.JSONField(default=dict, blank=True)
 
@@ -112,7 +193,9 @@ class TrainingRun(models.Model):
     # means a job may exist that we never heard of, so the run is not blindly submitted again.
     submit_attempted_at = models.DateTimeField(null=True, blank=True)
     worker_seen_at = models.DateTimeField(
-        null=True, blank=True, help_text="Last time the GPU worker called back for this run."
+        null=True,
+        blank=True,
+        help_text="Last time the GPU worker called back for this run (a pod run: its job last moved).",
     )
     worker_delivery_id = models.CharField(
         max_length=64,

@@ -13,7 +13,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from characters.faces.likeness import SAME_PERSON_LIKENESS
 from runpod_worker.contract import ContractError, TrainingParams, sample_steps
+from training.likeness_chart import LikenessPoint, likeness_chart_svg, percent
 from training.loss_chart import NARROW, WIDE, loss_chart_svg
 from training.models import Checkpoint, LossSeries, Sample, TrainingRun
 from training.selectors import (
@@ -191,6 +193,84 @@ def chart_build(run: TrainingRun, series: LossSeries | None = None) -> Chart:
     return Chart(wide=drawings["wide"], narrow=drawings["narrow"])
 
 
+# ============================================================================================ likeness
+
+
+def likeness_build(run: TrainingRun) -> Chart:
+    """The likeness chart's two drawings (training.likeness_chart), None before a checkpoint is scored."""
+    current = current_step(run)
+    points = [
+        LikenessPoint(
+            step=checkpoint.step,
+            score=checkpoint.likeness,
+            faces=checkpoint.likeness_faces or 0,
+            samples=checkpoint.likeness_samples or 0,
+            copying=checkpoint.likeness_copying,
+            current=checkpoint.step == current,
+        )
+        for checkpoint in training_run_checkpoints(run)
+        if checkpoint.likeness is not None
+    ]
+    total = int(run.progress_total or run.params.get("steps") or 0) or None
+    title = f"Likeness to {run.character.name} by checkpoint"
+    drawings = {
+        layout.name: likeness_chart_svg(points, total_steps=total, layout=layout, title=title)
+        for layout in (WIDE, NARROW)
+    }
+    return Chart(wide=drawings["wide"], narrow=drawings["narrow"])
+
+
+def likeness_comparing(run: TrainingRun) -> bool:
+    """The run completed and the studio is still comparing its checkpoints by likeness (its page keeps
+    watching until it has chosen)."""
+    unsettled = run.status == TrainingRun.Status.COMPLETED and run.likeness_settled_at is None
+    return unsettled and sampling(run)  # a run without samples has nothing to compare
+
+
+def lora_choice_explained(run: TrainingRun) -> str:
+    """Which of the run's LoRAs it uses, and why, in a sentence for its page ("" when there is nothing to
+    say: no LoRA, or nothing was compared)."""
+    if not run.lora_name:
+        return ""
+    name = run.character.name
+    if run.lora_choice == TrainingRun.LoraChoice.OWNER:
+        return "You chose this one; the studio leaves your choice as it is."
+    if run.status != TrainingRun.Status.COMPLETED:
+        return ""
+    if run.likeness_settled_at is None:
+        return (
+            f"Comparing each checkpoint's samples with {name}'s photos; the best may replace the final LoRA."
+        )
+    checkpoints = {c.step: c for c in training_run_checkpoints(run) if c.likeness is not None}
+    final = next((c for c in checkpoints.values() if c.final), None)
+    if run.lora_choice == TrainingRun.LoraChoice.LIKENESS and run.lora_step in checkpoints:
+        chosen = checkpoints[run.lora_step]
+        sentence = (
+            f"The studio chose the checkpoint at step {chosen.step}: its samples look most like {name} "
+            f"(likeness {percent(chosen.likeness or 0.0)}, a face in {chosen.likeness_faces} of "
+            f"{chosen.likeness_samples})"
+        )
+        if final is not None and final.likeness_copying:
+            sentence += ", and the final LoRA's samples copy the training photos rather than draw " + name
+        elif final is not None:
+            sentence += f", against {percent(final.likeness or 0.0)} for the final LoRA"
+        return sentence + ". Choose another below if you prefer it."
+    if not checkpoints:
+        return ""  # nothing was compared: not a person, no photo with a face, or no samples
+    if not any(c.likeness_faces for c in checkpoints.values()):
+        return (
+            f"No sample showed a face, so the studio could not tell which checkpoint looks most like {name}: "
+            "the final LoRA is kept. Look at the samples before you use it."
+        )
+    if final is not None and final.likeness is not None:
+        verdict = "above" if final.likeness >= SAME_PERSON_LIKENESS else "below"
+        return (
+            f"The final LoRA's samples look the most like {name} (likeness {percent(final.likeness)}, "
+            f"{verdict} the same-person line)."
+        )
+    return ""
+
+
 # ============================================================================================ versions
 
 
@@ -203,11 +283,15 @@ def watch_versions(run: TrainingRun) -> dict[str, Any]:
     )
     checkpoints = run.checkpoints.filter(verified_at__isnull=False).values_list("step", "pruned_at")
     kept = sorted((step, str(pruned)) for step, pruned in checkpoints)
-    gallery = [samples, kept, current_step(run)]
+    likeness = sorted(
+        run.checkpoints.filter(likeness__isnull=False).values_list("step", "likeness", "likeness_copies")
+    )
+    gallery = [samples, kept, current_step(run), likeness, run.likeness_settled_at is not None]
     series = LossSeries.objects.filter(run=run).values_list("updated_at", flat=True).first()
+    chart = [str(series), run.progress_total, run.params.get("steps"), likeness, current_step(run)]
     return {
         "gallery": _digest(gallery),
-        "chart": _digest([str(series), run.progress_total, run.params.get("steps")]) if series else "",
+        "chart": _digest(chart) if series or likeness else "",
         "soon": samples_due(run, samples),
     }
 

@@ -18,7 +18,15 @@ from runpod_worker.contract import BaseModel
 from studio.errors import NotFound
 from studio.models import User
 from training import pricing
-from training.models import Checkpoint, DeletedRunSpend, LossSeries, RunPodEndpointStatus, Sample, TrainingRun
+from training.models import (
+    Checkpoint,
+    DeletedRunSpend,
+    LossSeries,
+    Pod,
+    RunPodEndpointStatus,
+    Sample,
+    TrainingRun,
+)
 
 ZERO = Decimal("0")
 MONEY = DecimalField(max_digits=12, decimal_places=4)
@@ -222,3 +230,16 @@ def training_run_checkpoints(run: TrainingRun) -> QuerySet[Checkpoint]:
 
 def training_run_loss(run: TrainingRun) -> LossSeries | None:
     return LossSeries.objects.filter(run=run).first()
+
+
+def pod_uptime_seconds(pod: Pod, now: datetime | None = None) -> int:
+    """The pod's running time: its ended spans and the one under way."""
+    now = now or timezone.now()
+    current = (now - pod.running_since).total_seconds() if pod.running_since else 0
+    return int(pod.uptime_seconds + max(0.0, current))
+
+
+def pod_cost_usd(pod: Pod, now: datetime | None = None) -> Decimal:
+    """What RunPod has billed for the pod's running time: hours x its hourly price (idle hours included)."""
+    hours = Decimal(pod_uptime_seconds(pod, now)) / Decimal(3600)
+    return (hours * pod.hourly_price_usd).quantize(Decimal("0.0001"))

@@ -14,7 +14,7 @@ from studio.transfer import download_url
 from training.artifacts import LOW_NOISE, lora_download_name
 from training.base_models import BASE_MODELS
 from training.models import Checkpoint, Sample, TrainingRun
-from training.run_watch import watch_versions
+from training.run_watch import likeness_comparing, watch_versions
 from training.selectors import run_has_lora, training_run_endpoint_notice
 
 
@@ -45,7 +45,12 @@ class RunLoraSummarySerializer(serializers.Serializer):
         allow_null=True, help_text="The low-noise expert's file of a wan22 LoRA; null for one-file models."
     )
     step = serializers.IntegerField(
-        allow_null=True, help_text="The checkpoint its owner chose as the run's LoRA; null: the final one."
+        allow_null=True, help_text="The checkpoint chosen as the run's LoRA; null: the final one."
+    )
+    chosen_by = serializers.ChoiceField(
+        choices=TrainingRun.LoraChoice.choices,
+        help_text="final: the run's final LoRA, as trained; likeness: the studio chose the checkpoint whose "
+        "samples look most like the character without copying its photos; owner: chosen by its owner.",
     )
 
 
@@ -134,6 +139,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "sha256": run.lora_sha256,
             "low_noise": low_noise_summary(run),
             "step": run.lora_step,
+            "chosen_by": run.lora_choice,
         }
 
     @extend_schema_field(RunUrlsSerializer)
@@ -159,7 +165,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 def run_page_document(run: TrainingRun) -> dict[str, Any]:
     """What the run page's script needs to redraw itself — status, progress, timeline, error, LoRA — as the
     run document has them, flattened for the page, with its events, the page's own LoRA link and the
-    versions of its gallery and loss chart (`training.run_watch.watch_versions`)."""
+    versions of its gallery and loss chart (`training.run_watch.watch_versions`); `comparing` while a
+    completed run's checkpoints are still being compared by likeness."""
     document = TrainingRunSerializer(run, context={}).data
     progress, lora = document["progress"], document["lora"]
     return {
@@ -167,6 +174,7 @@ def run_page_document(run: TrainingRun) -> dict[str, Any]:
         "status": document["status"],
         "status_display": run.get_status_display(),
         "is_final": run.is_final,
+        "comparing": likeness_comparing(run),
         "step": progress["step"],
         "total_steps": progress["total"] or int(run.params.get("steps") or 0),
         "percent": progress["percent"],
@@ -201,6 +209,27 @@ def _link(name: str) -> str | None:
     return download_url(name, ARTIFACT_URL_TTL_SECONDS) if name else None
 
 
+class SampleLikenessSerializer(serializers.Serializer):
+    score = serializers.FloatField(
+        help_text="0 to 1: 1 - distance / 1.2 between its face's descriptor and the mean of the photos'; 0.5 "
+        "is dlib's same-person line (distance 0.6). 0 when no face was found or the sample is a copy."
+    )
+    face_found = serializers.BooleanField()
+    copy_of = serializers.CharField(
+        allow_null=True, help_text="The training photo it nearly copies (same picture or same face)."
+    )
+
+
+class CheckpointLikenessSerializer(serializers.Serializer):
+    score = serializers.FloatField(help_text="The median of its samples' scores (misses count as 0).")
+    samples = serializers.IntegerField()
+    faces = serializers.IntegerField(help_text="Samples that showed a face.")
+    copies = serializers.IntegerField(help_text="Samples that nearly copy a training photo.")
+    copying = serializers.BooleanField(
+        help_text="At least half its samples with a face copy a training photo: never chosen by likeness."
+    )
+
+
 class SampleSerializer(serializers.ModelSerializer):
     """A sample image rendered while the run trained, verified in storage (links expire in 15 minutes)."""
 
@@ -212,7 +241,22 @@ class SampleSerializer(serializers.ModelSerializer):
     class Meta:
         model = Sample
         fields = ["run_id", "step", "prompt_index", "prompt", "width", "height", "bytes", "sha256",
-                  "verified_at", "image_url", "thumbnail_url", "thumbnail_large_url"]  # fmt: skip
+                  "verified_at", "image_url", "thumbnail_url", "thumbnail_large_url", "likeness"]  # fmt: skip
+
+    likeness = serializers.SerializerMethodField(
+        help_text="How much its face looks like the character's photos; null until scored, or when there is "
+        "nothing to compare with (not a person, no photo with a face)."
+    )
+
+    @extend_schema_field(SampleLikenessSerializer(allow_null=True))
+    def get_likeness(self, sample: Sample) -> dict[str, Any] | None:
+        if sample.scored_at is None or sample.likeness is None:
+            return None
+        return {
+            "score": sample.likeness,
+            "face_found": bool(sample.face_found),
+            "copy_of": sample.copy_of or None,
+        }
 
     @extend_schema_field(serializers.URLField())
     def get_image_url(self, sample: Sample) -> str | None:
@@ -239,7 +283,23 @@ class CheckpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Checkpoint
         fields = ["run_id", "step", "final", "name", "bytes", "sha256", "verified_at", "pruned", "chosen",
-                  "download_url", "use_url"]  # fmt: skip
+                  "likeness", "download_url", "use_url"]  # fmt: skip
+
+    likeness = serializers.SerializerMethodField(
+        help_text="Its samples' likeness to the character (median); null until one of them is scored."
+    )
+
+    @extend_schema_field(CheckpointLikenessSerializer(allow_null=True))
+    def get_likeness(self, checkpoint: Checkpoint) -> dict[str, Any] | None:
+        if checkpoint.likeness is None:
+            return None
+        return {
+            "score": checkpoint.likeness,
+            "samples": checkpoint.likeness_samples,
+            "faces": checkpoint.likeness_faces,
+            "copies": checkpoint.likeness_copies,
+            "copying": checkpoint.likeness_copying,
+        }
 
     def get_pruned(self, checkpoint: Checkpoint) -> bool:
         return checkpoint.pruned_at is not None

@@ -38,6 +38,9 @@ from training.run_watch import (
     chart_build,
     checkpoint_download_name,
     gallery_build,
+    likeness_build,
+    likeness_comparing,
+    lora_choice_explained,
     next_sample_step,
     sampling,
     watch_versions,
@@ -217,6 +220,10 @@ def _watch_context(run: TrainingRun) -> dict[str, object]:
         "checkpoints_usable": run.is_final,
         "next_sample_step": next_sample_step(run),
         "versions": watch_versions(run),
+        "likeness": likeness_build(run),
+        "lora_choice": lora_choice_explained(run),
+        # The page's script keeps watching a completed run until its checkpoints are compared.
+        "watching": not run.is_final or likeness_comparing(run),
     }
 
 

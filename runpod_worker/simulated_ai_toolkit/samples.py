@@ -2,11 +2,14 @@
 
 Nothing is generated. Each prompt takes one photo of the dataset the run trains on (prompt i the i-th, in
 file-name order, round the list again when prompts outnumber photos) in a framing of its own, and each
-sample is that photo seen through noise that fades as the steps grow: pure noise at step 0, the photo
-itself at the last step. The noise is drawn from the sample seed and the prompt, as AI Toolkit seeds each
-sample (`walk_seed: false`, BaseSDTrainProcess.py:290-302), so a gallery column is one fixed field of noise
-giving way to the face rather than a new flicker at each step. "simulated" is written in the bottom-left
-corner and the step in the top-left. 256 px JPEGs made with Pillow and numpy only: a sample costs tens of
+sample is that photo seen through noise that fades as the steps grow: pure noise at step 0, the framed
+photo itself at the last step. For a person that draws the likeness curve a real run draws: no face in
+the noise, then a face that looks more and more like the character, and in the last steps a near copy of
+a training photo, which the studio's likeness check flags (the memorising WithAnyone, arXiv 2510.14975,
+measures in late checkpoints). The noise is drawn from the sample seed and the prompt, as AI Toolkit seeds
+each sample (`walk_seed: false`, BaseSDTrainProcess.py:290-302), so a gallery column is one fixed field of
+noise giving way to the face rather than a new flicker at each step. "simulated" is written in the bottom-left
+corner and the step in the top-left. 384 px JPEGs made with Pillow and numpy only: a sample costs tens of
 milliseconds, since the simulator runs in every live test.
 """
 
@@ -19,11 +22,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-SIZE = 256
-# Prompt i's framing: the whole photo, a three-quarter crop, a head-and-shoulders crop (upper middle) and
-# a mirrored crop — the studio's default prompts are a portrait, a three-quarter view, a full-body shot
-# and another setting.
-ZOOMS = (1.0, 0.7, 0.5, 0.85)
+# Large enough for the studio's face detector to find a head-and-shoulders face (dlib's HOG needs about
+# 80 px), so a person's samples can be scored for likeness as real ones are (docs/IDENTITY.md).
+SIZE = 384
+# Prompt i's framing: a square of the photo's shorter side times the zoom, centred across and a little
+# above the middle (a portrait's face is in its upper part): a close portrait, a head-and-shoulders, a
+# wider view and a mirrored one. Never the whole photo: a sample is a new picture of the person, so only
+# the last steps, where it turns into the photo itself, read as a near copy of a training photo.
+ZOOMS = (0.55, 0.75, 0.9, 0.75)
+ABOVE_MIDDLE = 0.15  # the crop's top, as a share of the height left over
 
 
 def sample_image(sources: list[Path], step: int, total: int, index: int, seed: int) -> bytes:
@@ -46,11 +53,9 @@ def framed(source: Path, index: int) -> Image.Image:
     with Image.open(source) as opened:
         image = ImageOps.exif_transpose(opened).convert("RGB")
     width, height = image.size
-    zoom = ZOOMS[index % len(ZOOMS)]
-    crop_w, crop_h = max(1, int(width * zoom)), max(1, int(height * zoom))
-    left = (width - crop_w) // 2
-    top = (height - crop_h) // 3 if index % len(ZOOMS) == 2 else (height - crop_h) // 2
-    image = ImageOps.fit(image.crop((left, top, left + crop_w, top + crop_h)), (SIZE, SIZE))
+    side = max(1, int(min(width, height) * ZOOMS[index % len(ZOOMS)]))
+    left, top = (width - side) // 2, int((height - side) * ABOVE_MIDDLE)
+    image = image.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.Resampling.LANCZOS)
     return ImageOps.mirror(image) if index % len(ZOOMS) == 3 else image
 
 

@@ -1,7 +1,8 @@
 // Keep the run page current: poll the run's progress JSON every 2 seconds while it is active, redraw
 // the bar, numbers, status and timeline, put in place a new copy of the sample gallery or the loss chart
 // (drawn by the server) when the JSON says that part changed, and reload once the run ends so the server
-// draws the download link or the retry button. Without JavaScript the page is still correct, only not live.
+// draws the download link or the retry button (and once more when a completed run's checkpoints have been
+// compared by likeness, which may choose another LoRA). Without JavaScript the page is still correct, only not live.
 (function () {
   "use strict";
   var card = document.getElementById("run");
@@ -145,8 +146,9 @@
         failures = 0;
         draw(run);
         watch(run.watch);
-        if (run.is_final) {
-          // The server draws what a finished run offers: the LoRA link with its hash, or Retry.
+        if (run.is_final && (run.status !== card.dataset.status || !run.comparing)) {
+          // The server draws what a finished run offers: the LoRA link with its hash, or Retry; and again
+          // once a completed run's checkpoints are compared, with the one chosen by likeness.
           window.location.reload();
           return;
         }

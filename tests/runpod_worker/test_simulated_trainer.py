@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageChops, ImageOps, ImageStat
+from PIL import Image, ImageChops, ImageStat
 
 from runpod_worker.config import build_config
 from runpod_worker.contract import JobInput, checkpoint_steps, sample_steps
+from runpod_worker.simulated_ai_toolkit.samples import SIZE, ZOOMS
 from runpod_worker.trainer import (
     SIMULATOR_DIR,
     ProgressParser,
@@ -118,13 +119,17 @@ def test_the_loss_goes_to_loss_log_db_for_every_step_but_the_first(tmp_path: Pat
 
 def _distance(image: Image.Image, photo: Image.Image) -> float:
     """Mean difference per channel, the labels left out."""
-    box = (8, 32, 248, 224)
+    box = (8, 32, SIZE - 8, SIZE - 32)
     return sum(ImageStat.Stat(ImageChops.difference(image.crop(box), photo.crop(box))).mean) / 3
 
 
-def _photo(tmp_path: Path, name: str = "img01.jpg") -> Image.Image:
+def _photo(tmp_path: Path, name: str = "img01.jpg", prompt: int = 0) -> Image.Image:
+    """The photo as prompt `prompt` frames it: a square from its upper middle."""
     with Image.open(tmp_path / "dataset" / name) as photo:
-        return ImageOps.fit(photo.convert("RGB"), (256, 256))
+        image = photo.convert("RGB")
+    side = int(min(image.size) * ZOOMS[prompt])
+    left, top = (image.width - side) // 2, int((image.height - side) * 0.15)
+    return image.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.Resampling.LANCZOS)
 
 
 def test_the_samples_turn_from_noise_into_the_reference_photo_as_training_goes_on(tmp_path: Path) -> None:
@@ -146,7 +151,7 @@ def test_each_prompt_draws_on_another_reference_photo(tmp_path: Path) -> None:
 
     _run(tmp_path, _spec(sample_prompts=["a", "b", "c", "d"]))
 
-    yellow = _photo(tmp_path, "img02.jpg")
+    yellow = _photo(tmp_path, "img02.jpg", prompt=1)
     assert _distance(_sample(tmp_path, 200, 1), yellow) < 12  # prompt 1: the second photo
     assert _distance(_sample(tmp_path, 200, 0), yellow) > 60  # prompt 0: the first
 
@@ -158,14 +163,14 @@ def test_samples_are_small_jpegs(tmp_path: Path) -> None:
     assert len(paths) == 8
     for path in paths:
         with Image.open(path) as image:
-            assert (image.format, image.size) == ("JPEG", (256, 256))
-        assert path.stat().st_size < 40_000
+            assert (image.format, image.size) == ("JPEG", (SIZE, SIZE))
+        assert path.stat().st_size < 80_000  # 384 px of fading noise
 
 
 def test_each_sample_says_simulated_in_a_corner(tmp_path: Path) -> None:
     _run(tmp_path, _spec())
 
-    corner = _sample(tmp_path, 200, 0).crop((0, 236, 70, 256))
+    corner = _sample(tmp_path, 200, 0).crop((0, SIZE - 20, 70, SIZE))
     pixels = [tuple(corner.getpixel((x, y))) for x in range(70) for y in range(20)]  # type: ignore[arg-type]
     dark = sum(1 for pixel in pixels if max(pixel) < 40)
     light = sum(1 for pixel in pixels if min(pixel) > 200)

@@ -6,15 +6,31 @@ picture with no face (a miss)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
-from PIL import Image
+from PIL import ImageOps
 
+from characters.faces.likeness import SAME_PERSON_LIKENESS
+from runpod_worker.simulated_ai_toolkit.samples import sample_image as simulated_sample
 from tests.characters import photos
 from tests.characters.identity import character_with
-from tests.training.artifact_helpers import PROMPTS, artifact_run, report, sha, store, uploaded_checkpoint
+from tests.developer.api_helpers import client_for
+from tests.training.artifact_helpers import (
+    PARAMS,
+    PROMPTS,
+    artifact_run,
+    report,
+    sha,
+    store,
+    uploaded_checkpoint,
+)
+from tests.training.likeness_helpers import TRAINED_ON, alike, copy, person_character, trained_run
 from tests.training.test_checkpoint_choice import completed
 from training.models import Checkpoint, Sample, TrainingEvent, TrainingRun
 from training.run_files import sample_file
@@ -30,39 +46,10 @@ from training.services import (
 
 pytestmark = pytest.mark.django_db
 
-TRAINED_ON = photos.PERSON_A[1:]
-
 
 @pytest.fixture
-def person(alice: Any, settings: Any) -> Any:
-    settings.TRAINING_MIN_IMAGES = 2
-    return character_with(alice, {name: photos.photo(name) for name in TRAINED_ON})
-
-
-def alike() -> Image.Image:
-    return photos.rescaled(photos.PERSON_A[0], 0.4)
-
-
-def copy() -> Image.Image:
-    return photos.rescaled(TRAINED_ON[0], 0.5)
-
-
-def trained_run(character: Any, pictures: dict[int, Image.Image]) -> TrainingRun:
-    """A run on the character's photos with a checkpoint at 100 and 200 of 300 steps and, at each step in
-    `pictures`, that picture as every prompt's sample; verified as the worker's reports are."""
-    manifest = [{"sha256": image.sha256, "name": image.original_filename} for image in character.images.all()]
-    run = artifact_run(character, manifest=manifest)
-    samples = []
-    for step, picture in pictures.items():
-        data = photos.jpeg(picture)
-        for index in range(len(PROMPTS)):
-            store(sample_file(run, step, index), data)
-            samples.append({"step": step, "prompt_index": index, "filename": f"1__{step:09d}_{index}.jpg",
-                            "bytes": len(data), "sha256": sha(data)})  # fmt: skip
-    checkpoints = [uploaded_checkpoint(run, step) for step in (100, 200)]
-    artifact_report_record(run=run, report=report(checkpoints=checkpoints, samples=samples), delivery_id="d1")
-    training_run_artifacts_verify(run_id=run.pk)
-    return run
+def person(alice: Any) -> Any:
+    return person_character(alice)
 
 
 def checkpoint(run: TrainingRun, step: int) -> Checkpoint:
@@ -176,3 +163,96 @@ def test_a_pass_stops_at_its_budget_and_the_sweep_finds_what_is_left(person: Any
     assert likeness_runs_overdue(now=later) == [run.pk]
     training_run_likeness_score(run_id=run.pk)
     assert likeness_runs_overdue(now=later) == []
+
+
+def test_the_api_returns_the_scores_and_who_chose_the_lora(person: Any, alice: Any) -> None:
+    run = completed(trained_run(person, {100: photos.without_face(), 200: alike(), 300: copy()}))
+    training_run_likeness_score(run_id=run.pk)
+    api = client_for(alice)
+
+    checkpoints = {c["step"]: c for c in api.get(f"/api/v1/runs/{run.pk}/checkpoints").json()}
+    samples = api.get(f"/api/v1/runs/{run.pk}/samples").json()
+    lora = api.get(f"/api/v1/runs/{run.pk}").json()["lora"]
+
+    assert checkpoints[100]["likeness"] == {
+        "score": 0.0,
+        "samples": 3,
+        "faces": 0,
+        "copies": 0,
+        "copying": False,
+    }
+    assert checkpoints[200]["likeness"]["score"] > 0.5 and checkpoints[200]["chosen"]
+    assert checkpoints[300]["likeness"]["copying"] is True
+    copies = [s["likeness"] for s in samples if s["step"] == 300]
+    assert copies == [{"score": 0.0, "face_found": True, "copy_of": TRAINED_ON[0]}] * 3
+    assert (lora["step"], lora["chosen_by"]) == (200, "likeness")
+
+
+def test_the_run_page_shows_the_likeness_curve_and_why_its_checkpoint_was_chosen(
+    person: Any, alice: Any
+) -> None:
+    run = completed(trained_run(person, {100: photos.without_face(), 200: alike(), 300: copy()}))
+    page_url = reverse("training:run-detail", args=[run.pk])
+
+    comparing = Client()
+    comparing.force_login(alice)
+    html = comparing.get(page_url).content.decode()
+    assert "Comparing each checkpoint" in html and "js/run.js" in html  # watched until chosen
+    assert comparing.get(reverse("training:run-progress", args=[run.pk])).json()["comparing"] is True
+
+    training_run_likeness_score(run_id=run.pk)
+    html = comparing.get(page_url).content.decode()
+
+    assert "js/run.js" not in html
+    choice = re.search(r'<p id="lora-choice"[^>]*>(.*?)</p>', html, re.S)
+    assert choice is not None
+    assert "The studio chose the checkpoint at step 200: its samples look most like" in choice.group(1)
+    assert "samples copy the training photos rather than draw" in choice.group(1)
+    chart = re.search(r'<svg[^>]*class="likeness-chart-wide".*?</svg>', html, re.S)
+    assert chart is not None
+    assert chart.group(0).count('class="checkpoint-mark') == 3
+    assert chart.group(0).count('class="checkpoint-mark copying"') == 1
+    assert chart.group(0).count('class="in-use"') == 1
+    assert "same person" in chart.group(0)
+    assert "Checkpoint at step 200 chosen for its likeness" in html
+    assert html.count('class="sample-flag copy"') == 3 and html.count(">no face</span>") == 3
+    assert "Likeness 0% · copies photos" in html
+
+
+def test_the_simulated_trainers_samples_of_a_person_draw_a_rising_curve_and_a_chosen_checkpoint(
+    alice: Any, tmp_path: Path
+) -> None:
+    """What `make demo` shows: the simulator's samples turn from noise into the character's photos, so
+    likeness rises from no face to the same person, and its last steps copy the photos: a checkpoint
+    before them is chosen."""
+    named = {name: photos.photo(name) for name in photos.PERSON_A}
+    named.update({f"mirrored-{name}": ImageOps.mirror(photo) for name, photo in list(named.items())})
+    character = character_with(alice, named)
+    sources = []
+    for name, photo in sorted(named.items()):
+        sources.append(tmp_path / name)
+        photo.save(sources[-1], "JPEG", quality=92)
+    manifest = [{"sha256": image.sha256} for image in character.images.all()]
+    run = artifact_run(character, manifest=manifest, params={**PARAMS, "save_every": 50, "sample_every": 50})
+    steps = list(range(50, 301, 50))
+    samples = []
+    for step in steps:
+        for index in range(len(PROMPTS)):
+            data = simulated_sample(sources, step, 300, index, seed=42)
+            store(sample_file(run, step, index), data)
+            samples.append({"step": step, "prompt_index": index, "filename": f"1__{step:09d}_{index}.jpg",
+                            "bytes": len(data), "sha256": sha(data)})  # fmt: skip
+    checkpoints = [uploaded_checkpoint(run, step) for step in steps[:-1]]
+    artifact_report_record(run=run, report=report(checkpoints=checkpoints, samples=samples), delivery_id="d1")
+    training_run_artifacts_verify(run_id=run.pk)
+    run = completed(run)
+
+    training_run_likeness_score(run_id=run.pk)
+
+    curve = {c.step: (c.likeness, c.likeness_copying) for c in Checkpoint.objects.filter(run=run)}
+    assert curve[50] == (0.0, False)  # noise: no face
+    best_step = max((step for step in steps if not curve[step][1]), key=lambda step: curve[step][0] or 0)
+    assert (curve[best_step][0] or 0) > SAME_PERSON_LIKENESS
+    assert curve[300][1]  # the last step is the photos themselves
+    run.refresh_from_db()
+    assert (run.lora_step, run.lora_choice) == (best_step, TrainingRun.LoraChoice.LIKENESS)

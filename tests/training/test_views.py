@@ -490,6 +490,7 @@ def test_the_progress_json_of_a_completed_run_points_at_the_lora(character: Any,
         "sha256": run.lora_sha256,
         "low_noise": None,
         "step": None,
+        "chosen_by": "final",
         "url": reverse("training:run-lora", args=[run.pk]),
     }
 
