@@ -277,6 +277,31 @@ def lora_choice_explained(run: TrainingRun) -> str:
     return ""
 
 
+# ============================================================================================ captions
+
+
+def captions_summary(run: TrainingRun) -> str:
+    """What the worker's captioner did for the photos sent without a caption, from the completion's event, in
+    a sentence for the run page ("" when it captioned nothing: every photo had a caption, or it was off)."""
+    event = run.events.filter(to_status=TrainingRun.Status.COMPLETED, detail__has_key="captions_made").first()
+    if event is None:
+        return ""
+    made, kept = int(event.detail.get("captions_made") or 0), int(event.detail.get("captions_kept") or 0)
+    error = str(event.detail.get("caption_error") or "")
+    sentence = (
+        f"The worker wrote captions for {made} photo{'s' if made != 1 else ''} sent without one; "
+        f"{kept} {'are' if kept != 1 else 'is'} now on the character's photos, marked Auto, to read and edit."
+        if made
+        else ""
+    )
+    if error:
+        sentence += (
+            f"{' ' if sentence else ''}Some photos could not be captioned ({error}), so they trained on the "
+            "trigger word alone."
+        )
+    return sentence
+
+
 # ============================================================================================ versions
 
 
