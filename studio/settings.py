@@ -551,3 +551,21 @@ TRAINING_CHECKPOINTS_KEPT = env.int("TRAINING_CHECKPOINTS_KEPT", default=5)
 # How long the download links of a resume (the checkpoint and its optimizer state) stay valid: the worker
 # fetches them as soon as it is told to resume.
 TRAINING_RESUME_LINK_SECONDS = env.int("TRAINING_RESUME_LINK_SECONDS", default=3600)
+
+# ---- Pod mode: runs on a persistent pod's AI Toolkit UI (docs/TRAINING.md, "Pod mode")
+# The UI has no webhooks: a pod run's job is read this often (status, step, new samples and checkpoints).
+TRAINING_POD_POLL_SECONDS = env.float("TRAINING_POD_POLL_SECONDS", default=10.0)
+# A job the UI shows `running` whose step and stage (`info`) have not moved for this long is taken as stuck
+# (its trainer died without the UI seeing it exit): it is marked stopped and queued again, up to
+# TRAINING_POD_MAX_RESTARTS. Long enough for a first run's download of the base model (tens of GB).
+TRAINING_POD_STALL_SECONDS = env.float("TRAINING_POD_STALL_SECONDS", default=1800.0)
+# Times a pod run's job is made again (the pod restarted and forgot it) or restarted (stuck) before the run
+# fails.
+TRAINING_POD_MAX_RESTARTS = env.int("TRAINING_POD_MAX_RESTARTS", default=2)
+# Each UI call's timeout; file transfers (a LoRA is hundreds of MB through RunPod's proxy) have their own.
+TRAINING_POD_TIMEOUT_SECONDS = env.float("TRAINING_POD_TIMEOUT_SECONDS", default=30.0)
+TRAINING_POD_TRANSFER_TIMEOUT_SECONDS = env.float("TRAINING_POD_TRANSFER_TIMEOUT_SECONDS", default=600.0)
+# The worker's GPU preset the pod's config is built with ("24gb" fits every pod; "80gb" for A100/H100 pods).
+TRAINING_POD_GPU_PRESET = env.str("TRAINING_POD_GPU_PRESET", default="24gb")
+# A pod with no run for this long is stopped (a pod's own idle_stop_minutes overrides it).
+TRAINING_POD_IDLE_STOP_MINUTES = env.int("TRAINING_POD_IDLE_STOP_MINUTES", default=30)

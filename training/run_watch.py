@@ -224,7 +224,8 @@ def likeness_comparing(run: TrainingRun) -> bool:
     """The run completed and the studio is still comparing its checkpoints by likeness (its page keeps
     watching until it has chosen)."""
     unsettled = run.status == TrainingRun.Status.COMPLETED and run.likeness_settled_at is None
-    return unsettled and sampling(run)  # a run without samples has nothing to compare
+    # Nothing to compare: a run without samples, or a character not a person.
+    return unsettled and run.character.is_person and sampling(run)
 
 
 def lora_choice_explained(run: TrainingRun) -> str:
@@ -261,6 +262,11 @@ def lora_choice_explained(run: TrainingRun) -> str:
         return (
             f"No sample showed a face, so the studio could not tell which checkpoint looks most like {name}: "
             "the final LoRA is kept. Look at the samples before you use it."
+        )
+    if not any(c.likeness for c in checkpoints.values()):
+        return (
+            f"No checkpoint's samples looked like {name} often enough to compare (most showed no face or "
+            "copied a training photo), so the final LoRA is kept. Look at the samples before you use it."
         )
     if final is not None and final.likeness is not None:
         verdict = "above" if final.likeness >= SAME_PERSON_LIKENESS else "below"

@@ -10,8 +10,10 @@ from django.conf import settings
 
 from runpod_worker.contract import ContractError
 from training import services
+from training.aitoolkit import AIToolkitError, AIToolkitUnavailable
 from training.artifacts import StorageUnavailable
 from training.models import TrainingEvent, TrainingRun
+from training.pod_secrets import PodTokenUnreadable
 from training.runpod import RunPodError, RunPodSubmitUncertain, RunPodUnavailable
 from training.runpod_rest import RunPodRestUnavailable
 from training.selectors import training_runs_to_poll
@@ -31,16 +33,16 @@ def submit_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-d
         services.training_run_submit(run=run, retry_in=retry_in)
     except RunPodSubmitUncertain:
         return  # a job may exist: its worker claims the run, or the sweep resubmits after the grace period
-    except RunPodUnavailable as exc:
+    except (RunPodUnavailable, AIToolkitUnavailable, StorageUnavailable) as exc:
         if retry_in is None:
             # No job was made; the run stays pending and the sweep sends it at its next recheck, until
             # RunPod answers or TRAINING_SUBMIT_GIVE_UP_SECONDS have passed.
             logger.warning("run %s: RunPod unreachable at submission (%s); the sweep will retry", run_id, exc)
             return
         raise self.retry(exc=exc, countdown=retry_in) from exc
-    except (RunPodError, ContractError) as exc:
+    except (RunPodError, AIToolkitError, PodTokenUnreadable, ContractError) as exc:
         services.training_run_fail(
-            run_id=run.pk, code="submit_rejected", message=_rejected(str(exc)), source="system"
+            run_id=run.pk, code="submit_rejected", message=_rejected(run, str(exc)), source="system"
         )
 
 
@@ -52,7 +54,7 @@ def poll_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def
         return
     try:
         services.training_run_poll(run_id=run_id, source=TrainingEvent.Source.POLL)
-    except (RunPodUnavailable, StorageUnavailable) as exc:
+    except (RunPodUnavailable, AIToolkitUnavailable, StorageUnavailable) as exc:
         if self.request.retries >= self.max_retries:
             logger.warning("poll of run %s gave up for now: %s; the sweep will try again", run_id, exc)
             return
@@ -95,6 +97,22 @@ def score_run_likeness(self, run_id: str) -> None:  # type: ignore[no-untyped-de
     services.training_run_checkpoints_prune(run_id=run_id)
 
 
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def delete_pod_outputs(self, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Deletes an ended pod run's job and dataset from its pod once what it made is verified in storage;
+    while that is still to come, or the pod or storage fails, it retries, then the sweep takes over."""
+    try:
+        done = services.pod_run_outputs_delete(run_id=run_id)
+    except (AIToolkitUnavailable, StorageUnavailable) as exc:
+        done, reason = False, str(exc)
+    else:
+        reason = "its files are still being verified"
+    if not done and self.request.retries < self.max_retries:
+        raise self.retry(countdown=_backoff(self.request.retries))
+    if not done:
+        logger.warning("pod outputs of run %s not deleted yet (%s); the sweep will try again", run_id, reason)
+
+
 @shared_task
 def sweep_training_runs() -> int:
     """Beat: polls a bounded batch of due active runs, resubmits pending runs nobody submitted, cancels
@@ -112,6 +130,8 @@ def sweep_training_runs() -> int:
     announced = services.training_events_announce_overdue()
     for run_id in services.artifact_runs_overdue():
         verify_run_artifacts.delay(str(run_id))
+    for run_id in services.pod_runs_outputs_overdue():
+        delete_pod_outputs.delay(str(run_id))
     for run_id in services.likeness_runs_overdue():
         score_run_likeness.delay(str(run_id))
     if due or strays:
@@ -146,5 +166,7 @@ def _backoff(retries: int) -> float:
     return min(300.0, 5.0 * 2**retries) * random.uniform(0.5, 1.5)
 
 
-def _rejected(detail: str) -> str:
+def _rejected(run: TrainingRun, detail: str) -> str:
+    if run.provider == TrainingRun.Provider.POD:
+        return f"The pod refused the training job ({detail}). Staff need to check the pod's settings."
     return f"RunPod refused the training job ({detail}). Staff need to check the RunPod settings."

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from PIL import ImageOps
 
-from studio.demo_images import draw_sample
+from tests.browser.drawn_character import draw_sample
 
 
 def photo_bytes(index: int, size: tuple[int, int] = (640, 768)) -> bytes:
-    """The demo's drawn character (studio/demo_images.py), a different picture for each index, fitted to
+    """The drawn character (tests/browser/drawn_character.py), a different picture for each index, fitted to
     `size`: a face the face check finds in most of them, so the studio trains it as a person."""
     image = ImageOps.fit(draw_sample(index + 1), size)
     buffer = io.BytesIO()

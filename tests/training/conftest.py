@@ -20,6 +20,7 @@ from characters.faces.photo import VERSION as ANALYSER_VERSION
 from characters.models import Character, DatasetReport
 from studio.celery import app
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
+from tests.runpod_worker.ui_pod import ui_pod  # noqa: F401  (the AI Toolkit UI stand-in, for pod runs)
 from tests.training.factories import TrainingRunFactory
 from training.artifacts import lora_upload_name
 from training.models import TrainingRun

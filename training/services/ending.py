@@ -15,6 +15,7 @@ from studio.errors import Conflict
 from training import providers
 from training.models import TrainingRun
 from training.runpod import RunPodError, RunPodJobNotFound
+from training.services.pod_runs import pod_run_cancel
 from training.services.schedule import liveness
 from training.services.stray_jobs import stray_job_record
 from training.services.transitions import RunId, Status, run_fail, run_locked, run_transition
@@ -31,6 +32,8 @@ def training_run_cancel(*, run: TrainingRun, source: str, keep_artifacts: bool =
     run.refresh_from_db()
     if run.is_final:
         raise Conflict(f"This run has already {_ended(run.status)}; there is nothing to cancel.")
+    if run.provider == TrainingRun.Provider.POD:
+        return pod_run_cancel(run=run, source=source, keep_artifacts=keep_artifacts)
     if keep_artifacts and _worker_reporting(run):
         return _cancel_gracefully(run, source)
     detail: dict[str, Any] = {}
@@ -103,6 +106,6 @@ def training_run_fail(
         if run.is_final:
             return run
         run_fail(run, code=code, message=message, source=source)
-    if stop_job and run.runpod_job_id:
-        _runpod_cancel(run.runpod_job_id)
+    if stop_job and run.runpod_job_id and run.provider == TrainingRun.Provider.SERVERLESS:
+        _runpod_cancel(run.runpod_job_id)  # a pod run's job is stopped by its outputs' deletion
     return run

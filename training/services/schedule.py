@@ -44,6 +44,8 @@ def next_poll(run: TrainingRun, now: datetime) -> datetime | None:
 
 
 def poll_delay(run: TrainingRun, now: datetime) -> timedelta:
+    if run.provider == TrainingRun.Provider.POD and not run.is_final:
+        return pod_poll()  # the UI has no webhook: its job is read at a steady pace, files and all
     if finishing(run, now):
         return finishing_poll()  # the result is seconds away, not minutes
     first, cap = _BACKOFF[run.status]
@@ -84,6 +86,10 @@ def run_execution_timeout_s(run: TrainingRun) -> int:
     """The executionTimeout of the run's job: its own, fitted at start; the longest a run may take for a run
     from before runs had one."""
     return run.execution_timeout_s or int(settings.TRAINING_EXECUTION_TIMEOUT_SECONDS)
+
+
+def pod_poll() -> timedelta:
+    return timedelta(seconds=settings.TRAINING_POD_POLL_SECONDS)
 
 
 def finishing_poll() -> timedelta:
