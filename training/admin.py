@@ -28,7 +28,7 @@ from studio.models import User
 from training import admin_pods  # noqa: F401  (registers the pods' admin)
 from training.admin_artifacts import CheckpointInline, SampleInline
 from training.admin_dashboard import training_dashboard_panel
-from training.models import DeletedRunSpend, StrayJob, TrainingEvent, TrainingRun
+from training.models import DeletedRunSpend, RunPodEndpointStatus, StrayJob, TrainingEvent, TrainingRun
 from training.runpod import RunPodError
 from training.selectors import current_lora_run_id, user_spend_this_month_annotation
 from training.services import training_run_cancel, training_run_poll, training_run_retry, training_run_start
@@ -317,6 +317,22 @@ class DeletedRunSpendAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: DeletedRunSpend | None = None) -> bool:
         return False  # spend is history
+
+
+@admin.register(RunPodEndpointStatus)
+class RunPodEndpointStatusAdmin(admin.ModelAdmin):
+    """Read-only: what the beat's endpoint check last found (`training.services.endpoint`); the dashboard
+    shows the current endpoint's problem, this lists every endpoint the studio has used."""
+
+    list_display = ("endpoint_id", "problem", "problem_since", "max_workers", "queued_jobs", "checked_at")
+    list_filter = ("problem",)
+    search_fields = ("endpoint_id",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: RunPodEndpointStatus | None = None) -> bool:
+        return False
 
 
 @admin.register(StrayJob)

@@ -116,7 +116,8 @@ def delete_pod_outputs(self, run_id: str) -> None:  # type: ignore[no-untyped-de
 @shared_task
 def sweep_training_runs() -> int:
     """Beat: polls a bounded batch of due active runs, resubmits pending runs nobody submitted, cancels
-    again stray RunPod jobs whose cancel was lost or refused, and announces status changes whose
+    again stray RunPod jobs whose cancel was lost or refused, empties again the folders of erased characters
+    whose stray jobs have ended, and announces status changes whose
     announcement was lost."""
     due = services.training_runs_claim_due()
     for run_id, status in due:
@@ -125,6 +126,7 @@ def sweep_training_runs() -> int:
     strays = services.stray_jobs_claim_due()
     for job_id in strays:
         cancel_runpod_job.delay(job_id)
+    services.stray_jobs_erased_folders_empty()
     announced = services.training_events_announce_overdue()
     for run_id in services.artifact_runs_overdue():
         verify_run_artifacts.delay(str(run_id))

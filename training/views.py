@@ -35,6 +35,7 @@ from training.models import Sample, TrainingEvent, TrainingRun
 from training.preflight import training_retry_refusal, training_start_refusal
 from training.presets import PRESETS
 from training.run_watch import (
+    captions_summary,
     chart_build,
     checkpoint_download_name,
     gallery_build,
@@ -204,6 +205,7 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "retry_refusal": training_retry_refusal(run) if run.is_final and run.status != "completed" else None,
         # A failed run's last lines of trainer output, shown under its error (the page is its owner's).
         "log_tail": _log_tail(run),
+        "captions": captions_summary(run),
         **_watch_context(run),
     }
     return render(request, "training/run_detail.html", context)

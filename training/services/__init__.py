@@ -77,6 +77,8 @@ from training.services.stray_jobs import (
     runpod_job_cancel,
     stray_job_record,
     stray_jobs_claim_due,
+    stray_jobs_erased_folders_empty,
+    stray_jobs_of_erased_runs,
 )
 from training.services.submission import (
     SUBMIT_RETRY,
@@ -148,6 +150,8 @@ __all__ = [
     "runpod_job_cancel",
     "stray_job_record",
     "stray_jobs_claim_due",
+    "stray_jobs_erased_folders_empty",
+    "stray_jobs_of_erased_runs",
     "submit_retry_in",
     "training_events_announce_overdue",
     "training_job_input",

@@ -276,7 +276,7 @@ def _run_create(
         owner = _lock_owner_and_character(character)
         if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
             raise _already_training()
-        _check_budget(owner, estimate, preset=detail.get("preset"), steps=steps)
+        _check_budget(owner, estimate, preset=detail.get("preset"), steps=steps, base_model=base_model)
         try:
             with transaction.atomic():
                 run = TrainingRun.objects.create(
@@ -324,7 +324,7 @@ def _already_training() -> Conflict:
     )
 
 
-def _check_budget(owner: User, estimate: Decimal, *, preset: str | None, steps: int) -> None:
+def _check_budget(owner: User, estimate: Decimal, *, preset: str | None, steps: int, base_model: str) -> None:
     limit = owner.monthly_gpu_budget_usd
     if limit is None:
         return
@@ -333,6 +333,7 @@ def _check_budget(owner: User, estimate: Decimal, *, preset: str | None, steps: 
         spent=user_spend_this_month(owner),
         reserved=user_reserved_spend(owner),
         estimate=estimate,
+        base_model=base_model,
     )
     if not budget.enough:
         committed = budget.spent + budget.reserved

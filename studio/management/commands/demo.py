@@ -1,10 +1,11 @@
 """`make demo`: the whole studio on this machine, training a demo character end to end.
 
-It migrates, creates a `demo` staff user, draws sample reference photos, starts the web app (gunicorn with
-DEBUG off, as in production), a Celery worker, beat and the local RunPod stand-in (real worker, simulated
-trainer), trains the demo character with `train_character --wait`, prints the URLs and keeps serving until
-Ctrl-C, which stops every process. A process that stops meanwhile is started again and the console says so
-(studio/demo_processes.py). A second run reuses the user, the photos and the LoRA.
+It migrates, creates a `demo` staff user, writes the portraits it trains on (studio/demo_images.py),
+starts the web app (gunicorn with DEBUG off, as in production), a Celery worker, beat and the local RunPod
+stand-in (real worker, simulated trainer), trains the demo character with `train_character --wait`, prints
+the URLs and keeps serving until Ctrl-C, which stops every process. A process that stops meanwhile is
+started again and the console says so (studio/demo_processes.py). A second run reuses the user, the photos
+and the LoRA.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from studio.demo_images import write_samples
+from studio.demo_images import PortraitsMissing, write_portraits
 from studio.demo_processes import Supervisor, read_procfile
 from studio.models import User
 
@@ -42,7 +43,6 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--port", type=int, default=8000, help="Web port (default 8000).")
         parser.add_argument("--runpod-port", type=int, default=8765, help="Local RunPod port (default 8765).")
-        parser.add_argument("--photos", type=int, default=12, help="Sample photos to draw (default 12).")
         parser.add_argument("--steps", type=int, default=300, help="Training steps (default 300).")
         parser.add_argument(
             "--seconds-per-step",
@@ -63,7 +63,10 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         password = self._demo_user(demo_dir)
         photos = demo_dir / "photos"
-        write_samples(photos, options["photos"])
+        try:
+            write_portraits(photos)
+        except PortraitsMissing as error:
+            raise CommandError(str(error)) from error
         supervisor = self._start_processes(demo_dir, options)
         done = threading.Event()
         watcher = threading.Thread(target=supervisor.watch, args=(done,), daemon=True)
@@ -139,8 +142,9 @@ class Command(BaseCommand):
                 "--name", DEMO_CHARACTER,
                 "--trigger", DEMO_TRIGGER,
                 "--images", str(photos),
-                # The demo user stands for the person drawn: the upload needs their consent, as on the site.
-                "--consent", "self",
+                # The portraits are public-domain works; the upload asks for consent all the same, as on the
+                # site, and the demo user gives it (with the person's permission: they are not that person).
+                "--consent", "permission",
                 "--preset", "fast",
                 "--steps", str(steps),
                 "--save-every", str(save_every),

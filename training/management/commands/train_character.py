@@ -36,6 +36,7 @@ from studio.models import User
 from training.base_models import BASE_MODELS
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
+from training.run_watch import likeness_comparing, lora_choice_explained
 from training.services import training_run_start
 
 # Exit codes, so scripts can tell a refusal from a failed run.
@@ -47,6 +48,8 @@ EXIT_TIMED_OUT = 6
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 BAR_WIDTH = 30
+# How long --wait waits for the checkpoints' comparison once the run has completed (it takes seconds).
+LIKENESS_WAIT_SECONDS = 120
 
 
 class Command(BaseCommand):
@@ -234,6 +237,13 @@ class Command(BaseCommand):
             run.refresh_from_db()
         self._draw(run)
         self._end_line()
+        # The studio then compares the checkpoints and may choose one: the LoRA to print is the chosen one.
+        comparing_until = min(deadline, time.monotonic() + LIKENESS_WAIT_SECONDS)
+        if likeness_comparing(run):
+            self.stdout.write("Comparing each checkpoint's samples with the photos…")
+        while likeness_comparing(run) and time.monotonic() < comparing_until:
+            time.sleep(1)
+            run.refresh_from_db()
         return run
 
     def _draw(self, run: TrainingRun) -> None:
@@ -255,6 +265,9 @@ class Command(BaseCommand):
             self.stdout.write(f"LoRA: {lora_location(run)}")
             self.stdout.write(f"Size: {run.lora_bytes} bytes")
             self.stdout.write(f"SHA-256: {run.lora_sha256}")
+            explained = lora_choice_explained(run)
+            if explained:
+                self.stdout.write(explained)
             if run.cost_usd is not None:
                 self.stdout.write(f"GPU cost: ${run.cost_usd}")
             return
