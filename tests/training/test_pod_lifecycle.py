@@ -9,12 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from tests.runpod_worker.ui_pod import TOKEN, UIPod
 from tests.training.conftest import make_run
 from training.models import Pod, TrainingRun
-from training.pod_secrets import pod_token_set
+from training.pod_secrets import pod_token, pod_token_set
 from training.runpod_rest import RunPodRestRejected, RunPodRestUnavailable
 from training.selectors import pod_cost_usd
 from training.services import pod_start, pods_check, training_run_start, training_run_submit
@@ -29,6 +30,7 @@ class FakeRest:
 
     status: str = "EXITED"
     actions: list[tuple[str, str]] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)
     errors: list[Exception] = field(default_factory=list)
 
     def pod_action(self, pod_id: str, action: str) -> dict[str, Any]:
@@ -36,6 +38,10 @@ class FakeRest:
         if self.errors:
             raise self.errors.pop(0)
         return {"id": pod_id, "desiredStatus": self.status}
+
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(body)
+        return {"id": "newpod1", "name": body["name"], "desiredStatus": "RUNNING", "cost": 0.69}
 
     def get_pod(self, pod_id: str) -> dict[str, Any]:
         return {"id": pod_id, "desiredStatus": self.status}
@@ -154,3 +160,22 @@ def test_a_pod_not_on_runpod_is_never_stopped(rest: FakeRest) -> None:
     pods_check(now=now)
 
     assert rest.actions == []
+
+
+def test_staff_create_a_pod_from_a_template_with_a_fresh_token(rest: FakeRest) -> None:
+    call_command("pod_create", "pod-new", "--template", "aitk-template", "--gpu", "NVIDIA GeForce RTX 4090")
+
+    [body] = rest.created
+    pod = Pod.objects.get(name="pod-new")
+    assert body["templateId"] == "aitk-template" and body["gpu"] == {
+        "id": "NVIDIA GeForce RTX 4090",
+        "count": 1,
+    }
+    assert body["ports"] == ["8675/http"]
+    assert pod_token(pod) == body["env"]["AI_TOOLKIT_AUTH"] and len(pod_token(pod)) >= 40
+    assert (pod.runpod_pod_id, pod.ui_url, pod.state) == (
+        "newpod1",
+        "https://newpod1-8675.proxy.runpod.net",
+        Pod.State.STARTING,
+    )
+    assert pod.hourly_price_usd == Decimal("0.69")  # RunPod's `cost` of the pod

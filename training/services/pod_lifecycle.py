@@ -11,7 +11,9 @@ A pod without a RunPod id (a UI elsewhere) is never started or stopped.
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Q
@@ -20,6 +22,7 @@ from django.utils import timezone
 from training import providers
 from training.aitoolkit import AIToolkitError
 from training.models import Pod, TrainingRun
+from training.pod_secrets import pod_token_set
 from training.runpod_rest import RunPodRestError, RunPodRestRejected
 
 logger = logging.getLogger("training.services")
@@ -27,6 +30,52 @@ logger = logging.getLogger("training.services")
 State = Pod.State
 # RunPod's pod status once its container runs (openapi.json `Pod.desiredStatus`/`status`).
 RUNPOD_RUNNING = "RUNNING"
+
+
+# The port AI Toolkit's UI listens on (`ui/package.json` start script, `docker/Dockerfile` EXPOSE 8675), and
+# RunPod's HTTP proxy address of a pod's port.
+UI_PORT = 8675
+
+
+def pod_create(
+    *,
+    name: str,
+    template_id: str,
+    gpu_type_id: str,
+    hourly_price_usd: Decimal | None = None,
+    gpu_ids: str = "0",
+) -> Pod:
+    """Creates a pod from a template through RunPod's REST v2 (`POST /v2/pods`, openapi.json
+    `CreatePodRequest`: the template's settings, its env merged with ours) with a new random UI token as its
+    AI_TOOLKIT_AUTH and the UI's port on RunPod's HTTP proxy, and registers it (starting; the pods' check
+    marks it running). The price is the one RunPod answers (`cost`, USD per hour) unless given. Raises
+    RunPodRestError; a create whose answer was lost (RunPodRestUncertain) may have made a pod: look in
+    RunPod's console before trying again."""
+    token = secrets.token_urlsafe(32)
+    body = {
+        "name": name,
+        "templateId": template_id,
+        "gpu": {"id": gpu_type_id, "count": 1},
+        "env": {"AI_TOOLKIT_AUTH": token},
+        "ports": [f"{UI_PORT}/http"],
+    }
+    created = providers.runpod_rest().create_pod(body)
+    pod_id = str(created["id"])
+    price = hourly_price_usd if hourly_price_usd is not None else Decimal(str(created.get("cost") or 0))
+    now = timezone.now()
+    pod = Pod(
+        name=name,
+        runpod_pod_id=pod_id,
+        ui_url=f"https://{pod_id}-{UI_PORT}.proxy.runpod.net",
+        gpu_ids=gpu_ids,
+        hourly_price_usd=price,
+        state=State.STARTING,
+        state_changed_at=now,
+    )
+    pod_token_set(pod, token)
+    pod.save()
+    logger.info("pod %s: created on RunPod as %s from template %s", name, pod_id, template_id)
+    return pod
 
 
 def pod_start(*, pod: Pod) -> Pod:
