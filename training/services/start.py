@@ -199,7 +199,12 @@ def training_run_autostart(*, character_id: uuid.UUID) -> TrainingRun | None:
                 return None
             if character.images.count() < settings.TRAINING_MIN_IMAGES:
                 return None
-            return training_run_start(character=character, requested_by=character.owner, source=Source.SYSTEM)
+            return training_run_start(
+                character=character,
+                requested_by=character.owner,
+                provider=character.training_provider,  # the character's default
+                source=Source.SYSTEM,
+            )
     except ApplicationError as exc:
         # Nobody is waiting on a page for this answer; the character page shows why nothing trains.
         logger.info("auto-train did not start for character %s: %s", character_id, exc.message)
