@@ -253,6 +253,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # RunPod lowers an endpoint idle for 7 days to max workers 0 and leaves it there: the endpoint check
     # reads /health and max workers, tells staff, and raises it when RUNPOD_RESTORE_MAX_WORKERS allows.
+    # Pods of pod mode: a starting pod is marked running once RunPod and its UI say so; a pod idle past its
+    # idle time (TRAINING_POD_IDLE_STOP_MINUTES) is stopped.
+    "check-pods": {
+        "task": "training.tasks.check_pods",
+        "schedule": env.float("TRAINING_POD_CHECK_SECONDS", default=60.0),
+    },
     "check-runpod-endpoint": {
         "task": "training.tasks.check_runpod_endpoint",
         "schedule": env.float("RUNPOD_ENDPOINT_CHECK_SECONDS", default=300.0),
@@ -555,6 +561,9 @@ TRAINING_RESUME_LINK_SECONDS = env.int("TRAINING_RESUME_LINK_SECONDS", default=3
 # ---- Pod mode: runs on a persistent pod's AI Toolkit UI (docs/TRAINING.md, "Pod mode")
 # The UI has no webhooks: a pod run's job is read this often (status, step, new samples and checkpoints).
 TRAINING_POD_POLL_SECONDS = env.float("TRAINING_POD_POLL_SECONDS", default=10.0)
+# The sweep leases a pod run to its poll for this long, the longest a poll may take (it downloads each new
+# checkpoint, hundreds of MB through RunPod's proxy); the poll schedules the next one when it is done.
+TRAINING_POD_POLL_LEASE_SECONDS = env.float("TRAINING_POD_POLL_LEASE_SECONDS", default=600.0)
 # A job the UI shows `running` whose step and stage (`info`) have not moved for this long is taken as stuck
 # (its trainer died without the UI seeing it exit): it is marked stopped and queued again, up to
 # TRAINING_POD_MAX_RESTARTS. Long enough for a first run's download of the base model (tens of GB).

@@ -102,13 +102,14 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "character",
         "owner",
         "badge",
+        "provider",
         "progress",
         "cost_usd",
         "gpu_type",
         "runpod_job_id",
         "created_at",
     )
-    list_filter = ("status", "base_model", "created_at", "finished_at")
+    list_filter = ("status", "provider", "base_model", "created_at", "finished_at")
     list_select_related = ("character", "character__owner")
     search_fields = (
         "=id",
@@ -143,7 +144,17 @@ class TrainingRunAdmin(admin.ModelAdmin):
         ),
         (
             "RunPod",
-            {"fields": ("runpod_job_id", "attempts", "provider_payload", "next_poll_at")},
+            {
+                "fields": (
+                    "provider",
+                    "pod",
+                    "runpod_job_id",
+                    "attempts",
+                    "provider_payload",
+                    "next_poll_at",
+                    "pod_outputs_deleted_at",
+                )
+            },
         ),
         ("Times", {"fields": ("created_at", "submitted_at", "started_at", "finished_at")}),
         (
@@ -399,19 +410,30 @@ def start_training(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset:
     report_each(modeladmin, request, queryset, lambda character: _started(character, user))
 
 
+@admin.action(description="Start training the selected characters on a pod (balanced preset)")
+def start_training_on_pod(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Character]
+) -> None:
+    user: Any = request.user
+    report_each(
+        modeladmin, request, queryset, lambda character: _started(character, user, TrainingRun.Provider.POD)
+    )
+
+
 CharacterAdmin.extension_register(
     AdminExtension(
         inlines=[TrainingRunInline],
         list_display=[current_lora],
-        actions=[start_training],
+        actions=[start_training, start_training_on_pod],
         annotate=_with_current_lora,
     )
 )
 
 
-def _started(character: Character, user: User) -> str:
-    run = training_run_start(character=character, requested_by=user, source=Source.ADMIN)
-    return f"training started (run {run.id})."
+def _started(character: Character, user: User, provider: str = TrainingRun.Provider.SERVERLESS) -> str:
+    run = training_run_start(character=character, requested_by=user, provider=provider, source=Source.ADMIN)
+    where = " on a pod" if provider == TrainingRun.Provider.POD else ""
+    return f"training started{where} (run {run.id})."
 
 
 # --- Users: spend this month (added to their admin) -------------------------------------------

@@ -21,6 +21,7 @@ from training.aitoolkit import AIToolkitClient
 from training.models import Pod
 from training.pod_secrets import pod_token
 from training.runpod import RunPodClient, RunPodHealth, RunPodJob
+from training.runpod_rest import RunPodRestClient
 
 
 class TrainingProvider(Protocol):
@@ -110,3 +111,8 @@ def _forget_pod_clients_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pod_clients_after_fork)
+
+
+def runpod_rest() -> RunPodRestClient:
+    """RunPod's REST v2 management API (a pod's start and stop), as the settings name it."""
+    return RunPodRestClient.from_settings()

@@ -132,6 +132,15 @@ def sweep_training_runs() -> int:
 
 
 @shared_task
+def check_pods() -> list[str]:
+    """Beat: marks starting pods running once they are, and stops pods idle past their idle time."""
+    changes = services.pods_check()
+    for change in changes:
+        logger.info("pods: %s", change)
+    return changes
+
+
+@shared_task
 def check_runpod_endpoint() -> str:
     """Beat: reads RunPod's `/health` and the endpoint's max workers; records (and, when allowed, repairs)
     an endpoint RunPod scaled to zero or no longer knows. Returns the problem found, "" for none."""

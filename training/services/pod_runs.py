@@ -25,7 +25,7 @@ import contextlib
 import logging
 import re
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,13 @@ from training.artifacts import StorageUnavailable, lora_upload_name
 from training.models import LossSeries, Pod, TrainingEvent, TrainingRun
 from training.pod_config import pod_dataset_files, pod_dataset_name, pod_job_config, pod_job_name
 from training.providers import pod_client
+from training.runpod_rest import RunPodRestError
 from training.services.completion import RunEnd, training_run_complete
 from training.services.job_input import training_job_input
+from training.services.pod_lifecycle import pod_start
 from training.services.pod_outputs import pod_artifacts_collect, pod_outputs_unsafe, stored_file_put
 from training.services.reports import progress_apply
+from training.services.schedule import pod_poll
 from training.services.transitions import (
     RunId,
     Status,
@@ -122,7 +125,13 @@ def _pod(run: TrainingRun) -> Pod:
 
 
 def _pod_of(run: TrainingRun) -> Pod:
+    """The run's pod, running; a stopped one is asked to start, and the run waits for it."""
     pod = _pod(run)
+    if pod.state == Pod.State.STOPPED:
+        try:
+            pod = pod_start(pod=pod)
+        except RunPodRestError as exc:
+            raise PodNotRunning(f"Pod {pod.name} is stopped and RunPod could not start it: {exc}") from exc
     if pod.state != Pod.State.RUNNING:
         raise PodNotRunning(f"Pod {pod.name} is {pod.state}: the run waits for it to run.")
     return pod
@@ -160,14 +169,29 @@ def _job_go(client: AIToolkitClient, job: AIToolkitJob) -> None:
 
 
 def pod_run_poll(*, run: TrainingRun, source: str) -> TrainingRun:
-    """Reads the run's job on its pod and applies it: progress and files, the end, a restart or a stall."""
+    """Reads the run's job on its pod and applies it: progress and files, the end, a restart or a stall;
+    then sets the run's next poll. The sweep's claim leased the run for TRAINING_POD_POLL_LEASE_SECONDS,
+    so a poll still downloading files is not overlapped by the next one."""
     if run.is_final or not run.runpod_job_id or run.pod_id is None:
         return run
-    client = pod_client(_pod(run))
+    run = _poll(run, pod_client(_pod(run)), source)
+    if not run.is_final:
+        TrainingRun.objects.filter(pk=run.pk, status__in=TrainingRun.ACTIVE_STATUSES).update(
+            next_poll_at=timezone.now() + pod_poll()
+        )
+    return run
+
+
+def _poll(run: TrainingRun, client: AIToolkitClient, source: str) -> TrainingRun:
     try:
         job = client.job_get(run.runpod_job_id)
     except AIToolkitNotFound:
         return _job_remake(run, client, "the pod no longer has its job (it restarted)", source)
+    if job.is_active:
+        # Progress first: a file or loss read failing below must not hide that the job moved.
+        run = _progress_record(run, job, source)
+        if _stalled(run, job):
+            return _job_restart(run, client, job, source)
     pod_artifacts_collect(run=run, client=client, job=job)
     if job.status == COMPLETED:
         return _complete(run, client, job, source)
@@ -177,14 +201,10 @@ def pod_run_poll(*, run: TrainingRun, source: str) -> TrainingRun:
         if not job.stop:
             _job_go(client, job)  # made, but its start was lost
             return run
-        return _fail(
-            run, "stopped", "The run's job was stopped on the pod (from AI Toolkit's UI). Retry it.", source
-        )
+        message = "The run's job was stopped on the pod (from AI Toolkit's UI). Retry it."
+        return _fail(run, "stopped", message, source)
     if job.status == QUEUED:
         client.queue_start(job.gpu_ids)  # a queue stopped by hand or by a restart would hold it for ever
-    run = _progress_record(run, job, source)
-    if _stalled(run, job):
-        return _job_restart(run, client, job, source)
     return run
 
 
@@ -241,22 +261,33 @@ def _restarts_left(run: TrainingRun) -> bool:
 def _job_restart(run: TrainingRun, client: AIToolkitClient, job: AIToolkitJob, source: str) -> TrainingRun:
     """A job left `running` by a trainer that died unseen blocks its GPU queue for ever: it is marked
     stopped (`mark_stopped/route.ts`) and, while restarts are left, started again (AI Toolkit resumes from
-    its last save in the job folder); otherwise the run fails."""
-    client.job_mark_stopped(job.id)
+    its last save in the job folder); otherwise the run fails. The restart is written down first, under
+    the run's lock, so a second poll of the same stall does nothing (a second `/start` would re-queue the
+    restarted job)."""
     why = f"its job stopped moving at step {job.step} on the pod (its trainer died unseen)"
     if not _restarts_left(run):
+        client.job_mark_stopped(job.id)
         return _fail(run, "worker_lost", _gave_up(why), source)
+    noted = _noted(
+        run, {"pod_job_restarted": why, "job_id": job.id}, source, stalled_since=run.worker_seen_at
+    )
+    if noted is None:
+        return TrainingRun.objects.get(pk=run.pk)
+    client.job_mark_stopped(job.id)
     client.job_start(client.job_get(job.id))
-    return _noted(run, {"pod_job_restarted": why, "job_id": job.id}, source)
+    return noted
 
 
 def _job_remake(run: TrainingRun, client: AIToolkitClient, why: str, source: str) -> TrainingRun:
     """The pod forgot the run's job (a restart clears the official image's database and outputs, RunPod
-    docs pods/storage/types.mdx:14): made again from the start, while restarts are left."""
+    docs pods/storage/types.mdx:14): made again from the start, while restarts are left. A second poll
+    that also found it missing meets the same job (by name) and notes nothing more."""
     if not _restarts_left(run):
         return _fail(run, "pod_restarted", _gave_up(why), source)
     job = pod_job_make(run=run, job_input=training_job_input(run))
-    return _noted(run, {"pod_job_remade": why, "job_id": job.id}, source, job_id=job.id)
+    detail = {"pod_job_remade": why, "job_id": job.id}
+    noted = _noted(run, detail, source, replaces=run.runpod_job_id, job_id=job.id)
+    return noted or TrainingRun.objects.get(pk=run.pk)
 
 
 def _gave_up(why: str) -> str:
@@ -266,13 +297,26 @@ def _gave_up(why: str) -> str:
     )
 
 
-def _noted(run: TrainingRun, detail: dict[str, Any], source: str, job_id: str = "") -> TrainingRun:
-    """Records a restart or remake of the run's job as an event that is not a status change (never
-    announced as one) and counts it against the run's restarts."""
+def _noted(
+    run: TrainingRun,
+    detail: dict[str, Any],
+    source: str,
+    *,
+    job_id: str = "",
+    replaces: str = "",
+    stalled_since: datetime | None = None,
+) -> TrainingRun | None:
+    """Records a restart (`stalled_since`: the stall it ends) or remake (`replaces`: the job the pod
+    forgot) of the run's job as an event that changes no status (never announced as one), counted against
+    the run's restarts; None when another poll already recorded it, or the run has ended."""
     with transaction.atomic():
         locked = run_locked(run.pk)
         if locked.is_final:
-            return locked
+            return None
+        if replaces and locked.runpod_job_id != replaces:
+            return None
+        if stalled_since is not None and locked.worker_seen_at != stalled_since:
+            return None
         locked.attempts += 1
         locked.worker_seen_at = timezone.now()
         if job_id:

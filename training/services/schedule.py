@@ -45,7 +45,9 @@ def next_poll(run: TrainingRun, now: datetime) -> datetime | None:
 
 def poll_delay(run: TrainingRun, now: datetime) -> timedelta:
     if run.provider == TrainingRun.Provider.POD and not run.is_final:
-        return pod_poll()  # the UI has no webhook: its job is read at a steady pace, files and all
+        # A lease, not the next poll: the poll sets that when it is done (`pod_runs.pod_run_poll`), and only
+        # a poll that was lost leaves it for the sweep to take again.
+        return timedelta(seconds=settings.TRAINING_POD_POLL_LEASE_SECONDS)
     if finishing(run, now):
         return finishing_poll()  # the result is seconds away, not minutes
     first, cap = _BACKOFF[run.status]
@@ -89,6 +91,7 @@ def run_execution_timeout_s(run: TrainingRun) -> int:
 
 
 def pod_poll() -> timedelta:
+    """How soon a pod run's job is read again after a poll (the UI has no webhook)."""
     return timedelta(seconds=settings.TRAINING_POD_POLL_SECONDS)
 
 

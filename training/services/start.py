@@ -46,7 +46,7 @@ def training_run_start(
     """Creates a pending run with its dataset frozen, and enqueues its submission after commit. The base
     model is `base_model`, else the character's; `provider` is where it trains (serverless or a pod)."""
     _check_may_train(character, requested_by)
-    provider = provider_validate(provider)
+    provider = provider_validate(provider, requested_by)
     identity = _check_identity(character)
     validated = training_params_validate(params=params, preset=preset)
     model = base_model_validate(base_model or character.base_model)
@@ -69,8 +69,9 @@ def training_run_start(
     )
 
 
-def provider_validate(provider: str) -> str:
-    """`provider`, if it is one, and for a pod run, if a pod takes runs."""
+def provider_validate(provider: str, requested_by: User) -> str:
+    """`provider`, if it is one; a pod run only for staff and the users staff allowed pods, and only when
+    a pod takes runs."""
     if provider not in TrainingRun.Provider.values:
         names = ", ".join(TrainingRun.Provider.values)
         raise ApplicationError(
@@ -78,6 +79,11 @@ def provider_validate(provider: str) -> str:
             code="invalid_params",
             fields={"provider": [f"Choose one of: {names}."]},
         )
+    if provider == TrainingRun.Provider.POD and not (
+        requested_by.is_staff or requested_by.pod_training_allowed
+    ):
+        message = "Pod mode is not enabled for your account. Train serverless, or ask staff to enable it."
+        raise ApplicationError(message, code="pod_not_allowed", fields={"provider": [message]})
     if provider == TrainingRun.Provider.POD and not Pod.objects.filter(accepts_runs=True).exists():
         message = "No pod takes runs just now. Train serverless, or ask staff to register a pod."
         raise ApplicationError(message, code="no_pod", fields={"provider": [message]})
@@ -166,7 +172,7 @@ def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> 
         manifest=run.manifest,
         trigger_word=run.trigger_word,
         base_model=base_model_validate(run.base_model),
-        provider=provider_validate(run.provider),
+        provider=provider_validate(run.provider, requested_by),
         source=source,
         detail={"retry_of": str(run.id)},
     )
