@@ -50,7 +50,10 @@ def pod(ui: LocalAIToolkitUI) -> Pod:
 
 
 def character_ready_to_train(owner: Any, name: str = "Anna") -> Any:
-    """Three photos, each with its caption: both providers train on the captions as given."""
+    """Three photos, each with its caption: both providers train on the captions as given. Its owner may
+    train on pods (staff enabled them)."""
+    owner.pod_training_allowed = True
+    owner.save()
     character = CharacterFactory(owner=owner, name=name, trigger_word=f"ohwx_{name.lower()}")
     for index in range(3):
         content = jpeg_bytes(size=(64 + index, 64))

@@ -60,6 +60,8 @@ def test_a_pod_run_waiting_for_a_stopped_pod_gets_it_started_and_waits(
     character: Any, rest: FakeRest
 ) -> None:
     pod = make_pod(state=Pod.State.STOPPED)
+    character.owner.pod_training_allowed = True
+    character.owner.save()
     run = training_run_start(
         character=character,
         requested_by=character.owner,

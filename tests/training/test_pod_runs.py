@@ -38,6 +38,8 @@ def pod(ui_pod: UIPod, settings: Any) -> Pod:
 @pytest.fixture
 def character(alice: Any, settings: Any) -> Any:
     settings.TRAINING_MIN_IMAGES = 3
+    alice.pod_training_allowed = True  # staff enabled pods for her
+    alice.save()
     character = CharacterFactory(owner=alice, name="Anna", trigger_word="ohwx_anna")
     for index in range(3):
         content = jpeg_bytes(size=(64 + index, 64))
