@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from studio.storage import s3_media_storage
 from tests.studio.factories import UserFactory
 from tests.support.s3server import S3Server, SeaweedProcess
 
+pytest_plugins = ["tests.support.grouping"]
+
 S3_TEST_BUCKET = "studio-media"
 _OWN_BASETEMP = pytest.StashKey[str]()
 
@@ -28,6 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.basetemp is None:
         config.option.basetemp = tempfile.mkdtemp(prefix="studio-tests-")
         config.stash[_OWN_BASETEMP] = config.option.basetemp
+    # Celery takes CELERY_BROKER_URL from the environment over every broker setting (celery 5.7.0
+    # celery/app/utils.py:110-115): this process and every worker it starts would share that broker,
+    # and a live-stack test restarting its Redis would lose nothing. The suite's broker is REDIS_URL.
+    os.environ.pop("CELERY_BROKER_URL", None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
@@ -55,10 +56,7 @@ def poll_training_run(self, run_id: str) -> None:  # type: ignore[no-untyped-def
     try:
         services.training_run_poll(run_id=run_id, source=TrainingEvent.Source.POLL)
     except (RunPodUnavailable, AIToolkitUnavailable, StorageUnavailable) as exc:
-        if self.request.retries >= self.max_retries:
-            logger.warning("poll of run %s gave up for now: %s; the sweep will try again", run_id, exc)
-            return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        _retry_until_the_sweep(self, exc, f"poll of run {run_id}")
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)
@@ -68,12 +66,8 @@ def verify_run_artifacts(self, run_id: str) -> None:  # type: ignore[no-untyped-
     try:
         services.training_run_artifacts_verify(run_id=run_id)
     except StorageUnavailable as exc:
-        if self.request.retries >= self.max_retries:
-            logger.warning(
-                "verifying run %s's files gave up for now: %s; the sweep will try again", run_id, exc
-            )
-            return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        _retry_until_the_sweep(self, exc, f"verifying run {run_id}'s files")
+        return
     score_run_likeness.delay(run_id)
 
 
@@ -85,12 +79,8 @@ def score_run_likeness(self, run_id: str) -> None:  # type: ignore[no-untyped-de
     try:
         services.training_run_likeness_score(run_id=run_id)
     except StorageUnavailable as exc:
-        if self.request.retries >= self.max_retries:
-            logger.warning(
-                "scoring run %s's samples gave up for now: %s; the sweep will try again", run_id, exc
-            )
-            return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        _retry_until_the_sweep(self, exc, f"scoring run {run_id}'s samples")
+        return
     if services.likeness_outstanding(run_id=run_id):
         score_run_likeness.delay(run_id)
         return
@@ -168,6 +158,15 @@ def cancel_runpod_job(self, job_id: str) -> None:  # type: ignore[no-untyped-def
     outcome = services.runpod_job_cancel(job_id=job_id)
     if outcome.retry_in is not None and self.request.retries < self.max_retries:
         raise self.retry(countdown=outcome.retry_in)
+
+
+def _retry_until_the_sweep(task: Any, exc: Exception, what: str) -> None:
+    """Retries `task` with backoff while its retries last; after the last one it logs and returns: the
+    sweep finds what is left in the database and queues it again."""
+    if task.request.retries >= task.max_retries:
+        logger.warning("%s gave up for now: %s; the sweep will try again", what, exc)
+        return
+    raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
 
 
 def _backoff(retries: int) -> float:
