@@ -80,7 +80,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     environment.update({"STUDIO_VAR_DIR": str(var), SESSION_VARIABLE: session})
     command = [
         sys.executable, "manage.py", "demo", "--port", str(port), "--runpod-port", str(free_port()),
-        "--steps", "150", "--seconds-per-step", "0.02",
+        "--steps", "150", "--seconds-per-step", "0.02", "--rank", "4",
     ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

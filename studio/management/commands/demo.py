@@ -44,6 +44,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000, help="Web port (default 8000).")
         parser.add_argument("--runpod-port", type=int, default=8765, help="Local RunPod port (default 8765).")
         parser.add_argument("--steps", type=int, default=300, help="Training steps (default 300).")
+        parser.add_argument("--rank", type=int, help="LoRA rank (default: the fast preset's).")
         parser.add_argument(
             "--seconds-per-step",
             type=float,
@@ -77,7 +78,9 @@ class Command(BaseCommand):
                 f"Watch it train: log in at http://127.0.0.1:{options['port']}/ as {DEMO_USER} with password "
                 f"{password}; the run's page fills with samples, a falling loss curve and checkpoints."
             )
-            self._train(photos, steps=options["steps"], save_every=options["save_every"])
+            self._train(
+                photos, steps=options["steps"], save_every=options["save_every"], rank=options["rank"]
+            )
             self._welcome(options["port"], password, demo_dir)
             while True:
                 time.sleep(3600)
@@ -134,7 +137,7 @@ class Command(BaseCommand):
                 time.sleep(0.5)
             self.say(f"The {name} is up.")
 
-    def _train(self, photos: Path, *, steps: int, save_every: int) -> None:
+    def _train(self, photos: Path, *, steps: int, save_every: int, rank: int | None) -> None:
         try:
             call_command(
                 "train_character",
@@ -149,6 +152,7 @@ class Command(BaseCommand):
                 "--steps", str(steps),
                 "--save-every", str(save_every),
                 "--wait",
+                *(["--rank", str(rank)] if rank else []),
                 stdout=self.stdout,
                 stderr=self.stderr,
             )  # fmt: skip

@@ -83,6 +83,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--preset", choices=sorted(PRESETS), help="Training preset (default: balanced).")
         parser.add_argument("--steps", type=int, help="Training steps, overriding the preset.")
+        parser.add_argument("--rank", type=int, help="LoRA rank, overriding the preset (4 to 128).")
         parser.add_argument(
             "--base-model",
             choices=sorted(BASE_MODELS),
@@ -106,7 +107,7 @@ class Command(BaseCommand):
             self._consent(character, user, options["consent"])
         self._ingest(character, folder)
         self._face_check(character)
-        overrides = {"steps": options["steps"], "save_every": options["save_every"]}
+        overrides = {"steps": options["steps"], "rank": options["rank"], "save_every": options["save_every"]}
         run = self._start(
             character,
             user,
