@@ -41,6 +41,12 @@ class Character(models.Model):
         choices=[(key, key) for key in BaseModel.SUPPORTED],
         help_text="The base model its LoRAs are trained on unless a run says otherwise (auto-train uses it).",
     )
+    training_provider = models.CharField(
+        max_length=16,
+        default="serverless",
+        choices=[("serverless", "Serverless (RunPod endpoint)"), ("pod", "Pod (AI Toolkit UI)")],
+        help_text="Where auto-train trains it: a pod only for an owner staff enabled pods for.",
+    )
     is_person = models.BooleanField(
         default=True,
         help_text="Off for a style, an object or a drawn character: its photos are not checked for one "

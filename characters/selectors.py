@@ -188,17 +188,21 @@ def character_likeness_references(
 
 
 def _no_face_refusal(character: Character, report: DatasetReport) -> str | None:
+    """Judged on the photos the character has now: a report computed before the latest uploads counts those
+    it has not seen as unknown, so it neither refuses for photos since deleted nor names a wrong total."""
     if not character.is_person or report.photo_count == 0:
         return None
+    photos = {str(pk) for pk in character.images.values_list("pk", flat=True)}
     without = sum(
         1
-        for verdict in report.photos.values()
-        if any(flag["code"] in (Flag.NO_FACE, Flag.BLANK) for flag in verdict.get("flags", []))
+        for key, verdict in report.photos.items()
+        if key in photos
+        and any(flag["code"] in (Flag.NO_FACE, Flag.BLANK) for flag in verdict.get("flags", []))
     )
-    if without / report.photo_count <= settings.CHARACTERS_NO_FACE_REFUSAL_SHARE:
+    if not photos or without / len(photos) <= settings.CHARACTERS_NO_FACE_REFUSAL_SHARE:
         return None
     return (
-        f"{without} of {report.photo_count} photos show no face, so the LoRA would have no face to learn. "
+        f"{without} of {len(photos)} photos show no face, so the LoRA would have no face to learn. "
         "Replace them with photos of the person's face, or, if this character is not a person, turn "
         "“Is a person” off in its settings."
     )

@@ -8,8 +8,6 @@ only after the deleting transaction has committed.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.core.files.storage import FileSystemStorage, Storage, default_storage
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -43,6 +41,7 @@ from characters.signals import (
 from runpod_worker.contract import BaseModel
 from studio.errors import ApplicationError, Conflict, NotFound
 from studio.models import User
+from studio.storage import storage_folder_delete
 
 logger = logging.getLogger(__name__)
 
@@ -479,19 +478,6 @@ def _delete_character_files(folder: str, names: list[str]) -> None:
     """Delete the known files, then anything else left in the character's folder."""
     _delete_files(names)
     try:
-        _delete_tree(default_storage, folder)
+        storage_folder_delete(folder)
     except Exception:
         logger.exception("Could not empty the storage folder %s", folder)
-
-
-def _delete_tree(storage: Storage, folder: str) -> None:
-    if isinstance(storage, FileSystemStorage):
-        path = storage.path(folder)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        return
-    directories, files = storage.listdir(folder)
-    for name in files:
-        storage.delete(f"{folder}{name}")
-    for directory in directories:
-        _delete_tree(storage, f"{folder}{directory}/")

@@ -78,7 +78,10 @@ class ExtensibleAdmin(admin.ModelAdmin):
 @admin.register(User)
 class UserAdmin(ExtensibleAdmin, BaseUserAdmin):
     list_display: tuple[str, ...] = ("username", "email", "is_staff", "monthly_gpu_budget_usd", "date_joined")
-    fieldsets = (*(BaseUserAdmin.fieldsets or ()), ("GPU budget", {"fields": ("monthly_gpu_budget_usd",)}))
+    fieldsets = (
+        *(BaseUserAdmin.fieldsets or ()),
+        ("GPU budget", {"fields": ("monthly_gpu_budget_usd", "pod_training_allowed")}),
+    )
 
 
 # --- The admin index -------------------------------------------------------------------------

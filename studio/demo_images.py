@@ -1,63 +1,59 @@
-"""Sample reference photos for the demo character, drawn locally (nothing is downloaded).
+"""The demo character's reference photos: real portraits from a registry package, never downloaded here.
 
-Each picture shows the same stylised character — face, hair, eyes, a red scarf — from a slightly
-different angle, distance and backdrop, as a real reference set would.
+`make install` keeps the source archive of `face_recognition` 1.3.0 (tests/photos-requirements.txt, pinned
+by hash) in `.venv/test-photos`; its tests/test_images hold three distinct portraits of Barack Obama and two
+crops of one of them, official White House photographs (US federal works are in the public domain, 17
+U.S.C. § 105). The demo trains on those five and their mirror images — ten photos, the studio's minimum —
+so the face check, the likeness of every checkpoint and the checkpoint chosen work on a real face.
 """
 
 from __future__ import annotations
 
-import random
+import io
+import sys
+import tarfile
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageOps
 
-SIZE = (768, 1024)
-
-
-def draw_sample(seed: int) -> Image.Image:
-    rng = random.Random(seed)
-    backdrop = tuple(rng.randint(90, 220) for _ in range(3))
-    image = Image.new("RGB", SIZE, backdrop)
-    draw = ImageDraw.Draw(image)
-    width, height = SIZE
-    scale = rng.uniform(0.8, 1.15)
-    cx = width // 2 + rng.randint(-90, 90)
-    cy = int(height * 0.38) + rng.randint(-40, 40)
-    head_w, head_h = int(190 * scale), int(240 * scale)
-    # shoulders and a red scarf: the character's signature
-    draw.rounded_rectangle(
-        (cx - int(260 * scale), cy + head_h // 2 + 40, cx + int(260 * scale), height + 40),
-        80,
-        fill=(35, 55, 95),
-    )
-    draw.rectangle(
-        (cx - int(120 * scale), cy + head_h // 2, cx + int(120 * scale), cy + head_h // 2 + 70),
-        fill=(190, 30, 40),
-    )
-    # hair behind the face, then the face
-    draw.ellipse(
-        (cx - head_w // 2 - 25, cy - head_h // 2 - 35, cx + head_w // 2 + 25, cy + head_h // 2 - 10),
-        fill=(60, 35, 20),
-    )
-    draw.ellipse(
-        (cx - head_w // 2, cy - head_h // 2, cx + head_w // 2, cy + head_h // 2), fill=(230, 190, 160)
-    )
-    turn = rng.randint(-25, 25)  # the head turns a little from picture to picture
-    for side in (-1, 1):
-        ex = cx + side * int(45 * scale) + turn
-        draw.ellipse((ex - 14, cy - 25, ex + 14, cy + 3), fill=(255, 255, 255))
-        draw.ellipse((ex - 7, cy - 18, ex + 7, cy - 4), fill=(40, 110, 70))
-    draw.arc((cx - 40 + turn, cy + 30, cx + 40 + turn, cy + 75), 15, 165, fill=(150, 60, 60), width=5)
-    return image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0, 1.2)))
+ARCHIVE = Path(sys.prefix) / "test-photos" / "face_recognition-1.3.0.tar.gz"
+FOLDER = "face_recognition-1.3.0/tests/test_images/"
+# The distinct portraits first: the simulated trainer draws sample prompt i from the i-th photo by name.
+PORTRAITS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "obama_partial_face2.jpg")
 
 
-def write_samples(folder: Path, count: int) -> list[Path]:
-    """Writes `count` sample photos into `folder` (kept when already there) and returns their paths."""
+MIN_SIDE = 512
+
+
+class PortraitsMissing(RuntimeError):
+    pass
+
+
+def write_portraits(folder: Path) -> list[Path]:
+    """Writes the ten demo photos into `folder` (kept when already there) and returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for seed in range(1, count + 1):
-        path = folder / f"demo-{seed:02d}.jpg"
+    for number, (name, mirrored) in enumerate(((n, m) for m in (False, True) for n in PORTRAITS), start=1):
+        path = folder / f"portrait-{number:02d}.jpg"
         if not path.exists():
-            draw_sample(seed).save(path, "JPEG", quality=92)
+            image = _portrait(name)
+            (ImageOps.mirror(image) if mirrored else image).save(path, "JPEG", quality=92)
         paths.append(path)
     return paths
+
+
+def _portrait(name: str) -> Image.Image:
+    if not ARCHIVE.is_file():
+        raise PortraitsMissing(f"{ARCHIVE} is missing: run `make install`, which downloads it.")
+    with tarfile.open(ARCHIVE) as archive:
+        member = archive.extractfile(FOLDER + name)
+        if member is None:
+            raise PortraitsMissing(f"{name} is not in {ARCHIVE.name}.")
+        image = Image.open(io.BytesIO(member.read())).convert("RGB")
+    # One crop is 491 px wide: enlarged a little to the upload's 512 px minimum (characters/ingest.py).
+    scale = MIN_SIDE / min(image.size)
+    if scale > 1:
+        image = image.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS
+        )
+    return image

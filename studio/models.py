@@ -19,6 +19,11 @@ class User(AbstractUser):
         validators=[MinValueValidator(Decimal("0"))],
         help_text="Empty means unlimited.",
     )
+    pod_training_allowed = models.BooleanField(
+        "may train on pods",
+        default=False,
+        help_text="May choose pod mode (a persistent pod's AI Toolkit) for a run; staff always may.",
+    )
 
 
 class IdempotencyKey(models.Model):

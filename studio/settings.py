@@ -253,6 +253,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # RunPod lowers an endpoint idle for 7 days to max workers 0 and leaves it there: the endpoint check
     # reads /health and max workers, tells staff, and raises it when RUNPOD_RESTORE_MAX_WORKERS allows.
+    # Pods of pod mode: a starting pod is marked running once RunPod and its UI say so; a pod idle past its
+    # idle time (TRAINING_POD_IDLE_STOP_MINUTES) is stopped.
+    "check-pods": {
+        "task": "training.tasks.check_pods",
+        "schedule": env.float("TRAINING_POD_CHECK_SECONDS", default=60.0),
+    },
     "check-runpod-endpoint": {
         "task": "training.tasks.check_runpod_endpoint",
         "schedule": env.float("RUNPOD_ENDPOINT_CHECK_SECONDS", default=300.0),
@@ -551,3 +557,24 @@ TRAINING_CHECKPOINTS_KEPT = env.int("TRAINING_CHECKPOINTS_KEPT", default=5)
 # How long the download links of a resume (the checkpoint and its optimizer state) stay valid: the worker
 # fetches them as soon as it is told to resume.
 TRAINING_RESUME_LINK_SECONDS = env.int("TRAINING_RESUME_LINK_SECONDS", default=3600)
+
+# ---- Pod mode: runs on a persistent pod's AI Toolkit UI (docs/TRAINING.md, "Pod mode")
+# The UI has no webhooks: a pod run's job is read this often (status, step, new samples and checkpoints).
+TRAINING_POD_POLL_SECONDS = env.float("TRAINING_POD_POLL_SECONDS", default=10.0)
+# The sweep leases a pod run to its poll for this long, the longest a poll may take (it downloads each new
+# checkpoint, hundreds of MB through RunPod's proxy); the poll schedules the next one when it is done.
+TRAINING_POD_POLL_LEASE_SECONDS = env.float("TRAINING_POD_POLL_LEASE_SECONDS", default=600.0)
+# A job the UI shows `running` whose step and stage (`info`) have not moved for this long is taken as stuck
+# (its trainer died without the UI seeing it exit): it is marked stopped and queued again, up to
+# TRAINING_POD_MAX_RESTARTS. Long enough for a first run's download of the base model (tens of GB).
+TRAINING_POD_STALL_SECONDS = env.float("TRAINING_POD_STALL_SECONDS", default=1800.0)
+# Times a pod run's job is made again (the pod restarted and forgot it) or restarted (stuck) before the run
+# fails.
+TRAINING_POD_MAX_RESTARTS = env.int("TRAINING_POD_MAX_RESTARTS", default=2)
+# Each UI call's timeout; file transfers (a LoRA is hundreds of MB through RunPod's proxy) have their own.
+TRAINING_POD_TIMEOUT_SECONDS = env.float("TRAINING_POD_TIMEOUT_SECONDS", default=30.0)
+TRAINING_POD_TRANSFER_TIMEOUT_SECONDS = env.float("TRAINING_POD_TRANSFER_TIMEOUT_SECONDS", default=600.0)
+# The worker's GPU preset the pod's config is built with ("24gb" fits every pod; "80gb" for A100/H100 pods).
+TRAINING_POD_GPU_PRESET = env.str("TRAINING_POD_GPU_PRESET", default="24gb")
+# A pod with no run for this long is stopped (a pod's own idle_stop_minutes overrides it).
+TRAINING_POD_IDLE_STOP_MINUTES = env.int("TRAINING_POD_IDLE_STOP_MINUTES", default=30)

@@ -6,9 +6,12 @@ read through presigned URLs, and bounded time and retries on every call to the b
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any
 
 from botocore.config import Config
+from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from storages.backends.s3 import S3Storage
 
 # A call to the bucket must never hang a request or a task: connecting is quick or the bucket is down,
@@ -53,6 +56,21 @@ def s3_media_storage(
             "file_overwrite": False,
         },
     }
+
+
+def storage_folder_delete(folder: str, storage: Storage | None = None) -> None:
+    """Deletes every file under `folder` (a prefix ending in '/'), and on local files the folder itself."""
+    storage = storage or default_storage
+    if isinstance(storage, FileSystemStorage):
+        path = storage.path(folder)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        return
+    directories, files = storage.listdir(folder)
+    for name in files:
+        storage.delete(f"{folder}{name}")
+    for directory in directories:
+        storage_folder_delete(f"{folder}{directory}/", storage)
 
 
 def is_s3(storage: Any) -> bool:

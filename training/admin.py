@@ -28,7 +28,7 @@ from studio.models import User
 from training import admin_pods  # noqa: F401  (registers the pods' admin)
 from training.admin_artifacts import CheckpointInline, SampleInline
 from training.admin_dashboard import training_dashboard_panel
-from training.models import DeletedRunSpend, StrayJob, TrainingEvent, TrainingRun
+from training.models import DeletedRunSpend, RunPodEndpointStatus, StrayJob, TrainingEvent, TrainingRun
 from training.runpod import RunPodError
 from training.selectors import current_lora_run_id, user_spend_this_month_annotation
 from training.services import training_run_cancel, training_run_poll, training_run_retry, training_run_start
@@ -102,13 +102,14 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "character",
         "owner",
         "badge",
+        "provider",
         "progress",
         "cost_usd",
         "gpu_type",
         "runpod_job_id",
         "created_at",
     )
-    list_filter = ("status", "base_model", "created_at", "finished_at")
+    list_filter = ("status", "provider", "base_model", "created_at", "finished_at")
     list_select_related = ("character", "character__owner")
     search_fields = (
         "=id",
@@ -143,7 +144,17 @@ class TrainingRunAdmin(admin.ModelAdmin):
         ),
         (
             "RunPod",
-            {"fields": ("runpod_job_id", "attempts", "provider_payload", "next_poll_at")},
+            {
+                "fields": (
+                    "provider",
+                    "pod",
+                    "runpod_job_id",
+                    "attempts",
+                    "provider_payload",
+                    "next_poll_at",
+                    "pod_outputs_deleted_at",
+                )
+            },
         ),
         ("Times", {"fields": ("created_at", "submitted_at", "started_at", "finished_at")}),
         (
@@ -308,6 +319,22 @@ class DeletedRunSpendAdmin(admin.ModelAdmin):
         return False  # spend is history
 
 
+@admin.register(RunPodEndpointStatus)
+class RunPodEndpointStatusAdmin(admin.ModelAdmin):
+    """Read-only: what the beat's endpoint check last found (`training.services.endpoint`); the dashboard
+    shows the current endpoint's problem, this lists every endpoint the studio has used."""
+
+    list_display = ("endpoint_id", "problem", "problem_since", "max_workers", "queued_jobs", "checked_at")
+    list_filter = ("problem",)
+    search_fields = ("endpoint_id",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: RunPodEndpointStatus | None = None) -> bool:
+        return False
+
+
 @admin.register(StrayJob)
 class StrayJobAdmin(admin.ModelAdmin):
     """Read-only: RunPod jobs no run owns and how their cancel went (the sweep does the retrying)."""
@@ -383,19 +410,30 @@ def start_training(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset:
     report_each(modeladmin, request, queryset, lambda character: _started(character, user))
 
 
+@admin.action(description="Start training the selected characters on a pod (balanced preset)")
+def start_training_on_pod(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Character]
+) -> None:
+    user: Any = request.user
+    report_each(
+        modeladmin, request, queryset, lambda character: _started(character, user, TrainingRun.Provider.POD)
+    )
+
+
 CharacterAdmin.extension_register(
     AdminExtension(
         inlines=[TrainingRunInline],
         list_display=[current_lora],
-        actions=[start_training],
+        actions=[start_training, start_training_on_pod],
         annotate=_with_current_lora,
     )
 )
 
 
-def _started(character: Character, user: User) -> str:
-    run = training_run_start(character=character, requested_by=user, source=Source.ADMIN)
-    return f"training started (run {run.id})."
+def _started(character: Character, user: User, provider: str = TrainingRun.Provider.SERVERLESS) -> str:
+    run = training_run_start(character=character, requested_by=user, provider=provider, source=Source.ADMIN)
+    where = " on a pod" if provider == TrainingRun.Provider.POD else ""
+    return f"training started{where} (run {run.id})."
 
 
 # --- Users: spend this month (added to their admin) -------------------------------------------

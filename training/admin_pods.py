@@ -61,16 +61,44 @@ class PodForm(forms.ModelForm):
 @admin.register(Pod)
 class PodAdmin(admin.ModelAdmin):
     form = PodForm
-    list_display = ["name", "state", "accepts_runs", "gpu_ids", "hourly_price_usd", "queue", "cost"]
-    readonly_fields = ["state", "state_changed_at", "last_busy_at", "running_since", "uptime_seconds", "cost"]
+    list_display = [
+        "name",
+        "state",
+        "accepts_runs",
+        "gpu_ids",
+        "hourly_price_usd",
+        "queue",
+        "cost",
+        "runs_served",
+        "cost_per_run",
+    ]
+    readonly_fields = [
+        "state",
+        "state_changed_at",
+        "last_busy_at",
+        "running_since",
+        "uptime_seconds",
+        "cost",
+        "runs_served",
+        "cost_per_run",
+    ]
 
     @admin.display(description="runs queued or training")
     def queue(self, pod: Pod) -> int:
         return pod.runs.filter(status__in=TrainingRun.ACTIVE_STATUSES).count()
 
-    @admin.display(description="cost so far (USD)")
+    @admin.display(description="cost so far (USD): running hours x price, idle hours included")
     def cost(self, pod: Pod) -> Decimal:
         return pod_cost_usd(pod)
+
+    @admin.display(description="runs served")
+    def runs_served(self, pod: Pod) -> int:
+        return pod.runs.exclude(runpod_job_id="").count()
+
+    @admin.display(description="cost shared per run served (USD)")
+    def cost_per_run(self, pod: Pod) -> Decimal | None:
+        served = self.runs_served(pod)
+        return (pod_cost_usd(pod) / served).quantize(Decimal("0.0001")) if served else None
 
     def get_readonly_fields(self, request: HttpRequest, obj: Pod | None = None) -> list[str]:
         return list(self.readonly_fields) if obj is not None else []

@@ -202,6 +202,13 @@ class TrainingRunStartApi(APIView):
             allow_null=True,
             help_text="Training parameters; those given override the preset's.",
         )
+        provider = serializers.ChoiceField(
+            choices=TrainingRun.Provider.choices,
+            required=False,
+            help_text="Where the run trains: `serverless` (default), or `pod` (a persistent pod's AI "
+            "Toolkit) for staff and the accounts staff enabled pods for (else 400 `pod_not_allowed`; 400 "
+            "`no_pod` when no pod takes runs).",
+        )
 
         class Meta:
             ref_name = "TrainingRunStartInput"

@@ -8,15 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.conf import settings
-
 from runpod_worker.contract import BaseModel
 from studio.models import User
-from training import pricing
 from training.presets import PRESETS
 from training.selectors import month_start, training_cost_estimate, user_reserved_spend, user_spend_this_month
 
-MIN_STEPS = 100  # runpod_worker.contract.TrainingParams: steps 100-6000
+MIN_STEPS, MAX_STEPS = 100, 6000  # runpod_worker.contract.TrainingParams: steps 100-6000
 FAST = "fast"
 
 
@@ -28,6 +25,7 @@ class Budget:
     spent: Decimal
     reserved: Decimal
     estimate: Decimal
+    base_model: str = BaseModel.DEFAULT  # the model `estimate` is for: advice is reckoned at its cost
 
     @property
     def remaining(self) -> Decimal | None:
@@ -48,30 +46,32 @@ def user_budget(user: User, *, steps: int, base_model: str = BaseModel.DEFAULT) 
         spent=user_spend_this_month(user),
         reserved=user_reserved_spend(user),
         estimate=training_cost_estimate(steps=steps, base_model=base_model),
+        base_model=base_model,
     )
 
 
-def affordable_steps(remaining: Decimal) -> int:
-    """The most steps whose estimate `remaining` covers (0 when not even the start-up time is covered)."""
-    gpu = settings.TRAINING_GPU_TYPE
-    fixed = settings.TRAINING_OVERHEAD_SECONDS + pricing.billed_outside_seconds()
-    seconds = remaining / pricing.price_per_second(gpu) - fixed
-    steps = int(seconds / pricing.seconds_per_step(gpu)) if seconds > 0 else 0
-    while steps > 0 and pricing.estimate_cost(steps=steps) > remaining:
-        steps -= 1  # the estimate rounds to cents; step down until it fits
-    return steps
+def affordable_steps(remaining: Decimal, *, base_model: str = BaseModel.DEFAULT) -> int:
+    """The most steps of `base_model` whose estimate `remaining` covers (0 when not even the start-up time
+    is covered): the estimate grows with the steps, so a bisection over the contract's range finds it."""
+    low, high = 0, MAX_STEPS
+    while low < high:
+        middle = (low + high + 1) // 2
+        if training_cost_estimate(steps=middle, base_model=base_model) <= remaining:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def budget_advice(*, budget: Budget, preset: str | None, steps: int, now: datetime | None = None) -> str:
     """What the user can do about a run the budget cannot cover, for the run they chose."""
     remaining = budget.remaining or Decimal("0")
     fast_steps = int(PRESETS[FAST]["steps"])
-    fewer = min(affordable_steps(remaining), steps - 1)
+    fewer = min(affordable_steps(remaining, base_model=budget.base_model), steps - 1)
     renews = f"until {_next_month(now):%-d %B}, when the budget starts again, or ask staff to raise it."
-    if preset != FAST and steps > fast_steps and training_cost_estimate(steps=fast_steps) <= remaining:
-        return (
-            f"Choose the fast preset (about ${training_cost_estimate(steps=fast_steps):.2f}), wait {renews}"
-        )
+    fast_cost = training_cost_estimate(steps=fast_steps, base_model=budget.base_model)
+    if preset != FAST and steps > fast_steps and fast_cost <= remaining:
+        return f"Choose the fast preset (about ${fast_cost:.2f}), wait {renews}"
     if fewer >= MIN_STEPS:
         return f"Set at most {fewer} steps under Advanced settings, wait {renews}"
     return f"What is left (${remaining:.2f}) does not cover even the shortest run. Wait {renews}"

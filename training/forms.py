@@ -9,6 +9,7 @@ from django import forms
 from runpod_worker.contract import ALLOWED_RESOLUTIONS
 from studio.errors import ApplicationError
 from training.base_models import CHOICES, DEFAULT_BASE_MODEL
+from training.models import TrainingRun
 from training.presets import DEFAULT_PRESET, DEFAULT_SAMPLE_PROMPTS, PRESETS
 from training.services import training_params_validate
 
@@ -97,6 +98,20 @@ class TrainingForm(forms.Form):
         help_text="Steps between samples; empty: at each checkpoint; 0: no samples.",
         widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
     )
+
+    def __init__(self, *args: Any, pods_allowed: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if pods_allowed:
+            # Offered only to staff and the accounts staff enabled pods for (the start checks it again).
+            self.fields["provider"] = forms.ChoiceField(
+                choices=TrainingRun.Provider.choices,
+                initial=TrainingRun.Provider.SERVERLESS,
+                required=False,
+                widget=forms.RadioSelect,
+                label="Where it trains",
+                help_text="Serverless starts a GPU for this run; a pod trains on the studio's running AI "
+                "Toolkit pod, without the start-up wait.",
+            )
 
     def clean_sample_prompts(self) -> list[str]:
         text = self.cleaned_data.get("sample_prompts") or ""

@@ -332,6 +332,9 @@ class StrayJob(models.Model):
         TrainingRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="stray_jobs"
     )
     reason = models.CharField(max_length=200, help_text="Why no run owns the job.")
+    # The storage folder of the erased character whose run the job trained: its signed upload links may
+    # still write there until the job ends, so the folder is emptied again then, and this cleared.
+    erased_folder = models.CharField(max_length=255, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Cancels sent to RunPod.")
     last_error = models.TextField(blank=True, default="")

@@ -1,7 +1,12 @@
-"""The seam between the training services and whatever runs the GPU job.
+"""The seam between the training services and whatever runs the GPU job: one client per kind of provider
+(`TrainingRun.provider`).
 
-The first provider is the RunPod serverless endpoint running `runpod_worker/` (`RunPodClient`).
-The interface stays as small as that provider needs.
+- serverless: the RunPod endpoint running `runpod_worker/` (`get_provider()`, a `RunPodClient`);
+- pod: a persistent pod's AI Toolkit UI (`pod_client(pod)`, an `AIToolkitClient`).
+
+Each service that talks to a provider (`submission`, `poll`, `ending`) hands a pod run to
+`training.services.pod_runs` at its entry; everything after it (progress, artifacts, verification,
+completion, cost) is shared.
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from training.aitoolkit import AIToolkitClient
+from training.models import Pod
+from training.pod_secrets import pod_token
 from training.runpod import RunPodClient, RunPodHealth, RunPodJob
+from training.runpod_rest import RunPodRestClient
 
 
 class TrainingProvider(Protocol):
@@ -62,3 +71,48 @@ def _forget_client_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_client_after_fork)
+
+
+# ------------------------------------------------------------------------------------------- pods
+# The second provider: a pod's AI Toolkit UI, one client per pod (`training.services.pod_runs` drives it).
+_pod_clients: dict[tuple[object, ...], AIToolkitClient] = {}
+_pod_lock = threading.Lock()
+
+
+def pod_client(pod: Pod) -> AIToolkitClient:
+    """The process's client for `pod`'s UI, kept so its session reuses its connections; made again when the
+    pod's URL or token, or the timeouts, change. Raises PodTokenUnreadable when its token cannot be read."""
+    key = (
+        pod.pk,
+        pod.ui_url,
+        pod.token_encrypted,
+        settings.TRAINING_POD_TIMEOUT_SECONDS,
+        settings.TRAINING_POD_TRANSFER_TIMEOUT_SECONDS,
+    )
+    with _pod_lock:
+        client = _pod_clients.get(key)
+        if client is None:
+            for stale in [k for k in _pod_clients if k[0] == pod.pk]:
+                _pod_clients.pop(stale).close()
+            client = AIToolkitClient(
+                base_url=pod.ui_url,
+                token=pod_token(pod),
+                timeout_seconds=settings.TRAINING_POD_TIMEOUT_SECONDS,
+                transfer_timeout_seconds=settings.TRAINING_POD_TRANSFER_TIMEOUT_SECONDS,
+            )
+            _pod_clients[key] = client
+        return client
+
+
+def _forget_pod_clients_after_fork() -> None:
+    global _pod_clients, _pod_lock
+    _pod_clients = {}
+    _pod_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pod_clients_after_fork)
+
+
+def runpod_rest() -> RunPodRestClient:
+    """RunPod's REST v2 management API (a pod's start and stop), as the settings name it."""
+    return RunPodRestClient.from_settings()

@@ -14,7 +14,7 @@ from characters.models import Character, ReferenceImage
 from studio.errors import Conflict
 from training.models import DeletedRunSpend, TrainingEvent, TrainingRun
 from training.selectors import training_run_charge
-from training.services import training_run_autostart, training_run_cancel
+from training.services import stray_jobs_of_erased_runs, training_run_autostart, training_run_cancel
 
 
 def start_training_when_sheet_complete(sender: Any, *, character_id: uuid.UUID, **kwargs: Any) -> None:
@@ -24,13 +24,17 @@ def start_training_when_sheet_complete(sender: Any, *, character_id: uuid.UUID, 
 
 
 def cancel_runs_of_deleting_character(sender: Any, *, character: Character, **kwargs: Any) -> None:
-    """A character about to be deleted stops training first, so no GPU keeps billing for it."""
+    """A character about to be deleted stops training first, so no GPU keeps billing for it; a job RunPod
+    could not stop yet (or any stray job of its runs: one RunPod ran twice) has the character's folder
+    emptied again once it has ended, as its signed links may write there until then."""
     active = TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES)
     for run in active:
         try:
             training_run_cancel(run=run, source=TrainingEvent.Source.SYSTEM, keep_artifacts=False)
         except Conflict:
             continue  # it ended on its own meanwhile
+    runs = list(TrainingRun.objects.filter(character=character).values_list("pk", flat=True))
+    stray_jobs_of_erased_runs(run_ids=runs, folder=f"characters/{character.pk}/")
 
 
 def refuse_deleting_a_photo_in_training(sender: Any, *, image: ReferenceImage, **kwargs: Any) -> None:

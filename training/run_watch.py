@@ -224,7 +224,8 @@ def likeness_comparing(run: TrainingRun) -> bool:
     """The run completed and the studio is still comparing its checkpoints by likeness (its page keeps
     watching until it has chosen)."""
     unsettled = run.status == TrainingRun.Status.COMPLETED and run.likeness_settled_at is None
-    return unsettled and sampling(run)  # a run without samples has nothing to compare
+    # Nothing to compare: a run without samples, or a character not a person.
+    return unsettled and run.character.is_person and sampling(run)
 
 
 def lora_choice_explained(run: TrainingRun) -> str:
@@ -262,6 +263,11 @@ def lora_choice_explained(run: TrainingRun) -> str:
             f"No sample showed a face, so the studio could not tell which checkpoint looks most like {name}: "
             "the final LoRA is kept. Look at the samples before you use it."
         )
+    if not any(c.likeness for c in checkpoints.values()):
+        return (
+            f"No checkpoint's samples looked like {name} often enough to compare (most showed no face or "
+            "copied a training photo), so the final LoRA is kept. Look at the samples before you use it."
+        )
     if final is not None and final.likeness is not None:
         verdict = "above" if final.likeness >= SAME_PERSON_LIKENESS else "below"
         return (
@@ -269,6 +275,31 @@ def lora_choice_explained(run: TrainingRun) -> str:
             f"{verdict} the same-person line)."
         )
     return ""
+
+
+# ============================================================================================ captions
+
+
+def captions_summary(run: TrainingRun) -> str:
+    """What the worker's captioner did for the photos sent without a caption, from the completion's event, in
+    a sentence for the run page ("" when it captioned nothing: every photo had a caption, or it was off)."""
+    event = run.events.filter(to_status=TrainingRun.Status.COMPLETED, detail__has_key="captions_made").first()
+    if event is None:
+        return ""
+    made, kept = int(event.detail.get("captions_made") or 0), int(event.detail.get("captions_kept") or 0)
+    error = str(event.detail.get("caption_error") or "")
+    sentence = (
+        f"The worker wrote captions for {made} photo{'s' if made != 1 else ''} sent without one; "
+        f"{kept} {'are' if kept != 1 else 'is'} now on the character's photos, marked Auto, to read and edit."
+        if made
+        else ""
+    )
+    if error:
+        sentence += (
+            f"{' ' if sentence else ''}Some photos could not be captioned ({error}), so they trained on the "
+            "trigger word alone."
+        )
+    return sentence
 
 
 # ============================================================================================ versions

@@ -96,6 +96,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "id",
             "character_id",
             "status",
+            "provider",
             "base_model",
             "trigger_word",
             "params",

@@ -35,6 +35,7 @@ from training.models import Sample, TrainingEvent, TrainingRun
 from training.preflight import training_retry_refusal, training_start_refusal
 from training.presets import PRESETS
 from training.run_watch import (
+    captions_summary,
     chart_build,
     checkpoint_download_name,
     gallery_build,
@@ -73,8 +74,11 @@ def training_start(request: HttpRequest, character_id: uuid.UUID) -> HttpRespons
     """GET: the form. POST: the confirm step (estimate and budget), then, with `confirm`, the run."""
     character = character_get_for(request.user, character_id)
     if request.method == "GET":
-        return _render_form(request, character, TrainingForm(initial={"base_model": character.base_model}))
-    form = TrainingForm(request.POST)
+        initial = {"base_model": character.base_model}
+        return _render_form(
+            request, character, TrainingForm(initial=initial, pods_allowed=_pods_allowed(request))
+        )
+    form = TrainingForm(request.POST, pods_allowed=_pods_allowed(request))
     if not form.is_valid() or "edit" in request.POST:
         return _render_form(request, character, form)
     if "confirm" not in request.POST:
@@ -86,6 +90,7 @@ def training_start(request: HttpRequest, character_id: uuid.UUID) -> HttpRespons
             params=form.overrides(),
             preset=form.cleaned_data["preset"],
             base_model=form.cleaned_data["base_model"] or None,
+            provider=form.cleaned_data.get("provider") or TrainingRun.Provider.SERVERLESS,
             source=USER,
         )
     except ApplicationError as error:
@@ -93,6 +98,11 @@ def training_start(request: HttpRequest, character_id: uuid.UUID) -> HttpRespons
         return _render_form(request, character, form, status=error.http_status)
     messages.success(request, f"Training of {character.name} has started.")
     return redirect("training:run-detail", run_id=run.pk)
+
+
+def _pods_allowed(request: HttpRequest) -> bool:
+    user: Any = request.user
+    return bool(user.is_staff or user.pod_training_allowed)
 
 
 def _render_form(
@@ -204,6 +214,7 @@ def training_run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse
         "retry_refusal": training_retry_refusal(run) if run.is_final and run.status != "completed" else None,
         # A failed run's last lines of trainer output, shown under its error (the page is its owner's).
         "log_tail": _log_tail(run),
+        "captions": captions_summary(run),
         **_watch_context(run),
     }
     return render(request, "training/run_detail.html", context)

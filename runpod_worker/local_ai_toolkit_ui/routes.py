@@ -569,7 +569,9 @@ def dispatch(pod: Pod, request: Request) -> Answer:
             continue
         try:
             return handler(pod, request, **{k: unquote(v) for k, v in match.groupdict().items()})
-        except (NextError, json.JSONDecodeError, KeyError, TypeError):
+        except (NextError, json.JSONDecodeError, KeyError, TypeError, sqlite3.Error):
+            # A rejection the route does not catch: e.g. the loss route's query of a loss_log.db without
+            # its tables yet, inside try/finally with no catch (`jobs/[jobID]/loss/route.ts`).
             return Answer(500)
     if allowed:
         return Answer(405)  # Next.js answers a method a route does not export with 405

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import io
-import random
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import ImageOps
+
+from tests.browser.drawn_character import draw_sample
 
 
 def photo_bytes(index: int, size: tuple[int, int] = (640, 768)) -> bytes:
-    """A face-like figure on a coloured background, different for each index."""
-    rng = random.Random(index)
-    width, height = size
-    image = Image.new("RGB", size, tuple(rng.randrange(60, 220) for _ in range(3)))
-    draw = ImageDraw.Draw(image)
-    x, y = width // 3 + rng.randrange(-60, 60), height // 4 + rng.randrange(-40, 40)
-    draw.ellipse((x, y, x + 240, y + 300), fill=(224, 172, 140))
-    draw.rectangle((x - 40, y + 300, x + 280, height), fill=tuple(rng.randrange(0, 255) for _ in range(3)))
+    """The drawn character (tests/browser/drawn_character.py), a different picture for each index, fitted to
+    `size`: a face the face check finds in most of them, so the studio trains it as a person."""
+    image = ImageOps.fit(draw_sample(index + 1), size)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()

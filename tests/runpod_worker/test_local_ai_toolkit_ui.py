@@ -92,6 +92,22 @@ def test_the_loss_series_is_read_from_the_trainers_loss_log(ui_pod: UIPod) -> No
     assert all(p.value is not None and p.value > 0 for p in series.points)
 
 
+def test_a_loss_log_without_its_tables_yet_answers_a_bare_500(ui_pod: UIPod) -> None:
+    # A trainer that dies before the UI logger made its tables leaves an empty loss_log.db: the route's
+    # query rejects, and with no catch around it (`jobs/[jobID]/loss/route.ts`, try/finally) Next.js
+    # answers 500.
+    job = ui_pod.create()
+    folder = ui_pod.pod.paths.root / "output" / job.name
+    folder.mkdir(parents=True)
+    sqlite3.connect(str(folder / "loss_log.db")).close()
+
+    answer = requests.get(
+        f"{ui_pod.url}/api/jobs/{job.id}/loss", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    )
+
+    assert (answer.status_code, answer.content) == (500, b"")
+
+
 def test_files_list_the_final_lora_its_checkpoint_and_the_optimizer_state(ui_pod: UIPod) -> None:
     job = ui_pod.create()
     ui_pod.client.job_start(job)

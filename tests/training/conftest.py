@@ -20,6 +20,7 @@ from characters.faces.photo import VERSION as ANALYSER_VERSION
 from characters.models import Character, DatasetReport
 from studio.celery import app
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
+from tests.runpod_worker.ui_pod import ui_pod  # noqa: F401  (the AI Toolkit UI stand-in, for pod runs)
 from tests.training.factories import TrainingRunFactory
 from training.artifacts import lora_upload_name
 from training.models import TrainingRun
@@ -35,6 +36,7 @@ class FakeProvider:
     status_errors: list[RunPodError] = field(default_factory=list)
     submitted: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    cancel_errors: list[RunPodError] = field(default_factory=list)
     status_calls: list[str] = field(default_factory=list)
     health_errors: list[RunPodError] = field(default_factory=list)
     health_calls: int = 0
@@ -53,6 +55,8 @@ class FakeProvider:
 
     def cancel(self, job_id: str) -> RunPodJob:
         self.cancelled.append(job_id)
+        if self.cancel_errors:
+            raise self.cancel_errors.pop(0)
         return RunPodJob(id=job_id, status="CANCELLED")
 
     def health(self) -> RunPodHealth:

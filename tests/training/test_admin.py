@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from characters.models import Character
 from tests.training.conftest import FakeProvider, make_run
-from training.models import TrainingEvent, TrainingRun
+from training.models import RunPodEndpointStatus, TrainingEvent, TrainingRun
 from training.runpod import RunPodJob
 
 pytestmark = pytest.mark.django_db
@@ -221,3 +221,14 @@ def test_a_failed_runs_page_retries_it_with_one_button(
     staff_client.post(reverse("admin:training_trainingrun_retry", args=[old.pk]))
 
     assert TrainingRun.objects.exclude(pk=old.pk).get().params["steps"] == 700
+
+
+def test_staff_see_what_the_endpoint_check_found_and_cannot_change_it(staff_client: Any) -> None:
+    RunPodEndpointStatus.objects.create(
+        endpoint_id="ep-quiet", problem=RunPodEndpointStatus.Problem.SCALED_TO_ZERO, max_workers=0
+    )
+
+    page = staff_client.get(reverse("admin:training_runpodendpointstatus_changelist")).content.decode()
+
+    assert "ep-quiet" in page and "No worker allowed (max workers 0)" in page
+    assert staff_client.get(reverse("admin:training_runpodendpointstatus_add")).status_code == 403

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from characters.models import Character
 from characters.signals import reference_images_added
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.training.conftest import FakeProvider, face_checked
-from training.models import TrainingRun
+from training.models import Pod, TrainingRun
+from training.pod_secrets import pod_token_set
 from training.selectors import training_cost_estimate
 
 
@@ -33,6 +35,35 @@ def test_a_character_with_auto_train_starts_once_it_has_enough_images(
 
     run = TrainingRun.objects.get()
     assert (run.character, run.requested_by, run.events.get().source) == (character, alice, "system")
+
+
+def test_auto_train_trains_on_the_characters_default_provider(
+    alice: Any, settings: Any, provider: FakeProvider
+) -> None:
+    settings.TRAINING_MIN_IMAGES = 3
+    alice.pod_training_allowed = True
+    alice.save()
+    pod = Pod(name="pod-a", ui_url="http://127.0.0.1:9", hourly_price_usd=Decimal("1"))
+    pod_token_set(pod, "token")
+    pod.save()
+    character = CharacterFactory(owner=alice, auto_train=True, training_provider="pod")
+    ReferenceImageFactory.create_batch(3, character=character)
+    face_checked(character)
+
+    announce(character)
+
+    assert TrainingRun.objects.get().provider == "pod"
+
+
+def test_auto_train_on_pods_for_an_owner_without_them_starts_nothing(alice: Any, settings: Any) -> None:
+    settings.TRAINING_MIN_IMAGES = 3
+    character = CharacterFactory(owner=alice, auto_train=True, training_provider="pod")
+    ReferenceImageFactory.create_batch(3, character=character)
+    face_checked(character)
+
+    announce(character)
+
+    assert not TrainingRun.objects.exists()
 
 
 def test_a_character_without_auto_train_does_not_start(alice: Any, settings: Any) -> None:

@@ -57,3 +57,22 @@ def test_when_not_even_the_shortest_run_fits_the_advice_is_to_wait_for_next_mont
         "What is left ($0.05) does not cover even the shortest run. Wait until 1 January, when the budget "
         "starts again, or ask staff to raise it."
     )
+
+
+@pytest.mark.parametrize("base_model", ["qwen-image", "wan22"])
+def test_the_advice_for_a_slower_model_is_reckoned_at_that_models_cost(base_model: str) -> None:
+    remaining = training_cost_estimate(steps=400, base_model=base_model)
+    fast = training_cost_estimate(steps=PRESETS["fast"]["steps"], base_model=base_model)
+    budget = Budget(
+        limit=remaining,
+        spent=Decimal("0"),
+        reserved=Decimal("0"),
+        estimate=training_cost_estimate(steps=1500, base_model=base_model),
+        base_model=base_model,
+    )
+
+    advice = budget_advice(budget=budget, preset="balanced", steps=1500, now=NOW)
+
+    assert fast > remaining  # the fast preset would not fit this model: not advised
+    assert advice.startswith("Set at most 400 steps under Advanced settings"), advice
+    assert affordable_steps(remaining, base_model=base_model) == 400

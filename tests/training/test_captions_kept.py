@@ -13,6 +13,7 @@ from characters.services import reference_image_update_caption, reference_images
 from runpod_worker.contract import JobOutput
 from tests.training.conftest import HOLDER, held_run, store_lora
 from training.models import TrainingRun
+from training.run_watch import captions_summary
 from training.services import training_run_worker_finished
 
 pytestmark = pytest.mark.django_db
@@ -117,6 +118,7 @@ def test_a_run_without_captions_says_nothing_of_them(run: TrainingRun) -> None:
     run = _finish(run)
 
     assert "captions_made" not in run.events.get(to_status="completed").detail
+    assert captions_summary(run) == ""
 
 
 def test_editing_a_captioners_caption_makes_it_the_owners(
@@ -130,3 +132,23 @@ def test_editing_a_captioners_caption_makes_it_the_owners(
     reference_images_update_captions(character=run.character, captions={photos[2].pk: "[trigger] outdoors"})
 
     assert _captions(photos)[1:] == [("[trigger], Anna", False), ("[trigger] outdoors", False)]
+
+
+def test_the_run_page_says_what_the_captioner_did(run: TrainingRun, photos: list[ReferenceImage]) -> None:
+    run = _finish(run, captions=[_made(photos[1], "[trigger], a woman in a red coat")], captioner=CAPTIONER)
+
+    assert captions_summary(run) == (
+        "The worker wrote captions for 1 photo sent without one; 1 is now on the character's photos, marked "
+        "Auto, to read and edit."
+    )
+
+
+def test_the_run_page_says_why_photos_trained_without_a_caption(run: TrainingRun) -> None:
+    error = "The captioner failed (exit code 1): b.jpg, c.jpg trained on the trigger word alone."
+
+    run = _finish(run, captioner=CAPTIONER, caption_error=error)
+
+    summary = captions_summary(run)
+    assert (
+        summary == f"Some photos could not be captioned ({error}), so they trained on the trigger word alone."
+    )

@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from tests.characters.factories import CharacterFactory
 from tests.training.conftest import FakeProvider, make_run
-from training.models import RunPodEndpointStatus, TrainingRun
+from training.models import RunPodEndpointStatus, StrayJob, TrainingRun
 from training.runpod import RunPodEndpointNotFound, RunPodJobNotFound
+from training.services import training_run_cancel
 from training.tasks import sweep_training_runs
 
 pytestmark = pytest.mark.django_db
@@ -120,3 +121,22 @@ def test_the_dashboard_says_what_is_wrong_and_what_to_do(
 
     assert "RunPod does not know the endpoint" in page
     assert "Set RUNPOD_ENDPOINT_ID" in page
+
+
+@pytest.mark.parametrize(
+    ("endpoint_known", "runpod", "strays"), [(True, "gone", 0), (False, "endpoint_unknown", 1)]
+)
+def test_a_404_to_a_runs_own_cancel_means_gone_only_once_runpod_knows_the_endpoint(
+    alice: Any, provider: FakeProvider, endpoint_known: bool, runpod: str, strays: int
+) -> None:
+    run = due_queued(alice, "job-404")
+    provider.cancel_errors.append(RunPodJobNotFound("RunPod answered 404 for job-404"))
+    if not endpoint_known:
+        provider.health_errors.append(UNKNOWN)
+
+    cancelled = training_run_cancel(run=run, source="user")
+
+    assert cancelled.status == TrainingRun.Status.CANCELLED
+    assert cancelled.events.last().detail["runpod"] == runpod
+    # A job RunPod may still run where it was sent is cancelled again later, through the stray-job sweep.
+    assert StrayJob.objects.filter(runpod_job_id="job-404", status=StrayJob.Status.PENDING).count() == strays

@@ -17,17 +17,28 @@ from runpod_worker.contract import JobOutput
 from tests.characters import photos
 from tests.characters.identity import character_with
 from tests.characters.test_erase import stored_files, traces_in_database
-from tests.training.artifact_helpers import artifact_run, report, uploaded_checkpoint, uploaded_sample
+from tests.training.artifact_helpers import (
+    artifact_run,
+    jpeg,
+    report,
+    store,
+    uploaded_checkpoint,
+    uploaded_sample,
+)
 from tests.training.conftest import HOLDER, FakeProvider, lora_bytes, store_lora
 from training.dataset import is_face_crop
-from training.models import Checkpoint, DeletedRunSpend, LossSeries, Sample, TrainingRun
+from training.models import Checkpoint, DeletedRunSpend, LossSeries, Sample, StrayJob, TrainingRun
+from training.run_files import sample_file
+from training.runpod import RunPodUnavailable
 from training.selectors import user_spend_this_month
 from training.services import (
     artifact_report_record,
+    runpod_job_cancel,
     training_run_artifacts_verify,
     training_run_start,
     training_run_worker_finished,
 )
+from training.tasks import sweep_training_runs
 
 pytestmark = pytest.mark.django_db
 
@@ -146,3 +157,31 @@ def test_erasing_a_character_erases_its_runs_files_from_the_bucket(
     anna: Character, provider: FakeProvider, django_capture_on_commit_callbacks: Any, s3_storage: Any
 ) -> None:
     erase_and_check(anna, provider, django_capture_on_commit_callbacks)
+
+
+def test_what_a_job_runpod_could_not_stop_uploads_after_the_erase_is_erased_once_the_job_ends(
+    anna: Character, provider: FakeProvider, django_capture_on_commit_callbacks: Any, monkeypatch: Any
+) -> None:
+    run = still_training(anna, frozen_dataset(anna))
+    folder, names = f"characters/{anna.pk}/", [str(anna.pk), anna.pk.hex]
+    answer = provider.cancel
+
+    def unreachable(job_id: str) -> Any:
+        provider.cancelled.append(job_id)
+        raise RunPodUnavailable("RunPod could not be reached")
+
+    monkeypatch.setattr(provider, "cancel", unreachable)
+    with django_capture_on_commit_callbacks(execute=True):
+        character_services.character_delete(character=anna)
+    # The job still runs, and its signed links still write: a sample lands in the erased folder.
+    store(sample_file(run, 200, 0), jpeg())
+    assert stored_files(folder) != []
+    monkeypatch.setattr(provider, "cancel", answer)
+    StrayJob.objects.update(next_attempt_at=timezone.now())
+
+    runpod_job_cancel(job_id="job-2")  # RunPod takes the cancel at last
+    sweep_training_runs()
+
+    assert StrayJob.objects.get().status == StrayJob.Status.CANCELLED
+    assert stored_files(folder) == []
+    assert traces_in_database(names) == []

@@ -4,24 +4,29 @@ and on delete, and downloaded and verified by the worker's own code as photos ar
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
 
 from characters import services as character_services
 from characters.models import Character, PhotoAnalysis
+from characters.selectors import character_face_crop_files
+from characters.tasks import sweep_dataset_reports
 from runpod_worker.contract import JobInput
-from runpod_worker.dataset import DownloadSettings, download_images
+from runpod_worker.dataset import DownloadSettings, caption_text, download_images
 from studio.errors import ApplicationError, Conflict
 from tests.characters import photos
 from tests.characters.identity import analyse, character_with
 from tests.training.conftest import FakeProvider, make_run
 from training.dataset import dataset_size, is_face_crop
 from training.models import TrainingRun
+from training.pod_config import pod_dataset_files
 from training.preflight import training_retry_refusal
 from training.services import training_run_retry, training_run_start
 from training.services.submission import training_job_input
@@ -165,3 +170,30 @@ def test_a_photo_whose_crop_an_active_run_trains_on_cannot_be_deleted(anna: Char
         character_services.reference_image_delete(image=photo)
 
     assert refused.value.code == "photo_in_use"
+
+
+def test_crops_stored_before_their_checksum_are_checked_again_by_the_sweep_and_then_train(
+    anna: Character, django_capture_on_commit_callbacks: Any
+) -> None:
+    migration = importlib.import_module("characters.migrations.0009_face_crop_checksum")
+    PhotoAnalysis.objects.update(crop_sha256="", crop_bytes=None)  # as the crops were before 0009
+    assert character_face_crop_files(anna) == []
+
+    migration.check_crops_again(apps, None)
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep_dataset_reports()  # queues the analysis, which Celery runs here (eager)
+
+    assert len(character_face_crop_files(anna)) == 3
+    assert str(dataset_size(start(anna).manifest)) == "3 photos + 3 face crops"
+
+
+def test_a_pod_run_uploads_the_crops_beside_the_photos_with_their_captions(anna: Character) -> None:
+    run = start(anna)
+    crop = crop_of(run, WITH_CROP)
+
+    files = dict(pod_dataset_files(run, lambda name: default_storage.open(name, "rb").read()))
+
+    assert len(files) == 2 * 6  # each image and its caption, as the serverless worker writes them
+    assert files[crop["name"]] == default_storage.open(crop["storage_name"], "rb").read()
+    caption = caption_text("ohwx_anna smiling, blue tie", run.trigger_word)  # the photo's caption
+    assert files[crop["name"].replace(".jpg", ".txt")] == caption.encode()

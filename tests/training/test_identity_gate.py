@@ -187,3 +187,10 @@ def test_auto_train_does_not_start_photos_without_faces_and_the_character_page_s
     assert not TrainingRun.objects.exists()
     page = page_client(alice).get(reverse("characters:detail", args=[anna.pk])).content.decode()
     assert "Auto-train is on but does not start" in page and FACELESS in page
+
+
+def test_a_report_made_before_the_latest_photos_refuses_only_for_the_photos_it_saw(alice: Any) -> None:
+    anna = character_with(alice, {"room.jpg": photos.without_face()})
+    add(anna, {name: photos.photo(name) for name in photos.PERSON_A})  # not checked yet
+
+    assert start(anna).status == TrainingRun.Status.PENDING  # 1 of 4 without a face, not "1 of 1"

@@ -256,3 +256,24 @@ def test_the_simulated_trainers_samples_of_a_person_draw_a_rising_curve_and_a_ch
     assert curve[300][1]  # the last step is the photos themselves
     run.refresh_from_db()
     assert (run.lora_step, run.lora_choice) == (best_step, TrainingRun.LoraChoice.LIKENESS)
+
+
+def test_a_checkpoint_whose_samples_mostly_miss_is_not_chosen_over_the_final(person: Any) -> None:
+    # Step 200: one sample of three shows the character, so its median is a miss; the final copies.
+    run = trained_run(person, {300: copy()})
+    data = {index: photos.jpeg(alike() if index == 0 else photos.without_face()) for index in range(3)}
+    samples = []
+    for index, content in data.items():
+        store(sample_file(run, 200, index), content)
+        samples.append({"step": 200, "prompt_index": index, "filename": f"1__{200:09d}_{index}.jpg",
+                        "bytes": len(content), "sha256": sha(content)})  # fmt: skip
+    artifact_report_record(run=run, report=report(samples=samples), delivery_id="d1")
+    training_run_artifacts_verify(run_id=run.pk)
+    run = completed(run)
+
+    training_run_likeness_score(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert (checkpoint(run, 200).likeness, checkpoint(run, 200).likeness_faces) == (0.0, 1)
+    assert (run.lora_step, run.lora_choice) == (None, TrainingRun.LoraChoice.FINAL)
+    assert run.events.get(detail__has_key="likeness_kept").detail["likeness_kept"] == {"reason": "none_alike"}

@@ -7,10 +7,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.contrib import admin as django_admin
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.characters.factories import CharacterFactory, ReferenceImageFactory
+from tests.developer.api_helpers import api_isolation, client_for  # noqa: F401
 from tests.training.factories import TrainingRunFactory
 from training.models import Pod, TrainingRun
 from training.pod_secrets import PodTokenUnreadable, pod_token, pod_token_set
@@ -121,3 +124,83 @@ def test_a_pods_cost_is_its_running_hours_at_its_price() -> None:
     )
 
     assert pod_cost_usd(pod, now) == Decimal("3.0000")
+
+
+# --- Choosing the provider -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def accepting_pod() -> Pod:
+    pod = Pod(name="pod-z", ui_url="http://127.0.0.1:9", hourly_price_usd=Decimal("1"))
+    pod_token_set(pod, TOKEN)
+    pod.save()
+    return pod
+
+
+def start_url(character: Any) -> str:
+    return f"/api/v1/characters/{character.pk}/runs"
+
+
+@pytest.fixture
+def staff_character(staff: Any, settings: Any) -> Any:
+    settings.TRAINING_MIN_IMAGES = 3
+    character = CharacterFactory(owner=staff, name="Cleo", trigger_word="ohwx_cleo")
+    ReferenceImageFactory.create_batch(3, character=character)
+    return character
+
+
+def test_staff_start_a_pod_run_through_the_api(staff: Any, staff_character: Any, accepting_pod: Pod) -> None:
+    api = client_for(staff)
+    character = staff_character
+
+    response = api.post(start_url(character), {"preset": "fast", "provider": "pod"}, format="json")
+
+    assert response.status_code == 202, response.content
+    assert response.json()["provider"] == "pod"
+    assert TrainingRun.objects.get(pk=response.json()["id"]).provider == "pod"
+
+
+def test_a_user_staff_did_not_enable_pods_for_is_refused_a_pod_run(
+    alice: Any, character: Any, accepting_pod: Pod
+) -> None:
+    response = client_for(alice).post(
+        start_url(character), {"preset": "fast", "provider": "pod"}, format="json"
+    )
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "pod_not_allowed")
+    assert not TrainingRun.objects.exists()
+
+
+def test_a_user_staff_enabled_pods_for_may_start_one(alice: Any, character: Any, accepting_pod: Pod) -> None:
+    alice.pod_training_allowed = True
+    alice.save()
+
+    response = client_for(alice).post(
+        start_url(character), {"preset": "fast", "provider": "pod"}, format="json"
+    )
+
+    assert response.status_code == 202, response.content
+
+
+def test_a_pod_run_with_no_pod_taking_runs_is_refused(staff: Any, staff_character: Any) -> None:
+    response = client_for(staff).post(
+        start_url(staff_character), {"preset": "fast", "provider": "pod"}, format="json"
+    )
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "no_pod")
+
+
+def test_staff_start_a_characters_run_on_a_pod_from_the_admin(
+    staff_client: Client, character: Any, accepting_pod: Pod
+) -> None:
+    response = staff_client.post(
+        reverse("admin:characters_character_changelist"),
+        {"action": "start_training_on_pod", django_admin.helpers.ACTION_CHECKBOX_NAME: [str(character.pk)]},
+        follow=True,
+    )
+
+    run = TrainingRun.objects.get(character=character)
+    assert run.provider == "pod"
+    assert "training started on a pod" in response.content.decode()
+    page = staff_client.get(reverse("admin:training_trainingrun_change", args=[run.pk]))
+    assert page.status_code == 200 and "Pod (AI Toolkit UI)" in page.content.decode()

@@ -20,7 +20,8 @@ from django.utils import timezone
 from tests.characters.factories import CharacterFactory
 from tests.training.conftest import FakeProvider, make_run
 from training.budget import affordable_steps
-from training.models import TrainingEvent, TrainingRun
+from training.models import Pod, TrainingEvent, TrainingRun
+from training.pod_secrets import pod_token_set
 from training.presets import PRESETS
 from training.selectors import training_cost_estimate
 from training.services.start import _manifest
@@ -633,3 +634,39 @@ def test_a_run_that_can_be_repeated_offers_retry(character: Any, alice: Any) -> 
 
     assert f'action="{reverse("training:run-retry", args=[failed.pk])}"' in page
     assert 'id="retry-refusal"' not in page
+
+
+def test_the_form_offers_pods_only_to_an_account_staff_enabled_them_for(character: Any, alice: Any) -> None:
+    url = reverse("training:start", args=[character.pk])
+    without = client_for(alice).get(url).content.decode()
+    alice.pod_training_allowed = True
+    alice.save()
+    with_pods = client_for(alice).get(url).content.decode()
+
+    assert 'name="provider"' not in without
+    assert 'name="provider" value="pod"' in with_pods
+
+
+def test_an_account_with_pods_starts_a_pod_run_from_the_form_through_the_confirm_step(
+    character: Any, alice: Any
+) -> None:
+    alice.pod_training_allowed = True
+    alice.save()
+    pod = Pod(name="pod-a", ui_url="http://127.0.0.1:9", hourly_price_usd=Decimal("1"))
+    pod_token_set(pod, "token")
+    pod.save()
+    url = reverse("training:start", args=[character.pk])
+
+    confirm = client_for(alice).post(url, {"preset": "fast", "provider": "pod"}).content.decode()
+    client_for(alice).post(url, {"preset": "fast", "provider": "pod", "confirm": "1"})
+
+    assert 'name="provider" value="pod"' in confirm  # carried as a hidden field
+    assert TrainingRun.objects.get(character=character).provider == "pod"
+
+
+def test_a_pod_posted_by_an_account_without_pods_trains_serverless(character: Any, alice: Any) -> None:
+    url = reverse("training:start", args=[character.pk])
+
+    client_for(alice).post(url, {**START, "provider": "pod"})
+
+    assert TrainingRun.objects.get(character=character).provider == "serverless"

@@ -6,6 +6,7 @@
     schedule       when the sweep reads a run's status again, deadlines, liveness
     artifacts      the checkpoints, samples and loss a progress callback reports, recorded as reported
     verification   those files read back from storage, thumbnails made, each announced once verified
+    job_input      what the GPU job is given: photo links, upload links, parameters, callback, resume
     checkpoints    what a lost worker resumes from, and the storage cap's pruning once a run has ended
     likeness       each sample's likeness to the character, each checkpoint's, the best one chosen
     start          start, retry, auto-start: a pending run with its dataset and parameters frozen
@@ -13,6 +14,9 @@
     status         RunPod's status of the job applied to the run
     worker         the worker's callbacks: started, progress, finished
     completion     `training_run_complete`: the one way a run completes, whatever told us it ended
+    pod_outputs    a pod run's files brought from its pod into storage, recorded as a worker's report
+    pod_lifecycle  a pod on RunPod: started for a waiting run, stopped once idle, its running time counted
+    pod_runs       pod runs: the job made and started on the pod's AI Toolkit UI, polled, ended, removed
     recovery       the LoRA in storage decides when RunPod's result and the worker's report are lost
     cost           the run's cost as a state: pending until RunPod's execution time is read, then settled
     poll           the sweep's batch of due runs and the `/status` read of one
@@ -47,6 +51,9 @@ from training.services.likeness import (
     training_run_best_choose,
     training_run_likeness_score,
 )
+from training.services.pod_lifecycle import pod_busy, pod_create, pod_start, pods_check
+from training.services.pod_outputs import pod_runs_outputs_overdue
+from training.services.pod_runs import pod_choose, pod_run_outputs_delete
 from training.services.poll import training_run_poll, training_runs_claim_due
 from training.services.recovery import CLAIMED_ELSEWHERE, JOB_LOST, LostReport
 from training.services.schedule import (
@@ -70,6 +77,8 @@ from training.services.stray_jobs import (
     runpod_job_cancel,
     stray_job_record,
     stray_jobs_claim_due,
+    stray_jobs_erased_folders_empty,
+    stray_jobs_of_erased_runs,
 )
 from training.services.submission import (
     SUBMIT_RETRY,
@@ -127,6 +136,13 @@ __all__ = [
     "best_checkpoint",
     "likeness_outstanding",
     "likeness_runs_overdue",
+    "pod_busy",
+    "pod_choose",
+    "pod_create",
+    "pod_run_outputs_delete",
+    "pod_runs_outputs_overdue",
+    "pod_start",
+    "pods_check",
     "run_fail",
     "run_locked",
     "run_transition",
@@ -135,6 +151,8 @@ __all__ = [
     "runpod_job_cancel",
     "stray_job_record",
     "stray_jobs_claim_due",
+    "stray_jobs_erased_folders_empty",
+    "stray_jobs_of_erased_runs",
     "submit_retry_in",
     "training_events_announce_overdue",
     "training_job_input",

@@ -24,6 +24,11 @@ def cost_settle_on_end(run: TrainingRun, now: datetime) -> None:
     `/cancel` answers only `{id, status}`), failed by the sweep at its deadline — pending, and the sweep's
     poll of RunPod's final status, which carries the time, due soon. A run settled before its end
     (recovered from storage: RunPod's result says nothing more) stays settled."""
+    if run.provider == TrainingRun.Provider.POD:
+        pod_run_cost_record(run, now)
+        run.cost_state = CostState.SETTLED
+        run.next_poll_at = None
+        return
     cost_record(run)
     if run.cost_state == CostState.PENDING and _final_status_unread(run):
         run.cost_state = CostState.PENDING
@@ -47,6 +52,17 @@ def cost_record(run: TrainingRun) -> None:
     run.cost_usd = run_cost(run)
     has_run = run.cost_usd is not None
     run.startup_idle_cost_usd = pricing.startup_idle_cost(gpu_name=run.gpu_type) if has_run else None
+
+
+def pod_run_cost_record(run: TrainingRun, now: datetime) -> None:
+    """A pod run's cost: the pod's hours from when its job started training to its end, at the pod's hourly
+    price (known at once: nothing is left to read). The pod's idle hours are not in it; the pods' page shows
+    them (docs/TRAINING.md, "Pod mode")."""
+    seconds = max(0.0, (now - (run.started_at or now)).total_seconds())
+    price = run.pod.hourly_price_usd if run.pod is not None else None
+    run.execution_ms = int(seconds * 1000)
+    run.startup_idle_cost_usd = None
+    run.cost_usd = None if price is None else (Decimal(seconds) / 3600 * price).quantize(Decimal("0.0001"))
 
 
 def run_cost(run: TrainingRun) -> Decimal | None:

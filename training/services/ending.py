@@ -15,11 +15,19 @@ from studio.errors import Conflict
 from training import providers
 from training.models import TrainingRun
 from training.runpod import RunPodError, RunPodJobNotFound
+from training.services.endpoint import runpod_endpoint_known
+from training.services.pod_runs import pod_run_cancel
 from training.services.schedule import liveness
 from training.services.stray_jobs import stray_job_record
 from training.services.transitions import RunId, Status, run_fail, run_locked, run_transition
 
 logger = logging.getLogger("training.services")
+
+# What the cancel of a run's own job answered, when RunPod must be asked again later (a stray job).
+CANCEL_AGAIN = {
+    "unreachable": "its run was cancelled while RunPod could not be reached",
+    "endpoint_unknown": "its run was cancelled while RunPod did not know the endpoint",
+}
 
 
 def training_run_cancel(*, run: TrainingRun, source: str, keep_artifacts: bool = True) -> TrainingRun:
@@ -31,6 +39,8 @@ def training_run_cancel(*, run: TrainingRun, source: str, keep_artifacts: bool =
     run.refresh_from_db()
     if run.is_final:
         raise Conflict(f"This run has already {_ended(run.status)}; there is nothing to cancel.")
+    if run.provider == TrainingRun.Provider.POD:
+        return pod_run_cancel(run=run, source=source, keep_artifacts=keep_artifacts)
     if keep_artifacts and _worker_reporting(run):
         return _cancel_gracefully(run, source)
     detail: dict[str, Any] = {}
@@ -44,9 +54,9 @@ def training_run_cancel(*, run: TrainingRun, source: str, keep_artifacts: bool =
             # Its worker claimed the run while we were talking to RunPod.
             reason = "it claimed its run while the run was being cancelled"
             stray_job_record(job_id=locked.runpod_job_id, run_id=locked.pk, reason=reason)
-        elif detail.get("runpod") == "unreachable":
+        elif detail.get("runpod") in CANCEL_AGAIN:
             # A worker that cannot reach us either would never hear "stop": RunPod is asked again later.
-            reason = "its run was cancelled while RunPod could not be reached"
+            reason = CANCEL_AGAIN[detail["runpod"]]
             stray_job_record(job_id=locked.runpod_job_id, run_id=locked.pk, reason=reason)
         run_transition(locked, Status.CANCELLED, source=source, detail=detail)
     return locked
@@ -82,12 +92,21 @@ def _runpod_cancel(job_id: str) -> str:
     try:
         providers.get_provider().cancel(job_id)
     except RunPodJobNotFound:
-        return "gone"
+        # A wrong or deleted endpoint answers 404 too (send-requests.mdx:215): the job is gone only if
+        # RunPod knows the endpoint; otherwise it may still run where it was sent.
+        return "gone" if _endpoint_known() else "endpoint_unknown"
     except RunPodError as exc:
         # The run still ends here: the worker's next callback is answered "stop" and it stops itself.
         logger.warning("RunPod cancel of job %s failed: %s", job_id, exc.message)
         return "unreachable"
     return "cancelled"
+
+
+def _endpoint_known() -> bool:
+    try:
+        return runpod_endpoint_known()
+    except RunPodError:
+        return False  # cannot tell: cancelled again later, as when RunPod is unreachable
 
 
 def _ended(status: str) -> str:
@@ -103,6 +122,6 @@ def training_run_fail(
         if run.is_final:
             return run
         run_fail(run, code=code, message=message, source=source)
-    if stop_job and run.runpod_job_id:
-        _runpod_cancel(run.runpod_job_id)
+    if stop_job and run.runpod_job_id and run.provider == TrainingRun.Provider.SERVERLESS:
+        _runpod_cancel(run.runpod_job_id)  # a pod run's job is stopped by its outputs' deletion
     return run

@@ -176,7 +176,8 @@ def _kept_because(run: TrainingRun, best: BestCheckpoint | None, *, scored: bool
     if not scored:
         return "no_references"
     if best is None:
-        return "no_faces"
+        faces = run.checkpoints.filter(likeness_faces__gt=0).exists()
+        return "none_alike" if faces else "no_faces"
     if best.checkpoint.final:
         return "final_best"
     if run.base_model in BaseModel.SPLIT:
@@ -188,18 +189,21 @@ def _kept_because(run: TrainingRun, best: BestCheckpoint | None, *, scored: bool
 
 def best_checkpoint(run: TrainingRun) -> BestCheckpoint | None:
     """The verified checkpoint whose samples look most like the character without copying its photos;
-    the final LoRA on a tie or when it is best. None when no checkpoint has a sample with a face."""
-    candidates = [
-        checkpoint
-        for checkpoint in run.checkpoints.filter(verified_at__isnull=False, pruned_at__isnull=True)
-        if checkpoint.likeness is not None and checkpoint.likeness_faces
-    ]
+    the final LoRA on a tie or when it is best. None when no checkpoint scores above 0 (most samples of
+    each showed no face, or copied a photo)."""
+    kept = list(run.checkpoints.filter(verified_at__isnull=False, pruned_at__isnull=True))
+    # Above 0: most of its samples showed a face that was not a copy.
+    candidates = [checkpoint for checkpoint in kept if checkpoint.likeness]
     if not candidates:
         return None
-    final = next((checkpoint for checkpoint in candidates if checkpoint.final), None)
+    final = next((checkpoint for checkpoint in kept if checkpoint.final), None)
     fair = [checkpoint for checkpoint in candidates if not checkpoint.likeness_copying] or candidates
     best = max(fair, key=lambda checkpoint: (checkpoint.likeness or 0.0, checkpoint.final, checkpoint.step))
-    if final is not None and not final.likeness_copying and (final.likeness or 0.0) >= (best.likeness or 0.0):
+    if (
+        final in candidates
+        and not final.likeness_copying
+        and (final.likeness or 0.0) >= (best.likeness or 0.0)
+    ):
         best = final
     why: dict[str, Any] = {
         "step": best.step,
@@ -207,9 +211,7 @@ def best_checkpoint(run: TrainingRun) -> BestCheckpoint | None:
         "score": best.likeness,
         "faces": best.likeness_faces,
         "samples": best.likeness_samples,
-        "copying_skipped": sorted(
-            checkpoint.step for checkpoint in candidates if checkpoint.likeness_copying
-        ),
+        "copying_skipped": sorted(checkpoint.step for checkpoint in kept if checkpoint.likeness_copying),
     }
     if final is not None:
         why["final_score"] = final.likeness

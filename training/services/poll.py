@@ -20,6 +20,7 @@ from training.runpod import RunPodError, RunPodJobNotFound
 from training.selectors import training_run_cost_pending, training_runs_to_poll
 from training.services.ending import training_run_fail
 from training.services.endpoint import runpod_endpoint_known
+from training.services.pod_runs import pod_run_poll
 from training.services.recovery import JOB_LOST, job_result_unusable, never_taken
 from training.services.schedule import RUNPOD_RESULT_RETENTION, next_poll, past_deadline, pending_recheck
 from training.services.status import training_run_apply_status
@@ -49,6 +50,8 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
         return training_run_fail(
             run_id=run.pk, code="timed_out", message=message, source=Source.SYSTEM, stop_job=True
         )
+    if run.provider == TrainingRun.Provider.POD:
+        return pod_run_poll(run=run, source=source)
     try:
         job = providers.get_provider().status(run.runpod_job_id)
     except RunPodJobNotFound:
@@ -112,6 +115,7 @@ def training_runs_claim_due(
             .order_by(Coalesce("submit_due_at", "next_poll_at"))
             .only(
                 "id",
+                "provider",
                 "status",
                 "cost_state",
                 "polls_since_change",

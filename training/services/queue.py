@@ -13,6 +13,7 @@ SUBMIT = "training.tasks.submit_training_run"
 POLL = "training.tasks.poll_training_run"
 CANCEL_JOB = "training.tasks.cancel_runpod_job"
 VERIFY_ARTIFACTS = "training.tasks.verify_run_artifacts"
+POD_OUTPUTS_DELETE = "training.tasks.delete_pod_outputs"
 SCORE_LIKENESS = "training.tasks.score_run_likeness"
 
 

@@ -44,6 +44,10 @@ def next_poll(run: TrainingRun, now: datetime) -> datetime | None:
 
 
 def poll_delay(run: TrainingRun, now: datetime) -> timedelta:
+    if run.provider == TrainingRun.Provider.POD and not run.is_final:
+        # A lease, not the next poll: the poll sets that when it is done (`pod_runs.pod_run_poll`), and only
+        # a poll that was lost leaves it for the sweep to take again.
+        return timedelta(seconds=settings.TRAINING_POD_POLL_LEASE_SECONDS)
     if finishing(run, now):
         return finishing_poll()  # the result is seconds away, not minutes
     first, cap = _BACKOFF[run.status]
@@ -84,6 +88,11 @@ def run_execution_timeout_s(run: TrainingRun) -> int:
     """The executionTimeout of the run's job: its own, fitted at start; the longest a run may take for a run
     from before runs had one."""
     return run.execution_timeout_s or int(settings.TRAINING_EXECUTION_TIMEOUT_SECONDS)
+
+
+def pod_poll() -> timedelta:
+    """How soon a pod run's job is read again after a poll (the UI has no webhook)."""
+    return timedelta(seconds=settings.TRAINING_POD_POLL_SECONDS)
 
 
 def finishing_poll() -> timedelta:

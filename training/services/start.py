@@ -22,7 +22,7 @@ from training import gpu_pools, pricing, time_limits
 from training.base_models import BASE_MODELS
 from training.budget import Budget, budget_advice
 from training.dataset import face_crop_items, photo_item, run_changed_face_crops
-from training.models import TrainingRun
+from training.models import Pod, TrainingRun
 from training.preflight import face_check_pending, training_run_missing_images
 from training.presets import DEFAULT_SAMPLE_PROMPTS, PRESETS, TRIGGER
 from training.selectors import user_reserved_spend, user_spend_this_month
@@ -40,11 +40,13 @@ def training_run_start(
     params: dict[str, Any] | None = None,
     preset: str | None = None,
     base_model: str | None = None,
+    provider: str = TrainingRun.Provider.SERVERLESS,
     source: str,
 ) -> TrainingRun:
     """Creates a pending run with its dataset frozen, and enqueues its submission after commit. The base
-    model is `base_model`, else the character's."""
+    model is `base_model`, else the character's; `provider` is where it trains (serverless or a pod)."""
     _check_may_train(character, requested_by)
+    provider = provider_validate(provider, requested_by)
     identity = _check_identity(character)
     validated = training_params_validate(params=params, preset=preset)
     model = base_model_validate(base_model or character.base_model)
@@ -57,6 +59,7 @@ def training_run_start(
         manifest=photos + crops,
         trigger_word=character.trigger_word,
         base_model=model,
+        provider=provider,
         source=source,
         detail={
             **({"preset": preset} if preset else {}),
@@ -64,6 +67,27 @@ def training_run_start(
             **_crops_detail(character, len(crops)),
         },
     )
+
+
+def provider_validate(provider: str, requested_by: User) -> str:
+    """`provider`, if it is one; a pod run only for staff and the users staff allowed pods, and only when
+    a pod takes runs."""
+    if provider not in TrainingRun.Provider.values:
+        names = ", ".join(TrainingRun.Provider.values)
+        raise ApplicationError(
+            f"There is no provider called {provider!r}. Choose one of: {names}.",
+            code="invalid_params",
+            fields={"provider": [f"Choose one of: {names}."]},
+        )
+    if provider == TrainingRun.Provider.POD and not (
+        requested_by.is_staff or requested_by.pod_training_allowed
+    ):
+        message = "Pod mode is not enabled for your account. Train serverless, or ask staff to enable it."
+        raise ApplicationError(message, code="pod_not_allowed", fields={"provider": [message]})
+    if provider == TrainingRun.Provider.POD and not Pod.objects.filter(accepts_runs=True).exists():
+        message = "No pod takes runs just now. Train serverless, or ask staff to register a pod."
+        raise ApplicationError(message, code="no_pod", fields={"provider": [message]})
+    return provider
 
 
 def base_model_validate(base_model: str) -> str:
@@ -148,6 +172,7 @@ def training_run_retry(*, run: TrainingRun, requested_by: User, source: str) -> 
         manifest=run.manifest,
         trigger_word=run.trigger_word,
         base_model=base_model_validate(run.base_model),
+        provider=provider_validate(run.provider, requested_by),
         source=source,
         detail={"retry_of": str(run.id)},
     )
@@ -174,7 +199,12 @@ def training_run_autostart(*, character_id: uuid.UUID) -> TrainingRun | None:
                 return None
             if character.images.count() < settings.TRAINING_MIN_IMAGES:
                 return None
-            return training_run_start(character=character, requested_by=character.owner, source=Source.SYSTEM)
+            return training_run_start(
+                character=character,
+                requested_by=character.owner,
+                provider=character.training_provider,  # the character's default
+                source=Source.SYSTEM,
+            )
     except ApplicationError as exc:
         # Nobody is waiting on a page for this answer; the character page shows why nothing trains.
         logger.info("auto-train did not start for character %s: %s", character_id, exc.message)
@@ -241,6 +271,7 @@ def _run_create(
     base_model: str,
     source: str,
     detail: dict[str, Any],
+    provider: str = TrainingRun.Provider.SERVERLESS,
 ) -> TrainingRun:
     steps = int(params["steps"])
     time_limit = _time_limit(steps, base_model)
@@ -250,7 +281,7 @@ def _run_create(
         owner = _lock_owner_and_character(character)
         if TrainingRun.objects.filter(character=character, status__in=TrainingRun.ACTIVE_STATUSES).exists():
             raise _already_training()
-        _check_budget(owner, estimate, preset=detail.get("preset"), steps=steps)
+        _check_budget(owner, estimate, preset=detail.get("preset"), steps=steps, base_model=base_model)
         try:
             with transaction.atomic():
                 run = TrainingRun.objects.create(
@@ -261,6 +292,7 @@ def _run_create(
                     manifest=manifest,
                     trigger_word=trigger_word,
                     base_model=base_model,
+                    provider=provider,
                     estimated_cost_usd=estimate,
                     execution_timeout_s=time_limit,
                     # If the enqueue below is lost, the sweep submits the run at this time.
@@ -297,7 +329,7 @@ def _already_training() -> Conflict:
     )
 
 
-def _check_budget(owner: User, estimate: Decimal, *, preset: str | None, steps: int) -> None:
+def _check_budget(owner: User, estimate: Decimal, *, preset: str | None, steps: int, base_model: str) -> None:
     limit = owner.monthly_gpu_budget_usd
     if limit is None:
         return
@@ -306,6 +338,7 @@ def _check_budget(owner: User, estimate: Decimal, *, preset: str | None, steps: 
         spent=user_spend_this_month(owner),
         reserved=user_reserved_spend(owner),
         estimate=estimate,
+        base_model=base_model,
     )
     if not budget.enough:
         committed = budget.spent + budget.reserved

@@ -4,6 +4,7 @@ cancelled until RunPod takes the cancel, or until RunPod could no longer be runn
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from studio.storage import storage_folder_delete
 from studio.sweeps import lock_overdue
 from training import providers
 from training.models import StrayJob
@@ -105,6 +107,31 @@ def _stray_not_found(stray: StrayJob, attempt: int) -> StrayCancelOutcome:
     else:
         _stray_retry_later(stray, attempt, _stray_retry_delay(attempt), why)
     return StrayCancelOutcome(attempt)
+
+
+def stray_jobs_of_erased_runs(*, run_ids: list[uuid.UUID], folder: str) -> int:
+    """The pending stray jobs of runs whose character is being erased (before the runs are deleted): once
+    each has ended, `folder` is emptied again, as what the job uploaded meanwhile would outlive the erase."""
+    pending = StrayJob.objects.filter(run_id__in=run_ids, status=StrayJob.Status.PENDING)
+    return pending.update(erased_folder=folder)
+
+
+def stray_jobs_erased_folders_empty(*, batch_size: int | None = None) -> int:
+    """Empties the erased folders of stray jobs that have ended (cancelled, gone or given up) and forgets
+    them; a folder storage could not empty stays for the next sweep. Returns how many were emptied."""
+    limit = batch_size or settings.TRAINING_SWEEP_BATCH_SIZE
+    ended = StrayJob.objects.exclude(status=StrayJob.Status.PENDING).exclude(erased_folder="")
+    emptied = 0
+    for stray_id, folder in ended.values_list("id", "erased_folder")[:limit]:
+        try:
+            storage_folder_delete(folder)
+        except Exception:
+            logger.exception(
+                "could not empty %s, left by an erased character's job; tried again later", folder
+            )
+            continue
+        emptied += StrayJob.objects.filter(pk=stray_id, erased_folder=folder).update(erased_folder="")
+    return emptied
 
 
 def stray_jobs_claim_due(*, now: datetime | None = None, batch_size: int | None = None) -> list[str]:

@@ -19,37 +19,24 @@ from __future__ import annotations
 import logging
 import random
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
-from django.urls import reverse
 from django.utils import timezone
 
-from runpod_worker.contract import (
-    MAX_SAMPLE_UPLOADS,
-    BaseModel,
-    Callback,
-    CheckpointTarget,
-    ContractError,
-    ImageSpec,
-    JobInput,
-    OutputTarget,
-    SampleTarget,
-    TrainingParams,
-    checkpoint_steps,
-    sample_steps,
-)
-from studio.transfer import download_url, upload_url
+from runpod_worker.contract import ContractError
 from training import providers
-from training.artifacts import LOW_NOISE, lora_output_name, lora_upload_name
+from training.aitoolkit import AIToolkitError, AIToolkitUnavailable
+from training.artifacts import StorageUnavailable
 from training.models import TrainingRun
+from training.pod_secrets import PodTokenUnreadable
 from training.providers import TrainingProvider
-from training.run_files import checkpoint_file, optimizer_file, sample_file
 from training.runpod import RunPodError, RunPodJob, RunPodSubmitUncertain, RunPodUnavailable
-from training.services.checkpoints import training_run_resume_spec
-from training.services.schedule import QUEUED_POLL, pending_recheck, run_execution_timeout_s
+from training.services import queue
+from training.services.job_input import absolute_url, training_job_input
+from training.services.pod_runs import pod_choose, pod_job_make
+from training.services.schedule import QUEUED_POLL, pending_recheck, pod_poll, run_execution_timeout_s
 from training.services.stray_jobs import stray_job_record
 from training.services.transitions import RunId, Source, Status, run_fail, run_locked, run_transition
 from training.tokens import run_token
@@ -85,6 +72,8 @@ def training_run_submit(
     marked = _submit_attempt_mark(run.pk)
     if marked is None:
         return TrainingRun.objects.get(pk=run.pk)
+    if marked.provider == TrainingRun.Provider.POD:
+        return _pod_submit(marked, retry_in)
     provider = provider or providers.get_provider()
     try:
         job = provider.submit(
@@ -127,15 +116,20 @@ def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
             return None
         if run.submit_attempted_at is not None and now - run.submit_attempted_at < grace:
             return None
-        gave_up = _submit_gave_up(run, now)
+        gave_up = _submit_gave_up(run, now) or _no_pod(run)
         if gave_up:
-            run_fail(run, code="submit_failed", message=gave_up, source=Source.SYSTEM)
+            code = (
+                "no_pod"
+                if run.provider == TrainingRun.Provider.POD and run.pod_id is None
+                else "submit_failed"
+            )
+            run_fail(run, code=code, message=gave_up, source=Source.SYSTEM)
             return None
         run.attempts += 1
         run.submit_attempted_at = now
         # Should this process die during the call, the sweep comes back after the grace period.
         run.submit_due_at = now + grace
-        run.save(update_fields=["attempts", "submit_attempted_at", "submit_due_at", "updated_at"])
+        run.save(update_fields=["attempts", "submit_attempted_at", "submit_due_at", "pod", "updated_at"])
     return run
 
 
@@ -161,6 +155,61 @@ def _submit_gave_up(run: TrainingRun, now: datetime) -> str:
             "(status.runpod.io)."
         )
     return ""
+
+
+def _no_pod(run: TrainingRun) -> str:
+    """A pod run goes to the pod chosen at its first attempt, and stays there: a second pod could make a
+    second job. "" once it has one."""
+    if run.provider != TrainingRun.Provider.POD or run.pod_id is not None:
+        return ""
+    pod = pod_choose()
+    if pod is None:
+        return "No pod takes runs just now, so the run could not start. Retry it, or train it serverless."
+    run.pod = pod
+    return ""
+
+
+def _pod_submit(run: TrainingRun, retry_in: float | None) -> TrainingRun:
+    """The pod's side of a submission: the run's job made on its pod and started (`pod_runs`). A repeat
+    duplicates nothing (the job's name is the run's), so no failure counts as an attempt; only
+    TRAINING_SUBMIT_GIVE_UP_SECONDS ends a run its pod never took."""
+    try:
+        job = pod_job_make(run=run, job_input=training_job_input(run))
+    except (AIToolkitUnavailable, StorageUnavailable):
+        TrainingRun.objects.filter(
+            pk=run.pk, status=Status.PENDING, runpod_job_id="", submit_attempted_at=run.submit_attempted_at
+        ).update(
+            submit_attempted_at=None,
+            attempts=F("attempts") - 1,
+            submit_due_at=timezone.now() + timedelta(seconds=retry_in or 0) + pending_recheck(),
+        )
+        raise
+    except (AIToolkitError, PodTokenUnreadable, ContractError):
+        TrainingRun.objects.filter(pk=run.pk, runpod_job_id="").update(submit_attempted_at=None)
+        raise
+    return _pod_submission_record(run.pk, job.id)
+
+
+def _pod_submission_record(run_id: RunId, job_id: str) -> TrainingRun:
+    with transaction.atomic():
+        run = run_locked(run_id)
+        if run.runpod_job_id == job_id:
+            return run
+        if run.status != Status.PENDING:
+            # Cancelled meanwhile: the job is still the run's, so its outputs' deletion stops and removes it.
+            if not run.runpod_job_id:
+                run.runpod_job_id = job_id
+                run.save(update_fields=["runpod_job_id", "updated_at"])
+                queue.enqueue_on_commit(queue.POD_OUTPUTS_DELETE, run.pk)
+            return run
+        now = timezone.now()
+        run.runpod_job_id = job_id
+        run.submitted_at = now
+        run.submit_attempted_at = None
+        run.next_poll_at = now + pod_poll()
+        detail = {"job_id": job_id, "pod": run.pod.name if run.pod else ""}
+        run_transition(run, Status.QUEUED, source=Source.SYSTEM, detail=detail)
+    return run
 
 
 def _duration(delta: timedelta) -> str:
@@ -189,74 +238,8 @@ def _submission_record(run_id: RunId, job: RunPodJob, provider: TrainingProvider
     return run
 
 
-def training_job_input(run: TrainingRun) -> dict[str, Any]:
-    """The worker's job input: presigned image URLs, the upload targets of the LoRA and of every checkpoint,
-    optimizer state and sample the run will make, the callback, params, and the checkpoint to resume from
-    when an earlier job of the run saved one."""
-    ttl = settings.TRAINING_JOB_TTL_SECONDS  # URLs must outlive the time the job may wait in the queue
-    params = TrainingParams.from_dict(run.params)
-    spec = JobInput(
-        run_id=str(run.id),
-        trigger_word=run.trigger_word,
-        images=[
-            ImageSpec(
-                url=download_url(item["storage_name"], ttl),
-                sha256=item["sha256"],
-                filename=item["name"],
-                caption=item.get("caption"),
-            )
-            for item in run.manifest
-        ],
-        output=OutputTarget(
-            lora_name=lora_output_name(run),
-            lora_upload_url=upload_url(lora_upload_name(run), ttl),
-            lora_low_noise_upload_url=(
-                upload_url(lora_upload_name(run, LOW_NOISE), ttl)
-                if run.base_model in BaseModel.SPLIT
-                else None
-            ),
-            checkpoints=_checkpoint_targets(run, params, ttl),
-            samples=_sample_targets(run, params, ttl),
-        ),
-        params=params,
-        base_model=run.base_model,
-        callback=Callback(url=_absolute("training:worker-callback", run.id), token=run_token(run.id)),
-        resume=training_run_resume_spec(run),
-    )
-    document = spec.to_dict()
-    JobInput.from_dict(document)  # the worker would refuse it; better to know before paying for a GPU
-    return document
-
-
-def _checkpoint_targets(run: TrainingRun, params: TrainingParams, ttl: int) -> list[CheckpointTarget]:
-    """One PUT per checkpoint and per optimizer state AI Toolkit will save (at most 119: steps <= 6000,
-    save_every >= 50); each key is the run's own (`training.run_files`)."""
-    return [
-        CheckpointTarget(
-            step=step,
-            upload_url=upload_url(checkpoint_file(run, step), ttl),
-            optimizer_upload_url=upload_url(optimizer_file(run, step), ttl),
-        )
-        for step in checkpoint_steps(params)
-    ]
-
-
-def _sample_targets(run: TrainingRun, params: TrainingParams, ttl: int) -> list[SampleTarget]:
-    """One PUT per sample the run renders (step x prompt), the latest MAX_SAMPLE_UPLOADS when a short
-    sample interval would make more: the worker skips a sample with no target."""
-    wanted = [(step, index) for step in sample_steps(params) for index in range(len(params.sample_prompts))]
-    return [
-        SampleTarget(step=step, prompt_index=index, upload_url=upload_url(sample_file(run, step, index), ttl))
-        for step, index in wanted[-MAX_SAMPLE_UPLOADS:]
-    ]
-
-
 def _webhook_url(run: TrainingRun) -> str:
-    return _absolute("training:runpod-webhook", run.id, run_token(run.id))
-
-
-def _absolute(name: str, *args: Any) -> str:
-    return settings.PUBLIC_BASE_URL + reverse(name, args=args)
+    return absolute_url("training:runpod-webhook", run.id, run_token(run.id))
 
 
 def _job_policy(run: TrainingRun) -> dict[str, int]:

@@ -69,6 +69,9 @@ def run_transition(run: TrainingRun, to_status: str, *, source: str, detail: dic
         # Its last checkpoints are verified, its optimizer states (only a resume needs them) removed, and a
         # completed run's checkpoints beyond the cap pruned (`verification`, then `checkpoints`).
         queue.enqueue_on_commit(queue.VERIFY_ARTIFACTS, run.pk)
+        if run.provider == TrainingRun.Provider.POD:
+            # What the job made is verified in storage there first; then it leaves the pod (`pod_runs`).
+            queue.enqueue_on_commit(queue.POD_OUTPUTS_DELETE, run.pk)
     event_write(run, from_status, to_status, source, detail)
     run.save()
 

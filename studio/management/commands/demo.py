@@ -1,10 +1,11 @@
 """`make demo`: the whole studio on this machine, training a demo character end to end.
 
-It migrates, creates a `demo` staff user, draws sample reference photos, starts the web app (gunicorn with
-DEBUG off, as in production), a Celery worker, beat and the local RunPod stand-in (real worker, simulated
-trainer), trains the demo character with `train_character --wait`, prints the URLs and keeps serving until
-Ctrl-C, which stops every process. A process that stops meanwhile is started again and the console says so
-(studio/demo_processes.py). A second run reuses the user, the photos and the LoRA.
+It migrates, creates a `demo` staff user, writes the portraits it trains on (studio/demo_images.py),
+starts the web app (gunicorn with DEBUG off, as in production), a Celery worker, beat and the local RunPod
+stand-in (real worker, simulated trainer), trains the demo character with `train_character --wait`, prints
+the URLs and keeps serving until Ctrl-C, which stops every process. A process that stops meanwhile is
+started again and the console says so (studio/demo_processes.py). A second run reuses the user, the photos
+and the LoRA.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from studio.demo_images import write_samples
+from studio.demo_images import PortraitsMissing, write_portraits
 from studio.demo_processes import Supervisor, read_procfile
 from studio.models import User
 
@@ -42,8 +43,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--port", type=int, default=8000, help="Web port (default 8000).")
         parser.add_argument("--runpod-port", type=int, default=8765, help="Local RunPod port (default 8765).")
-        parser.add_argument("--photos", type=int, default=12, help="Sample photos to draw (default 12).")
         parser.add_argument("--steps", type=int, default=300, help="Training steps (default 300).")
+        parser.add_argument("--rank", type=int, help="LoRA rank (default: the fast preset's).")
         parser.add_argument(
             "--seconds-per-step",
             type=float,
@@ -63,7 +64,10 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         password = self._demo_user(demo_dir)
         photos = demo_dir / "photos"
-        write_samples(photos, options["photos"])
+        try:
+            write_portraits(photos)
+        except PortraitsMissing as error:
+            raise CommandError(str(error)) from error
         supervisor = self._start_processes(demo_dir, options)
         done = threading.Event()
         watcher = threading.Thread(target=supervisor.watch, args=(done,), daemon=True)
@@ -74,7 +78,9 @@ class Command(BaseCommand):
                 f"Watch it train: log in at http://127.0.0.1:{options['port']}/ as {DEMO_USER} with password "
                 f"{password}; the run's page fills with samples, a falling loss curve and checkpoints."
             )
-            self._train(photos, steps=options["steps"], save_every=options["save_every"])
+            self._train(
+                photos, steps=options["steps"], save_every=options["save_every"], rank=options["rank"]
+            )
             self._welcome(options["port"], password, demo_dir)
             while True:
                 time.sleep(3600)
@@ -131,7 +137,7 @@ class Command(BaseCommand):
                 time.sleep(0.5)
             self.say(f"The {name} is up.")
 
-    def _train(self, photos: Path, *, steps: int, save_every: int) -> None:
+    def _train(self, photos: Path, *, steps: int, save_every: int, rank: int | None) -> None:
         try:
             call_command(
                 "train_character",
@@ -139,12 +145,14 @@ class Command(BaseCommand):
                 "--name", DEMO_CHARACTER,
                 "--trigger", DEMO_TRIGGER,
                 "--images", str(photos),
-                # The demo user stands for the person drawn: the upload needs their consent, as on the site.
-                "--consent", "self",
+                # The portraits are public-domain works; the upload asks for consent all the same, as on the
+                # site, and the demo user gives it (with the person's permission: they are not that person).
+                "--consent", "permission",
                 "--preset", "fast",
                 "--steps", str(steps),
                 "--save-every", str(save_every),
                 "--wait",
+                *(["--rank", str(rank)] if rank else []),
                 stdout=self.stdout,
                 stderr=self.stderr,
             )  # fmt: skip

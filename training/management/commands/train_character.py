@@ -36,6 +36,7 @@ from studio.models import User
 from training.base_models import BASE_MODELS
 from training.models import TrainingEvent, TrainingRun
 from training.presets import PRESETS
+from training.run_watch import likeness_comparing, lora_choice_explained
 from training.services import training_run_start
 
 # Exit codes, so scripts can tell a refusal from a failed run.
@@ -47,6 +48,8 @@ EXIT_TIMED_OUT = 6
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 BAR_WIDTH = 30
+# How long --wait waits for the checkpoints' comparison once the run has completed (it takes seconds).
+LIKENESS_WAIT_SECONDS = 120
 
 
 class Command(BaseCommand):
@@ -80,6 +83,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--preset", choices=sorted(PRESETS), help="Training preset (default: balanced).")
         parser.add_argument("--steps", type=int, help="Training steps, overriding the preset.")
+        parser.add_argument("--rank", type=int, help="LoRA rank, overriding the preset (4 to 128).")
         parser.add_argument(
             "--base-model",
             choices=sorted(BASE_MODELS),
@@ -103,7 +107,7 @@ class Command(BaseCommand):
             self._consent(character, user, options["consent"])
         self._ingest(character, folder)
         self._face_check(character)
-        overrides = {"steps": options["steps"], "save_every": options["save_every"]}
+        overrides = {"steps": options["steps"], "rank": options["rank"], "save_every": options["save_every"]}
         run = self._start(
             character,
             user,
@@ -234,6 +238,13 @@ class Command(BaseCommand):
             run.refresh_from_db()
         self._draw(run)
         self._end_line()
+        # The studio then compares the checkpoints and may choose one: the LoRA to print is the chosen one.
+        comparing_until = min(deadline, time.monotonic() + LIKENESS_WAIT_SECONDS)
+        if likeness_comparing(run):
+            self.stdout.write("Comparing each checkpoint's samples with the photos…")
+        while likeness_comparing(run) and time.monotonic() < comparing_until:
+            time.sleep(1)
+            run.refresh_from_db()
         return run
 
     def _draw(self, run: TrainingRun) -> None:
@@ -255,6 +266,9 @@ class Command(BaseCommand):
             self.stdout.write(f"LoRA: {lora_location(run)}")
             self.stdout.write(f"Size: {run.lora_bytes} bytes")
             self.stdout.write(f"SHA-256: {run.lora_sha256}")
+            explained = lora_choice_explained(run)
+            if explained:
+                self.stdout.write(explained)
             if run.cost_usd is not None:
                 self.stdout.write(f"GPU cost: ${run.cost_usd}")
             return

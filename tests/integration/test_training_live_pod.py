@@ -1,0 +1,265 @@
+"""Pod mode on the live stack: runs train on the AI Toolkit UI stand-in (a pod) through the studio's real
+HTTP client, driven by the real Celery worker and its beat (the sweep polls: the UI has no webhooks), with
+storage on the S3 test server. Each test has a stack and a pod of its own (the pod settings are read by the
+worker at start-up)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.test import Client
+from django.urls import reverse
+
+from tests.characters.factories import CharacterFactory, ReferenceImageFactory
+from tests.characters.images import jpeg_bytes
+from tests.developer.api_helpers import client_for
+from tests.integration.conftest import Stack, wait_for
+from tests.support.local_ai_toolkit_ui import LocalAIToolkitUI
+from training.models import Pod, TrainingRun
+from training.pod_config import pod_dataset_name, pod_job_name
+from training.pod_secrets import pod_token_set
+from training.services import training_run_cancel, training_run_start
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+TOKEN = "live-pod-token"
+POD_WORKER_ENV = {"TRAINING_POD_POLL_SECONDS": "0.5"}
+
+
+@pytest.fixture
+def ui(tmp_path: Path) -> Iterator[LocalAIToolkitUI]:
+    pod = LocalAIToolkitUI(
+        workdir=tmp_path / "pod", token=TOKEN, env={"SIMULATED_TRAINER_SECONDS_PER_STEP": "0.01"}
+    ).start()
+    yield pod
+    pod.stop()
+
+
+@pytest.fixture
+def pod(ui: LocalAIToolkitUI) -> Pod:
+    pod = Pod(name="live-pod", runpod_pod_id="", ui_url=ui.url, hourly_price_usd=Decimal("0.69"))
+    pod_token_set(pod, TOKEN)
+    pod.save()
+    return pod
+
+
+def character_ready_to_train(owner: Any, name: str = "Anna") -> Any:
+    """Three photos, each with its caption: both providers train on the captions as given. Its owner may
+    train on pods (staff enabled them)."""
+    owner.pod_training_allowed = True
+    owner.save()
+    character = CharacterFactory(owner=owner, name=name, trigger_word=f"ohwx_{name.lower()}")
+    for index in range(3):
+        content = jpeg_bytes(size=(64 + index, 64))
+        ReferenceImageFactory(
+            character=character,
+            content=content,
+            caption=f"[trigger] photo {index}",
+            file=ContentFile(content, name=f"photo-{index}.jpg"),
+        )
+    return character
+
+
+def start(character: Any, provider: str = "pod", steps: int = 100) -> TrainingRun:
+    params = {
+        "steps": steps,
+        "save_every": 50,
+        "rank": 4,
+        "sample_prompts": ["[trigger] portrait"],
+        "sample_every": 50,
+    }
+    return training_run_start(
+        character=character, requested_by=character.owner, params=params, provider=provider, source="user"
+    )
+
+
+def final(run: TrainingRun, timeout: float = 120.0) -> TrainingRun:
+    def done() -> TrainingRun | None:
+        run.refresh_from_db()
+        return run if run.is_final else None
+
+    return wait_for(done, timeout=timeout, what=f"run {run.pk} to end")
+
+
+def outputs_deleted(run: TrainingRun, timeout: float = 60.0) -> TrainingRun:
+    return wait_for(
+        lambda: TrainingRun.objects.filter(pk=run.pk, pod_outputs_deleted_at__isnull=False).first(),
+        timeout=timeout,
+        what=f"run {run.pk}'s outputs to leave the pod",
+    )
+
+
+def statuses(run: TrainingRun) -> list[str]:
+    """Its status changes (a restart of its job on the pod is an event that changes none)."""
+    return [e.to_status for e in run.events.order_by("created_at", "id") if e.from_status != e.to_status]
+
+
+def explain(stack: Stack, ui: LocalAIToolkitUI) -> str:
+    return stack.worker.logs() + "\n" + ui.logs()
+
+
+def on_pod(ui: LocalAIToolkitUI, run: TrainingRun) -> list[str]:
+    """What the pod still holds of the run: its job, job folder, dataset."""
+    held = [job.name for job in ui.client().jobs() if job.name == pod_job_name(run)]
+    if (ui.root / "output" / pod_job_name(run)).exists():
+        held.append("job folder")
+    if (ui.root / "datasets" / pod_dataset_name(run)).exists():
+        held.append("dataset")
+    return held
+
+
+@pytest.fixture
+def pod_stack(stack_factory: Callable[..., Stack]) -> Callable[..., Stack]:
+    def build(**worker_env: str) -> Stack:
+        return stack_factory(worker_env={**POD_WORKER_ENV, **worker_env})
+
+    return build
+
+
+def test_a_pod_run_trains_on_the_pod_through_its_ui_and_leaves_nothing_there(
+    alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod
+) -> None:
+    stack = pod_stack()
+    character = character_ready_to_train(alice)
+
+    run = final(start(character))
+
+    assert run.status == "completed", explain(stack, ui) + run.error_message
+    assert statuses(run) == ["pending", "queued", "training", "completed"]
+    assert run.pod == pod and (run.progress_step, run.progress_total) == (100, 100)
+    # The LoRA came from the pod, was verified, and is the run's own copy in S3.
+    stored = default_storage.open(run.lora_name).read()
+    assert len(stored) == run.lora_bytes
+    # Samples, checkpoints and the loss series came from the pod's files and loss log, all verified.
+    assert [(c.step, c.final, c.verified_at is not None) for c in run.checkpoints.order_by("step")] == [
+        (50, False, True),
+        (100, True, True),
+    ]
+    run = wait_for(
+        lambda: TrainingRun.objects.filter(pk=run.pk, samples__thumbnail__gt="").first(), what="thumbs"
+    )
+    assert sorted((s.step, s.prompt_index, s.verified_at is not None) for s in run.samples.all()) == [
+        (50, 0, True),
+        (100, 0, True),
+    ]
+    assert [point[0] for point in run.loss.loss] == list(range(1, 100))
+    assert (run.cost_state, run.cost_usd is not None) == ("settled", True)
+    # Once kept in storage, the job (folder, row) and dataset leave the pod, whose files are public by path.
+    outputs_deleted(run)
+    assert on_pod(ui, run) == []
+    calls = ui.state()["api_calls"]
+    assert calls.get(f"/api/jobs/{run.runpod_job_id}/start") == 1 and calls.get("/api/queue/0/start", 0) >= 1
+
+
+def test_cancel_stops_the_job_on_the_pod_and_then_clears_it(
+    alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod
+) -> None:
+    stack = pod_stack()
+    run = start(character_ready_to_train(alice), steps=3000)
+    wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, progress_step__gt=0).exists(), what="progress")
+
+    run = training_run_cancel(run=run, source="user")
+
+    assert run.status == "cancelled", explain(stack, ui)
+    assert run.events.get(to_status="cancelled").detail["pod"] == "stopped"
+    outputs_deleted(run)
+    assert on_pod(ui, run) == []
+
+
+def test_a_job_stuck_running_after_its_trainer_died_is_marked_stopped_and_runs_again(
+    alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod
+) -> None:
+    # The trainer is SIGKILLed at its first step where the UI's cron never sees it exit: the job shows
+    # `running` for ever and blocks its GPU queue (the UI's "mark stopped" case).
+    stack = pod_stack(TRAINING_POD_STALL_SECONDS="4", TRAINING_POD_MAX_RESTARTS="3")
+    ui.control("faults", {"stick_next_job": 1})
+
+    run = final(start(character_ready_to_train(alice)), timeout=180)
+
+    assert run.status == "completed", explain(stack, ui) + run.error_message
+    restarts = run.events.filter(detail__has_key="pod_job_restarted")
+    assert restarts.count() >= 1
+    assert statuses(run) == ["pending", "queued", "training", "completed"]
+
+
+def test_a_pod_restarted_mid_run_gets_the_job_made_again_and_the_run_completes(
+    alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod
+) -> None:
+    stack = pod_stack()
+    run = start(character_ready_to_train(alice), steps=600)
+    wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, progress_step__gt=0).exists(), what="progress")
+    first_job = TrainingRun.objects.get(pk=run.pk).runpod_job_id
+
+    ui.control("restart_pod", {"down_s": 2.0, "keep_state": False})
+
+    run = final(run, timeout=180)
+    assert run.status == "completed", explain(stack, ui) + run.error_message
+    assert run.runpod_job_id != first_job
+    assert run.events.filter(detail__has_key="pod_job_remade").count() == 1
+
+
+def test_the_same_run_through_serverless_and_a_pod_gives_the_same_records(
+    alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod, settings: Any
+) -> None:
+    stack = pod_stack()
+    on_serverless = start(character_ready_to_train(alice, "Anna"), provider="serverless")
+    on_pod = start(character_ready_to_train(alice, "Bert"), provider="pod")
+
+    runs = [final(on_serverless), final(on_pod)]
+    for run in runs:
+        assert run.status == "completed", explain(stack, ui) + run.error_message
+    runs = [
+        wait_for(lambda r=run: TrainingRun.objects.filter(pk=r.pk, cost_state="settled").first(), what="cost")
+        for run in runs
+    ]
+    wait_for(lambda: all(r.samples.filter(thumbnail="").count() == 0 for r in runs), what="thumbnails")
+
+    api = client_for(alice)
+    documents = [api.get(f"/api/v1/runs/{run.pk}").json() for run in runs]
+    # A pod bills no worker start-up or idle timeout per run: `startup_idle_cost_usd` is null there.
+    assert shape_differences(documents[0], documents[1]) == []
+    for document in documents:
+        assert document["progress"] | {"loss": None} == {
+            "step": 100, "total": 100, "percent": 100, "loss": None, "eta_seconds": 0,
+        }  # fmt: skip
+        assert document["lora"]["bytes"] > 0 and document["cost_state"] == "settled"
+    assert [d["provider"] for d in documents] == ["serverless", "pod"]
+    listings = [
+        (
+            [(c["step"], c["final"]) for c in api.get(f"/api/v1/runs/{run.pk}/checkpoints").json()],
+            sorted((s["step"], s["prompt_index"]) for s in api.get(f"/api/v1/runs/{run.pk}/samples").json()),
+            [point[0] for point in api.get(f"/api/v1/runs/{run.pk}/loss").json()["loss"]],
+        )
+        for run in runs
+    ]
+    assert listings[0] == listings[1], listings
+    assert [statuses(run) for run in runs] == [["pending", "queued", "training", "completed"]] * 2
+
+    page = Client()
+    page.force_login(alice)
+    pages = [page.get(reverse("training:run-progress", args=[run.pk])).json() for run in runs]
+    assert shape_differences(pages[0], pages[1]) == []
+    assert [(p["status"], p["step"], p["percent"]) for p in pages] == [("completed", 100, 100)] * 2
+    html = [page.get(reverse("training:run-detail", args=[run.pk])) for run in runs]
+    assert [response.status_code for response in html] == [200, 200]
+
+
+def shape_differences(left: Any, right: Any, path: str = "") -> list[str]:
+    """Where two documents differ in structure: keys, and the type of each leaf (a null matches any)."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        if set(left) != set(right):
+            return [f"{path}: keys {sorted(set(left) ^ set(right))}"]
+        return [d for key in left for d in shape_differences(left[key], right[key], f"{path}.{key}")]
+    if isinstance(left, list) and isinstance(right, list):
+        if bool(left) != bool(right):
+            return [f"{path}: one list is empty"]
+        return shape_differences(left[0], right[0], f"{path}[0]") if left else []
+    if left is None or right is None or type(left) is type(right):
+        return []
+    return [f"{path}: {type(left).__name__} != {type(right).__name__}"]

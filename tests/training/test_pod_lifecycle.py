@@ -1,0 +1,181 @@
+"""A pod on RunPod is started when a pod run waits for it, marked running once RunPod and its UI say so,
+and stopped after its idle time, its running time counted for its cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from tests.runpod_worker.ui_pod import TOKEN, UIPod
+from tests.training.conftest import make_run
+from training.models import Pod, TrainingRun
+from training.pod_secrets import pod_token, pod_token_set
+from training.runpod_rest import RunPodRestRejected, RunPodRestUnavailable
+from training.selectors import pod_cost_usd
+from training.services import pod_start, pods_check, training_run_start, training_run_submit
+from training.services.pod_runs import PodNotRunning
+
+pytestmark = pytest.mark.django_db
+
+
+@dataclass
+class FakeRest:
+    """Where RunPod's REST v2 stands: pod actions recorded, the pod's status scripted."""
+
+    status: str = "EXITED"
+    actions: list[tuple[str, str]] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[Exception] = field(default_factory=list)
+
+    def pod_action(self, pod_id: str, action: str) -> dict[str, Any]:
+        self.actions.append((pod_id, action))
+        if self.errors:
+            raise self.errors.pop(0)
+        return {"id": pod_id, "desiredStatus": self.status}
+
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(body)
+        return {"id": "newpod1", "name": body["name"], "desiredStatus": "RUNNING", "cost": 0.69}
+
+    def get_pod(self, pod_id: str) -> dict[str, Any]:
+        return {"id": pod_id, "desiredStatus": self.status}
+
+
+@pytest.fixture
+def rest(monkeypatch: pytest.MonkeyPatch) -> FakeRest:
+    fake = FakeRest()
+    monkeypatch.setattr("training.providers.runpod_rest", lambda: fake)
+    return fake
+
+
+def make_pod(url: str = "http://127.0.0.1:9", **fields: Any) -> Pod:
+    fields = {"runpod_pod_id": "abc123", **fields}
+    pod = Pod(name="pod-a", ui_url=url, hourly_price_usd=Decimal("1.20"), **fields)
+    pod_token_set(pod, TOKEN)
+    pod.save()
+    return pod
+
+
+def test_a_pod_run_waiting_for_a_stopped_pod_gets_it_started_and_waits(
+    character: Any, rest: FakeRest
+) -> None:
+    pod = make_pod(state=Pod.State.STOPPED)
+    character.owner.pod_training_allowed = True
+    character.owner.save()
+    run = training_run_start(
+        character=character,
+        requested_by=character.owner,
+        params={"steps": 100},
+        provider="pod",
+        source="user",
+    )
+
+    with pytest.raises(PodNotRunning):  # the submission task tries again later
+        training_run_submit(run=run)
+
+    run.refresh_from_db()
+    pod.refresh_from_db()
+    assert rest.actions == [("abc123", "start")]
+    assert (pod.state, run.status, run.pod, run.attempts) == (Pod.State.STARTING, "pending", pod, 0)
+
+
+def test_a_start_runpod_refuses_puts_the_pod_back_to_stopped(rest: FakeRest) -> None:
+    pod = make_pod(state=Pod.State.STOPPED)
+    rest.errors.append(RunPodRestUnavailable("down"))
+
+    with pytest.raises(RunPodRestUnavailable):
+        pod_start(pod=pod)
+
+    pod.refresh_from_db()
+    assert pod.state == Pod.State.STOPPED
+
+
+def test_a_starting_pod_is_running_once_runpod_says_so_and_its_ui_answers(
+    rest: FakeRest, ui_pod: UIPod
+) -> None:
+    pod = make_pod(url=ui_pod.url, state=Pod.State.STARTING)
+    rest.status = "RUNNING"
+
+    pods_check()
+
+    pod.refresh_from_db()
+    assert pod.state == Pod.State.RUNNING and pod.running_since is not None
+
+
+def test_a_pod_idle_past_its_idle_time_is_stopped_and_its_hours_counted(
+    rest: FakeRest, settings: Any
+) -> None:
+    settings.TRAINING_POD_IDLE_STOP_MINUTES = 30
+    now = timezone.now()
+    pod = make_pod(
+        state=Pod.State.RUNNING,
+        running_since=now - timedelta(hours=2),
+        last_busy_at=now - timedelta(minutes=31),
+    )
+
+    pods_check(now=now)
+
+    pod.refresh_from_db()
+    assert rest.actions == [("abc123", "stop")]
+    assert (pod.state, pod.running_since, pod.uptime_seconds) == (Pod.State.STOPPED, None, 7200)
+    assert pod_cost_usd(pod, now) == Decimal("2.4000")
+
+
+def test_a_pod_with_a_run_on_it_is_not_stopped(character: Any, rest: FakeRest) -> None:
+    now = timezone.now()
+    pod = make_pod(
+        state=Pod.State.RUNNING, running_since=now - timedelta(hours=2), last_busy_at=now - timedelta(hours=2)
+    )
+    make_run(character, TrainingRun.Status.TRAINING, provider="pod", pod=pod)
+
+    pods_check(now=now)
+
+    pod.refresh_from_db()
+    assert rest.actions == [] and pod.state == Pod.State.RUNNING and pod.last_busy_at == now
+
+
+def test_a_pod_runpod_already_stopped_is_stopped_here_too(rest: FakeRest) -> None:
+    now = timezone.now()
+    pod = make_pod(
+        state=Pod.State.RUNNING, running_since=now - timedelta(hours=1), last_busy_at=now - timedelta(hours=1)
+    )
+    rest.errors.append(RunPodRestRejected("not valid for its status", status_code=409))
+
+    pods_check(now=now)
+
+    pod.refresh_from_db()
+    assert pod.state == Pod.State.STOPPED and pod.uptime_seconds == 3600
+
+
+def test_a_pod_not_on_runpod_is_never_stopped(rest: FakeRest) -> None:
+    now = timezone.now()
+    make_pod(runpod_pod_id="", state=Pod.State.RUNNING, last_busy_at=now - timedelta(days=1))
+
+    pods_check(now=now)
+
+    assert rest.actions == []
+
+
+def test_staff_create_a_pod_from_a_template_with_a_fresh_token(rest: FakeRest) -> None:
+    call_command("pod_create", "pod-new", "--template", "aitk-template", "--gpu", "NVIDIA GeForce RTX 4090")
+
+    [body] = rest.created
+    pod = Pod.objects.get(name="pod-new")
+    assert body["templateId"] == "aitk-template" and body["gpu"] == {
+        "id": "NVIDIA GeForce RTX 4090",
+        "count": 1,
+    }
+    assert body["ports"] == ["8675/http"]
+    assert pod_token(pod) == body["env"]["AI_TOOLKIT_AUTH"] and len(pod_token(pod)) >= 40
+    assert (pod.runpod_pod_id, pod.ui_url, pod.state) == (
+        "newpod1",
+        "https://newpod1-8675.proxy.runpod.net",
+        Pod.State.STARTING,
+    )
+    assert pod.hourly_price_usd == Decimal("0.69")  # RunPod's `cost` of the pod
