@@ -6,12 +6,14 @@
 Each commit is cloned into a temporary folder and `make test` runs there from nothing (virtualenv, test
 database, S3 server), against the Postgres and Redis that `make test` finds. With `--baseline` both rows
 are printed side by side with their ratio. The CPU figure (user + system of every process the run
-started) moves little with other work on the machine; the wall time does, so quote the load beside it.
+started, orphaned ones included) moves little with other work on the machine; the wall time does, so quote
+the load beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import resource
 import shutil
@@ -23,6 +25,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# prctl(2): orphaned descendants are re-parented to this process instead of init, so their CPU reaches
+# RUSAGE_CHILDREN once reaped. Without it, a process whose parent was killed (a Celery pool child, a GPU
+# worker of a stopped stand-in) ends its life as init's child and its CPU is never counted.
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans(*, timeout: float = 30.0) -> None:
+    """Waits for the descendants left behind by the run (reaping them counts their CPU)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.2)
 
 
 @dataclass(frozen=True)
@@ -43,6 +66,7 @@ def run_suite(commit: str) -> Timing:
         started = time.monotonic()
         result = subprocess.run(["make", "test"], cwd=folder, env={**os.environ, "CI": "true"}, check=False)
         wall = time.monotonic() - started
+        reap_orphans()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         return Timing(commit, wall, cpu, result.returncode == 0, os.getloadavg()[0])
@@ -60,6 +84,7 @@ def main() -> int:
     )
     parser.add_argument("--baseline", help="an older commit to time in the same run")
     args = parser.parse_args()
+    become_subreaper()
     head = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
