@@ -17,8 +17,6 @@ from studio.storage import s3_media_storage
 from tests.studio.factories import UserFactory
 from tests.support.s3server import S3Server, SeaweedProcess
 
-pytest_plugins = ["tests.support.grouping"]
-
 S3_TEST_BUCKET = "studio-media"
 _OWN_BASETEMP = pytest.StashKey[str]()
 

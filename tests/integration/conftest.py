@@ -5,19 +5,15 @@ Two ways to get one:
 - `shared_stack`: the module's one stack (`module_stack`), shared by its tests, for a test that kills or
   restarts none of it. Faults are switched on the stand-in at run time, settings of the Celery worker through
   `RUNTIME_SETTINGS`; between tests the stand-in is reset (no faults, no jobs, its workers idle again) and
-  each test has its own database state, as ever. tests/support/grouping.py sends a module using it to one
-  test process, so its tests share the one stack.
+  each test has its own database state, as ever. A test process builds the stack when it runs the module's
+  first such test and tears it down when it moves to another module's test (the suite does not group a
+  module's tests in one process: its stack and a `stack_factory` stack would share the process's queue).
 - `stack_factory`: a stack of the test's own, for a test that kills, stops or restarts a part of it (the
   Celery worker, Redis, Postgres, the stand-in), or needs the stand-in's workers started differently.
-
-Each stack's Celery worker consumes a queue of that stack's own, and the test process sends its tasks to the
-queue of the stack the test uses: a task of one test never reaches another stack's worker, whichever stacks
-are up in the process.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -39,12 +35,10 @@ from tests.support.ports import free_port, wait_for_port
 from tests.support.processes import kill_group, spawn
 from tests.support.s3server import S3Server
 
-# A Redis database and queues of this test session's own, so that another run of this suite sharing
-# the Redis server never takes our tasks (nor we theirs). A task sent by a test that uses no stack goes to
-# QUEUE, which no stack's worker reads.
+# A Redis database and a queue of this test session's own, so that another run of this suite sharing
+# the Redis server never takes our tasks (nor we theirs).
 REDIS_DB = 13
 QUEUE = f"integration-{os.getpid()}"
-_stack_numbers = itertools.count(1)
 SWEEP_INTERVAL_S = 1.0
 FINISHING_POLL_S = 1.0
 WORKER_ENV = {
@@ -84,7 +78,6 @@ class Stack:
     worker: CeleryWorker
     worker_env: dict[str, str]
     s3: S3Server
-    queue: str
 
     def restart_worker(self, **overrides: str) -> None:
         self.worker.stop()
@@ -198,18 +191,12 @@ def finished_callback_lost(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _worker_environment(
-    *,
-    runpod: LocalRunPod,
-    public_url: str,
-    s3: S3Server,
-    broker_url: str,
-    queue: str,
-    extra: dict[str, str] | None,
+    *, runpod: LocalRunPod, public_url: str, s3: S3Server, broker_url: str, extra: dict[str, str] | None
 ) -> dict[str, str]:
     return {
         "DATABASE_URL": _database_url(),
         "REDIS_URL": broker_url,
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "CELERY_TASK_DEFAULT_QUEUE": QUEUE,
         "DJANGO_DEBUG": "true",
         "STUDIO_PUBLIC_URL": public_url,
         "AWS_STORAGE_BUCKET_NAME": "studio-media",
@@ -244,13 +231,12 @@ def _start_stack(
         workdir=workdir / "runpod", workers=2, env={**WORKER_ENV, **(runpod_env or {})}, faults=faults
     )
     runpod.start()
-    queue = f"{QUEUE}-{next(_stack_numbers)}"
     env = _worker_environment(
-        runpod=runpod, public_url=public_url, s3=s3, broker_url=broker_url, queue=queue, extra=worker_env
+        runpod=runpod, public_url=public_url, s3=s3, broker_url=broker_url, extra=worker_env
     )
     worker = CeleryWorker(env=env, workdir=workdir / "celery")
     worker.extra_args = list(worker_args or [])
-    stack = Stack(runpod=runpod, worker=worker, worker_env=env, s3=s3, queue=queue)
+    stack = Stack(runpod=runpod, worker=worker, worker_env=env, s3=s3)
     try:
         worker.start()
     except BaseException:
@@ -259,16 +245,9 @@ def _start_stack(
     return stack
 
 
-def send_tasks_to(queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tasks this process sends during the test go to `queue` (Celery's router reads the default queue at
-    every send: celery 5.7.0 celery/app/routes.py:66-76)."""
-    monkeypatch.setattr(app.conf, "task_default_queue", queue)
-
-
-def _point_at(stack: Stack, settings: Any, monkeypatch: pytest.MonkeyPatch, public_url: str) -> None:
+def _point_at(stack: Stack, settings: Any, public_url: str) -> None:
     """This process (the live server answers the worker's callbacks, which schedule the next poll) talks
-    to the stack's stand-in and sends its tasks to the stack's queue."""
-    send_tasks_to(stack.queue, monkeypatch)
+    to the stack's stand-in."""
     settings.PUBLIC_BASE_URL = public_url
     settings.TRAINING_MIN_IMAGES = 3
     settings.TRAINING_FINISHING_POLL_SECONDS = FINISHING_POLL_S
@@ -281,12 +260,7 @@ def _point_at(stack: Stack, settings: Any, monkeypatch: pytest.MonkeyPatch, publ
 
 @pytest.fixture
 def stack_factory(
-    live_server: Any,
-    s3_storage: S3Server,
-    settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    broker_url: str,
+    live_server: Any, s3_storage: S3Server, settings: Any, tmp_path: Path, broker_url: str
 ) -> Iterator[Callable[..., Stack]]:
     """Stacks of the test's own (see the module's docstring for when a test needs one)."""
     started: list[Stack] = []
@@ -311,7 +285,7 @@ def stack_factory(
             worker_args=worker_args,
         )
         started.append(stack)
-        _point_at(stack, settings, monkeypatch, live_server.url)
+        _point_at(stack, settings, live_server.url)
         return stack
 
     yield build
@@ -372,12 +346,7 @@ def module_stack(
 
 @pytest.fixture
 def shared_stack(
-    module_stack: SharedStack,
-    live_server: Any,
-    s3_storage: S3Server,
-    settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    broker_url: str,
+    module_stack: SharedStack, live_server: Any, s3_storage: S3Server, settings: Any, broker_url: str
 ) -> Iterator[Callable[..., Stack]]:
     """The module's stack for this test: `shared_stack(faults=..., worker_env=...)` switches the stand-in's
     faults and the Celery worker's `RUNTIME_SETTINGS` for this test alone. The stand-in is reset and its
@@ -388,7 +357,7 @@ def shared_stack(
     shared.stack.runpod.reset()
     shared.worker_settings({})
     shared.stack.runpod.wait_idle()
-    _point_at(shared.stack, settings, monkeypatch, live_server.url)
+    _point_at(shared.stack, settings, live_server.url)
 
     def use(*, faults: dict[str, Any] | None = None, worker_env: dict[str, str] | None = None) -> Stack:
         unknown = set(worker_env or {}) - RUNTIME_SETTINGS
