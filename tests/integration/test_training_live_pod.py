@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
 
-from tests.characters.factories import CharacterFactory, ReferenceImageFactory
-from tests.characters.images import jpeg_bytes
 from tests.developer.api_helpers import client_for
 from tests.integration.conftest import Stack, wait_for
 from tests.support.local_ai_toolkit_ui import LocalAIToolkitUI
+from tests.training.pod_helpers import pod_ready_character
 from training.models import Pod, TrainingRun
 from training.pod_config import pod_dataset_name, pod_job_name
 from training.pod_secrets import pod_token_set
@@ -50,20 +48,7 @@ def pod(ui: LocalAIToolkitUI) -> Pod:
 
 
 def character_ready_to_train(owner: Any, name: str = "Anna") -> Any:
-    """Three photos, each with its caption: both providers train on the captions as given. Its owner may
-    train on pods (staff enabled them)."""
-    owner.pod_training_allowed = True
-    owner.save()
-    character = CharacterFactory(owner=owner, name=name, trigger_word=f"ohwx_{name.lower()}")
-    for index in range(3):
-        content = jpeg_bytes(size=(64 + index, 64))
-        ReferenceImageFactory(
-            character=character,
-            content=content,
-            caption=f"[trigger] photo {index}",
-            file=ContentFile(content, name=f"photo-{index}.jpg"),
-        )
-    return character
+    return pod_ready_character(owner, name)
 
 
 def start(character: Any, provider: str = "pod", steps: int = 100) -> TrainingRun:

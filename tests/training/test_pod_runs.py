@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 import requests
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from tests.characters.factories import CharacterFactory, ReferenceImageFactory
-from tests.characters.images import jpeg_bytes
 from tests.runpod_worker.ui_pod import TOKEN, UIPod
+from tests.training.pod_helpers import pod_ready_character
 from training.aitoolkit import AIToolkitNotFound, AIToolkitUnavailable
 from training.models import Pod, TrainingRun
 from training.pod_config import pod_dataset_name, pod_job_name
@@ -38,18 +36,7 @@ def pod(ui_pod: UIPod, settings: Any) -> Pod:
 @pytest.fixture
 def character(alice: Any, settings: Any) -> Any:
     settings.TRAINING_MIN_IMAGES = 3
-    alice.pod_training_allowed = True  # staff enabled pods for her
-    alice.save()
-    character = CharacterFactory(owner=alice, name="Anna", trigger_word="ohwx_anna")
-    for index in range(3):
-        content = jpeg_bytes(size=(64 + index, 64))
-        ReferenceImageFactory(
-            character=character,
-            content=content,
-            caption=f"[trigger] photo {index}",
-            file=ContentFile(content, name=f"photo-{index}.jpg"),
-        )
-    return character
+    return pod_ready_character(alice)  # staff enabled pods for her
 
 
 def start(character: Any, steps: int = 100, **params: Any) -> TrainingRun:

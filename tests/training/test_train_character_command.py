@@ -42,6 +42,12 @@ def run_command(*args: str) -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
+def train_anna_and_wait(photos: Path) -> tuple[str, str]:
+    return run_command(
+        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW, "--wait"
+    )
+
+
 def drive_the_run(monkeypatch: pytest.MonkeyPatch, provider: FakeProvider, *, ending: str) -> None:
     """Stands in for the passing time: each second the run moves on, as RunPod would move it."""
     steps: list[Callable[[TrainingRun], object]] = [
@@ -188,18 +194,7 @@ def test_a_failed_run_exits_with_code_4_and_its_message(
     drive_the_run(monkeypatch, provider, ending="failed")
 
     with pytest.raises(CommandError) as raised:
-        run_command(
-            "--user",
-            "alice",
-            "--name",
-            "Anna",
-            "--images",
-            str(photos),
-            "--trigger",
-            "ohwx_anna",
-            *NEW,
-            "--wait",
-        )
+        train_anna_and_wait(photos)
 
     assert raised.value.returncode == train_character.EXIT_FAILED
     assert "The GPU ran out of memory." in str(raised.value)
@@ -211,18 +206,7 @@ def test_a_cancelled_run_exits_with_code_5(
     drive_the_run(monkeypatch, provider, ending="cancelled")
 
     with pytest.raises(CommandError) as raised:
-        run_command(
-            "--user",
-            "alice",
-            "--name",
-            "Anna",
-            "--images",
-            str(photos),
-            "--trigger",
-            "ohwx_anna",
-            *NEW,
-            "--wait",
-        )
+        train_anna_and_wait(photos)
 
     assert raised.value.returncode == train_character.EXIT_CANCELLED
 
