@@ -312,14 +312,18 @@ def watch_versions(run: TrainingRun) -> dict[str, Any]:
     samples = sorted(
         run.samples.filter(verified_at__isnull=False).values_list("step", "prompt_index", "sha256")
     )
-    checkpoints = run.checkpoints.filter(verified_at__isnull=False).values_list("step", "pruned_at")
-    kept = sorted((step, str(pruned)) for step, pruned in checkpoints)
-    likeness = sorted(
-        run.checkpoints.filter(likeness__isnull=False).values_list("step", "likeness", "likeness_copies")
+    # One read of the checkpoints serves both parts: the page polls this every second or two.
+    checkpoints = sorted(
+        run.checkpoints.filter(verified_at__isnull=False).values_list(
+            "step", "pruned_at", "likeness", "likeness_copies"
+        )
     )
-    gallery = [samples, kept, current_step(run), likeness, run.likeness_settled_at is not None]
+    kept = [(step, str(pruned)) for step, pruned, _, _ in checkpoints]
+    likeness = [(step, score, copies) for step, _, score, copies in checkpoints if score is not None]
+    current = current_step(run)
+    gallery = [samples, kept, current, likeness, run.likeness_settled_at is not None]
     series = LossSeries.objects.filter(run=run).values_list("updated_at", flat=True).first()
-    chart = [str(series), run.progress_total, run.params.get("steps"), likeness, current_step(run)]
+    chart = [str(series), run.progress_total, run.params.get("steps"), likeness, current]
     return {
         "gallery": _digest(gallery),
         "chart": _digest(chart) if series or likeness else "",
