@@ -51,7 +51,7 @@ from training.services.likeness import (
     training_run_best_choose,
     training_run_likeness_score,
 )
-from training.services.pod_lifecycle import pod_busy, pod_create, pod_start, pods_check
+from training.services.pod_lifecycle import pod_busy, pod_create, pod_register, pod_start, pods_check
 from training.services.pod_outputs import pod_runs_outputs_overdue
 from training.services.pod_runs import pod_choose, pod_run_outputs_delete
 from training.services.poll import training_run_poll, training_runs_claim_due
@@ -139,6 +139,7 @@ __all__ = [
     "pod_busy",
     "pod_choose",
     "pod_create",
+    "pod_register",
     "pod_run_outputs_delete",
     "pod_runs_outputs_overdue",
     "pod_start",
