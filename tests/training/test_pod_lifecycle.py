@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from tests.runpod_worker.ui_pod import TOKEN, UIPod
@@ -206,3 +207,25 @@ def test_registering_a_ui_again_keeps_what_staff_changed_on_its_pod() -> None:
 
     pod.refresh_from_db()
     assert (pod.accepts_runs, pod.hourly_price_usd) == (False, Decimal("0.50"))
+
+
+def test_staff_register_a_ui_of_their_own_with_its_token_read_from_a_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("aitk-token\n")
+
+    call_command("pod_register", "my-ui", "--url", "http://10.0.0.5:8675", "--token-file", str(token_file))
+
+    pod = Pod.objects.get(name="my-ui")
+    assert (pod.ui_url, pod_token(pod), pod.runpod_pod_id) == ("http://10.0.0.5:8675", "aitk-token", "")
+
+
+def test_registering_with_an_empty_token_file_is_refused_and_registers_nothing(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("")
+
+    with pytest.raises(CommandError, match="is empty"):
+        call_command(
+            "pod_register", "my-ui", "--url", "http://10.0.0.5:8675", "--token-file", str(token_file)
+        )
+
+    assert not Pod.objects.exists()

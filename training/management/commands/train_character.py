@@ -326,7 +326,7 @@ def _where(run: TrainingRun) -> str:
     run."""
     if run.provider != TrainingRun.Provider.POD:
         return ""
-    return f", on pod {run.pod.name}" if run.pod_id else ", on a pod"
+    return f", on pod {run.pod.name}" if run.pod is not None else ", on a pod"
 
 
 def lora_location(run: TrainingRun) -> str:
