@@ -57,27 +57,35 @@ def pod_health_check(options: dict[str, Any], *, token: str) -> tuple[str, dict[
     return f"{pod_url(options)}/api/auth", {"Authorization": f"Bearer {token}"}
 
 
-def pod_register(options: dict[str, Any], *, token_file: Path, environment: dict[str, str]) -> str:
-    """Registers the stand-in as the pod `demo-pod` (again, at its address of this demo); returns what
-    `pod_register` said. Raises CommandError when it could not."""
+def pod_registration(
+    options: dict[str, Any], *, token_file: Path, environment: dict[str, str]
+) -> subprocess.Popen[str]:
+    """Starts registering the stand-in as the pod `demo-pod` (again, at its address of this demo). It only
+    writes the pod's row, so it runs while the demo's processes start."""
     command = [
         sys.executable, "manage.py", "pod_register", DEMO_POD,
         "--url", pod_url(options), "--token-file", str(token_file),
     ]  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=settings.BASE_DIR,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def pod_registered(registration: subprocess.Popen[str]) -> str:
+    """What `pod_register` said once it is done. Raises CommandError when it could not register the pod."""
     try:
-        done = subprocess.run(
-            command,
-            cwd=settings.BASE_DIR,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=REGISTER_TIMEOUT_SECONDS,
-        )
+        said, errors = registration.communicate(timeout=REGISTER_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired as error:
+        registration.kill()
         raise CommandError(f"Registering the demo pod took over {REGISTER_TIMEOUT_SECONDS} s.") from error
-    if done.returncode != 0:
-        raise CommandError(f"The demo pod could not be registered: {done.stderr.strip()[-2000:]}")
-    return done.stdout.strip()
+    if registration.returncode != 0:
+        raise CommandError(f"The demo pod could not be registered: {errors.strip()[-2000:]}")
+    return said.strip()
 
 
 class PodRun:

@@ -5,7 +5,7 @@ running time counted for its cost (`selectors.pod_cost_usd`).
 
 Each change of state is claimed by a conditional update before RunPod is called, so two checks (or a
 check and a submission) never send the same action twice; a call that fails puts the state back.
-A pod without a RunPod id (a UI elsewhere) is never started or stopped.
+A pod without a RunPod id (a UI elsewhere, registered by `pod_register`) is never started or stopped.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ from studio.demo_pod import (
     PodRun,
     pod_environment,
     pod_health_check,
-    pod_register,
+    pod_registered,
+    pod_registration,
     pod_url,
 )
 from studio.demo_processes import Supervisor, read_procfile
@@ -101,9 +102,14 @@ class Command(BaseCommand):
         watcher = threading.Thread(target=supervisor.watch, args=(done,), daemon=True)
         watcher.start()
         try:
+            registration = (
+                pod_registration(options, token_file=demo_dir / "pod-token", environment=environment)
+                if options["pod"]
+                else None
+            )
             self._wait_until_up(_health_checks(options, environment), supervisor)
-            if options["pod"]:
-                self.say(pod_register(options, token_file=demo_dir / "pod-token", environment=environment))
+            if registration is not None:
+                self.say(pod_registered(registration))
             self.say(
                 f"Watch it train: log in at http://127.0.0.1:{options['port']}/ as {DEMO_USER} with password "
                 f"{password}; the run's page fills with samples, a falling loss curve and checkpoints."
