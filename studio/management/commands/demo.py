@@ -141,9 +141,8 @@ class Command(BaseCommand):
         return password
 
     def _environment(self, demo_dir: Path, options: dict[str, Any]) -> dict[str, str]:
-        environment = demo_environment(
-            demo_dir / "logs", options, secret_key=_kept_secret(demo_dir / "secret-key", 50)
-        )
+        secret_key = _kept_secret(demo_dir / "secret-key", 50)  # the site's own: DEBUG off needs one
+        environment = demo_environment(demo_dir / "logs", options, secret_key=secret_key)
         if options["pod"]:
             token = _kept_secret(demo_dir / "pod-token", 32)
             environment.update(pod_environment(demo_dir, options, token=token))
