@@ -348,10 +348,18 @@ class PodRun:
         except AIToolkitNotFound:
             self.check(True, "its dataset is deleted (listImages 404)")
         codes = sorted({requests.get(client.file_url(p), timeout=10).status_code for p in self.pod_files})
-        self.figures["pod_files_seen"] = len(self.pod_files)
+        self.figures["pod_files"] = sorted(_file_kind(run, path) for path in self.pod_files)
         self.check(
             codes == [404], f"the {len(self.pod_files)} files the pod listed for the job now answer {codes}"
         )
+
+
+def _file_kind(run: Any, path: str) -> str:
+    """A file's name on the pod with the run's job name and a sample's time masked, to compare two runs."""
+    from training.pod_config import pod_job_name
+
+    name = path.rsplit("/", 1)[-1].replace(pod_job_name(run), "<job>")
+    return re.sub(r"^\d+__", "<ms>__", name)
 
 
 def _jpeg(index: int) -> bytes:
@@ -367,7 +375,7 @@ def _jpeg(index: int) -> bytes:
 
 
 # What two runs of this script, one per UI, must share; the rest (times, sizes, speeds) is the machine's.
-SAME = ("failures", "statuses", "loss_points", "checkpoints", "samples", "pod_files_seen")
+SAME = ("failures", "statuses", "loss_points", "checkpoints", "samples", "pod_files")
 
 
 def compare(first: Path, second: Path) -> int:
