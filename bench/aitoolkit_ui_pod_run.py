@@ -25,7 +25,9 @@ the samples and checkpoints verified in storage with their thumbnails, the LoRA 
 the cost settled, and the job, its files and its dataset gone from the pod. Each check prints OK or FAIL;
 the exit code is the number of failures. `--report F` writes the figures (times, statuses, counts, the job's
 stages as the polls read them) as JSON; `--compare A B` prints two reports side by side and exits with the
-number of figures that must be the same on any UI (`SAME`) and are not.
+number of figures that must be the same on any UI (`SAME`) and are not. `--cancel-at STEP` cancels the run
+(`training_run_cancel`, the run page's Cancel) once a poll saw that step, and checks the run `cancelled` with
+what it made before the stop (the step-50 checkpoint and sample, the loss so far) and the pod cleared.
 
 The studio here is its embedded default in a temporary folder: SQLite, media on local files, Celery tasks
 run eagerly (`CELERY_TASK_ALWAYS_EAGER`), a local-memory cache. The environment's DATABASE_URL, REDIS_URL and
@@ -119,6 +121,7 @@ class PodRun:
         self.etas: list[int] = []  # the run's ETA while training, as the speed string gave it
         self.speeds: list[str] = []
         self.pod_files: set[str] = set()  # every job file or sample path the pod listed
+        self.cancelled = False
 
     def check(self, ok: bool, what: str) -> bool:
         print(f"{'OK  ' if ok else 'FAIL'} {what}", flush=True)
@@ -201,6 +204,8 @@ class PodRun:
             self._observe(run)
             if run.is_final and run.pod_outputs_deleted_at is not None:
                 break
+            if self.args.cancel_at and not self.cancelled and run.progress_step >= self.args.cancel_at:
+                run = self._cancel(run)
             polls += sweep_training_runs()
             check_pods()
             sweeps += 1
@@ -208,6 +213,18 @@ class PodRun:
         run.refresh_from_db()
         self._observe(run)
         self.figures.update(sweeps=sweeps, runs_claimed_by_the_sweep=polls)
+        return run
+
+    def _cancel(self, run: Any) -> Any:
+        """What the run page's Cancel does: `training_run_cancel`, which stops the job on the pod."""
+        from training.services import training_run_cancel
+
+        self.cancelled = True
+        self.figures["cancelled_at_step"] = run.progress_step
+        run = training_run_cancel(run=run, source="user")
+        outcome = run.events.filter(to_status="cancelled").values_list("detail", flat=True).first() or {}
+        self.figures["cancel_outcome"] = outcome.get("pod")
+        print(f"     {self.at():7.1f} s  cancelled at step {run.progress_step}: job {outcome.get('pod')}")
         return run
 
     def _observe(self, run: Any) -> None:
@@ -239,16 +256,21 @@ class PodRun:
     # ------------------------------------------------------------------------------------------ checks
 
     def verify(self, run: Any) -> None:
-        self.check(run.status == "completed", f"run ended {run.status} {run.error_message!r}")
+        end = "cancelled" if self.args.cancel_at else "completed"
+        self.check(run.status == end, f"run ended {run.status} {run.error_message!r}")
         statuses = [
             e.to_status for e in run.events.order_by("created_at", "id") if e.from_status != e.to_status
         ]
         self.figures["statuses"] = statuses
-        self.check(statuses == ["pending", "queued", "training", "completed"], f"status events: {statuses}")
+        self.check(statuses == ["pending", "queued", "training", end], f"status events: {statuses}")
         self._times(run)
+        reached = (
+            self.args.cancel_at <= run.progress_step < STEPS
+            if self.args.cancel_at
+            else run.progress_step == STEPS
+        )
         self.check(
-            (run.progress_step, run.progress_total) == (STEPS, STEPS),
-            f"progress {run.progress_step}/{run.progress_total}",
+            reached and run.progress_total == STEPS, f"progress {run.progress_step}/{run.progress_total}"
         )
         steps_seen = sorted({step for _, status, step in self.seen if status == "training"})
         self.figures["steps_seen_training"] = len(steps_seen)
@@ -265,7 +287,10 @@ class PodRun:
         self._loss(run)
         self._checkpoints(run)
         self._samples(run)
-        self._lora(run)
+        if self.args.cancel_at:
+            self.check(run.lora_name == "", "a cancelled run has no LoRA")
+        else:
+            self._lora(run)
         self.check(
             run.cost_state == "settled" and run.cost_usd is not None,
             f"cost {run.cost_state}: {run.cost_usd} USD at the pod's 0.69 USD/h",
@@ -288,8 +313,10 @@ class PodRun:
         series = LossSeries.objects.filter(run=run).first()
         steps = [int(point[0]) for point in series.loss] if series else []
         self.figures["loss_points"] = len(steps)
+        # The last step is never logged; a cancelled run's points end where the trainer stopped.
+        last = steps[-1] if self.args.cancel_at and steps else STEPS - 1
         self.check(
-            steps == list(range(1, STEPS)),
+            steps == list(range(1, last + 1)) and last >= (self.args.cancel_at or STEPS) - 1,
             f"loss: {len(steps)} points, steps {steps[:1]}…{steps[-1:]} (AI Toolkit logs none at the first)",
         )
 
@@ -300,7 +327,8 @@ class PodRun:
         found = [(c.step, c.final, c.verified_at is not None) for c in rows]
         self.figures["checkpoints"] = [[c.step, c.final] for c in rows]
         self.figures["checkpoint_bytes"] = [c.bytes for c in rows]
-        self.check(found == [(SAVE_EVERY, False, True), (STEPS, True, True)], f"checkpoints: {found}")
+        wanted = [(SAVE_EVERY, False, True)] + ([] if self.args.cancel_at else [(STEPS, True, True)])
+        self.check(found == wanted, f"checkpoints: {found}")
         stored = all(default_storage.size(c.file) == c.bytes for c in rows)
         self.check(stored, "each checkpoint is in storage at its verified size")
 
@@ -312,7 +340,8 @@ class PodRun:
         self.figures["samples"] = [[s.step, s.prompt_index] for s in rows]
         # The simulated trainer renders 384 px whatever the config asks (simulated_ai_toolkit/samples.py).
         self.figures["sample_sizes"] = [[s.width, s.height, s.bytes] for s in rows]
-        self.check(found == [(SAVE_EVERY, 0, True, True), (STEPS, 0, True, True)], f"samples: {found}")
+        wanted = [(SAVE_EVERY, 0, True, True)] + ([] if self.args.cancel_at else [(STEPS, 0, True, True)])
+        self.check(found == wanted, f"samples: {found}")
         stored = all(default_storage.size(s.image.name) == s.bytes for s in rows)
         self.check(stored, "each sample is in storage at its verified size")
 
@@ -381,10 +410,12 @@ SAME = ("failures", "statuses", "loss_points", "checkpoints", "samples", "pod_fi
 def compare(first: Path, second: Path) -> int:
     """Prints two reports side by side; returns how many of the SAME figures differ."""
     a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    # A cancelled run's loss ends where its trainer happened to be when the stop reached it.
+    same = tuple(k for k in SAME if k != "loss_points" or "cancelled_at_step" not in a)
     differences = 0
-    for key in sorted(set(a) | set(b), key=lambda k: (k not in SAME, k)):
+    for key in sorted(set(a) | set(b), key=lambda k: (k not in same, k)):
         left, right = a.get(key), b.get(key)
-        label = "same" if left == right else ("DIFF" if key in SAME else "differs")
+        label = "same" if left == right else ("DIFF" if key in same else "differs")
         differences += label == "DIFF"
         print(f"{label:<8}{key}")
         print(f"        {first.name}: {json.dumps(left)}\n        {second.name}: {json.dumps(right)}")
@@ -407,11 +438,21 @@ def main() -> int:
     parser.add_argument("--report", type=Path, help="write the figures here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the studio's temporary folder")
     parser.add_argument("--compare", nargs=2, type=Path, help="two reports: print them side by side")
+    parser.add_argument(
+        "--cancel-at",
+        type=int,
+        default=0,
+        help=f"cancel the run once a poll saw this step ({SAVE_EVERY + 1}-{STEPS - 1})",
+    )
     args = parser.parse_args()
     if args.compare:
         return compare(*args.compare)
     if not args.url:
         parser.error("--url is required")
+    if args.cancel_at and not SAVE_EVERY < args.cancel_at < STEPS:
+        parser.error(
+            f"--cancel-at must be after the first save and before the end ({SAVE_EVERY + 1}-{STEPS - 1})"
+        )
 
     folder = Path(tempfile.mkdtemp(prefix="pod-run-bench-"))
     studio_environment(folder, images=args.images, poll_seconds=args.poll_seconds, gpu_preset=args.gpu_preset)
