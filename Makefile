@@ -45,8 +45,9 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 
 # The whole studio on the embedded default, training a demo character; Ctrl-C stops it all.
+# DEMO_POD=1 also trains a second character on a pod (the AI Toolkit UI stand-in) at the same time.
 demo: $(STAMP)
-	$(BIN)/python manage.py demo
+	$(BIN)/python manage.py demo $(if $(filter 1 yes true,$(DEMO_POD)),--pod)
 
 run: migrate
 	$(BIN)/python manage.py runserver 127.0.0.1:8000

@@ -25,6 +25,7 @@ LABELS = {
     "worker": "Celery worker",
     "beat": "Celery beat",
     "runpod": "local RunPod",
+    "pod": "local AI Toolkit UI",
 }
 
 

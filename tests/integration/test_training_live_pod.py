@@ -19,9 +19,11 @@ from tests.developer.api_helpers import client_for
 from tests.integration.conftest import Stack, wait_for
 from tests.support.local_ai_toolkit_ui import LocalAIToolkitUI
 from tests.training.pod_helpers import pod_ready_character
+from training import providers
 from training.models import Pod, TrainingRun
 from training.pod_config import pod_dataset_name, pod_job_name
 from training.pod_secrets import pod_token_set
+from training.selectors import pod_cost_usd
 from training.services import training_run_cancel, training_run_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -248,3 +250,53 @@ def shape_differences(left: Any, right: Any, path: str = "") -> list[str]:
     if left is None or right is None or type(left) is type(right):
         return []
     return [f"{path}: {type(left).__name__} != {type(right).__name__}"]
+
+
+def test_a_stopped_pod_is_started_for_a_run_and_stopped_again_after_its_idle_time(
+    alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod
+) -> None:
+    # The pod lives on the local RunPod's REST v2 (`POST /v2/pods`, `POST /v2/pods/{id}/action`), stopped
+    # (EXITED); beat's pod check runs every half second and stops a pod idle for three seconds.
+    stack = pod_stack(TRAINING_POD_CHECK_SECONDS="0.5", TRAINING_POD_IDLE_STOP_MINUTES="0.05")
+    rest = providers.runpod_rest()
+    remote = rest.create_pod({"name": "live-pod", "image": "ostris/aitoolkit:latest", "gpu": {"id": "L4"}})
+    rest.pod_action(remote["id"], "stop")
+    Pod.objects.filter(pk=pod.pk).update(runpod_pod_id=remote["id"], state=Pod.State.STOPPED)
+
+    run = final(start(character_ready_to_train(alice)))
+
+    assert run.status == "completed", explain(stack, ui) + run.error_message
+    assert rest.get_pod(remote["id"])["status"] == "RUNNING"  # started for the run, not yet idle long
+    outputs_deleted(run)
+    pod = wait_for(
+        lambda: Pod.objects.filter(pk=pod.pk, state=Pod.State.STOPPED).first(), what="the idle pod to stop"
+    )
+    assert rest.get_pod(remote["id"])["status"] == "EXITED", explain(stack, ui)
+    # Its running time, from RunPod saying RUNNING to the stop, is the pod's cost; the run paid its share.
+    assert pod.running_since is None and pod.uptime_seconds >= 1
+    assert run.cost_state == "settled" and Decimal(0) < run.cost_usd <= pod_cost_usd(pod)
+
+
+def test_a_pod_whose_answers_come_late_or_are_lost_still_gets_one_job_and_the_run_completes(
+    alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod
+) -> None:
+    # A third of the UI's answers arrive after the client's timeout (the work done first, as a slow proxy
+    # would), and the answer to the job's creation is lost once: every repeat meets what already exists.
+    stack = pod_stack(TRAINING_POD_TIMEOUT_SECONDS="1")
+    ui.control("faults", {"slow_s": 1.5, "slow_rate": 0.33, "lose_create_answer": 1})
+
+    run = final(start(character_ready_to_train(alice)), timeout=240)
+
+    assert run.status == "completed", explain(stack, ui) + run.error_message
+    assert statuses(run) == ["pending", "queued", "training", "completed"]
+    assert [(c.step, c.verified_at is not None) for c in run.checkpoints.order_by("step")] == [
+        (50, True),
+        (100, True),
+    ]
+    # The creation's answer was lost and the run still has its first job: the repeat met it by its name
+    # (409), and nothing was made again.
+    assert ui.state()["faults"]["lose_create_answer"] == 0
+    assert run.events.filter(detail__has_key="pod_job_remade").count() == 0
+    ui.control("faults", {"slow_s": 0.0, "slow_rate": 0.0})
+    outputs_deleted(run)
+    assert on_pod(ui, run) == []

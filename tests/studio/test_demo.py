@@ -1,5 +1,6 @@
 """`make demo` as a new user meets it: it trains its character, serves the studio's own pages with DEBUG off,
 takes several "Start training" at once, starts a crashed worker again and says so, and Ctrl-C stops it all.
+It runs with `--pod`, so a second character trains at the same time on the AI Toolkit UI stand-in.
 
 One demo runs for the whole module (starting it takes most of a minute); the tests use it in order and the
 last one stops it. Its run and the runs started through the site train at rank 4: every save is a real-size
@@ -13,6 +14,7 @@ import hashlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -42,6 +44,7 @@ class Demo:
     session: str
     var: Path
     url: str
+    pod_url: str
     lines: list[str] = field(default_factory=list)
 
     @property
@@ -76,18 +79,24 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     var = tmp_path_factory.mktemp("demo") / "var"
     session = uuid.uuid4().hex
-    port = free_port()
+    port, pod_port = free_port(), free_port()
     # The embedded default, in a folder of its own: SQLite, the file-system broker, local files.
     environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     environment.update({"STUDIO_VAR_DIR": str(var), SESSION_VARIABLE: session})
     command = [
         sys.executable, "manage.py", "demo", "--port", str(port), "--runpod-port", str(free_port()),
-        "--steps", "150", "--seconds-per-step", "0.02", "--rank", "4",
+        "--steps", "150", "--seconds-per-step", "0.02", "--rank", "4", "--pod", "--pod-port", str(pod_port),
     ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    running = Demo(process=process, session=session, var=var, url=f"http://127.0.0.1:{port}")
+    running = Demo(
+        process=process,
+        session=session,
+        var=var,
+        url=f"http://127.0.0.1:{port}",
+        pod_url=f"http://127.0.0.1:{pod_port}",
+    )
     reader = threading.Thread(target=lambda: running.lines.extend(process.stdout or []), daemon=True)
     reader.start()
     try:
@@ -109,6 +118,20 @@ def test_the_demo_trains_its_character(demo: Demo) -> None:
     # Its samples turn into the portraits it trains on, so the last step's copy them: the checkpoint
     # before is chosen for its likeness, and that is the LoRA printed.
     assert "The studio chose the checkpoint at step 100" in demo.output, demo.output[-3000:]
+
+
+def test_the_demo_trains_its_second_character_on_its_pod_the_ai_toolkit_ui_stand_in(demo: Demo) -> None:
+    report = demo.output.split("Demo character (pod), on the pod demo-pod:\n", 1)[1]
+    run_id = re.search(r"Run (\S+) completed, on pod demo-pod\.", report).group(1)  # type: ignore[union-attr]
+    lora = Path(re.search(r"LoRA: (\S+)", report).group(1))  # type: ignore[union-attr]
+    sha256 = re.search(r"SHA-256: ([0-9a-f]{64})", report).group(1)  # type: ignore[union-attr]
+
+    provider, status, job_id, pod_name, pod_url = run_on_its_pod(demo, run_id)
+    assert (provider, status, pod_name, pod_url) == ("pod", "completed", "demo-pod", demo.pod_url)
+    # The job was made and started on the stand-in, once, and the LoRA came back from it whole.
+    assert pod_state(demo)["api_calls"].get(f"/api/jobs/{job_id}/start") == 1
+    assert lora.is_relative_to(demo.var)
+    assert hashlib.sha256(lora.read_bytes()).hexdigest() == sha256
 
 
 def test_the_demo_answers_a_missing_page_with_the_studios_own_page(demo: Demo) -> None:
@@ -237,6 +260,31 @@ def final_status(session: requests.Session, base: str, run_id: str, *, timeout: 
         return str(run["status"]) if run["is_final"] else None
 
     return str(wait_for(status, timeout=timeout, what=lambda: run_id))
+
+
+def run_on_its_pod(demo: Demo, run_id: str) -> tuple[str, str, str, str, str]:
+    """The run's provider, status and job id, and its pod's name and UI address, from the demo's database."""
+    database = sqlite3.connect(f"file:{demo.var / 'studio.sqlite3'}?mode=ro", uri=True)
+    try:
+        row = database.execute(
+            "SELECT r.provider, r.status, r.runpod_job_id, p.name, p.ui_url FROM training_trainingrun r"
+            " JOIN training_pod p ON p.id = r.pod_id WHERE r.id = ?",
+            (uuid.UUID(run_id).hex,),
+        ).fetchone()
+    finally:
+        database.close()
+    assert row is not None, run_id
+    return tuple(row)  # type: ignore[return-value]
+
+
+def pod_state(demo: Demo) -> dict[str, Any]:
+    """The stand-in's own record of the calls it answered (`GET /_control/state`, behind the pod's token)."""
+    token = (demo.var / "demo" / "pod-token").read_text().strip()
+    response = requests.get(
+        f"{demo.pod_url}/_control/state", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    response.raise_for_status()
+    return dict(response.json())
 
 
 def is_celery_worker(pid: int) -> bool:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from tests.runpod_worker.ui_pod import TOKEN, UIPod
@@ -18,7 +19,7 @@ from training.models import Pod, TrainingRun
 from training.pod_secrets import pod_token, pod_token_set
 from training.runpod_rest import RunPodRestRejected, RunPodRestUnavailable
 from training.selectors import pod_cost_usd
-from training.services import pod_start, pods_check, training_run_start, training_run_submit
+from training.services import pod_register, pod_start, pods_check, training_run_start, training_run_submit
 from training.services.pod_runs import PodNotRunning
 
 pytestmark = pytest.mark.django_db
@@ -179,3 +180,52 @@ def test_staff_create_a_pod_from_a_template_with_a_fresh_token(rest: FakeRest) -
         Pod.State.STARTING,
     )
     assert pod.hourly_price_usd == Decimal("0.69")  # RunPod's `cost` of the pod
+
+
+def test_a_ui_registered_again_under_its_name_is_the_same_pod_at_its_new_address() -> None:
+    first = pod_register(
+        name="local-ui", ui_url="http://127.0.0.1:8676", token="one", hourly_price_usd=Decimal(0)
+    )
+
+    again = pod_register(
+        name="local-ui", ui_url="http://127.0.0.1:9000", token="two", hourly_price_usd=Decimal(0)
+    )
+
+    pod = Pod.objects.get(name="local-ui")
+    assert again.pk == first.pk and Pod.objects.count() == 1
+    assert (pod.ui_url, pod_token(pod)) == ("http://127.0.0.1:9000", "two")
+    assert (pod.runpod_pod_id, pod.state) == ("", Pod.State.RUNNING)
+
+
+def test_registering_a_ui_again_keeps_what_staff_changed_on_its_pod() -> None:
+    pod = pod_register(
+        name="local-ui", ui_url="http://127.0.0.1:8676", token="one", hourly_price_usd=Decimal(0)
+    )
+    Pod.objects.filter(pk=pod.pk).update(accepts_runs=False, hourly_price_usd=Decimal("0.50"))
+
+    pod_register(name="local-ui", ui_url="http://127.0.0.1:8676", token="one", hourly_price_usd=Decimal(0))
+
+    pod.refresh_from_db()
+    assert (pod.accepts_runs, pod.hourly_price_usd) == (False, Decimal("0.50"))
+
+
+def test_staff_register_a_ui_of_their_own_with_its_token_read_from_a_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("aitk-token\n")
+
+    call_command("pod_register", "my-ui", "--url", "http://10.0.0.5:8675", "--token-file", str(token_file))
+
+    pod = Pod.objects.get(name="my-ui")
+    assert (pod.ui_url, pod_token(pod), pod.runpod_pod_id) == ("http://10.0.0.5:8675", "aitk-token", "")
+
+
+def test_registering_with_an_empty_token_file_is_refused_and_registers_nothing(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("")
+
+    with pytest.raises(CommandError, match="is empty"):
+        call_command(
+            "pod_register", "my-ui", "--url", "http://10.0.0.5:8675", "--token-file", str(token_file)
+        )
+
+    assert not Pod.objects.exists()

@@ -5,13 +5,17 @@ LoRA verified and kept, the pod's copies deleted; and cancel, a restarted pod, a
 from __future__ import annotations
 
 import contextlib
+import re
 import time
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import requests
 from django.core.files.storage import default_storage
+from django.urls import reverse
+from django.utils import timezone
 
 from tests.runpod_worker.ui_pod import TOKEN, UIPod
 from tests.training.pod_helpers import pod_ready_character
@@ -177,3 +181,60 @@ def test_a_lost_create_answer_finds_the_runs_own_job_instead_of_making_a_second(
     assert run.status == "queued", run.error_message
     jobs = [job for job in ui_pod.client.jobs() if job.name == pod_job_name(run)]
     assert [job.id for job in jobs] == [run.runpod_job_id]
+
+
+def waiting_since(run: TrainingRun, hours: float) -> TrainingRun:
+    """The run as if it had been sent to the pod `hours` ago and its job had not started yet."""
+    TrainingRun.objects.filter(pk=run.pk).update(
+        submitted_at=timezone.now() - timedelta(hours=hours), started_at=None
+    )
+    return TrainingRun.objects.get(pk=run.pk)
+
+
+def test_a_pod_run_waiting_in_the_pods_queue_is_not_held_to_runpods_queue_ttl(
+    character: Any, pod: Pod, ui_pod: UIPod, settings: Any
+) -> None:
+    # RunPod's serverless queue drops a job at its TTL; the pod's own queue drops nothing, runs wait there
+    # one at a time per GPU (`ui/cron/actions/processQueue.ts`): the pod's waiting limit applies instead.
+    settings.TRAINING_JOB_TTL_SECONDS = 12 * 3600
+    settings.TRAINING_POD_QUEUE_TIMEOUT_SECONDS = 24 * 3600
+    run = waiting_since(start(character), hours=13)
+
+    training_run_poll(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status in {"queued", "training"} and run.error_code == ""
+
+
+def test_a_pod_run_the_pod_never_started_within_its_waiting_limit_fails_and_leaves_the_pod(
+    character: Any, pod: Pod, ui_pod: UIPod, settings: Any
+) -> None:
+    settings.TRAINING_POD_QUEUE_TIMEOUT_SECONDS = 24 * 3600
+    run = waiting_since(start(character, steps=3000), hours=25)
+
+    training_run_poll(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert (run.status, run.error_code) == ("failed", "timed_out")
+    assert run.error_message.startswith("Pod pod-a did not start the run within 24 h")
+    assert "nothing was charged" in run.error_message
+    assert run.cost_usd in (None, Decimal(0))
+    deleted = poll_until(run, lambda r: r.pod_outputs_deleted_at is not None)
+    assert ui_pod.client.job_find(pod_job_name(deleted)) is None
+
+
+def test_a_pod_runs_page_shows_its_cost_as_pod_time_at_the_pods_price(
+    character: Any, pod: Pod, ui_pod: UIPod, client: Any
+) -> None:
+    run = poll_until(start(character), lambda r: r.is_final)
+    assert run.status == "completed", run.error_message
+    client.force_login(character.owner)
+
+    page = client.get(reverse("training:run-detail", args=[run.pk])).content.decode()
+
+    cost = re.search(r'<p id="run-cost">(.*?)</p>', page, re.S)
+    assert cost is not None
+    text = re.sub(r"<[^>]+>", "", cost.group(1))
+    assert text.startswith(f"Pod time ${run.cost_usd:.2f}: ")
+    assert "on pod pod-a at $0.69 an hour." in text
+    assert "idle hours are the studio's and are not charged to runs" in text

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from tests.characters.images import distinct_jpegs
 from tests.training.conftest import FakeProvider, store_lora
 from training.dataset import dataset_size
 from training.management.commands import train_character
-from training.models import TrainingRun
+from training.models import Pod, TrainingRun
 from training.runpod import RunPodJob
 from training.services import training_run_apply_status, training_run_cancel, training_run_submit
 
@@ -104,6 +105,21 @@ def test_it_creates_the_character_trains_it_and_prints_the_lora(
     assert "step 500/1000" in out
 
 
+def test_at_verbosity_0_it_waits_without_drawing_the_progress_and_prints_the_outcome(
+    alice: Any, photos: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drive_the_run(monkeypatch, provider, ending="completed")
+
+    out, _ = run_command(
+        "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW,
+        "--wait", "--verbosity", "0",
+    )  # fmt: skip
+
+    run = TrainingRun.objects.get()
+    assert f"Run {run.pk} completed." in out and run.lora_sha256 in out
+    assert "step 500/1000" not in out
+
+
 def test_a_second_call_reuses_the_character_and_its_photos(
     alice: Any, photos: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,6 +141,32 @@ def test_without_wait_it_starts_the_run_and_returns(alice: Any, photos: Path) ->
 
     assert TrainingRun.objects.get().status == TrainingRun.Status.PENDING
     assert "started" in out
+
+
+def test_staff_start_a_run_on_a_pod_with_provider_pod(staff: Any, photos: Path) -> None:
+    Pod.objects.create(name="pod-a", ui_url="http://127.0.0.1:9", hourly_price_usd=Decimal("0.69"))
+
+    out, _ = run_command(
+        "--user", "staff", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW,
+        "--provider", "pod",
+    )  # fmt: skip
+
+    run = TrainingRun.objects.get()
+    assert (run.provider, run.status) == (TrainingRun.Provider.POD, TrainingRun.Status.PENDING)
+    assert "on a pod" in out
+
+
+def test_a_pod_run_for_a_user_staff_did_not_enable_pods_for_is_refused(alice: Any, photos: Path) -> None:
+    Pod.objects.create(name="pod-a", ui_url="http://127.0.0.1:9", hourly_price_usd=Decimal("0.69"))
+
+    with pytest.raises(CommandError) as raised:
+        run_command(
+            "--user", "alice", "--name", "Anna", "--images", str(photos), "--trigger", "ohwx_anna", *NEW,
+            "--provider", "pod",
+        )  # fmt: skip
+
+    assert "Pod mode is not enabled for your account" in str(raised.value)
+    assert not TrainingRun.objects.exists()
 
 
 def test_save_every_sets_the_checkpoints_and_so_the_samples_and_the_run_page_is_named(

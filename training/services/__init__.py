@@ -15,7 +15,7 @@
     worker         the worker's callbacks: started, progress, finished
     completion     `training_run_complete`: the one way a run completes, whatever told us it ended
     pod_outputs    a pod run's files brought from its pod into storage, recorded as a worker's report
-    pod_lifecycle  a pod on RunPod: started for a waiting run, stopped once idle, its running time counted
+    pod_lifecycle  a pod: created on RunPod or registered, started for a waiting run, stopped once idle
     pod_runs       pod runs: the job made and started on the pod's AI Toolkit UI, polled, ended, removed
     recovery       the LoRA in storage decides when RunPod's result and the worker's report are lost
     cost           the run's cost as a state: pending until RunPod's execution time is read, then settled
@@ -51,7 +51,7 @@ from training.services.likeness import (
     training_run_best_choose,
     training_run_likeness_score,
 )
-from training.services.pod_lifecycle import pod_busy, pod_create, pod_start, pods_check
+from training.services.pod_lifecycle import pod_busy, pod_create, pod_register, pod_start, pods_check
 from training.services.pod_outputs import pod_runs_outputs_overdue
 from training.services.pod_runs import pod_choose, pod_run_outputs_delete
 from training.services.poll import training_run_poll, training_runs_claim_due
@@ -139,6 +139,7 @@ __all__ = [
     "pod_busy",
     "pod_choose",
     "pod_create",
+    "pod_register",
     "pod_run_outputs_delete",
     "pod_runs_outputs_overdue",
     "pod_start",

@@ -5,7 +5,7 @@ running time counted for its cost (`selectors.pod_cost_usd`).
 
 Each change of state is claimed by a conditional update before RunPod is called, so two checks (or a
 check and a submission) never send the same action twice; a call that fails puts the state back.
-A pod without a RunPod id (a UI elsewhere) is never started or stopped.
+A pod without a RunPod id (a UI elsewhere, registered by `pod_register`) is never started or stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -75,6 +76,22 @@ def pod_create(
     pod_token_set(pod, token)
     pod.save()
     logger.info("pod %s: created on RunPod as %s from template %s", name, pod_id, template_id)
+    return pod
+
+
+def pod_register(*, name: str, ui_url: str, token: str, hourly_price_usd: Decimal, gpu_ids: str = "0") -> Pod:
+    """Registers the UI at `ui_url` as a running pod the studio neither starts nor stops (no RunPod id), or
+    points the pod of that name at it and its token again, the rest as staff left it: a second call makes
+    no second pod. For a UI already up elsewhere (the demo's stand-in); staff use the admin or pod_create."""
+    with transaction.atomic():
+        pod = Pod.objects.select_for_update().filter(name=name).first()
+        if pod is None:
+            # As the admin registers one: running, with no running span, since nobody starts or stops it.
+            pod = Pod(name=name, gpu_ids=gpu_ids, hourly_price_usd=hourly_price_usd, state=State.RUNNING)
+        pod.ui_url = ui_url
+        pod_token_set(pod, token)
+        pod.save()
+    logger.info("pod %s: registered at %s", name, ui_url)
     return pod
 
 

@@ -25,7 +25,7 @@ from training.services.recovery import JOB_LOST, job_result_unusable, never_take
 from training.services.schedule import RUNPOD_RESULT_RETENTION, next_poll, past_deadline, pending_recheck
 from training.services.status import training_run_apply_status
 from training.services.transitions import RunId, Source
-from training.time_limits import never_taken_message
+from training.time_limits import never_taken_message, pod_never_started_message
 
 CostState = TrainingRun.CostState
 
@@ -41,12 +41,15 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
         return _cost_poll(run, source)
     now = timezone.now()
     if past_deadline(run, now):
-        message = (
-            never_taken_message()
-            if _dropped_unstarted(run, now)
-            else "The run went past its time limit without finishing, so it was stopped. Retry it; if it "
-            "happens again, choose fewer steps."
-        )
+        if run.provider == TrainingRun.Provider.POD and run.started_at is None:
+            message = pod_never_started_message(run.pod.name if run.pod else "")
+        elif _dropped_unstarted(run, now):
+            message = never_taken_message()
+        else:
+            message = (
+                "The run went past its time limit without finishing, so it was stopped. Retry it; if it "
+                "happens again, choose fewer steps."
+            )
         return training_run_fail(
             run_id=run.pk, code="timed_out", message=message, source=Source.SYSTEM, stop_job=True
         )

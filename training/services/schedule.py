@@ -76,12 +76,21 @@ def finishing(run: TrainingRun, now: datetime) -> bool:
 
 
 def past_deadline(run: TrainingRun, now: datetime) -> bool:
-    """The run has outlived RunPod's own limits (queue time to live, execution timeout) and a margin."""
+    """The run has outlived its limits and a margin: once started, its execution timeout; before, the time
+    its job may wait — RunPod's queue time to live on serverless, the pod's waiting limit on a pod (the
+    UI's queue drops nothing: its runs wait one at a time per GPU, `ui/cron/actions/processQueue.ts`)."""
     if run.started_at is not None:
         limit = run.started_at + timedelta(seconds=run_execution_timeout_s(run))
     else:
-        limit = (run.submitted_at or run.created_at) + timedelta(seconds=settings.TRAINING_JOB_TTL_SECONDS)
+        limit = (run.submitted_at or run.created_at) + timedelta(seconds=queue_timeout_s(run))
     return now > limit + DEADLINE_MARGIN
+
+
+def queue_timeout_s(run: TrainingRun) -> int:
+    """How long the run's job may wait to start where it was sent."""
+    if run.provider == TrainingRun.Provider.POD:
+        return int(settings.TRAINING_POD_QUEUE_TIMEOUT_SECONDS)
+    return int(settings.TRAINING_JOB_TTL_SECONDS)
 
 
 def run_execution_timeout_s(run: TrainingRun) -> int:

@@ -6,6 +6,12 @@ stand-in (real worker, simulated trainer), trains the demo character with `train
 the URLs and keeps serving until Ctrl-C, which stops every process. A process that stops meanwhile is
 started again and the console says so (studio/demo_processes.py). A second run reuses the user, the photos
 and the LoRA.
+
+`--pod` (`make demo DEMO_POD=1`) adds pod mode: the AI Toolkit UI stand-in as one more process, registered
+as the pod `demo-pod`, and a second character trained there at the same time as the first trains
+serverless (studio/demo_pod.py). It is off unless asked for: pod mode is a staff feature, and without it
+the demo stays one run, one progress bar and half the disk and CPU (every save of the simulated trainer is
+a real-size LoRA, and a pod run's are copied from the pod into storage), which is what a newcomer needs.
 """
 
 from __future__ import annotations
@@ -28,6 +34,17 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from studio.demo_images import PortraitsMissing, write_portraits
+from studio.demo_pod import (
+    DEMO_POD,
+    DEMO_POD_CHARACTER,
+    DEMO_POD_TRIGGER,
+    PodRun,
+    pod_environment,
+    pod_health_check,
+    pod_registered,
+    pod_registration,
+    pod_url,
+)
 from studio.demo_processes import Supervisor, read_procfile
 from studio.models import User
 
@@ -43,6 +60,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--port", type=int, default=8000, help="Web port (default 8000).")
         parser.add_argument("--runpod-port", type=int, default=8765, help="Local RunPod port (default 8765).")
+        parser.add_argument(
+            "--pod",
+            action="store_true",
+            help="Also train on a pod: the AI Toolkit UI stand-in, beside the serverless run.",
+        )
+        parser.add_argument(
+            "--pod-port",
+            type=int,
+            default=8676,
+            help="Its port (default 8676: the real UI's 8675 may be in use on this machine).",
+        )
         parser.add_argument("--steps", type=int, default=300, help="Training steps (default 300).")
         parser.add_argument("--rank", type=int, help="LoRA rank (default: the fast preset's).")
         parser.add_argument(
@@ -68,20 +96,26 @@ class Command(BaseCommand):
             write_portraits(photos)
         except PortraitsMissing as error:
             raise CommandError(str(error)) from error
-        supervisor = self._start_processes(demo_dir, options)
+        environment = self._environment(demo_dir, options)
+        supervisor = self._start_processes(demo_dir, options, environment)
         done = threading.Event()
         watcher = threading.Thread(target=supervisor.watch, args=(done,), daemon=True)
         watcher.start()
         try:
-            self._wait_until_up(options["port"], options["runpod_port"], supervisor)
+            registration = (
+                pod_registration(options, token_file=demo_dir / "pod-token", environment=environment)
+                if options["pod"]
+                else None
+            )
+            self._wait_until_up(_health_checks(options, environment), supervisor)
+            if registration is not None:
+                self.say(pod_registered(registration))
             self.say(
                 f"Watch it train: log in at http://127.0.0.1:{options['port']}/ as {DEMO_USER} with password "
                 f"{password}; the run's page fills with samples, a falling loss curve and checkpoints."
             )
-            self._train(
-                photos, steps=options["steps"], save_every=options["save_every"], rank=options["rank"]
-            )
-            self._welcome(options["port"], password, demo_dir)
+            self._train(photos, options)
+            self._welcome(options, password, demo_dir)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
@@ -100,35 +134,36 @@ class Command(BaseCommand):
     def _demo_user(self, demo_dir: Path) -> str:
         """The demo staff user's password: made once, kept in var/demo/password."""
         demo_dir.mkdir(parents=True, exist_ok=True)
-        password_file = demo_dir / "password"
-        if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(12))
-            password_file.chmod(0o600)
-        password = password_file.read_text().strip()
+        password = _kept_secret(demo_dir / "password", 12)
         user = User.objects.filter(username=DEMO_USER).first()
         if user is None:
             User.objects.create_superuser(DEMO_USER, f"{DEMO_USER}@localhost", password)
         return password
 
-    def _start_processes(self, demo_dir: Path, options: dict[str, Any]) -> Supervisor:
+    def _environment(self, demo_dir: Path, options: dict[str, Any]) -> dict[str, str]:
+        secret_key = _kept_secret(demo_dir / "secret-key", 50)  # the site's own: DEBUG off needs one
+        environment = demo_environment(demo_dir / "logs", options, secret_key=secret_key)
+        if options["pod"]:
+            token = _kept_secret(demo_dir / "pod-token", 32)
+            environment.update(pod_environment(demo_dir, options, token=token))
+        return environment
+
+    def _start_processes(
+        self, demo_dir: Path, options: dict[str, Any], environment: dict[str, str]
+    ) -> Supervisor:
         logs = demo_dir / "logs"
         (logs / "runpod").mkdir(parents=True, exist_ok=True)
-        environment = demo_environment(logs, options, secret_key=_secret_key(demo_dir))
-        self.say(f"Starting the web app, Celery worker and beat, and the local RunPod (logs in {logs}).")
+        also = "the local RunPod and the local AI Toolkit UI" if options["pod"] else "and the local RunPod"
+        self.say(f"Starting the web app, Celery worker and beat, {also} (logs in {logs}).")
         commands = read_procfile(Path(settings.BASE_DIR) / "Procfile.demo")
+        if not options["pod"]:
+            del commands["pod"]
         root = Path(settings.BASE_DIR)
         supervisor = Supervisor(commands, env=environment, cwd=root, logs=logs, say=self.say)
         supervisor.start()
         return supervisor
 
-    def _wait_until_up(self, port: int, runpod_port: int, supervisor: Supervisor) -> None:
-        checks = {
-            "web app": (f"http://127.0.0.1:{port}/healthz", {}),
-            "local RunPod": (
-                f"http://127.0.0.1:{runpod_port}/v2/{settings.RUNPOD_ENDPOINT_ID}/health",
-                {"Authorization": f"Bearer {settings.RUNPOD_API_KEY}"},
-            ),
-        }
+    def _wait_until_up(self, checks: dict[str, tuple[str, dict[str, str]]], supervisor: Supervisor) -> None:
         deadline = time.monotonic() + 90
         for name, (url, headers) in checks.items():
             while not _answers(url, headers):
@@ -137,41 +172,93 @@ class Command(BaseCommand):
                 time.sleep(0.5)
             self.say(f"The {name} is up.")
 
-    def _train(self, photos: Path, *, steps: int, save_every: int, rank: int | None) -> None:
+    def _train(self, photos: Path, options: dict[str, Any]) -> None:
+        pod_run = None
+        if options["pod"]:
+            pod_run = PodRun(_train_arguments(DEMO_POD_CHARACTER, DEMO_POD_TRIGGER, photos, options))
+            pod_run.start()
+            self._say_where_the_pod_run_is(options)
         try:
             call_command(
                 "train_character",
-                "--user", DEMO_USER,
-                "--name", DEMO_CHARACTER,
-                "--trigger", DEMO_TRIGGER,
-                "--images", str(photos),
-                # The portraits are public-domain works; the upload asks for consent all the same, as on the
-                # site, and the demo user gives it (with the person's permission: they are not that person).
-                "--consent", "permission",
-                "--preset", "fast",
-                "--steps", str(steps),
-                "--save-every", str(save_every),
+                *_train_arguments(DEMO_CHARACTER, DEMO_TRIGGER, photos, options),
                 "--wait",
-                *(["--rank", str(rank)] if rank else []),
                 stdout=self.stdout,
                 stderr=self.stderr,
-            )  # fmt: skip
+            )
         except CommandError as error:
             # Keep serving: the run's page and the admin show what happened.
             self.stderr.write(f"The demo training did not complete: {error}")
+        if pod_run is not None:
+            self._report_pod_run(pod_run)
 
-    def _welcome(self, port: int, password: str, demo_dir: Path) -> None:
-        site = f"http://127.0.0.1:{port}"
+    def _say_where_the_pod_run_is(self, options: dict[str, Any]) -> None:
+        site = f"http://127.0.0.1:{options['port']}"
+        self.say(
+            f"Beside it, {DEMO_POD_CHARACTER} trains on the pod {DEMO_POD} (the AI Toolkit UI stand-in at "
+            f"{pod_url(options)}, simulated trainer); its report follows this run's. Its run is among the "
+            f"pod runs: {site}/admin/training/trainingrun/?provider__exact=pod (the pod: "
+            f"{site}/admin/training/pod/)."
+        )
+
+    def _report_pod_run(self, pod_run: PodRun) -> None:
+        if pod_run.running():
+            self.say(f"Waiting for {DEMO_POD_CHARACTER}'s run on the pod {DEMO_POD} to end…")
+        lines = pod_run.wait()
+        self.stdout.write(f"\n{DEMO_POD_CHARACTER}, on the pod {DEMO_POD}:")
+        for line in lines:
+            self.stdout.write(f"  {line}")
+        if pod_run.error:
+            self.stderr.write(f"The demo training on the pod did not complete: {pod_run.error}")
+
+    def _welcome(self, options: dict[str, Any], password: str, demo_dir: Path) -> None:
+        site = f"http://127.0.0.1:{options['port']}"
+        pods = f"  Pods:      {site}/admin/training/pod/ ({DEMO_POD}: {pod_url(options)})\n"
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nThe studio is running.\n"
                 f"  Site:      {site}/\n"
                 f"  Admin:     {site}/admin/\n"
+                f"{pods if options['pod'] else ''}"
                 f"  API docs:  {site}/api/docs/\n"
                 f"  Log in as {DEMO_USER} with password {password} (kept in {demo_dir / 'password'}).\n"
                 "Press Ctrl-C to stop every process."
             )
         )
+
+
+def _train_arguments(name: str, trigger: str, photos: Path, options: dict[str, Any]) -> list[str]:
+    """`train_character`'s arguments for a demo character: the portraits, the fast preset, the demo's pace."""
+    rank = options["rank"]
+    return [
+        "--user", DEMO_USER,
+        "--name", name,
+        "--trigger", trigger,
+        "--images", str(photos),
+        # The portraits are public-domain works; the upload asks for consent all the same, as on the
+        # site, and the demo user gives it (with the person's permission: they are not that person).
+        "--consent", "permission",
+        "--preset", "fast",
+        "--steps", str(options["steps"]),
+        "--save-every", str(options["save_every"]),
+        *(["--rank", str(rank)] if rank else []),
+    ]  # fmt: skip
+
+
+def _health_checks(
+    options: dict[str, Any], environment: dict[str, str]
+) -> dict[str, tuple[str, dict[str, str]]]:
+    """Each process that serves, by its name on the console: the URL that answers 200 once it is up."""
+    checks = {
+        "web app": (f"http://127.0.0.1:{options['port']}/healthz", {}),
+        "local RunPod": (
+            f"http://127.0.0.1:{options['runpod_port']}/v2/{settings.RUNPOD_ENDPOINT_ID}/health",
+            {"Authorization": f"Bearer {settings.RUNPOD_API_KEY}"},
+        ),
+    }
+    if options["pod"]:
+        checks["local AI Toolkit UI"] = pod_health_check(options, token=environment["DEMO_POD_TOKEN"])
+    return checks
 
 
 def demo_environment(logs: Path, options: dict[str, Any], *, secret_key: str) -> dict[str, str]:
@@ -201,11 +288,10 @@ def demo_environment(logs: Path, options: dict[str, Any], *, secret_key: str) ->
     return environment
 
 
-def _secret_key(demo_dir: Path) -> str:
-    """The demo site's own secret key (DEBUG off needs one): made once, kept in var/demo/secret-key."""
-    path = demo_dir / "secret-key"
+def _kept_secret(path: Path, length: int) -> str:
+    """A secret of the demo (its password, its site's key, its pod's token): made once, kept in var/demo."""
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
+        path.write_text(secrets.token_urlsafe(length))
         path.chmod(0o600)
     return path.read_text().strip()
 

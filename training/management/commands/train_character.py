@@ -61,6 +61,7 @@ class Command(BaseCommand):
     )
 
     _last_line = ""
+    _show_progress = True
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--user", required=True, help="Username of the owner.")
@@ -94,7 +95,17 @@ class Command(BaseCommand):
             type=int,
             help="Steps between checkpoints, and so between samples (default: the studio's, 250).",
         )
-        parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
+        parser.add_argument(
+            "--provider",
+            choices=TrainingRun.Provider.values,
+            default=TrainingRun.Provider.SERVERLESS,
+            help="Where it trains: serverless (default), or pod (staff, and users staff allowed pods).",
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="Follow the run until it ends (its progress is not shown with --verbosity 0).",
+        )
         parser.add_argument(
             "--timeout", type=float, default=6 * 3600, help="Seconds to wait with --wait (default 6 h)."
         )
@@ -114,10 +125,12 @@ class Command(BaseCommand):
             preset=options["preset"],
             overrides=overrides,
             base_model=options["base_model"],
+            provider=options["provider"],
         )
         if not options["wait"]:
             self.stdout.write(f"Run {run.id} started. Follow it with --wait or on the run's page.")
             return
+        self._show_progress = options["verbosity"] > 0
         run = self._follow(run, timeout=options["timeout"])
         self._report(run)
 
@@ -202,6 +215,7 @@ class Command(BaseCommand):
         preset: str | None,
         overrides: dict[str, int | None],
         base_model: str | None = None,
+        provider: str = TrainingRun.Provider.SERVERLESS,
     ) -> TrainingRun:
         params = {key: value for key, value in overrides.items() if value is not None} or None
         try:
@@ -211,12 +225,15 @@ class Command(BaseCommand):
                 params=params,
                 preset=preset,
                 base_model=base_model,
+                provider=provider,
                 source=TrainingEvent.Source.USER,
             )
         except ApplicationError as error:
             code = EXIT_BAD_INPUT if error.code == "invalid_params" or error.fields else EXIT_REFUSED
             raise CommandError(error.message, returncode=code) from error
-        self.stdout.write(f"Started run {run.id}: {run.params.get('steps')} steps on {run.base_model}.")
+        self.stdout.write(
+            f"Started run {run.id}: {run.params.get('steps')} steps on {run.base_model}{_where(run)}."
+        )
         page = reverse("training:run-detail", args=[run.pk])
         self.stdout.write(f"Its page on the site, with samples, loss and checkpoints as they come: {page}")
         return run
@@ -248,6 +265,8 @@ class Command(BaseCommand):
         return run
 
     def _draw(self, run: TrainingRun) -> None:
+        if not self._show_progress:
+            return
         line = progress_line(run)
         if self.stdout.isatty():
             self.stdout.write("\r" + line.ljust(100), ending="")
@@ -257,12 +276,12 @@ class Command(BaseCommand):
         self._last_line = line
 
     def _end_line(self) -> None:
-        if self.stdout.isatty():
+        if self._show_progress and self.stdout.isatty():
             self.stdout.write("")
 
     def _report(self, run: TrainingRun) -> None:
         if run.status == TrainingRun.Status.COMPLETED:
-            self.stdout.write(self.style.SUCCESS(f"Run {run.id} completed."))
+            self.stdout.write(self.style.SUCCESS(f"Run {run.id} completed{_where(run)}."))
             self.stdout.write(f"LoRA: {lora_location(run)}")
             self.stdout.write(f"Size: {run.lora_bytes} bytes")
             self.stdout.write(f"SHA-256: {run.lora_sha256}")
@@ -300,6 +319,14 @@ def progress_line(run: TrainingRun) -> str:
         parts.append(f"ETA {minutes}m{seconds:02d}s")
     parts.append(run.status)
     return "  ".join(parts)
+
+
+def _where(run: TrainingRun) -> str:
+    """`, on pod <name>` for a pod run (`, on a pod` until one is chosen for it); nothing for a serverless
+    run."""
+    if run.provider != TrainingRun.Provider.POD:
+        return ""
+    return f", on pod {run.pod.name}" if run.pod is not None else ", on a pod"
 
 
 def lora_location(run: TrainingRun) -> str:
