@@ -13,21 +13,22 @@ provider path above it: `training_run_start(..., provider="pod")`, the submissio
 `pod_outputs` bringing samples, checkpoints and loss into storage, verification, completion, the cost, and
 the deletion of the run's outputs from the pod.
 
-What it does: a user allowed pods, a character (not a person: no face check) with `--images` photos of
-512 px and their captions uploaded through `reference_images_upload`, a Pod registered with the URL and token
-(no RunPod id: a UI the studio neither starts nor stops), then `training_run_start(provider="pod")` with 100
-steps (the contract's least), a save and a sample every 50, rank 4, one sample prompt. It then does what the
-Celery worker and beat would: every `--beat-seconds` it calls `sweep_training_runs()` and `check_pods()`;
-tasks they queue (the submission, the polls, verification, likeness, the outputs' deletion) run at once in
-this process. It stops when the run has ended and its outputs are deleted from the pod, and checks the
-statuses (pending → queued → training → completed, from the run's events), the progress, the loss points,
-the samples and checkpoints verified in storage with their thumbnails, the LoRA verified against storage,
-the cost settled, and the job, its files and its dataset gone from the pod. Each check prints OK or FAIL;
-the exit code is the number of failures. `--report F` writes the figures (times, statuses, counts, the job's
-stages as the polls read them) as JSON; `--compare A B` prints two reports side by side and exits with the
-number of figures that must be the same on any UI (`SAME`) and are not. `--cancel-at STEP` cancels the run
-(`training_run_cancel`, the run page's Cancel) once a poll saw that step, and checks the run `cancelled` with
-what it made before the stop (the step-50 checkpoint and sample, the loss so far) and the pod cleared.
+What it does: a user allowed pods, a character (not a person: no face check) with `--images` photos of 512
+px and their captions uploaded through `reference_images_upload`, a Pod registered with the URL and token by
+`pod_register` (as `manage.py pod_register` does: a UI the studio neither starts nor stops), then
+`training_run_start(provider="pod")` with 100 steps (the contract's least), a save and a sample every 50,
+rank 4, one sample prompt. It then does what the Celery worker and beat would: every `--beat-seconds` it
+calls `sweep_training_runs()` and `check_pods()`; tasks they queue (the submission, the polls, verification,
+likeness, the outputs' deletion) run at once in this process. It stops when the run has ended and its
+outputs are deleted from the pod, and checks the statuses (pending → queued → training → completed, from the
+run's events), the progress, the loss points, the samples and checkpoints verified in storage with their
+thumbnails, the LoRA verified against storage, the cost settled, and the job, its files and its dataset gone
+from the pod. Each check prints OK or FAIL; the exit code is the number of failures. `--report F` writes the
+figures (times, statuses, counts, the job's stages as the polls read them) as JSON; `--compare A B` prints
+two reports side by side and exits with the number of figures that must be the same on any UI (`SAME`) and
+are not. `--cancel-at STEP` cancels the run (`training_run_cancel`, the run page's Cancel) once a poll saw
+that step, and checks the run `cancelled` with what it made before the stop (the step-50 checkpoint and
+sample, the loss so far) and the pod cleared.
 
 The studio here is its embedded default in a temporary folder: SQLite, media on local files, Celery tasks
 run eagerly (`CELERY_TASK_ALWAYS_EAGER`), a local-memory cache. The environment's DATABASE_URL, REDIS_URL and
@@ -166,13 +167,12 @@ class PodRun:
     def pod(self) -> Any:
         from decimal import Decimal
 
-        from training.models import Pod
-        from training.pod_secrets import pod_token_set
+        from training.services import pod_register
 
-        pod = Pod(name="bench-pod", ui_url=self.args.url, hourly_price_usd=Decimal("0.69"))
-        pod_token_set(pod, self.args.token)
-        pod.save()
-        return pod
+        # As `manage.py pod_register` does: a UI the studio neither starts nor stops.
+        return pod_register(
+            name="bench-pod", ui_url=self.args.url, token=self.args.token, hourly_price_usd=Decimal("0.69")
+        )
 
     def start(self, character: Any) -> Any:
         from training.services import training_run_start
