@@ -11,7 +11,8 @@ cited beside each behaviour: `server.py` (front server, auth, faults), `routes.p
 `files.py` (public file routes), `cron.py` (queue worker), `db.py` (the database).
 
 It was checked route by route against the real UI built from that commit (`bench/aitoolkit_ui_proof.py`,
-docs/TRAINING.md). Not served: the UI's pages and the routes the studio never calls (GPU and CPU
-stats, monitor, zip, scripts, plugins, image upload/delete/caption, captions, audio art, Ostris Cloud):
-they answer 404.
+docs/TRAINING.md), and a pod-mode run through the studio records the same on both
+(`bench/aitoolkit_ui_pod_run.py`). Not served: the UI's pages and the routes the studio never calls (GPU
+and CPU stats, monitor, zip, scripts, plugins, image upload/delete/caption, captions, audio art, Ostris
+Cloud): they answer 404.
 """
