@@ -39,13 +39,13 @@ def pod_url(options: dict[str, Any]) -> str:
     return f"http://127.0.0.1:{options['pod_port']}"
 
 
-def pod_environment(demo_dir: Path, options: dict[str, Any], *, token: str) -> dict[str, str]:
-    """What the demo's processes add for the pod: the stand-in's port, folder and token (Procfile.demo),
-    and the quicker polls."""
+def pod_environment(demo_dir: Path, options: dict[str, Any], *, token_file: Path) -> dict[str, str]:
+    """What the demo's processes add for the pod: the stand-in's port, folder and token file
+    (Procfile.demo), and the quicker polls."""
     return {
         "DEMO_POD_PORT": str(options["pod_port"]),
         "DEMO_POD_ROOT": str(demo_dir / "pod"),
-        "DEMO_POD_TOKEN": token,
+        "DEMO_POD_TOKEN_FILE": str(token_file),
         "TRAINING_POD_POLL_SECONDS": POD_POLL_SECONDS,
         "TRAINING_SWEEP_INTERVAL_SECONDS": POD_POLL_SECONDS,
     }
@@ -88,6 +88,11 @@ def pod_registered(registration: subprocess.Popen[str]) -> str:
     return said.strip()
 
 
+# How long the console waits for the pod run once the serverless one has ended (a stuck stand-in must not
+# hold back the welcome for train_character's default of 6 h).
+POD_RUN_WAIT_SECONDS = 1800
+
+
 class PodRun:
     """`train_character --provider pod --wait` at verbosity 0 (no progress bar) in a thread; its lines are
     kept for the console until the run has ended and been reported."""
@@ -117,6 +122,8 @@ class PodRun:
                 *train_arguments,
                 "--provider", "pod",
                 "--wait",
+                # The console waits at most this long for it before the welcome; its page follows it on.
+                "--timeout", str(POD_RUN_WAIT_SECONDS),
                 verbosity=0,
                 stdout=self.output,
                 stderr=self.output,

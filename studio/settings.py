@@ -576,8 +576,10 @@ TRAINING_POD_TIMEOUT_SECONDS = env.float("TRAINING_POD_TIMEOUT_SECONDS", default
 TRAINING_POD_TRANSFER_TIMEOUT_SECONDS = env.float("TRAINING_POD_TRANSFER_TIMEOUT_SECONDS", default=600.0)
 # The worker's GPU preset the pod's config is built with ("24gb" fits every pod; "80gb" for A100/H100 pods).
 TRAINING_POD_GPU_PRESET = env.str("TRAINING_POD_GPU_PRESET", default="24gb")
-# How long a pod run may wait for its pod to start its job (runs ahead of it in the UI's queue, a pod being
-# started) before it fails `timed_out`; RunPod's queue TTL (TRAINING_JOB_TTL_SECONDS) is serverless only.
+# How long a pod run may wait for its pod to take it (a stopped pod RunPod cannot start yet, a UI not
+# answering: then it fails `submit_failed`) and, once its job is on the pod, for the job to start (runs ahead
+# of it in the UI's queue: then `timed_out`). RunPod's limits for these (TRAINING_SUBMIT_GIVE_UP_SECONDS,
+# TRAINING_JOB_TTL_SECONDS) are serverless only.
 TRAINING_POD_QUEUE_TIMEOUT_SECONDS = env.int("TRAINING_POD_QUEUE_TIMEOUT_SECONDS", default=24 * 3600)
 # A pod with no run for this long is stopped (a pod's own idle_stop_minutes overrides it); fractions allowed.
 TRAINING_POD_IDLE_STOP_MINUTES = env.float("TRAINING_POD_IDLE_STOP_MINUTES", default=30.0)

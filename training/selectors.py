@@ -198,7 +198,7 @@ def runpod_endpoint_status() -> RunPodEndpointStatus | None:
 def training_run_endpoint_notice(run: TrainingRun) -> str | None:
     """What a run's owner is told while the endpoint itself holds the run up (staff see the cause and the
     fix on the dashboard): waiting for a worker RunPod does not allow, or progress RunPod cannot show."""
-    if run.is_final:
+    if run.is_final or run.provider == TrainingRun.Provider.POD:  # a pod run never meets the endpoint
         return None
     status = runpod_endpoint_status()
     problem = status.problem if status is not None else ""

@@ -110,9 +110,10 @@ def never_taken_message() -> str:
 def pod_never_started_message(pod_name: str) -> str:
     """What a pod run is told when its pod did not start its job within the pod's waiting limit."""
     waited = hours(int(settings.TRAINING_POD_QUEUE_TIMEOUT_SECONDS))
+    pod = f"Pod {pod_name}" if pod_name else "Its pod"
     return (
-        f"Pod {pod_name} did not start the run within {waited}: "
-        "runs ahead of it kept its GPU busy, or the pod is not running. The run was taken off the pod; "
+        f"{pod} did not start the run within {waited}: runs ahead "
+        "of it kept its GPU busy, or the pod is not running. The run is being taken off the pod; "
         "nothing was charged. Retry it later; if it happens again, tell staff to look at the pod."
     )
 

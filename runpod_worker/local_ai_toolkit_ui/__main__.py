@@ -1,4 +1,5 @@
-"""`python -m runpod_worker.local_ai_toolkit_ui --root DIR [--port 8675] [--token T] [--host 127.0.0.1]`."""
+"""`python -m runpod_worker.local_ai_toolkit_ui --root DIR [--port 8675] [--token T | --token-file F]
+[--host 127.0.0.1]` (without either, AI_TOOLKIT_AUTH from the environment, as the real UI reads it)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8675)
-    parser.add_argument(
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument(
         "--token", default=os.environ.get("AI_TOOLKIT_AUTH"), help="AI_TOOLKIT_AUTH (none: open)"
+    )
+    token.add_argument(
+        "--token-file",
+        type=Path,
+        help="a file holding the token (kept off the command line, which `ps` shows)",
     )
     parser.add_argument("--run-py", type=Path, default=SIMULATED_RUN_PY, help="the trainer to launch")
     parser.add_argument("--python", default=sys.executable, help="the interpreter that runs it")
     args = parser.parse_args(argv)
+    if args.token_file is not None:
+        args.token = args.token_file.read_text().strip() or None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.run_py == SIMULATED_RUN_PY:
         logging.warning("AI Toolkit UI stand-in: jobs run the SIMULATED trainer (%s)", args.run_py)

@@ -233,6 +233,19 @@ def test_a_training_runs_page_says_nothing_of_it(
     assert client.get(reverse("training:run-progress", args=[run.pk])).json()["notice"] is None
 
 
+def test_a_pod_runs_page_says_nothing_of_it_since_a_pod_run_never_meets_the_endpoint(
+    client: Client, alice: Any, character: Any, settings: Any
+) -> None:
+    scaled_to_zero(settings)
+    run = make_run(character, TrainingRun.Status.QUEUED, provider=TrainingRun.Provider.POD)
+    client.force_login(alice)
+
+    page = client.get(reverse("training:run-detail", args=[run.pk])).content.decode()
+
+    assert "no GPU worker" not in page
+    assert client.get(reverse("training:run-progress", args=[run.pk])).json()["notice"] is None
+
+
 def test_the_dashboard_shows_staff_what_is_wrong_and_what_to_do(
     client: Client, staff: Any, settings: Any
 ) -> None:

@@ -3,6 +3,7 @@ and stopped after its idle time, its running time counted for its cost."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -13,6 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from studio.errors import ApplicationError
 from tests.runpod_worker.ui_pod import TOKEN, UIPod
 from tests.training.conftest import make_run
 from training.models import Pod, TrainingRun
@@ -229,3 +231,77 @@ def test_registering_with_an_empty_token_file_is_refused_and_registers_nothing(t
         )
 
     assert not Pod.objects.exists()
+
+
+def test_a_runpod_pods_name_is_not_taken_over_by_a_registration() -> None:
+    managed = Pod.objects.create(
+        name="studio-4090",
+        runpod_pod_id="pod_abc123",
+        ui_url="https://x.example",
+        hourly_price_usd=Decimal(1),
+    )
+
+    with pytest.raises(ApplicationError, match="RunPod pod pod_abc123, which the studio starts and stops"):
+        pod_register(
+            name="studio-4090", ui_url="http://10.0.0.5:8675", token="t", hourly_price_usd=Decimal(0)
+        )
+
+    managed.refresh_from_db()
+    assert managed.ui_url == "https://x.example"
+
+
+@pytest.mark.parametrize(
+    ("url", "price", "says"),
+    [
+        ("not a url", "0", "Enter a valid URL."),
+        ("http://10.0.0.5:8675", "NaN", "zero or more, not NaN"),
+        ("http://10.0.0.5:8675", "Infinity", "zero or more, not Infinity"),
+        ("http://10.0.0.5:8675", "-1", "zero or more, not -1"),
+    ],
+)
+def test_a_registration_with_a_bad_url_or_price_is_refused_and_registers_nothing(
+    tmp_path: Path, url: str, price: str, says: str
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("aitk-token\n")
+
+    with pytest.raises(CommandError, match=re.escape(says)):
+        call_command("pod_register", "my-ui", "--url", url, "--token-file", str(token_file), "--price", price)
+
+    assert not Pod.objects.filter(name="my-ui").exists()
+
+
+@pytest.mark.parametrize(("waited_hours", "given_up"), [(2, False), (25, True)])
+def test_a_pod_run_waiting_for_its_pod_is_held_to_the_pods_waiting_limit_not_runpods_submission_one(
+    character: Any, rest: FakeRest, settings: Any, waited_hours: int, given_up: bool
+) -> None:
+    # RunPod may not start a stopped pod for hours (its GPU taken by someone else); the run stays pending
+    # meanwhile, and the submission's one-hour give-up for an unreachable RunPod is not the rule for it.
+    settings.TRAINING_SUBMIT_GIVE_UP_SECONDS = 3600
+    settings.TRAINING_POD_QUEUE_TIMEOUT_SECONDS = 24 * 3600
+    make_pod(state=Pod.State.STARTING)
+    character.owner.pod_training_allowed = True
+    character.owner.save()
+    run = training_run_start(
+        character=character,
+        requested_by=character.owner,
+        params={"steps": 100},
+        provider="pod",
+        source="user",
+    )
+    TrainingRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(hours=waited_hours))
+    run.refresh_from_db()
+
+    if given_up:
+        training_run_submit(run=run)
+    else:
+        with pytest.raises(PodNotRunning):
+            training_run_submit(run=run)
+
+    run.refresh_from_db()
+    if given_up:
+        assert (run.status, run.error_code) == ("failed", "submit_failed")
+        assert run.error_message.startswith("Pod pod-a could not take the run for 25 h")
+        assert "nothing was charged" in run.error_message and run.cost_usd is None
+    else:
+        assert (run.status, run.error_code) == ("pending", "")

@@ -207,10 +207,16 @@ def test_a_pod_run_waiting_in_the_pods_queue_is_not_held_to_runpods_queue_ttl(
 
 
 def test_a_pod_run_the_pod_never_started_within_its_waiting_limit_fails_and_leaves_the_pod(
-    character: Any, pod: Pod, ui_pod: UIPod, settings: Any
+    character: Any, pod: Pod, ui_pod: UIPod, settings: Any, client: Any
 ) -> None:
+    # Another run holds the pod's GPU, so this one's job waits `queued` in the UI's queue behind it.
     settings.TRAINING_POD_QUEUE_TIMEOUT_SECONDS = 24 * 3600
-    run = waiting_since(start(character, steps=3000), hours=25)
+    ahead = poll_until(
+        start(pod_ready_character(character.owner, "Bert"), steps=3000), lambda r: r.started_at
+    )
+    run = start(character)
+    assert ui_pod.client.job_get(TrainingRun.objects.get(pk=run.pk).runpod_job_id).status == "queued"
+    run = waiting_since(run, hours=25)
 
     training_run_poll(run_id=run.pk)
 
@@ -218,9 +224,36 @@ def test_a_pod_run_the_pod_never_started_within_its_waiting_limit_fails_and_leav
     assert (run.status, run.error_code) == ("failed", "timed_out")
     assert run.error_message.startswith("Pod pod-a did not start the run within 24 h")
     assert "nothing was charged" in run.error_message
-    assert run.cost_usd in (None, Decimal(0))
+    assert run.cost_usd is None
     deleted = poll_until(run, lambda r: r.pod_outputs_deleted_at is not None)
     assert ui_pod.client.job_find(pod_job_name(deleted)) is None
+    # The run ahead was left alone, and the page does not charge the one that never trained.
+    assert ui_pod.client.job_get(ahead.runpod_job_id).status == "running"
+    client.force_login(character.owner)
+    page = client.get(reverse("training:run-detail", args=[run.pk])).content.decode()
+    assert "Nothing was billed" in page and "Pod time" not in page
+    training_run_cancel(run=ahead, source="user")
+
+
+def test_a_pod_run_past_its_waiting_limit_whose_job_started_since_the_last_poll_trains_on(
+    character: Any, pod: Pod, ui_pod: UIPod, settings: Any
+) -> None:
+    settings.TRAINING_POD_QUEUE_TIMEOUT_SECONDS = 24 * 3600
+    run = start(character, steps=3000)
+    wait = time.monotonic() + 30
+    while (
+        ui_pod.client.job_get(run.runpod_job_id or TrainingRun.objects.get(pk=run.pk).runpod_job_id).status
+        != "running"
+    ):
+        assert time.monotonic() < wait, "the pod never started the job"
+        time.sleep(0.1)
+    run = waiting_since(run, hours=25)  # the studio has not seen it start yet
+
+    training_run_poll(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert (run.status, run.error_code) == ("training", "")
+    training_run_cancel(run=run, source="user")
 
 
 def test_a_pod_runs_page_shows_its_cost_as_pod_time_at_the_pods_price(

@@ -58,10 +58,13 @@ def pod_run_cost_record(run: TrainingRun, now: datetime) -> None:
     """A pod run's cost: the pod's hours from when its job started training to its end, at the pod's hourly
     price (known at once: nothing is left to read). The pod's idle hours are not in it; the pods' page shows
     them (docs/TRAINING.md, "Pod mode")."""
-    seconds = max(0.0, (now - (run.started_at or now)).total_seconds())
+    run.startup_idle_cost_usd = None
+    if run.started_at is None:  # its job never trained: nothing to charge (the page says "nothing billed")
+        run.execution_ms, run.cost_usd = None, None
+        return
+    seconds = max(0.0, (now - run.started_at).total_seconds())
     price = run.pod.hourly_price_usd if run.pod is not None else None
     run.execution_ms = int(seconds * 1000)
-    run.startup_idle_cost_usd = None
     run.cost_usd = None if price is None else (Decimal(seconds) / 3600 * price).quantize(Decimal("0.0001"))
 
 

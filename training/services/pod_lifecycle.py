@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from studio.errors import ApplicationError
 from training import providers
 from training.aitoolkit import AIToolkitError
 from training.models import Pod, TrainingRun
@@ -82,14 +84,33 @@ def pod_create(
 def pod_register(*, name: str, ui_url: str, token: str, hourly_price_usd: Decimal, gpu_ids: str = "0") -> Pod:
     """Registers the UI at `ui_url` as a running pod the studio neither starts nor stops (no RunPod id), or
     points the pod of that name at it and its token again, the rest as staff left it: a second call makes
-    no second pod. For a UI already up elsewhere (the demo's stand-in); staff use the admin or pod_create."""
+    no second pod. For a UI already up elsewhere (the demo's stand-in); staff use the admin or pod_create.
+    Raises ApplicationError for a bad URL or price, or a name that is a pod on RunPod (the studio starts
+    and stops that one: pointing it elsewhere would leave it billing unseen)."""
+    if not hourly_price_usd.is_finite() or hourly_price_usd < 0:
+        raise ApplicationError(
+            f"A pod's price is USD per hour, zero or more, not {hourly_price_usd}.", code="invalid_price"
+        )
     with transaction.atomic():
         pod = Pod.objects.select_for_update().filter(name=name).first()
+        if pod is not None and pod.runpod_pod_id:
+            raise ApplicationError(
+                f"Pod {name} is RunPod pod {pod.runpod_pod_id}, which the studio starts and stops; register "
+                "the UI under another name.",
+                code="pod_on_runpod",
+            )
         if pod is None:
             # As the admin registers one: running, with no running span, since nobody starts or stops it.
             pod = Pod(name=name, gpu_ids=gpu_ids, hourly_price_usd=hourly_price_usd, state=State.RUNNING)
         pod.ui_url = ui_url
         pod_token_set(pod, token)
+        try:
+            pod.full_clean(exclude=["token_encrypted"], validate_unique=False)
+        except ValidationError as exc:
+            raise ApplicationError(
+                " ".join(message for messages in exc.message_dict.values() for message in messages),
+                code="invalid_pod",
+            ) from exc
         pod.save()
     logger.info("pod %s: registered at %s", name, ui_url)
     return pod

@@ -411,6 +411,15 @@ def _job_halt(client: AIToolkitClient, job_id: str) -> str:
         return "gone"
     if not job.is_active:
         return job.status
+    if job.status == QUEUED:
+        # Not started: marked stopped, the queue never starts it (`processQueue.ts` takes `queued` jobs
+        # only). A start just after the mark reads back `running` (`startJob.ts:405-414`) and is stopped
+        # below; one just before it meets the `stop` flag the mark sets, which the trainer reads each step
+        # (`DiffusionTrainer.py:163-238`).
+        with contextlib.suppress(AIToolkitUncertain):  # read back below
+            client.job_mark_stopped(job_id)
+        if not client.job_get(job_id).is_active:
+            return "marked_stopped"
     with contextlib.suppress(AIToolkitUncertain):  # read back below
         client.job_stop(job_id)
     if client.job_get(job_id).is_active:

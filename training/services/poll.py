@@ -4,6 +4,7 @@ final status that carries the execution time."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from training import providers
+from training.aitoolkit import AIToolkitError
 from training.models import TrainingRun
 from training.runpod import RunPodError, RunPodJobNotFound
 from training.selectors import training_run_cost_pending, training_runs_to_poll
@@ -40,8 +42,12 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
     if run.is_final:
         return _cost_poll(run, source)
     now = timezone.now()
+    if past_deadline(run, now) and _pod_unstarted(run):
+        run = _pod_read_before_deadline(run, source)
+        if run.is_final or run.started_at is not None:
+            return run
     if past_deadline(run, now):
-        if run.provider == TrainingRun.Provider.POD and run.started_at is None:
+        if _pod_unstarted(run):
             message = pod_never_started_message(run.pod.name if run.pod else "")
         elif _dropped_unstarted(run, now):
             message = never_taken_message()
@@ -63,6 +69,19 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
         lost = never_taken() if _dropped_unstarted(run, now) else JOB_LOST
         return job_result_unusable(run, lost, job=None, source=source)
     return training_run_apply_status(run_id=run.pk, job=job, source=source)
+
+
+def _pod_unstarted(run: TrainingRun) -> bool:
+    return run.provider == TrainingRun.Provider.POD and run.started_at is None
+
+
+def _pod_read_before_deadline(run: TrainingRun, source: str) -> TrainingRun:
+    """A pod run the studio has not seen start, past its waiting limit: its job is read first, since it may
+    have started since the last poll (or while the pod could not be reached); an unreachable pod changes
+    nothing, and the deadline ends the run."""
+    with contextlib.suppress(AIToolkitError):
+        pod_run_poll(run=run, source=source)
+    return TrainingRun.objects.get(pk=run.pk)
 
 
 def _dropped_unstarted(run: TrainingRun, now: datetime) -> bool:

@@ -116,14 +116,10 @@ def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
             return None
         if run.submit_attempted_at is not None and now - run.submit_attempted_at < grace:
             return None
-        gave_up = _submit_gave_up(run, now) or _no_pod(run)
+        no_pod = _no_pod(run)
+        gave_up = no_pod or _submit_gave_up(run, now)
         if gave_up:
-            code = (
-                "no_pod"
-                if run.provider == TrainingRun.Provider.POD and run.pod_id is None
-                else "submit_failed"
-            )
-            run_fail(run, code=code, message=gave_up, source=Source.SYSTEM)
+            run_fail(run, code="no_pod" if no_pod else "submit_failed", message=gave_up, source=Source.SYSTEM)
             return None
         run.attempts += 1
         run.submit_attempted_at = now
@@ -135,7 +131,10 @@ def _submit_attempt_mark(run_id: RunId) -> TrainingRun | None:
 
 def _submit_gave_up(run: TrainingRun, now: datetime) -> str:
     """Why a pending run is not sent again ("" while it may be): too many calls that may each have made a
-    job, or RunPod unreachable for longer than anyone would wait for a run to start."""
+    job, or RunPod unreachable for longer than anyone would wait for a run to start; for a pod run, its pod
+    not taking it within the pod's waiting limit."""
+    if run.provider == TrainingRun.Provider.POD:
+        return _pod_gave_up(run, now)
     if run.attempts >= settings.TRAINING_SUBMIT_MAX_ATTEMPTS:
         return (
             f"The run could not be sent to RunPod after {run.attempts} attempts. RunPod may be down or "
@@ -157,6 +156,20 @@ def _submit_gave_up(run: TrainingRun, now: datetime) -> str:
     return ""
 
 
+def _pod_gave_up(run: TrainingRun, now: datetime) -> str:
+    """A pod run waits for its pod (stopped, being started, its UI not answering) as long as a job may
+    wait on a pod: RunPod may take hours to start a stopped pod whose GPU someone else took."""
+    waited = now - run.created_at
+    if waited < timedelta(seconds=settings.TRAINING_POD_QUEUE_TIMEOUT_SECONDS):
+        return ""
+    name = f"Pod {run.pod.name}" if run.pod is not None else "Its pod"
+    return (
+        f"{name} could not take the run for {_duration(waited)} (stopped and RunPod could not start it, "
+        "or its UI did not answer), so it was given up; nothing was charged. Retry it later; if it happens "
+        "again, tell staff to look at the pod."
+    )
+
+
 def _no_pod(run: TrainingRun) -> str:
     """A pod run goes to the pod chosen at its first attempt, and stays there: a second pod could make a
     second job. "" once it has one."""
@@ -172,7 +185,7 @@ def _no_pod(run: TrainingRun) -> str:
 def _pod_submit(run: TrainingRun, retry_in: float | None) -> TrainingRun:
     """The pod's side of a submission: the run's job made on its pod and started (`pod_runs`). A repeat
     duplicates nothing (the job's name is the run's), so no failure counts as an attempt; only
-    TRAINING_SUBMIT_GIVE_UP_SECONDS ends a run its pod never took."""
+    TRAINING_POD_QUEUE_TIMEOUT_SECONDS ends a run its pod never took."""
     try:
         job = pod_job_make(run=run, job_input=training_job_input(run))
     except (AIToolkitUnavailable, StorageUnavailable):

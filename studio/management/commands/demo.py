@@ -144,8 +144,8 @@ class Command(BaseCommand):
         secret_key = _kept_secret(demo_dir / "secret-key", 50)  # the site's own: DEBUG off needs one
         environment = demo_environment(demo_dir / "logs", options, secret_key=secret_key)
         if options["pod"]:
-            token = _kept_secret(demo_dir / "pod-token", 32)
-            environment.update(pod_environment(demo_dir, options, token=token))
+            _kept_secret(demo_dir / "pod-token", 32)
+            environment.update(pod_environment(demo_dir, options, token_file=demo_dir / "pod-token"))
         return environment
 
     def _start_processes(
@@ -257,7 +257,8 @@ def _health_checks(
         ),
     }
     if options["pod"]:
-        checks["local AI Toolkit UI"] = pod_health_check(options, token=environment["DEMO_POD_TOKEN"])
+        token = Path(environment["DEMO_POD_TOKEN_FILE"]).read_text().strip()
+        checks["local AI Toolkit UI"] = pod_health_check(options, token=token)
     return checks
 
 
@@ -291,8 +292,9 @@ def demo_environment(logs: Path, options: dict[str, Any], *, secret_key: str) ->
 def _kept_secret(path: Path, length: int) -> str:
     """A secret of the demo (its password, its site's key, its pod's token): made once, kept in var/demo."""
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(length))
-        path.chmod(0o600)
+        # Created readable by its owner only, never for a moment by others (umask 022 would allow it).
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(secrets.token_urlsafe(length))
     return path.read_text().strip()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from studio.errors import ApplicationError
 from training.services import pod_register
 
 
@@ -34,13 +35,16 @@ class Command(BaseCommand):
                 f"--price must be a number of USD per hour, not {options['price']!r}."
             ) from exc
         token = _token(options["token_file"])
-        pod = pod_register(
-            name=options["name"],
-            ui_url=options["url"],
-            token=token,
-            hourly_price_usd=price,
-            gpu_ids=options["gpu_ids"],
-        )
+        try:
+            pod = pod_register(
+                name=options["name"],
+                ui_url=options["url"],
+                token=token,
+                hourly_price_usd=price,
+                gpu_ids=options["gpu_ids"],
+            )
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
         self.stdout.write(
             f"Pod {pod.name} registered: its UI at {pod.ui_url}, GPU queue {pod.gpu_ids}, "
             f"${pod.hourly_price_usd}/h. Its token is stored encrypted."
