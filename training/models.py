@@ -134,6 +134,12 @@ class TrainingRun(models.Model):
         blank=True,
         help_text="When the pod run's job, dataset and files were deleted from the pod, once kept.",
     )
+    pod_outputs_retry_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Before this, the sweep does not queue the deletion again (one queued is still retrying).",
+    )
 
     runpod_job_id = models.CharField(
         max_length=128, blank=True, default="", help_text="The RunPod job id; for a pod run, the UI's job id."

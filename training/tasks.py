@@ -93,6 +93,9 @@ def delete_pod_outputs(self, run_id: str) -> None:  # type: ignore[no-untyped-de
     while that is still to come, or the pod or storage fails, it retries, then the sweep takes over."""
     try:
         done = services.pod_run_outputs_delete(run_id=run_id)
+    except PodTokenUnreadable as exc:  # retrying changes nothing until staff enter the token again
+        logger.error("pod outputs of run %s not deleted: %s; enter the pod's token in the admin", run_id, exc)
+        return
     except (AIToolkitUnavailable, StorageUnavailable) as exc:
         done, reason = False, str(exc)
     else:

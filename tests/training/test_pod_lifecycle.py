@@ -22,7 +22,9 @@ from training.pod_secrets import pod_token, pod_token_set
 from training.runpod_rest import RunPodRestRejected, RunPodRestUnavailable
 from training.selectors import pod_cost_usd
 from training.services import pod_register, pod_start, pods_check, training_run_start, training_run_submit
+from training.services.pod_outputs import OUTPUTS_RETRY_WINDOW, pod_runs_outputs_overdue
 from training.services.pod_runs import PodNotRunning
+from training.tasks import delete_pod_outputs
 
 pytestmark = pytest.mark.django_db
 
@@ -305,3 +307,43 @@ def test_a_pod_run_waiting_for_its_pod_is_held_to_the_pods_waiting_limit_not_run
         assert "nothing was charged" in run.error_message and run.cost_usd is None
     else:
         assert (run.status, run.error_code) == ("pending", "")
+
+
+def test_the_sweep_queues_an_overdue_pod_outputs_deletion_once_per_retry_window_not_every_sweep(
+    character: Any, settings: Any
+) -> None:
+    # While the pod does not answer, each queued deletion retries on its own for minutes: a sweep every
+    # 15 s that queued another copy each time would pile them up against the pod.
+    pod = make_pod(runpod_pod_id="", state=Pod.State.RUNNING)
+    ended = timezone.now() - timedelta(minutes=5)
+    run = make_run(
+        character, TrainingRun.Status.COMPLETED, provider=TrainingRun.Provider.POD, pod=pod, finished_at=ended
+    )
+    now = timezone.now()
+
+    first = pod_runs_outputs_overdue(now=now)
+    again = pod_runs_outputs_overdue(now=now + timedelta(seconds=15))
+    later = pod_runs_outputs_overdue(now=now + OUTPUTS_RETRY_WINDOW + timedelta(seconds=1))
+
+    assert (first, again, later) == ([run.pk], [], [run.pk])
+
+
+def test_a_pods_unreadable_token_ends_the_deletion_task_with_an_error_instead_of_retrying(
+    character: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    pod = Pod.objects.create(name="pod-a", ui_url="http://127.0.0.1:9", hourly_price_usd=Decimal(1))
+    run = make_run(
+        character,
+        TrainingRun.Status.COMPLETED,
+        provider=TrainingRun.Provider.POD,
+        pod=pod,
+        runpod_job_id="job-1",
+        finished_at=timezone.now(),
+    )
+
+    result = delete_pod_outputs.apply(args=[str(run.pk)])
+
+    assert result.successful() and result.result is None
+    assert "enter the pod's token in the admin" in caplog.text
+    run.refresh_from_db()
+    assert run.pod_outputs_deleted_at is None

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -49,6 +50,9 @@ logger = logging.getLogger("training.services")
 # An ended pod run whose outputs are still on its pod this long after it ended lost its task: the sweep
 # queues the deletion again.
 OUTPUTS_OVERDUE = timedelta(minutes=1)
+# How long one queued deletion may go on retrying (the task's five retries back off 5 s doubling, jittered
+# up to 1.5 times: under 4 minutes), so the sweep queues no other meanwhile.
+OUTPUTS_RETRY_WINDOW = timedelta(minutes=5)
 
 
 def pod_artifacts_collect(*, run: TrainingRun, client: AIToolkitClient, job: AIToolkitJob) -> int:
@@ -161,13 +165,19 @@ def pod_outputs_unsafe(run: TrainingRun) -> int:
 
 
 def pod_runs_outputs_overdue(*, now: datetime | None = None, limit: int = 100) -> list[uuid.UUID]:
-    """Ended pod runs whose outputs are still on a running pod a while after they ended."""
-    cutoff = (now or timezone.now()) - OUTPUTS_OVERDUE
-    runs = TrainingRun.objects.filter(
-        provider=TrainingRun.Provider.POD,
-        status__in=TrainingRun.FINAL_STATUSES,
-        pod_outputs_deleted_at__isnull=True,
-        pod__state=Pod.State.RUNNING,
-        finished_at__lt=cutoff,
-    )
-    return list(runs.order_by("finished_at").values_list("pk", flat=True)[:limit])
+    """Ended pod runs whose outputs are still on a running pod a while after they ended, claimed for one
+    queued deletion: the sweep does not queue another for them until that one's retries are spent
+    (OUTPUTS_RETRY_WINDOW), so an unanswering pod is not met by a new copy every sweep."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        runs = TrainingRun.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+            Q(pod_outputs_retry_at__isnull=True) | Q(pod_outputs_retry_at__lte=now),
+            provider=TrainingRun.Provider.POD,
+            status__in=TrainingRun.FINAL_STATUSES,
+            pod_outputs_deleted_at__isnull=True,
+            pod__state=Pod.State.RUNNING,
+            finished_at__lt=now - OUTPUTS_OVERDUE,
+        )
+        claimed = list(runs.order_by("finished_at").values_list("pk", flat=True)[:limit])
+        TrainingRun.objects.filter(pk__in=claimed).update(pod_outputs_retry_at=now + OUTPUTS_RETRY_WINDOW)
+    return claimed
