@@ -67,19 +67,24 @@ def make_pod(url: str = "http://127.0.0.1:9", **fields: Any) -> Pod:
     return pod
 
 
-def test_a_pod_run_waiting_for_a_stopped_pod_gets_it_started_and_waits(
-    character: Any, rest: FakeRest
-) -> None:
-    pod = make_pod(state=Pod.State.STOPPED)
+def pod_run_start(character: Any) -> TrainingRun:
+    """A pod run of the character, its owner allowed pods."""
     character.owner.pod_training_allowed = True
     character.owner.save()
-    run = training_run_start(
+    return training_run_start(
         character=character,
         requested_by=character.owner,
         params={"steps": 100},
         provider="pod",
         source="user",
     )
+
+
+def test_a_pod_run_waiting_for_a_stopped_pod_gets_it_started_and_waits(
+    character: Any, rest: FakeRest
+) -> None:
+    pod = make_pod(state=Pod.State.STOPPED)
+    run = pod_run_start(character)
 
     with pytest.raises(PodNotRunning):  # the submission task tries again later
         training_run_submit(run=run)
@@ -282,15 +287,7 @@ def test_a_pod_run_waiting_for_its_pod_is_held_to_the_pods_waiting_limit_not_run
     settings.TRAINING_SUBMIT_GIVE_UP_SECONDS = 3600
     settings.TRAINING_POD_QUEUE_TIMEOUT_SECONDS = 24 * 3600
     make_pod(state=Pod.State.STARTING)
-    character.owner.pod_training_allowed = True
-    character.owner.save()
-    run = training_run_start(
-        character=character,
-        requested_by=character.owner,
-        params={"steps": 100},
-        provider="pod",
-        source="user",
-    )
+    run = pod_run_start(character)
     TrainingRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(hours=waited_hours))
     run.refresh_from_db()
 
