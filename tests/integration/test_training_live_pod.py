@@ -53,13 +53,13 @@ def character_ready_to_train(owner: Any, name: str = "Anna") -> Any:
     return pod_ready_character(owner, name)
 
 
-def start(character: Any, provider: str = "pod", steps: int = 100) -> TrainingRun:
+def start(character: Any, provider: str = "pod", steps: int = 100, save_every: int = 50) -> TrainingRun:
     params = {
         "steps": steps,
-        "save_every": 50,
+        "save_every": save_every,
         "rank": 4,
         "sample_prompts": ["[trigger] portrait"],
-        "sample_every": 50,
+        "sample_every": save_every,
     }
     return training_run_start(
         character=character, requested_by=character.owner, params=params, provider=provider, source="user"
@@ -179,7 +179,8 @@ def test_a_pod_restarted_mid_run_gets_the_job_made_again_and_the_run_completes(
     alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod
 ) -> None:
     stack = pod_stack()
-    run = start(character_ready_to_train(alice), steps=600)
+    # Long enough to restart the pod mid-run, with few saves: each is a FLUX-sized LoRA to bring back.
+    run = start(character_ready_to_train(alice), steps=600, save_every=300)
     wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, progress_step__gt=0).exists(), what="progress")
     first_job = TrainingRun.objects.get(pk=run.pk).runpod_job_id
 

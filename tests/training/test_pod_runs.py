@@ -155,7 +155,8 @@ def test_a_pod_restarted_with_a_fresh_database_gets_the_job_made_again(
     pod: Pod,
     ui_pod: UIPod,
 ) -> None:
-    run = start(character, steps=600)
+    # Long enough to restart the pod mid-run, with few saves: each is a FLUX-sized LoRA to bring back.
+    run = start(character, steps=600, save_every=300, sample_every=300)
     run = poll_until(run, lambda r: r.status == "training" and r.progress_step > 0)
     first_job = run.runpod_job_id
     control(ui_pod, "restart_pod", {"down_s": 0.5, "keep_state": False})
