@@ -394,7 +394,10 @@ API_IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 
 # Outbound webhooks: bounded attempts with growing pauses, and short timeouts per attempt.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
-WEBHOOK_RETRY_DELAYS_SECONDS = [10, 60, 300, 1800, 7200]  # six attempts over about 2.5 hours
+# The pauses before each attempt after the first: six attempts over about 2.5 hours.
+WEBHOOK_RETRY_DELAYS_SECONDS: list[int] = env.list(
+    "WEBHOOK_RETRY_DELAYS_SECONDS", cast=int, default=[10, 60, 300, 1800, 7200]
+)
 # How often beat looks for deliveries whose task was lost, and how many one pass may queue. A pending
 # delivery is taken as lost once it has been due for a whole interval: a task merely queued runs well
 # within that, and should it still run, it and the sweep's copy claim one attempt between them.
