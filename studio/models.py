@@ -25,6 +25,11 @@ class User(AbstractUser):
         help_text="May choose pod mode (a persistent pod's AI Toolkit) for a run; staff always may.",
     )
 
+    @property
+    def may_train_on_pods(self) -> bool:
+        """Pod mode is offered to, and allowed for, staff and the accounts staff enabled it for."""
+        return bool(self.is_staff or self.pod_training_allowed)
+
 
 class IdempotencyKey(models.Model):
     """A client's `Idempotency-Key` and the resource its first request created.

@@ -102,7 +102,7 @@ def training_start(request: HttpRequest, character_id: uuid.UUID) -> HttpRespons
 
 def _pods_allowed(request: HttpRequest) -> bool:
     user: Any = request.user
-    return bool(user.is_staff or user.pod_training_allowed)
+    return bool(user.may_train_on_pods)
 
 
 def _render_form(

@@ -79,9 +79,7 @@ def provider_validate(provider: str, requested_by: User) -> str:
             code="invalid_params",
             fields={"provider": [f"Choose one of: {names}."]},
         )
-    if provider == TrainingRun.Provider.POD and not (
-        requested_by.is_staff or requested_by.pod_training_allowed
-    ):
+    if provider == TrainingRun.Provider.POD and not requested_by.may_train_on_pods:
         message = "Pod mode is not enabled for your account. Train serverless, or ask staff to enable it."
         raise ApplicationError(message, code="pod_not_allowed", fields={"provider": [message]})
     if provider == TrainingRun.Provider.POD and not Pod.objects.filter(accepts_runs=True).exists():
