@@ -42,20 +42,12 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
     if run.is_final:
         return _cost_poll(run, source)
     now = timezone.now()
-    if past_deadline(run, now) and _pod_unstarted(run):
-        run = _pod_read_before_deadline(run, source)
-        if run.is_final or run.started_at is not None:
-            return run
     if past_deadline(run, now):
         if _pod_unstarted(run):
-            message = pod_never_started_message(run.pod.name if run.pod else "")
-        elif _dropped_unstarted(run, now):
-            message = never_taken_message()
-        else:
-            message = (
-                "The run went past its time limit without finishing, so it was stopped. Retry it; if it "
-                "happens again, choose fewer steps."
-            )
+            run = _pod_read_before_deadline(run, source)
+            if run.is_final or run.started_at is not None:
+                return run
+        message = _deadline_message(run, now)
         return training_run_fail(
             run_id=run.pk, code="timed_out", message=message, source=Source.SYSTEM, stop_job=True
         )
@@ -69,6 +61,19 @@ def training_run_poll(*, run_id: RunId, source: str = Source.POLL) -> TrainingRu
         lost = never_taken() if _dropped_unstarted(run, now) else JOB_LOST
         return job_result_unusable(run, lost, job=None, source=source)
     return training_run_apply_status(run_id=run.pk, job=job, source=source)
+
+
+def _deadline_message(run: TrainingRun, now: datetime) -> str:
+    """Why a run past its deadline is failed: its pod never started it, RunPod dropped it untaken, or it ran
+    too long."""
+    if _pod_unstarted(run):
+        return pod_never_started_message(run.pod.name if run.pod else "")
+    if _dropped_unstarted(run, now):
+        return never_taken_message()
+    return (
+        "The run went past its time limit without finishing, so it was stopped. Retry it; if it happens "
+        "again, choose fewer steps."
+    )
 
 
 def _pod_unstarted(run: TrainingRun) -> bool:
