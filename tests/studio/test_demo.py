@@ -10,6 +10,7 @@ the files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -87,9 +88,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         sys.executable, "manage.py", "demo", "--port", str(port), "--runpod-port", str(free_port()),
         "--steps", "150", "--seconds-per-step", "0.02", "--rank", "4", "--pod", "--pod-port", str(pod_port),
     ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    # Started the way a shell starts a background job (`make demo &`, a CI runner without job control):
+    # with SIGINT ignored, which a child inherits. Ctrl-C must stop the demo all the same.
+    with sigint_ignored():
+        process = subprocess.Popen(
+            command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     running = Demo(
         process=process,
         session=session,
@@ -103,10 +107,23 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         running.wait_for_line("Press Ctrl-C", timeout=240)
         yield running
     finally:
-        running.stop()
-        reader.join(timeout=5)
-        for pid in processes_of_session(session):
-            os.kill(pid, signal.SIGKILL)
+        try:
+            running.stop()
+        finally:
+            # Even a demo that did not stop in time leaves nothing running behind the suite.
+            reader.join(timeout=5)
+            for pid in processes_of_session(session):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process meanwhile, so a child started now inherits it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_the_demo_trains_its_character(demo: Demo) -> None:
