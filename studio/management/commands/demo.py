@@ -3,9 +3,9 @@
 It migrates, creates a `demo` staff user, writes the portraits it trains on (studio/demo_images.py),
 starts the web app (gunicorn with DEBUG off, as in production), a Celery worker, beat and the local RunPod
 stand-in (real worker, simulated trainer), trains the demo character with `train_character --wait`, prints
-the URLs and keeps serving until Ctrl-C, which stops every process. A process that stops meanwhile is
-started again and the console says so (studio/demo_processes.py). A second run reuses the user, the photos
-and the LoRA.
+the URLs and keeps serving until Ctrl-C (or SIGTERM), which stops every process. A process that stops
+meanwhile is started again and the console says so (studio/demo_processes.py). A second run reuses the
+user, the photos and the LoRA.
 
 `--pod` (`make demo DEMO_POD=1`) adds pod mode: the AI Toolkit UI stand-in as one more process, registered
 as the pod `demo-pod`, and a second character trained there at the same time as the first trains
@@ -88,6 +88,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         demo_dir = Path(settings.VAR_DIR) / "demo"
+        stop_on_interrupt()
         os.environ.setdefault(SESSION_VARIABLE, uuid.uuid4().hex)
         call_command("migrate", interactive=False, verbosity=0)
         password = self._demo_user(demo_dir)
@@ -225,6 +226,18 @@ class Command(BaseCommand):
                 "Press Ctrl-C to stop every process."
             )
         )
+
+
+def stop_on_interrupt() -> None:
+    """Ctrl-C and SIGTERM both end the demo through its `finally`, which stops every process it started.
+
+    Python turns SIGINT into KeyboardInterrupt only when SIGINT was not ignored at start-up, and a shell
+    without job control starts a background job (`make demo &`, some CI runners) with SIGINT ignored: the
+    demo would then ignore Ctrl-C and its processes outlive it. A plain SIGTERM would end it without its
+    `finally`, leaving every process (each in a session of its own) running.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _train_arguments(name: str, trigger: str, photos: Path, options: dict[str, Any]) -> list[str]:
