@@ -24,8 +24,8 @@ django.setup()
 assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 from studio.management.commands.demo import stop_on_interrupt
 stop_on_interrupt()
-print("ready", flush=True)
 try:
+    print("ready", flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     print("stopping every process", flush=True)
