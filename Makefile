@@ -26,8 +26,8 @@ migrate: $(STAMP)
 # and the run says so loudly at the end, except with CI=true, where a missing Chromium fails them.
 export CHROMIUM_PATH ?= /usr/bin/chromium
 # Tests run in TEST_WORKERS processes (pytest-xdist), handed out test by test (`loadgroup`): a long
-# live-stack file no longer holds one process for minutes while the others idle. No test is grouped yet: a
-# module's shared stack and its own-stack tests share one queue (docs/BENCHMARKS.md, "The test suite").
+# live-stack file no longer holds one process for minutes while the others idle. A module whose tests share
+# what it builds once (the demo, a shared live stack) keeps them in one process (tests/support/grouping.py).
 # The live-stack tests spend most of their time waiting on their own processes, so three share two cores.
 TEST_WORKERS ?= 3
 test: $(STAMP)

@@ -6,8 +6,10 @@ Two ways to get one:
   restarts none of it. Faults are switched on the stand-in at run time, settings of the Celery worker through
   `RUNTIME_SETTINGS`; between tests the stand-in is reset (no faults, no jobs, its workers idle again) and
   each test has its own database state, as ever. A test process builds the stack when it runs the module's
-  first such test and tears it down when it moves to another module's test (the suite does not group a
-  module's tests in one process: its stack and a `stack_factory` stack would share the process's queue).
+  first such test and tears it down when it moves to another module's test. A module whose tests all use
+  `shared_stack` runs in one process (`in_one_process`, tests/support/grouping.py), so its stack is built
+  once; a module that mixes both is not grouped: its stack and a `stack_factory` stack would share the
+  process's queue.
 - `stack_factory`: a stack of the test's own, for a test that kills, stops or restarts a part of it (the
   Celery worker, Redis, Postgres, the stand-in), or needs the stand-in's workers started differently.
 """

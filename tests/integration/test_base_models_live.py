@@ -19,10 +19,11 @@ from django.core.files.storage import default_storage
 from runpod_worker.contract import BaseModel
 from tests.integration.conftest import Stack, wait_for
 from tests.integration.test_training_live import character_ready_to_train, explain, final, lora_objects
+from tests.support.grouping import in_one_process
 from training.models import TrainingRun
 from training.services import training_run_start
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 RANK = 4
 STEPS = 100  # the contract's minimum
 

@@ -15,12 +15,10 @@ from runpod_worker.contract import parse_error
 from tests.integration.test_fault_matrix import assert_one_job_one_lora
 from tests.integration.test_fault_recovery import assert_lora_is_the_stored_file, recovered_from_storage
 from tests.integration.test_training_live import character_ready_to_train, explain, final, start
+from tests.support.grouping import in_one_process
 from training.services import training_run_start
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 
 
 def test_a_5xx_storm_completes_the_run_with_one_job(alice: Any, shared_stack: Any) -> None:

@@ -14,12 +14,10 @@ from runpod_worker.contract import parse_error
 from tests.integration.conftest import Stack, wait_for
 from tests.integration.test_fault_matrix import assert_one_job_one_lora
 from tests.integration.test_training_live import character_ready_to_train, explain, final, start
+from tests.support.grouping import in_one_process
 from training.models import TrainingRun
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 
 
 def rerun_ended(stack: Stack, run: TrainingRun, *, replaces: bool) -> dict[str, Any]:

@@ -26,13 +26,11 @@ from tests.integration.test_training_live import (
     start,
     statuses,
 )
+from tests.support.grouping import in_one_process
 from training.models import TrainingRun
 from training.services import training_run_retry
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 
 # The Celery worker's RunPod client gives up after this; the stand-in answers only after SLOW_S.
 CLIENT_TIMEOUT_S = 1.0

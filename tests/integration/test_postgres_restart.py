@@ -37,13 +37,14 @@ from tests.characters.images import distinct_jpegs
 from tests.conftest import S3_TEST_BUCKET
 from tests.integration.conftest import WORKER_ENV, PrivateRedis
 from tests.support.celery_worker import CeleryWorker
+from tests.support.grouping import in_one_process
 from tests.support.local_runpod import LocalRunPod
 from tests.support.postgres import PostgresCluster, PostgresUnavailable
 from tests.support.s3server import S3Server
 from tests.support.web_server import REPO_ROOT, WebServer
 from training.models import TrainingEvent, TrainingRun
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, in_one_process(__name__)]
 
 DATABASE = "studio"
 QUEUE = f"postgres-restart-{os.getpid()}"

@@ -16,11 +16,12 @@ from runpod_worker.contract import parse_error
 from tests.characters.factories import CharacterFactory, ReferenceImageFactory
 from tests.characters.images import jpeg_bytes
 from tests.integration.conftest import Stack, wait_for
+from tests.support.grouping import in_one_process
 from training.models import TrainingRun
 from training.selectors import character_current_lora
 from training.services import TRAINING_POLL, training_run_cancel, training_run_start
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 # The first step of a training run's poll backoff (training.services.schedule.TRAINING_POLL).
 BACKOFF_POLL_S = TRAINING_POLL[0].total_seconds()
 

@@ -16,11 +16,12 @@ from django.core.files.storage import default_storage
 
 from tests.integration.conftest import wait_for
 from tests.integration.test_training_live import character_ready_to_train, explain, final
+from tests.support.grouping import in_one_process
 from training.artifacts import stored_lora_digest
 from training.models import Checkpoint, LossSeries, Sample, TrainingRun
 from training.services import training_run_cancel, training_run_start
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 
 PROMPTS = ["a portrait of [trigger]", "[trigger] on a beach", "a full-body photo of [trigger]"]
 

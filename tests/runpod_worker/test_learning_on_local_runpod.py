@@ -25,9 +25,10 @@ from runpod_worker.contract import (
 )
 from runpod_worker.trainer import safetensors_metadata, steps_from_metadata
 from tests.runpod_worker.conftest import Bucket, FakeBackend, image_entry
+from tests.support.grouping import in_one_process
 from tests.support.local_runpod import LocalRunPod
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, in_one_process(__name__)]
 
 PROMPTS = ["[trigger], portrait", "[trigger], three-quarter view", "[trigger], full body"]
 

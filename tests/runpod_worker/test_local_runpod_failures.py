@@ -11,9 +11,10 @@ import pytest
 
 from runpod_worker.contract import parse_error
 from tests.runpod_worker.conftest import Bucket, image_entry
+from tests.support.grouping import in_one_process
 from tests.support.local_runpod import LocalRunPod
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, in_one_process(__name__)]
 
 
 @pytest.fixture(scope="module")

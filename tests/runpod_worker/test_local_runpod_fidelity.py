@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.grouping import in_one_process
 from tests.support.local_runpod import LocalRunPod, ScriptedWorker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, in_one_process(__name__)]
 
 NO_FAULTS = {
     "webhook_on_cancel": False,

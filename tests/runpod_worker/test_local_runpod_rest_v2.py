@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.grouping import in_one_process
 from tests.support.local_runpod import LocalRunPod
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, in_one_process(__name__)]
 
 QUEUE_ENDPOINT = {
     "name": "lora-training",

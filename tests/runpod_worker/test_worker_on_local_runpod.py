@@ -18,9 +18,10 @@ from safetensors import safe_open
 
 from runpod_worker.contract import JobOutput, Progress, parse_error
 from tests.runpod_worker.conftest import Bucket, FakeBackend, image_entry, jpeg_bytes
+from tests.support.grouping import in_one_process
 from tests.support.local_runpod import LocalRunPod
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, in_one_process(__name__)]
 
 
 @pytest.fixture(scope="module")

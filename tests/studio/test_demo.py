@@ -31,12 +31,13 @@ import pytest
 import requests
 
 from studio.management.commands.demo import SESSION_VARIABLE, processes_of_session
+from tests.support.grouping import in_one_process
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONCURRENT_STARTS = 4
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, in_one_process(__name__)]
 
 
 @dataclass
