@@ -73,26 +73,37 @@ def report_browser_tests_not_run(terminalreporter: Any, config: pytest.Config) -
     terminalreporter.write_line("With CI=true a missing Chromium fails the run instead.")
 
 
-@pytest.fixture
-def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A fresh Chromium page (1280 x 900) that accepts downloads."""
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the module's tests (starting one costs about 1.5 s of CPU); each test gets
+    a fresh context of its own from `page`. Browser modules run in one process (`in_one_process`), so each
+    starts Chromium once per run."""
     problem = chromium_problem()
     if problem is not None:
         pytest.fail(f"{problem}; CI must run the browser tests. Install it: {INSTALL_HINT}")
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an event loop in this thread, which makes Django refuse ORM calls from
-    # the test itself; the live server answers from its own thread either way.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    # Chromium refuses to start as root with its sandbox on (containers, CI).
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        context.set_default_timeout(20_000)
-        yield context.new_page()
-        context.close()
-        browser.close()
+    # Playwright's sync API keeps an event loop in this thread while it runs, which makes Django refuse ORM
+    # calls from the tests and their fixtures (the live server answers from its own thread either way). Every
+    # test of a browser module drives the browser, so the module's tests run with that check off.
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        # Chromium refuses to start as root with its sandbox on (containers, CI).
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+            yield browser
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh page (1280 x 900) in a context of its own (no cookies or storage of another test), accepting
+    downloads."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(20_000)
+    yield context.new_page()
+    context.close()
 
 
 @pytest.fixture

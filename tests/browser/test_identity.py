@@ -14,11 +14,12 @@ import pytest
 from tests.browser.test_run_watch import DESKTOP, PAGE_WIDTH, PHONE, log_in, wait_until
 from tests.characters import photos
 from tests.characters.identity import character_with
+from tests.support.grouping import in_one_process
 from tests.training.likeness_helpers import TRAINED_ON, alike, copy, trained_run
 from tests.training.test_checkpoint_choice import completed
 from training.services import training_run_likeness_score
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 
 
 @pytest.fixture

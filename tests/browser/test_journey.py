@@ -13,9 +13,15 @@ import pytest
 
 from tests.browser.photos import photos
 from tests.integration.conftest import Stack
+from tests.support.grouping import in_one_process
 from training.models import TrainingRun
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    in_one_process(__name__),
+]
 
 PASSWORD = "a long browser passphrase 7"
 # Slow enough for the page to poll a few times mid-run, fast enough to keep the test well under a minute.

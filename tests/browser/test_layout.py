@@ -19,10 +19,11 @@ from developer import services as developer_services
 from developer.models import WebhookDelivery, WebhookEndpoint
 from tests.browser.photos import photo_bytes
 from tests.characters.factories import CharacterFactory
+from tests.support.grouping import in_one_process
 from tests.training.factories import TrainingRunFactory
 from training.models import TrainingEvent, TrainingRun
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}

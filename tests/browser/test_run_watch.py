@@ -21,11 +21,12 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from tests.browser.photos import photo_bytes
 from tests.characters.factories import CharacterFactory
+from tests.support.grouping import in_one_process
 from tests.training.factories import TrainingRunFactory
 from training.models import Checkpoint, LossSeries, Sample, TrainingRun
 from training.run_files import checkpoint_file, sample_file, sample_thumbnails_make
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
