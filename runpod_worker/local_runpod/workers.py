@@ -20,6 +20,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIMULATOR_DIR = REPO_ROOT / "runpod_worker" / "simulated_ai_toolkit"
 SIMULATOR_CAPTIONER = SIMULATOR_DIR / "captioner_model"
+# First on the workers' path: py-cpuinfo's one answer the SDK wants, without its two extra processes
+# (worker_path/cpuinfo.py says why).
+WORKER_PATH = Path(__file__).resolve().parent / "worker_path"
 
 
 @dataclass(eq=False)
@@ -79,7 +82,9 @@ def worker_env(
         "RUNPOD_DEBUG_LEVEL": os.environ.get("RUNPOD_DEBUG_LEVEL", "INFO"),
         "PYTHONUNBUFFERED": "1",
         "AI_TOOLKIT_DIR": os.environ.get("AI_TOOLKIT_DIR", str(SIMULATOR_DIR)),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(WORKER_PATH), str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+        ),
     }
     env.update(extra)
     if Path(env["AI_TOOLKIT_DIR"]).resolve() == SIMULATOR_DIR:
