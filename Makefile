@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint fmt migrate run worker beat clean bench load-test worker-lock worker-smoke
+.PHONY: install bytecode demo test lint fmt migrate run worker beat clean bench load-test worker-lock worker-smoke
 
 # (Re)create the virtualenv and install the pinned dependencies when any requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt runpod_worker/requirements.txt tests/photos-requirements.txt
@@ -14,7 +14,17 @@ $(STAMP): requirements.txt requirements-dev.txt runpod_worker/requirements.txt t
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --dest $(VENV)/test-photos \
 		-r tests/photos-requirements.txt
+	@# Bytecode for every installed module, once. pip writes none where PYTHONDONTWRITEBYTECODE is set (as on
+	@# many CI machines), and then every process compiles Django, Celery, boto3... again at each start: about
+	@# 4 s of CPU for each Celery worker, GPU worker and web process the demo and the suite start.
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib
 	@touch $(STAMP)
+
+# The project's own bytecode, brought up to date (only changed files are compiled) before the demo or the
+# suite starts its processes; Python reads it even where PYTHONDONTWRITEBYTECODE keeps it from writing any.
+PROJECT_PYTHON := studio characters training developer runpod_worker tests bench manage.py
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q -j 0 $(PROJECT_PYTHON)
 
 install: $(STAMP)
 
@@ -30,7 +40,7 @@ export CHROMIUM_PATH ?= /usr/bin/chromium
 # what it builds once (the demo, a shared live stack) keeps them in one process (tests/support/grouping.py).
 # The live-stack tests spend most of their time waiting on their own processes, so three share two cores.
 TEST_WORKERS ?= 3
-test: $(STAMP)
+test: bytecode
 	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; \
 	eval "$$services"; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
@@ -46,7 +56,7 @@ fmt: $(STAMP)
 
 # The whole studio on the embedded default, training a demo character; Ctrl-C stops it all.
 # DEMO_POD=1 also trains a second character on a pod (the AI Toolkit UI stand-in) at the same time.
-demo: $(STAMP)
+demo: bytecode
 	$(BIN)/python manage.py demo $(if $(filter 1 yes true,$(DEMO_POD)),--pod)
 
 run: migrate
@@ -64,7 +74,7 @@ bench: $(STAMP)
 	for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 # 50 API clients against gunicorn + Postgres on this machine for a minute (docs/BENCHMARKS.md).
-load-test: $(STAMP)
+load-test: bytecode
 	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; eval "$$services"; \
 	$(BIN)/python bench/load_test.py
 
