@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-# The integration suite's live-stack fixtures (its own Redis database and queue), shared, not copied.
-from tests.integration.conftest import broker_url, session_broker_url, stack_factory  # noqa: F401
+# The integration suite's own-stack fixture (the session broker it uses is a plugin: tests/support/broker.py).
+from tests.integration.conftest import stack_factory  # noqa: F401
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 INSTALL_HINT = "sudo apt-get install chromium  (Debian/Ubuntu; or set CHROMIUM_PATH to a Chromium binary)"

@@ -28,7 +28,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.urls import reverse
 
-from tests.integration.conftest import Stack, private_redis, wait_for
+from tests.integration.conftest import Stack, wait_for
 from tests.integration.test_training_live import (
     assert_only_stored_lora,
     character_ready_to_train,
@@ -38,6 +38,7 @@ from tests.integration.test_training_live import (
     start,
     statuses,
 )
+from tests.support.broker import private_redis
 from tests.support.local_runpod import LocalRunPod
 from training.models import TrainingRun
 from training.selectors import character_current_lora

@@ -22,7 +22,7 @@ from developer.models import WebhookDelivery
 from developer.services import webhook_endpoint_create
 from runpod_worker.contract import parse_error
 from tests.developer.receiver import Receiver, receiver
-from tests.integration.conftest import Stack, private_redis, wait_for
+from tests.integration.conftest import Stack, wait_for
 from tests.integration.test_fault_matrix import assert_one_job_one_lora
 from tests.integration.test_training_live import (
     assert_only_stored_lora,
@@ -31,6 +31,7 @@ from tests.integration.test_training_live import (
     final,
     start,
 )
+from tests.support.broker import private_redis
 from training.models import StrayJob, TrainingRun
 from training.selectors import character_current_lora
 

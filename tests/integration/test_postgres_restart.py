@@ -35,7 +35,8 @@ from psycopg import sql
 
 from tests.characters.images import distinct_jpegs
 from tests.conftest import S3_TEST_BUCKET
-from tests.integration.conftest import WORKER_ENV, PrivateRedis
+from tests.integration.conftest import WORKER_ENV
+from tests.support.broker import PrivateRedis
 from tests.support.celery_worker import CeleryWorker
 from tests.support.grouping import in_one_process
 from tests.support.local_runpod import LocalRunPod
