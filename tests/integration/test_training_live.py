@@ -67,9 +67,13 @@ def lora_objects(stack: Stack, character: Any) -> list[str]:
 
 def assert_only_stored_lora(stack: Stack, run: TrainingRun) -> None:
     """The run's own LoRA is the only one its character has in the bucket, once the completion has tidied
-    up after its transaction (the upload, and any copy that was not kept, go right after it commits)."""
+    up after its transaction (the upload, and any copy that was not kept, go right after it commits).
+
+    A path that lost the race to complete the run removes its own copy only once it has made and read it:
+    a 43 MB copy and its hash, which took over 15 s on two loaded cores (a full run's fault test found a
+    second copy at 15 s); so the wait is the stack's usual minute."""
     with contextlib.suppress(TimeoutError):
-        wait_for(lambda: lora_objects(stack, run.character) == [run.lora_name], timeout=15)
+        wait_for(lambda: lora_objects(stack, run.character) == [run.lora_name], timeout=60)
     assert lora_objects(stack, run.character) == [run.lora_name]
 
 
