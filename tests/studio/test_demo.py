@@ -10,7 +10,6 @@ the files.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -33,6 +32,7 @@ import requests
 from studio.management.commands.demo import SESSION_VARIABLE, processes_of_session
 from tests.support.grouping import in_one_process
 from tests.support.ports import free_port
+from tests.support.processes import sigint_ignored
 
 REPO = Path(__file__).resolve().parents[2]
 CONCURRENT_STARTS = 4
@@ -115,16 +115,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             reader.join(timeout=5)
             for pid in processes_of_session(session):
                 os.kill(pid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored in this process meanwhile, so a child started now inherits it ignored."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def test_the_demo_trains_its_character(demo: Demo) -> None:

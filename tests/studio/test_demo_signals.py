@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import sigint_ignored
+
 REPO = Path(__file__).resolve().parents[2]
 MAIN_LOOP = """
 import os, signal, sys, time
@@ -34,13 +36,10 @@ except KeyboardInterrupt:
 
 @pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_demo_runs_its_stop_on_ctrl_c_and_sigterm_though_started_with_sigint_ignored(sent: int) -> None:
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the child, as from a shell
-    try:
+    with sigint_ignored():
         child = subprocess.Popen(
             [sys.executable, "-c", MAIN_LOOP], cwd=REPO, stdout=subprocess.PIPE, text=True
         )
-    finally:
-        signal.signal(signal.SIGINT, previous)
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
