@@ -13,6 +13,7 @@ the same answers either way.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 from collections.abc import Callable, Iterator
@@ -49,15 +50,8 @@ def _remembered(function: Callable[..., Any]) -> Callable[..., Any]:
         )
         if key not in answers:
             answers[key] = function(*args, **kwargs)
-        answer = answers[key]
-        # Callers get their own copy of an array (a list of detections holds frozen records).
-        return (
-            answer.copy()
-            if isinstance(answer, np.ndarray)
-            else list(answer)
-            if isinstance(answer, list)
-            else answer
-        )
+        # Callers get their own copy (of an array; of a list of frozen detections).
+        return copy.copy(answers[key])
 
     return wrapper
 
