@@ -44,3 +44,27 @@ def test_only_the_stand_ins_workers_find_it_first() -> None:
 
     assert Path(in_worker.stdout.strip()) == WORKER_PATH / "cpuinfo.py"
     assert Path(cpuinfo.__file__).parent != WORKER_PATH  # this process, like the image, has py-cpuinfo itself
+
+
+def test_the_trainer_a_worker_starts_gets_py_cpuinfo_itself() -> None:
+    environment = worker_env(
+        worker_id="w1", base_url="http://127.0.0.1:9", endpoint_id="e", worker_key="k", extra={}
+    )
+    # The worker imports the SDK (and so cpuinfo) before it starts the trainer with its own environment.
+    worker_then_trainer = (
+        "import os, subprocess, sys; import runpod.serverless; "
+        "print(subprocess.run([sys.executable, '-c', 'import cpuinfo; print(cpuinfo.__file__)'], "
+        "env=dict(os.environ), capture_output=True, text=True, check=True).stdout)"
+    )
+
+    finished = subprocess.run(
+        [sys.executable, "-c", worker_then_trainer],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert Path(finished.stdout.strip()) == Path(cpuinfo.__file__)
