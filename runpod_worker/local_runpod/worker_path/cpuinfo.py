@@ -6,13 +6,22 @@ The SDK names the processor at import, for its debugger's output only (runpod 1.
 9.0.0 answers that by starting a second Python process (`cpuinfo.py:2719-2749`, `get_cpu_info_json`), which
 then runs CPUID in a third: about 1.2 s of CPU at every worker start, more than the rest of the SDK's
 import. The stand-in starts workers by the hundred in the test suite, so its workers find this module first
-on their path (`workers.worker_env`). On RunPod, and in the image, py-cpuinfo itself answers; nothing else
-in the worker imports it.
+on their path (`workers.worker_env`). On RunPod, and in the image, py-cpuinfo itself answers.
+
+Only the worker process: once imported, this module takes its folder off the PYTHONPATH the worker hands
+its children, so the trainer (AI Toolkit's `run.py`, started with the worker's environment) and whatever
+it imports get py-cpuinfo itself.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+_HERE = str(Path(__file__).resolve().parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry and entry != _HERE
+)
 
 
 def get_cpu_info() -> dict[str, str]:
