@@ -214,6 +214,39 @@ def test_a_sample_enlarges_and_the_keyboard_walks_the_gallery(
     assert page.evaluate("() => document.activeElement.id") == "sample-300-2"
 
 
+# Focus as the dialog's `close` event finds it, before the page's own listeners run: a capturing listener on
+# the window sees the event first. The event is a task queued after the dialog closes, so focus must already
+# be back on the sample shown by then, not on the thumbnail the viewer opened from.
+FOCUS_AT_CLOSE = """() => {
+    window.focusAtClose = null;
+    window.addEventListener("close", () => { window.focusAtClose = document.activeElement.id; },
+                            {capture: true, once: true});
+}"""
+
+
+@pytest.mark.parametrize("closing", ["Escape", "Close button"])
+def test_closing_the_viewer_returns_focus_to_the_sample_shown_as_it_closes(
+    page: Any, live_server: Any, alice: Any, closing: str
+) -> None:
+    run = learning_run(alice, status=TrainingRun.Status.COMPLETED, step=STEPS)
+    log_in(page, live_server.url, alice)
+    page.goto(f"{live_server.url}/runs/{run.pk}/")
+    page.locator("#sample-300-1").focus()
+    page.keyboard.press("Enter")
+    page.keyboard.press("ArrowDown")
+    assert page.locator("#sample-viewer-prompt").inner_text() == PROMPTS[2]
+
+    page.evaluate(FOCUS_AT_CLOSE)
+    if closing == "Escape":
+        page.keyboard.press("Escape")
+    else:
+        page.locator("#sample-viewer button[type=submit]").click()
+
+    wait_until(page, "() => window.focusAtClose !== null")
+    assert page.evaluate("() => window.focusAtClose") == "sample-300-2"
+    assert page.evaluate("() => document.activeElement.id") == "sample-300-2"
+
+
 def test_a_new_sample_and_new_loss_appear_on_the_open_page_without_a_reload(
     page: Any, live_server: Any, alice: Any, artifacts: Path
 ) -> None:
