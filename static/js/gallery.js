@@ -82,12 +82,35 @@
     move(0, 1);
   });
 
+  // The browser's own closing gives focus back to the thumbnail the viewer opened from, and the `close`
+  // event comes a task later: closing here moves focus to the sample shown as part of closing.
+  function closeViewer() {
+    viewer.close();
+    returnFocus();
+  }
+
+  function returnFocus() {
+    // The live script may have redrawn the gallery meanwhile: find the thumbnail again by its id.
+    var target = opener && (document.getElementById(opener.id) || opener);
+    if (target && target.isConnected) target.focus();
+  }
+
   viewer.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") {
+      event.preventDefault(); // a cancelled keydown is no close request (HTML: close requests)
+      closeViewer();
+      return;
+    }
     var moves = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
     var delta = moves[event.key];
     if (!delta) return;
     event.preventDefault();
     move(delta[0], delta[1]);
+  });
+
+  viewer.querySelector("form[method=dialog]").addEventListener("submit", function (event) {
+    event.preventDefault();
+    closeViewer();
   });
 
   // A click on the backdrop (outside the dialog's box) closes it, as Escape does.
@@ -96,13 +119,12 @@
     var box = viewer.getBoundingClientRect();
     var inside = event.clientX >= box.left && event.clientX <= box.right &&
       event.clientY >= box.top && event.clientY <= box.bottom;
-    if (!inside) viewer.close();
+    if (!inside) closeViewer();
   });
 
+  // Any other way the dialog closes (a platform's back gesture) gives focus back here, a task later.
   viewer.addEventListener("close", function () {
-    // The live script may have redrawn the gallery meanwhile: find the thumbnail again by its id.
-    var target = opener && (document.getElementById(opener.id) || opener);
-    if (target && target.isConnected) target.focus();
+    returnFocus();
     shown = null;
   });
 })();
