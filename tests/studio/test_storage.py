@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
+from botocore.loaders import JSONFileLoader
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from storages.backends.s3 import S3Storage
@@ -34,6 +36,37 @@ def test_files_round_trip_through_the_configured_client(s3_storage: Any) -> None
     with default_storage.open(name, "rb") as handle:
         assert handle.read() == b"kept"
     default_storage.delete(name)
+
+
+def test_a_new_thread_opens_its_own_connection_without_reading_botocores_data_files_again(
+    s3_storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # django-storages opens a connection per thread (boto3 resources are not thread-safe), and a threaded
+    # server starts a thread per request: each would parse the S3 model and endpoint data (JSON) again.
+    connections: list[Any] = []
+
+    def connect() -> None:
+        connections.append(default_storage.connection)
+
+    first = threading.Thread(target=connect)
+    first.start()
+    first.join()
+    reads: list[str] = []
+    load_file = JSONFileLoader.load_file
+
+    def counted(loader: JSONFileLoader, path: str) -> Any:
+        reads.append(path)
+        return load_file(loader, path)
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", counted)
+
+    second = threading.Thread(target=connect)
+    second.start()
+    second.join()
+
+    assert connections[0] is not connections[1]
+    assert reads == []
+    assert connections[1].meta.client.meta.config.read_timeout == studio_storage.S3_READ_TIMEOUT
 
 
 @pytest.fixture
