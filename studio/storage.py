@@ -10,6 +10,9 @@ import os
 import shutil
 from typing import Any
 
+import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from storages.backends.s3 import S3Storage
@@ -20,6 +23,29 @@ from storages.backends.s3 import S3Storage
 S3_CONNECT_TIMEOUT = 5
 S3_READ_TIMEOUT = 60
 S3_MAX_ATTEMPTS = 3  # in all, the first included
+
+
+# botocore reads the S3 service model and the endpoint data (JSON files) once per session, and django-storages
+# opens a session per thread (boto3 resources are not thread-safe). A server with a thread per request
+# would read them again for every request that touches the bucket: about 110 ms of CPU, 9 ms with the
+# process's one loader, which keeps what it has read.
+_BOTOCORE_LOADER = botocore.loaders.create_loader()
+
+
+class MediaS3Storage(S3Storage):
+    """django-storages' S3 storage whose per-thread sessions share the process's botocore loader."""
+
+    def _create_session(self) -> boto3.Session:
+        botocore_session = botocore.session.get_session()
+        botocore_session.register_component("data_loader", _BOTOCORE_LOADER)
+        if self.session_profile:
+            return boto3.Session(botocore_session=botocore_session, profile_name=self.session_profile)
+        return boto3.Session(
+            botocore_session=botocore_session,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            aws_session_token=self.security_token,
+        )
 
 
 def s3_media_storage(
@@ -33,7 +59,7 @@ def s3_media_storage(
 ) -> dict[str, Any]:
     """The STORAGES entry for media on an S3-compatible bucket."""
     return {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "studio.storage.MediaS3Storage",
         "OPTIONS": {
             "bucket_name": bucket_name,
             "access_key": access_key,
