@@ -279,3 +279,20 @@ def test_a_wan22_5b_lora_is_one_file_at_the_real_models_shapes(tmp_path: Path) -
     header = _header(tmp_path / "output" / NAME / f"{NAME}.safetensors")
     assert header["diffusion_model.blocks.29.ffn.0.lora_B.weight"]["shape"] == [14336, 4]
     assert header["diffusion_model.blocks.0.cross_attn.k.lora_A.weight"]["shape"] == [4, 3072]
+
+
+def test_lora_blocks_keeps_the_first_blocks_of_each_kind_at_their_real_names_and_shapes(tmp_path: Path) -> None:
+    spec = _spec(steps=100, save_every=100, sample_every=100, sample_prompts=[])
+    _run(tmp_path / "every", spec)
+    _run(tmp_path / "light", spec, SIMULATED_TRAINER_LORA_BLOCKS="2")
+
+    every = _header(tmp_path / "every" / "output" / NAME / f"{NAME}.safetensors")
+    light = _header(tmp_path / "light" / "output" / NAME / f"{NAME}.safetensors")
+    metadata = light.pop("__metadata__")
+    every.pop("__metadata__")
+    # transformer.transformer_blocks.<n>.… and transformer.single_transformer_blocks.<n>.…
+    first_two = {key: entry["shape"] for key, entry in every.items() if int(key.split(".")[2]) < 2}
+    assert {key: entry["shape"] for key, entry in light.items()} == first_two
+    assert {key.split(".")[1] for key in first_two} == {"transformer_blocks", "single_transformer_blocks"}
+    assert len(first_two) == (14 + 6) * 2 * 2
+    assert steps_from_metadata(metadata) == 100
