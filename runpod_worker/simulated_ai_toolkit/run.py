@@ -11,6 +11,10 @@ tested end to end on a laptop or CI. Environment switches:
 - SIMULATED_TRAINER_FAIL=crash|oom|no_output: crash with a traceback, fail like AI Toolkit after
   repeated CUDA OOMs, or exit 0 without writing the final file.
 - SIMULATED_TRAINER_FAIL_AT_STEP (default: half way): the step the failure happens at.
+- SIMULATED_TRAINER_LORA_BLOCKS (default: every block, as AI Toolkit saves them): only the first N
+  transformer blocks of each kind go into the LoRA files, at their real names and shapes. The test suite
+  sets 2 where nothing depends on the LoRA's size: a FLUX.1 LoRA at rank 4 is then 3 MB instead of 43 MB,
+  which every save writes, hashes, uploads and the studio downloads again to verify.
 
 As AI Toolkit does (jobs/process/BaseSDTrainProcess.py at 27a03a91): it resumes from the newest save in
 its save folder by ctime, at the step in that file's metadata (:823-889, :2048-2054), loading optimizer.pt
@@ -129,10 +133,18 @@ def lora_metadata(config: dict[str, Any], step: int, epoch: int) -> dict[str, st
     return flat
 
 
+def first_blocks(shapes: dict[str, tuple[int, int]], count: int) -> dict[str, tuple[int, int]]:
+    """The tensors of the first `count` blocks of each kind (`<prefix>.<block>.<module>...`)."""
+    return {key: shape for key, shape in shapes.items() if int(key.split(".")[2]) < count}
+
+
 def save_lora(path: Path, config: dict[str, Any], step: int, seed: int, epoch: int = 0) -> None:
     rank = int(config["config"]["process"][0]["network"]["linear"])
     arch = config["config"]["process"][0]["model"].get("arch", "flux")
     shapes = lora_shapes.ARCHES[arch][0](rank) if arch in lora_shapes.ARCHES else flux_lora_shapes(rank)
+    blocks = os.environ.get("SIMULATED_TRAINER_LORA_BLOCKS")
+    if blocks:
+        shapes = first_blocks(shapes, int(blocks))
     for index, target in enumerate(lora_shapes.lora_files(path, config)):
         rng = np.random.default_rng(seed + step + index)
         tensors = {}
