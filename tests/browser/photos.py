@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from functools import cache
 from pathlib import Path
 
 from PIL import ImageOps
@@ -10,6 +11,7 @@ from PIL import ImageOps
 from tests.browser.drawn_character import draw_sample
 
 
+@cache  # drawn once per test process: the same index and size always give the same bytes
 def photo_bytes(index: int, size: tuple[int, int] = (640, 768)) -> bytes:
     """The drawn character (tests/browser/drawn_character.py), a different picture for each index, fitted to
     `size`: a face the face check finds in most of them, so the studio trains it as a person."""

@@ -9,6 +9,7 @@ import hashlib
 import io
 import math
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ PAGE_WIDTH = (
 )
 
 
+@cache  # drawn once per test process
 def sample_image(prompt_index: int, step: int) -> bytes:
     """A figure that sharpens as the steps go by, labelled with its step, as a simulated trainer draws."""
     image = Image.open(io.BytesIO(photo_bytes(prompt_index, (512, 512)))).convert("RGB")
