@@ -29,7 +29,7 @@ from django.db import connection
 
 from tests.support.broker import QUEUE
 from tests.support.celery_worker import CeleryWorker
-from tests.support.local_runpod import LocalRunPod
+from tests.support.local_runpod import LIGHT_LORA, LocalRunPod
 from tests.support.s3server import S3Server
 
 SWEEP_INTERVAL_S = 1.0
@@ -39,6 +39,7 @@ WORKER_ENV = {
     "WORKER_PROGRESS_INTERVAL_S": "0.3",
     "WORKER_PROGRESS_SETTLE_S": "0.3",
     "WORKER_HEARTBEAT_INTERVAL_S": "0.5",
+    **LIGHT_LORA,
 }
 # The worker-callback view runs in this process (the live server): a delivery of a job whose holder has
 # been silent this long takes the run over (a GPU worker lost mid-job).
@@ -239,12 +240,19 @@ class SharedStack:
 
 
 @pytest.fixture(scope="module")
+def stand_in_env() -> dict[str, str]:
+    """The module's shared stand-in's worker environment over WORKER_ENV; a module overrides it."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def module_stack(
     live_server: Any,
     s3_server: S3Server,
     session_broker_url: str,
     django_db_setup: None,
     tmp_path_factory: pytest.TempPathFactory,
+    stand_in_env: dict[str, str],
 ) -> Iterator[SharedStack]:
     """One stack for the module's tests (through `shared_stack`)."""
     if connection.vendor != "postgresql":
@@ -257,6 +265,7 @@ def module_stack(
         public_url=live_server.url,
         s3=s3_server,
         broker_url=session_broker_url,
+        runpod_env=stand_in_env,
         worker_env={"STUDIO_TEST_SETTINGS_FILE": str(settings_file)},
         worker_args=["--include=tests.integration.celery_settings"],
     )

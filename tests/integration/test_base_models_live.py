@@ -28,6 +28,13 @@ RANK = 4
 STEPS = 100  # the contract's minimum
 
 
+@pytest.fixture(scope="module")
+def stand_in_env() -> dict[str, str]:
+    """Every block in every LoRA (the suite's stand-ins write the first two only): this module tests the
+    whole layout of each model's files."""
+    return {"SIMULATED_TRAINER_LORA_BLOCKS": ""}
+
+
 # What each base model's LoRA file holds, from AI Toolkit 27a03a91 and the real models' widths: the prefix
 # of every tensor (diffusers/PEFT keys for FLUX.1, ComfyUI keys for the others), how many tensors, one tensor
 # and its shape at rank 4, and `ss_base_model_version` (each model class's get_base_model_version).

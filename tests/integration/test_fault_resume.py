@@ -1,7 +1,7 @@
 """The fault matrix's resume case on a live stack of its own: RunPod loses a GPU worker mid-run and runs
 the job again; the studio tells the new delivery to resume from the newest verified checkpoint.
 
-Its stand-in takes 0.02 s a step (the shared stacks take 0.01): a checkpoint's upload (43 MB at rank 4),
+Its stand-in takes 0.02 s a step (the shared stacks take 0.01): a checkpoint's upload,
 its report and its verification end well within the 100 steps between a save and the kill, as they do on
 a GPU, where 100 steps take minutes (as the worker's own test does: tests/runpod_worker/
 test_learning_on_local_runpod.py). The stand-in kills a GPU worker, not the stack.

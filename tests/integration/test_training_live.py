@@ -40,8 +40,8 @@ def character_ready_to_train(owner: Any) -> Any:
 
 def start(character: Any, steps: int = 100) -> TrainingRun:
     """A run of `steps` steps. Rank 4, one checkpoint and no samples: these stories are about the run's
-    status, and every checkpoint (43 MB at rank 4, 172 MB at 16) and sample is uploaded and verified;
-    test_training_live_artifacts.py tells the stories of those files."""
+    status, and every checkpoint (3 MB at rank 4 with the stand-ins' first two blocks of each kind) and
+    sample is uploaded and verified; test_training_live_artifacts.py tells the stories of those files."""
     params = {"steps": steps, "save_every": max(50, steps // 2), "rank": 4, "sample_prompts": []}
     return training_run_start(character=character, requested_by=character.owner, params=params, source="user")
 
@@ -70,8 +70,8 @@ def assert_only_stored_lora(stack: Stack, run: TrainingRun) -> None:
     up after its transaction (the upload, and any copy that was not kept, go right after it commits).
 
     A path that lost the race to complete the run removes its own copy only once it has made and read it:
-    a 43 MB copy and its hash, which took over 15 s on two loaded cores (a full run's fault test found a
-    second copy at 15 s); so the wait is the stack's usual minute."""
+    a copy and its hash, which took over 15 s on two loaded cores when every LoRA was 43 MB (a full run's
+    fault test found a second copy at 15 s); so the wait is the stack's usual minute."""
     with contextlib.suppress(TimeoutError):
         wait_for(lambda: lora_objects(stack, run.character) == [run.lora_name], timeout=60)
     assert lora_objects(stack, run.character) == [run.lora_name]

@@ -18,6 +18,7 @@ from django.urls import reverse
 from tests.developer.api_helpers import client_for
 from tests.integration.conftest import Stack, wait_for
 from tests.support.local_ai_toolkit_ui import LocalAIToolkitUI
+from tests.support.local_runpod import LIGHT_LORA
 from tests.training.pod_helpers import pod_ready_character
 from training import providers
 from training.models import Pod, TrainingRun
@@ -34,9 +35,8 @@ POD_WORKER_ENV = {"TRAINING_POD_POLL_SECONDS": "0.5"}
 
 @pytest.fixture
 def ui(tmp_path: Path) -> Iterator[LocalAIToolkitUI]:
-    pod = LocalAIToolkitUI(
-        workdir=tmp_path / "pod", token=TOKEN, env={"SIMULATED_TRAINER_SECONDS_PER_STEP": "0.01"}
-    ).start()
+    env = {"SIMULATED_TRAINER_SECONDS_PER_STEP": "0.01", **LIGHT_LORA}
+    pod = LocalAIToolkitUI(workdir=tmp_path / "pod", token=TOKEN, env=env).start()
     yield pod
     pod.stop()
 

@@ -26,14 +26,14 @@ from runpod_worker.contract import (
 from runpod_worker.trainer import safetensors_metadata, steps_from_metadata
 from tests.runpod_worker.conftest import Bucket, FakeBackend, image_entry
 from tests.support.grouping import in_one_process
-from tests.support.local_runpod import LocalRunPod
+from tests.support.local_runpod import LIGHT_LORA, LocalRunPod
 
 pytestmark = [pytest.mark.integration, in_one_process(__name__)]
 
 PROMPTS = ["[trigger], portrait", "[trigger], three-quarter view", "[trigger], full body"]
 
 
-def _stand_in(workdir: Path, seconds_per_step: float) -> LocalRunPod:
+def _stand_in(workdir: Path, seconds_per_step: float, **env: str) -> LocalRunPod:
     return LocalRunPod(
         workdir=workdir,
         workers=2,
@@ -41,20 +41,22 @@ def _stand_in(workdir: Path, seconds_per_step: float) -> LocalRunPod:
             "SIMULATED_TRAINER_SECONDS_PER_STEP": str(seconds_per_step),
             "WORKER_PROGRESS_INTERVAL_S": "0.2",
             "WORKER_ARTIFACT_POLL_S": "0.2",
+            **env,
         },
     )
 
 
 @pytest.fixture(scope="module")
 def runpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRunPod]:
-    with _stand_in(tmp_path_factory.mktemp("local-runpod-learning"), 0.005) as stand_in:
+    with _stand_in(tmp_path_factory.mktemp("local-runpod-learning"), 0.005, **LIGHT_LORA) as stand_in:
         yield stand_in
 
 
 @pytest.fixture
 def slower_runpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRunPod]:
-    """Steps slow enough that a checkpoint's upload (43 MB here) ends well within the 100 steps between
-    a save and the kill, as it does on a GPU, where 100 steps take minutes."""
+    """Steps slow enough that a checkpoint's upload (43 MB: every block, as the resumed LoRA's whole
+    layout is checked) ends well within the 100 steps between a save and the kill, as it does on a GPU,
+    where 100 steps take minutes."""
     with _stand_in(tmp_path_factory.mktemp("local-runpod-resume"), 0.02) as stand_in:
         yield stand_in
 

@@ -281,7 +281,7 @@ def test_a_wan22_5b_lora_is_one_file_at_the_real_models_shapes(tmp_path: Path) -
     assert header["diffusion_model.blocks.0.cross_attn.k.lora_A.weight"]["shape"] == [4, 3072]
 
 
-def test_lora_blocks_keeps_the_first_blocks_of_each_kind_at_their_real_names_and_shapes(tmp_path: Path) -> None:
+def test_lora_blocks_keeps_the_first_blocks_of_each_kind_at_their_real_shapes(tmp_path: Path) -> None:
     spec = _spec(steps=100, save_every=100, sample_every=100, sample_prompts=[])
     _run(tmp_path / "every", spec)
     _run(tmp_path / "light", spec, SIMULATED_TRAINER_LORA_BLOCKS="2")
