@@ -19,6 +19,16 @@ from pathlib import Path
 
 from tests.support.processes import REPO_ROOT, kill_group, log_tails, spawn, stop_group
 
+# Modules every test worker imports before it forks: the face engine's answers shared with the test run.
+INCLUDED = ("tests.support.face_memo_in_worker",)
+
+
+def _with_includes(args: list[str]) -> list[str]:
+    """`args` with every `--include=` merged into one: Celery takes one comma-separated list, and of
+    several `--include` options only the last."""
+    includes = [*INCLUDED, *(arg.split("=", 1)[1] for arg in args if arg.startswith("--include="))]
+    return [f"--include={','.join(includes)}", *(arg for arg in args if not arg.startswith("--include="))]
+
 
 class CeleryWorker:
     def __init__(
@@ -47,7 +57,7 @@ class CeleryWorker:
             "--loglevel=INFO", f"--concurrency={self.concurrency}", "--pool=prefork",
             f"--hostname=test-{os.getpid()}-{self.starts}@%h", "--without-gossip", "--without-mingle",
         ]  # fmt: skip
-        command += self.extra_args
+        command += _with_includes(self.extra_args)
         if self.beat:
             command += ["--beat", f"--schedule={self.workdir / 'beat-schedule'}"]
         environment = {**os.environ, **self.env, "STUDIO_VAR_DIR": str(self.workdir / "var")}
