@@ -17,7 +17,7 @@ from studio.storage import s3_media_storage
 from tests.studio.factories import UserFactory
 from tests.support.s3server import S3Server, SeaweedProcess
 
-# The face engine answers each distinct photo once per test process (tests/support/face_memo.py says why);
+# The face engine answers each distinct photo once per run (tests/support/face_memo.py says why);
 # the live stack's broker is one session fixture for every folder (tests/support/broker.py).
 pytest_plugins = ["tests.support.face_memo", "tests.support.broker"]
 
