@@ -34,8 +34,10 @@ POD_WORKER_ENV = {"TRAINING_POD_POLL_SECONDS": "0.5"}
 
 
 @pytest.fixture
-def ui(tmp_path: Path) -> Iterator[LocalAIToolkitUI]:
-    env = {"SIMULATED_TRAINER_SECONDS_PER_STEP": "0.01", **LIGHT_LORA}
+def ui(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalAIToolkitUI]:
+    """The pod's UI; its trainer takes 0.01 s a step unless the test asks for another (`indirect`)."""
+    seconds_per_step = getattr(request, "param", "0.01")
+    env = {"SIMULATED_TRAINER_SECONDS_PER_STEP": seconds_per_step, **LIGHT_LORA}
     pod = LocalAIToolkitUI(workdir=tmp_path / "pod", token=TOKEN, env=env).start()
     yield pod
     pod.stop()
@@ -278,6 +280,9 @@ def test_a_stopped_pod_is_started_for_a_run_and_stopped_again_after_its_idle_tim
     assert run.cost_state == "settled" and Decimal(0) < run.cost_usd <= pod_cost_usd(pod)
 
 
+# Training takes 5 s: polls slowed by the faults below still see it (at 0.01 s a step the 100 steps could end
+# between two polls that each waited out a late answer, and the run would go from queued to completed).
+@pytest.mark.parametrize("ui", ["0.05"], indirect=True)
 def test_a_pod_whose_answers_come_late_or_are_lost_still_gets_one_job_and_the_run_completes(
     alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod
 ) -> None:
