@@ -3,9 +3,9 @@ takes several "Start training" at once, starts a crashed worker again and says s
 It runs with `--pod`, so a second character trains at the same time on the AI Toolkit UI stand-in.
 
 One demo runs for the whole module (starting it takes most of a minute); the tests use it in order and the
-last one stops it. Its run and the runs started through the site train at rank 4: every save is a real-size
-LoRA that the worker hashes and uploads and the studio verifies, and what is tested here is the demo, not
-the files.
+last one stops it. Its run and the runs started through the site train at rank 4, and its simulated trainer
+writes the first two blocks of each LoRA (`LIGHT_LORA`): every save is still hashed, uploaded and verified,
+and what is tested here is the demo, not the size of its files.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import requests
 
 from studio.management.commands.demo import SESSION_VARIABLE, processes_of_session
 from tests.support.grouping import in_one_process
+from tests.support.local_runpod import LIGHT_LORA
 from tests.support.ports import free_port
 from tests.support.processes import sigint_ignored
 
@@ -84,7 +85,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     port, pod_port = free_port(), free_port()
     # The embedded default, in a folder of its own: SQLite, the file-system broker, local files.
     environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    environment.update({"STUDIO_VAR_DIR": str(var), SESSION_VARIABLE: session})
+    environment.update({"STUDIO_VAR_DIR": str(var), SESSION_VARIABLE: session, **LIGHT_LORA})
     command = [
         sys.executable, "manage.py", "demo", "--port", str(port), "--runpod-port", str(free_port()),
         "--steps", "150", "--seconds-per-step", "0.02", "--rank", "4", "--pod", "--pod-port", str(pod_port),
@@ -248,7 +249,7 @@ def create_character(session: requests.Session, base: str, name: str, photos: li
 def start_training(session: requests.Session, base: str, character_id: str) -> str:
     form = session.get(f"{base}/characters/{character_id}/train/", timeout=10)
     # Rank 4, the smallest the studio allows: these runs are about starting and completing, and each
-    # checkpoint the simulated trainer writes is a real-size LoRA (172 MB at the preset's rank 16).
+    # checkpoint the simulated trainer writes is a LoRA of the rank's size (16 is the preset's).
     data = {
         "preset": "fast",
         "steps": "100",
