@@ -14,13 +14,13 @@ from runpod_worker.local_runpod.workers import REPO_ROOT, WORKER_PATH, worker_en
 SDK_PROCESSOR = "from runpod.serverless.utils import rp_debugger; print(rp_debugger.PROCESSOR)"
 
 
-def test_the_workers_name_the_processor_as_py_cpuinfo_does() -> None:
+def _in_a_worker(code: str) -> str:
+    """What `python -c code` prints, run in the environment the stand-in gives a worker."""
     environment = worker_env(
         worker_id="w1", base_url="http://127.0.0.1:9", endpoint_id="e", worker_key="k", extra={}
     )
-
     finished = subprocess.run(
-        [sys.executable, "-c", SDK_PROCESSOR],
+        [sys.executable, "-c", code],
         cwd=REPO_ROOT,
         env=environment,
         capture_output=True,
@@ -28,28 +28,21 @@ def test_the_workers_name_the_processor_as_py_cpuinfo_does() -> None:
         timeout=60,
         check=True,
     )
+    return finished.stdout.strip()
 
-    assert finished.stdout.strip() == cpuinfo.get_cpu_info()["brand_raw"]
+
+def test_the_workers_name_the_processor_as_py_cpuinfo_does() -> None:
+    assert _in_a_worker(SDK_PROCESSOR) == cpuinfo.get_cpu_info()["brand_raw"]
 
 
 def test_only_the_stand_ins_workers_find_it_first() -> None:
-    environment = worker_env(
-        worker_id="w1", base_url="http://127.0.0.1:9", endpoint_id="e", worker_key="k", extra={}
-    )
-    where = [sys.executable, "-c", "import cpuinfo; print(cpuinfo.__file__)"]
+    found = _in_a_worker("import cpuinfo; print(cpuinfo.__file__)")
 
-    in_worker = subprocess.run(
-        where, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=60
-    )
-
-    assert Path(in_worker.stdout.strip()) == WORKER_PATH / "cpuinfo.py"
+    assert Path(found) == WORKER_PATH / "cpuinfo.py"
     assert Path(cpuinfo.__file__).parent != WORKER_PATH  # this process, like the image, has py-cpuinfo itself
 
 
 def test_the_trainer_a_worker_starts_gets_py_cpuinfo_itself() -> None:
-    environment = worker_env(
-        worker_id="w1", base_url="http://127.0.0.1:9", endpoint_id="e", worker_key="k", extra={}
-    )
     # The worker imports the SDK (and so cpuinfo) before it starts the trainer with its own environment.
     worker_then_trainer = (
         "import os, subprocess, sys; import runpod.serverless; "
@@ -57,14 +50,4 @@ def test_the_trainer_a_worker_starts_gets_py_cpuinfo_itself() -> None:
         "env=dict(os.environ), capture_output=True, text=True, check=True).stdout)"
     )
 
-    finished = subprocess.run(
-        [sys.executable, "-c", worker_then_trainer],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-
-    assert Path(finished.stdout.strip()) == Path(cpuinfo.__file__)
+    assert Path(_in_a_worker(worker_then_trainer)) == Path(cpuinfo.__file__)
