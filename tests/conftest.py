@@ -18,8 +18,9 @@ from tests.studio.factories import UserFactory
 from tests.support.s3server import S3Server, SeaweedProcess
 
 # The face engine answers each distinct photo once per run (tests/support/face_memo.py says why);
-# the live stack's broker is one session fixture for every folder (tests/support/broker.py).
-pytest_plugins = ["tests.support.face_memo", "tests.support.broker"]
+# the live stack's broker is one session fixture for every folder (tests/support/broker.py); a flush
+# Postgres aborted to break a deadlock with the stack is run again (tests/support/flush.py).
+pytest_plugins = ["tests.support.face_memo", "tests.support.broker", "tests.support.flush"]
 
 S3_TEST_BUCKET = "studio-media"
 _OWN_BASETEMP = pytest.StashKey[str]()
