@@ -16,7 +16,8 @@ first (a client that times out meets a job that exists); `lose_create_answer` (c
 job, then answers 502 as a proxy that lost the answer would, so the client's retry meets a 409;
 `stick_next_job` (count) kills the next started trainer at its first step where nobody sees it exit,
 leaving the job `running` for ever (the `mark_stopped` case). `POST /_control/restart_pod`
-`{"down_s": 2, "keep_state": false}` kills every process and refuses connections for `down_s`, then
+`{"down_s": 2, "keep_state": false}` kills every process and refuses connections for `down_s` (no
+request the UI was handling reaches the state it comes back with, as none outlives a killed process), then
 comes back as the pod's image starts: with a fresh database and empty folders, because the official
 image keeps the database and outputs on the container disk, which RunPod clears on restart
 (`docker/Dockerfile:100-112`, RunPod docs `pods/storage/types.mdx:14`); `keep_state` keeps them, as a
@@ -47,6 +48,8 @@ from runpod_worker.local_ai_toolkit_ui.cron import Cron, Paths
 
 log = logging.getLogger("local_ai_toolkit_ui")
 
+# How long a restart waits for the requests in hand to end (the slowest is a dataset upload or a file).
+REQUEST_DRAIN_S = 30.0
 DEFAULT_FAULTS: dict[str, Any] = {"slow_s": 0.0, "slow_rate": 0.0, "lose_create_answer": 0}
 PUBLIC_PREFIXES = ("/api/img/", "/api/files/")  # `ui/src/middleware.ts:6`
 
@@ -70,6 +73,11 @@ class Pod:
         self._serve_thread: threading.Thread | None = None
         self.sockets: set[socket.socket] = set()  # open client connections, closed when the pod goes down
         self.closed = False
+        # Requests being handled, and whether the pod is down: a restart kills the UI's process with every
+        # request in it, so none may touch the folders or the database once the pod has gone down.
+        self.handling = 0
+        self.down = False
+        self.idle = threading.Condition(self.lock)
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -78,6 +86,8 @@ class Pod:
         if not self.paths.db.exists():
             db.create(self.paths.db)
         self.cron.start()
+        with self.lock:
+            self.down = False
         self._listen()
 
     def _listen(self) -> None:
@@ -97,12 +107,33 @@ class Pod:
             self.server.shutdown()
             self.server.server_close()
         with self.lock:
+            self.down = True
             open_sockets, self.sockets = list(self.sockets), set()
         for sock in open_sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         self.cron.kill_all()
         self.cron.stop()
+        # What a request already in hand does ends before a restart clears the state, as if it had died
+        # with the process; a request read afterwards is dropped (`Handler._handle`).
+        with self.lock:
+            self.idle.wait_for(lambda: self.handling == 0, timeout=REQUEST_DRAIN_S)
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[bool]:
+        """A request's hold on the pod: False when the pod is down and it must not be handled."""
+        with self.lock:
+            up = not self.down
+            self.handling += up
+        if not up:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self.lock:
+                self.handling -= 1
+                self.idle.notify_all()
 
     def restart(self, *, down_s: float, keep_state: bool) -> None:
         """The pod restarts: every process dies, the port is closed for `down_s`, then the UI comes back."""
@@ -191,6 +222,13 @@ class Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
+        with self.pod.request() as up:
+            if up:
+                self._handle_up()
+            else:
+                self.close_connection = True
+
+    def _handle_up(self) -> None:
         parts = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
         length = int(headers.get("content-length") or 0)

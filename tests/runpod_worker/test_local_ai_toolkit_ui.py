@@ -3,14 +3,18 @@ driven through the studio's own client, with the simulated trainer writing the U
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from runpod_worker.local_ai_toolkit_ui import db
 from tests.runpod_worker.ui_pod import TOKEN, UIPod
 from training.aitoolkit import (
     AIToolkitClient,
@@ -222,6 +226,51 @@ def test_a_restarted_pod_refuses_connections_then_forgets_every_job(ui_pod: UIPo
     with pytest.raises(AIToolkitNotFound):
         ui_pod.client.job_get(job.id)
     assert not (ui_pod.pod.paths.root / "output" / job.name).exists()
+
+
+def test_a_request_in_flight_as_the_pod_restarts_leaves_nothing_in_the_pod_that_comes_back(
+    ui_pod: UIPod, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restart kills the UI's process with every request in it. Here a poll's request is slow to open the
+    # database, and opens it only once the restart has begun: what it does must not reach the new pod.
+    paths = ui_pod.pod.paths
+    opening, connect = threading.Event(), db.connect
+
+    def slow_to_open(path: Path) -> sqlite3.Connection:
+        if threading.current_thread().name != "MainThread" and not opening.is_set():
+            opening.set()
+            deadline = time.monotonic() + 3
+            while paths.db.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return connect(path)
+
+    monkeypatch.setattr(db, "connect", slow_to_open)
+    poll = threading.Thread(target=lambda: _get_quietly(f"{ui_pod.url}/api/jobs"), daemon=True)
+    poll.start()
+    assert opening.wait(10)
+
+    control(ui_pod, "restart_pod", {"down_s": 0.5, "keep_state": False})
+    poll.join(15)
+    time.sleep(1.0)  # the server stops accepting within its 0.5 s poll
+    _wait_accepting(ui_pod.pod.port)
+
+    assert ui_pod.client.jobs() == []
+
+
+def _wait_accepting(port: int) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the pod never came back"
+            time.sleep(0.1)
+
+
+def _get_quietly(url: str) -> None:
+    with contextlib.suppress(requests.RequestException):
+        requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
 
 
 def test_a_restarted_pod_that_keeps_its_state_shows_the_job_stuck_running(ui_pod: UIPod) -> None:
