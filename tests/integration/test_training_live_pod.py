@@ -68,12 +68,19 @@ def start(character: Any, provider: str = "pod", steps: int = 100, save_every: i
     )
 
 
-def final(run: TrainingRun, timeout: float = 120.0) -> TrainingRun:
+def final(run: TrainingRun, timeout: float = 120.0, *, logs: Callable[[], str] | None = None) -> TrainingRun:
+    """The run once it has ended; a run that never does fails the test with `logs()` when given."""
+
     def done() -> TrainingRun | None:
         run.refresh_from_db()
         return run if run.is_final else None
 
-    return wait_for(done, timeout=timeout, what=f"run {run.pk} to end")
+    try:
+        return wait_for(done, timeout=timeout, what=f"run {run.pk} to end")
+    except TimeoutError as timeout_error:
+        if logs is None:
+            raise
+        raise TimeoutError(f"{timeout_error}\n{logs()}") from timeout_error
 
 
 def outputs_deleted(run: TrainingRun, timeout: float = 60.0) -> TrainingRun:
@@ -188,7 +195,7 @@ def test_a_pod_restarted_mid_run_gets_the_job_made_again_and_the_run_completes(
 
     ui.control("restart_pod", {"down_s": 2.0, "keep_state": False})
 
-    run = final(run, timeout=180)
+    run = final(run, timeout=180, logs=lambda: explain(stack, ui))
     assert run.status == "completed", explain(stack, ui) + run.error_message
     assert run.runpod_job_id != first_job
     assert run.events.filter(detail__has_key="pod_job_remade").count() == 1
