@@ -460,7 +460,7 @@ def test_a_pending_run_runpod_never_accepts_a_connection_for_fails_after_the_giv
     run.refresh_from_db()
     assert (run.status, run.error_code, run.attempts) == ("failed", "submit_failed", 0)
     assert re.fullmatch(
-        r"RunPod would not take the run for 6[01] minutes \(unreachable or rate-limiting\), so it was never "
+        r"RunPod would not take the run for 6[012] minutes \(unreachable or rate-limiting\), so it was never "
         r"sent and nothing was billed\. Retry the run once RunPod answers again \(status\.runpod\.io\)\.",
         run.error_message,
     ), run.error_message
