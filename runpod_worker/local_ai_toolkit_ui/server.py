@@ -124,7 +124,8 @@ class Pod:
         """A request's hold on the pod: False when the pod is down and it must not be handled."""
         with self.lock:
             up = not self.down
-            self.handling += up
+            if up:
+                self.handling += 1
         if not up:
             yield False
             return
