@@ -8,7 +8,7 @@ as production would — the beat's `sweep_training_runs` every TRAINING_SWEEP_IN
 tasks run eagerly, in this process), the worker-callback and webhook views through Django's test
 client — while a scripted GPU worker takes the job from the local RunPod stand-in
 (`python -m runpod_worker.local_runpod --workers 0`) over its worker protocol, posts progress every
-WORKER_PROGRESS_INTERVAL_S (the handler's default, 5 s) and the final result. Every RunPod API call the
+WORKER_PROGRESS_INTERVAL_S (the handler's default, 1.5 s) and the final result. Every RunPod API call the
 backend makes is real HTTP to the stand-in, which counts them (`/_control/state` → `api_calls`).
 
 Scenarios, for each run length: webhooks delivered; webhooks dropped (the sweep finds the end);
@@ -58,7 +58,7 @@ WORKER_ID = "bench-worker-1"
 QUEUE_DELAY_S = 10.0  # a warm endpoint; a cold start adds a few queued polls, see the notes printed
 DOWNLOAD_S = 5.0
 UPLOAD_S = 10.0
-PROGRESS_INTERVAL_S = 5.0  # runpod_worker.handler.PROGRESS_INTERVAL_S default
+PROGRESS_INTERVAL_S = 1.5  # runpod_worker.handler.PROGRESS_INTERVAL_S default (WORKER_PROGRESS_INTERVAL_S)
 SWEEP_PHASE_S = 7.0  # where the beat's ticks fall relative to the start
 
 
