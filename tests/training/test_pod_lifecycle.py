@@ -4,6 +4,7 @@ and stopped after its idle time, its running time counted for its cost."""
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from studio.errors import ApplicationError
@@ -21,7 +23,14 @@ from training.models import Pod, TrainingRun
 from training.pod_secrets import pod_token, pod_token_set
 from training.runpod_rest import RunPodRestRejected, RunPodRestUnavailable
 from training.selectors import pod_cost_usd
-from training.services import pod_register, pod_start, pods_check, training_run_start, training_run_submit
+from training.services import (
+    pod_lifecycle,
+    pod_register,
+    pod_start,
+    pods_check,
+    training_run_start,
+    training_run_submit,
+)
 from training.services.pod_outputs import OUTPUTS_RETRY_WINDOW, pod_runs_outputs_overdue
 from training.services.pod_runs import PodNotRunning
 from training.tasks import delete_pod_outputs
@@ -204,6 +213,42 @@ def test_a_ui_registered_again_under_its_name_is_the_same_pod_at_its_new_address
     assert again.pk == first.pk and Pod.objects.count() == 1
     assert (pod.ui_url, pod_token(pod)) == ("http://127.0.0.1:9000", "two")
     assert (pod.runpod_pod_id, pod.state) == ("", Pod.State.RUNNING)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_first_registrations_of_one_name_at_once_make_one_pod_at_the_later_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("two registrations at once need two transactions at once: Postgres (make test finds it)")
+    # The other registration makes the pod between this one's look for it and its save.
+    token_set, raced = pod_lifecycle.pod_token_set, threading.Event()
+
+    def the_other_registers_first(pod: Pod, token: str) -> None:
+        if not raced.is_set():
+            raced.set()
+            other = threading.Thread(target=_register_elsewhere, args=("http://127.0.0.1:9000", "two"))
+            other.start()
+            other.join(30)
+        token_set(pod, token)
+
+    monkeypatch.setattr(pod_lifecycle, "pod_token_set", the_other_registers_first)
+
+    pod = pod_register(
+        name="local-ui", ui_url="http://127.0.0.1:8676", token="one", hourly_price_usd=Decimal(0)
+    )
+
+    assert raced.is_set() and Pod.objects.count() == 1
+    stored = Pod.objects.get(name="local-ui")
+    assert stored.pk == pod.pk
+    assert (stored.ui_url, pod_token(stored)) == ("http://127.0.0.1:8676", "one")
+
+
+def _register_elsewhere(ui_url: str, token: str) -> None:
+    try:
+        pod_register(name="local-ui", ui_url=ui_url, token=token, hourly_price_usd=Decimal(0))
+    finally:
+        connection.close()
 
 
 def test_registering_a_ui_again_keeps_what_staff_changed_on_its_pod() -> None:

@@ -10,6 +10,7 @@ A pod without a RunPod id (a UI elsewhere, registered by `pod_register`) is neve
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -91,6 +92,24 @@ def pod_register(*, name: str, ui_url: str, token: str, hourly_price_usd: Decima
         raise ApplicationError(
             f"A pod's price is USD per hour, zero or more, not {hourly_price_usd}.", code="invalid_price"
         )
+    register = functools.partial(
+        _pod_registered,
+        name=name,
+        ui_url=ui_url,
+        token=token,
+        hourly_price_usd=hourly_price_usd,
+        gpu_ids=gpu_ids,
+    )
+    try:
+        pod = register()
+    except IntegrityError:
+        # Another registration of the name made the pod since this one looked: this one points it here.
+        pod = register()
+    logger.info("pod %s: registered at %s", name, ui_url)
+    return pod
+
+
+def _pod_registered(*, name: str, ui_url: str, token: str, hourly_price_usd: Decimal, gpu_ids: str) -> Pod:
     with transaction.atomic():
         pod = Pod.objects.select_for_update().filter(name=name).first()
         if pod is not None and pod.runpod_pod_id:
@@ -112,7 +131,6 @@ def pod_register(*, name: str, ui_url: str, token: str, hourly_price_usd: Decima
                 code="invalid_pod",
             ) from exc
         pod.save()
-    logger.info("pod %s: registered at %s", name, ui_url)
     return pod
 
 
