@@ -25,11 +25,24 @@ S3_READ_TIMEOUT = 60
 S3_MAX_ATTEMPTS = 3  # in all, the first included
 
 
+class _PathsOnce(list[str]):
+    """Search paths that keep each path once: every boto3.Session appends its own data folder to its
+    loader's paths as it starts (boto3/session.py `_setup_loader`), and the loader below is shared."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
+
+
 # botocore reads the S3 service model and the endpoint data (JSON files) once per session, and django-storages
 # opens a session per thread (boto3 resources are not thread-safe). A server with a thread per request
 # would read them again for every request that touches the bucket: about 110 ms of CPU, 9 ms with the
-# process's one loader, which keeps what it has read.
-_BOTOCORE_LOADER = botocore.loaders.create_loader()
+# process's one loader, which keeps what it has read. Its paths are botocore's own (AWS_DATA_PATH and the
+# defaults, as `create_loader` finds them).
+_BOTOCORE_LOADER = botocore.loaders.Loader(
+    extra_search_paths=_PathsOnce(botocore.loaders.create_loader().search_paths),
+    include_default_search_paths=False,
+)
 
 
 class MediaS3Storage(S3Storage):

@@ -69,6 +69,26 @@ def test_a_new_thread_opens_its_own_connection_without_reading_botocores_data_fi
     assert connections[1].meta.client.meta.config.read_timeout == studio_storage.S3_READ_TIMEOUT
 
 
+def test_the_shared_loader_does_not_grow_with_each_threads_session(s3_storage: Any) -> None:
+    # boto3.Session adds its own data folder to its loader's search paths as it starts (boto3/session.py
+    # `_setup_loader`): once per thread's session, with one loader for the process.
+    def connect() -> None:
+        assert default_storage.connection is not None
+
+    for _ in range(2):
+        thread = threading.Thread(target=connect)
+        thread.start()
+        thread.join()
+    before = list(studio_storage._BOTOCORE_LOADER.search_paths)
+
+    for _ in range(5):
+        thread = threading.Thread(target=connect)
+        thread.start()
+        thread.join()
+
+    assert studio_storage._BOTOCORE_LOADER.search_paths == before
+
+
 @pytest.fixture
 def silent_bucket() -> Iterator[str]:
     """An endpoint that takes connections and never answers, like a bucket behind a stalled proxy: the
