@@ -73,8 +73,9 @@ class Pod:
         self._serve_thread: threading.Thread | None = None
         self.sockets: set[socket.socket] = set()  # open client connections, closed when the pod goes down
         self.closed = False
-        # Requests being handled, and whether the pod is down: a restart kills the UI's process with every
-        # request in it, so none may touch the folders or the database once the pod has gone down.
+        # Requests being handled, and whether the pod is down: a restart restarts the pod's container (RunPod
+        # docs pods/maintenance-and-outages.mdx:29, pods/manage-pods.mdx:100), killing the UI's process with
+        # every request in it, so none may touch the folders or the database once the pod has gone down.
         self.handling = 0
         self.down = False
         self.idle = threading.Condition(self.lock)
