@@ -23,7 +23,7 @@ from training.aitoolkit import AIToolkitNotFound, AIToolkitUnavailable
 from training.models import Pod, TrainingRun
 from training.pod_config import pod_dataset_name, pod_job_name
 from training.pod_secrets import pod_token_set
-from training.services import training_run_cancel, training_run_poll, training_run_start
+from training.services import pod_runs, training_run_cancel, training_run_poll, training_run_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -167,6 +167,30 @@ def test_a_pod_restarted_with_a_fresh_database_gets_the_job_made_again(
 
     assert run.status == "completed", run.error_message
     assert run.events.filter(detail__has_key="pod_job_remade").count() == 1
+
+
+def test_a_pod_restarted_between_reading_the_job_and_its_files_gets_the_job_made_again(
+    character: Any, pod: Pod, ui_pod: UIPod, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The poll read the job running, then the pod restarted with a fresh database before its files were
+    # read: the file routes answer 404 for a job the pod no longer has (`jobs/[jobID]/files/route.ts:15-17`).
+    run = start(character, steps=600, save_every=300, sample_every=300)
+    run = poll_until(run, lambda r: r.status == "training" and r.progress_step > 0)
+    first_job = run.runpod_job_id
+    collect = pod_runs.pod_artifacts_collect
+
+    def restart_then_collect(**kwargs: Any) -> int:
+        monkeypatch.setattr(pod_runs, "pod_artifacts_collect", collect)
+        ui_pod.pod.restart(down_s=0.0, keep_state=False)
+        return collect(**kwargs)
+
+    monkeypatch.setattr(pod_runs, "pod_artifacts_collect", restart_then_collect)
+
+    run = training_run_poll(run_id=run.pk)
+
+    assert run.runpod_job_id != first_job
+    assert run.events.filter(detail__has_key="pod_job_remade").count() == 1
+    assert [job.id for job in ui_pod.client.jobs()] == [run.runpod_job_id]
 
 
 def test_a_lost_create_answer_finds_the_runs_own_job_instead_of_making_a_second(

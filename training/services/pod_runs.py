@@ -184,9 +184,27 @@ def pod_run_poll(*, run: TrainingRun, source: str) -> TrainingRun:
 
 def _poll(run: TrainingRun, client: AIToolkitClient, source: str) -> TrainingRun:
     try:
-        job = client.job_get(run.runpod_job_id)
+        return _job_apply(run, client, client.job_get(run.runpod_job_id), source)
     except AIToolkitNotFound:
-        return _job_remake(run, client, "the pod no longer has its job (it restarted)", source)
+        # The pod restarted with a fresh database before this poll or during it: its job reads as `null`
+        # and the job's routes answer 404 (`jobs/[jobID]/files/route.ts:15-17`). Any other 404 is raised.
+        if _job_still_there(client, run.runpod_job_id):
+            raise
+    run = TrainingRun.objects.get(pk=run.pk)
+    if run.is_final:
+        return run
+    return _job_remake(run, client, "the pod no longer has its job (it restarted)", source)
+
+
+def _job_still_there(client: AIToolkitClient, job_id: str) -> bool:
+    try:
+        client.job_get(job_id)
+    except AIToolkitNotFound:
+        return False
+    return True
+
+
+def _job_apply(run: TrainingRun, client: AIToolkitClient, job: AIToolkitJob, source: str) -> TrainingRun:
     if job.is_active:
         # Progress first: a file or loss read failing below must not hide that the job moved.
         run = _progress_record(run, job, source)
