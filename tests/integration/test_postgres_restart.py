@@ -360,7 +360,12 @@ def test_a_run_training_through_a_postgres_restart_completes_with_one_job_and_on
     assert outcome.run_row["attempts"] == 1
     assert outcome.loras == [outcome.run_row["lora_name"]]
     assert run["lora"]["sha256"] == outcome.run_row["lora_sha256"]
-    assert outcome.events == ["pending", "queued", "training", "completed"]
+    # A GPU worker that takes the job at once may report it before the submission has recorded it queued:
+    # the run then goes from pending straight to training (a forward skip, training/services/transitions.py).
+    assert outcome.events in (
+        ["pending", "queued", "training", "completed"],
+        ["pending", "training", "completed"],
+    )
 
 
 def test_every_reference_image_survives_a_postgres_restart(outcome: Outcome) -> None:

@@ -88,7 +88,12 @@ def test_a_run_goes_from_start_to_the_characters_current_lora(alice: Any, shared
     run = final(start(character))
 
     assert run.status == "completed", explain(stack) + run.error_message
-    assert statuses(run) == ["pending", "queued", "training", "completed"]
+    # A GPU worker that takes the job at once may report it before the submission has recorded it queued:
+    # the run then goes from pending straight to training (a forward skip, training/services/transitions.py).
+    assert statuses(run) in (
+        ["pending", "queued", "training", "completed"],
+        ["pending", "training", "completed"],
+    )
     assert character_current_lora(character) == run
     stored = default_storage.open(run.lora_name).read()
     assert (len(stored), hashlib.sha256(stored).hexdigest()) == (run.lora_bytes, run.lora_sha256)
