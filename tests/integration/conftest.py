@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,13 @@ from django.db import connection
 
 from tests.support.broker import QUEUE
 from tests.support.celery_worker import CeleryWorker
+from tests.support.local_ai_toolkit_ui import LocalAIToolkitUI
 from tests.support.local_runpod import LIGHT_LORA, LocalRunPod
 from tests.support.s3server import S3Server
+from training.models import Pod
+from training.pod_secrets import pod_token_set
 
+POD_TOKEN = "live-pod-token"
 SWEEP_INTERVAL_S = 1.0
 FINISHING_POLL_S = 1.0
 WORKER_ENV = {
@@ -52,6 +57,10 @@ RUNTIME_SETTINGS = frozenset(
         "TRAINING_PENDING_RECHECK_SECONDS",
         "TRAINING_JOB_TTL_SECONDS",
         "RUNPOD_TIMEOUT_SECONDS",
+        "TRAINING_POD_POLL_SECONDS",
+        "TRAINING_POD_STALL_SECONDS",
+        "TRAINING_POD_MAX_RESTARTS",
+        "TRAINING_POD_TIMEOUT_SECONDS",
     }
 )
 
@@ -305,3 +314,23 @@ def shared_stack(
     shared.worker_settings({})
     shared.stack.runpod.reset()
     shared.check_alive()
+
+
+@pytest.fixture
+def ui(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalAIToolkitUI]:
+    """A pod of the test's own (the AI Toolkit UI stand-in); its trainer takes 0.01 s a step unless the test
+    asks for another (`indirect`)."""
+    seconds_per_step = getattr(request, "param", "0.01")
+    env = {"SIMULATED_TRAINER_SECONDS_PER_STEP": seconds_per_step, **LIGHT_LORA}
+    pod = LocalAIToolkitUI(workdir=tmp_path / "pod", token=POD_TOKEN, env=env).start()
+    yield pod
+    pod.stop()
+
+
+@pytest.fixture
+def pod(ui: LocalAIToolkitUI) -> Pod:
+    """The test's pod as staff register it: its UI's address and token."""
+    pod = Pod(name="live-pod", runpod_pod_id="", ui_url=ui.url, hourly_price_usd=Decimal("0.69"))
+    pod_token_set(pod, POD_TOKEN)
+    pod.save()
+    return pod

@@ -1,13 +1,12 @@
 """Pod mode on the live stack: runs train on the AI Toolkit UI stand-in (a pod) through the studio's real
 HTTP client, driven by the real Celery worker and its beat (the sweep polls: the UI has no webhooks), with
-storage on the S3 test server. Each test has a stack and a pod of its own (the pod settings are read by the
-worker at start-up)."""
+storage on the S3 test server. The tests share the module's stack, each with a pod of its own; the pod
+settings they change are read by the worker when a task runs (`RUNTIME_SETTINGS`). A test that needs the
+worker started differently is in test_training_live_pod_own_stack.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from decimal import Decimal
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,105 +16,33 @@ from django.urls import reverse
 
 from tests.developer.api_helpers import client_for
 from tests.integration.conftest import Stack, wait_for
+from tests.integration.pod_live import (
+    POD_WORKER_ENV,
+    character_ready_to_train,
+    explain,
+    final,
+    on_pod,
+    outputs_deleted,
+    start,
+    statuses,
+)
+from tests.support.grouping import in_one_process
 from tests.support.local_ai_toolkit_ui import LocalAIToolkitUI
-from tests.support.local_runpod import LIGHT_LORA
-from tests.training.pod_helpers import pod_ready_character
-from training import providers
 from training.models import Pod, TrainingRun
-from training.pod_config import pod_dataset_name, pod_job_name
-from training.pod_secrets import pod_token_set
-from training.selectors import pod_cost_usd
-from training.services import training_run_cancel, training_run_start
+from training.services import training_run_cancel
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-TOKEN = "live-pod-token"
-POD_WORKER_ENV = {"TRAINING_POD_POLL_SECONDS": "0.5"}
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), in_one_process(__name__)]
 
 
 @pytest.fixture
-def ui(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalAIToolkitUI]:
-    """The pod's UI; its trainer takes 0.01 s a step unless the test asks for another (`indirect`)."""
-    seconds_per_step = getattr(request, "param", "0.01")
-    env = {"SIMULATED_TRAINER_SECONDS_PER_STEP": seconds_per_step, **LIGHT_LORA}
-    pod = LocalAIToolkitUI(workdir=tmp_path / "pod", token=TOKEN, env=env).start()
-    yield pod
-    pod.stop()
+def pod_stack(shared_stack: Callable[..., Stack]) -> Callable[..., Stack]:
+    """The module's stack, its worker reading the pod every half second and given `worker_env` for this
+    test."""
 
+    def use(**worker_env: str) -> Stack:
+        return shared_stack(worker_env={**POD_WORKER_ENV, **worker_env})
 
-@pytest.fixture
-def pod(ui: LocalAIToolkitUI) -> Pod:
-    pod = Pod(name="live-pod", runpod_pod_id="", ui_url=ui.url, hourly_price_usd=Decimal("0.69"))
-    pod_token_set(pod, TOKEN)
-    pod.save()
-    return pod
-
-
-def character_ready_to_train(owner: Any, name: str = "Anna") -> Any:
-    return pod_ready_character(owner, name)
-
-
-def start(character: Any, provider: str = "pod", steps: int = 100, save_every: int = 50) -> TrainingRun:
-    params = {
-        "steps": steps,
-        "save_every": save_every,
-        "rank": 4,
-        "sample_prompts": ["[trigger] portrait"],
-        "sample_every": save_every,
-    }
-    return training_run_start(
-        character=character, requested_by=character.owner, params=params, provider=provider, source="user"
-    )
-
-
-def final(run: TrainingRun, timeout: float = 120.0, *, logs: Callable[[], str] | None = None) -> TrainingRun:
-    """The run once it has ended; a run that never does fails the test with `logs()` when given."""
-
-    def done() -> TrainingRun | None:
-        run.refresh_from_db()
-        return run if run.is_final else None
-
-    try:
-        return wait_for(done, timeout=timeout, what=f"run {run.pk} to end")
-    except TimeoutError as timeout_error:
-        if logs is None:
-            raise
-        raise TimeoutError(f"{timeout_error}\n{logs()}") from timeout_error
-
-
-def outputs_deleted(run: TrainingRun, timeout: float = 60.0) -> TrainingRun:
-    return wait_for(
-        lambda: TrainingRun.objects.filter(pk=run.pk, pod_outputs_deleted_at__isnull=False).first(),
-        timeout=timeout,
-        what=f"run {run.pk}'s outputs to leave the pod",
-    )
-
-
-def statuses(run: TrainingRun) -> list[str]:
-    """Its status changes (a restart of its job on the pod is an event that changes none)."""
-    return [e.to_status for e in run.events.order_by("created_at", "id") if e.from_status != e.to_status]
-
-
-def explain(stack: Stack, ui: LocalAIToolkitUI) -> str:
-    return stack.worker.logs() + "\n" + ui.logs()
-
-
-def on_pod(ui: LocalAIToolkitUI, run: TrainingRun) -> list[str]:
-    """What the pod still holds of the run: its job, job folder, dataset."""
-    held = [job.name for job in ui.client().jobs() if job.name == pod_job_name(run)]
-    if (ui.root / "output" / pod_job_name(run)).exists():
-        held.append("job folder")
-    if (ui.root / "datasets" / pod_dataset_name(run)).exists():
-        held.append("dataset")
-    return held
-
-
-@pytest.fixture
-def pod_stack(stack_factory: Callable[..., Stack]) -> Callable[..., Stack]:
-    def build(**worker_env: str) -> Stack:
-        return stack_factory(worker_env={**POD_WORKER_ENV, **worker_env})
-
-    return build
+    return use
 
 
 def test_a_pod_run_trains_on_the_pod_through_its_ui_and_leaves_nothing_there(
@@ -236,7 +163,10 @@ def test_the_same_run_through_serverless_and_a_pod_gives_the_same_records(
         for run in runs
     ]
     assert listings[0] == listings[1], listings
-    assert [statuses(run) for run in runs] == [["pending", "queued", "training", "completed"]] * 2
+    # A GPU worker that takes the serverless job at once may report it before its submission is recorded:
+    # that run may go from pending straight to training (a pod run is read only by the sweep's polls).
+    queued, skipped = ["pending", "queued", "training", "completed"], ["pending", "training", "completed"]
+    assert statuses(runs[0]) in (queued, skipped) and statuses(runs[1]) == queued
 
     page = Client()
     page.force_login(alice)
@@ -260,31 +190,6 @@ def shape_differences(left: Any, right: Any, path: str = "") -> list[str]:
     if left is None or right is None or type(left) is type(right):
         return []
     return [f"{path}: {type(left).__name__} != {type(right).__name__}"]
-
-
-def test_a_stopped_pod_is_started_for_a_run_and_stopped_again_after_its_idle_time(
-    alice: Any, pod_stack: Any, ui: LocalAIToolkitUI, pod: Pod
-) -> None:
-    # The pod lives on the local RunPod's REST v2 (`POST /v2/pods`, `POST /v2/pods/{id}/action`), stopped
-    # (EXITED); beat's pod check runs every half second and stops a pod idle for three seconds.
-    stack = pod_stack(TRAINING_POD_CHECK_SECONDS="0.5", TRAINING_POD_IDLE_STOP_MINUTES="0.05")
-    rest = providers.runpod_rest()
-    remote = rest.create_pod({"name": "live-pod", "image": "ostris/aitoolkit:latest", "gpu": {"id": "L4"}})
-    rest.pod_action(remote["id"], "stop")
-    Pod.objects.filter(pk=pod.pk).update(runpod_pod_id=remote["id"], state=Pod.State.STOPPED)
-
-    run = final(start(character_ready_to_train(alice)))
-
-    assert run.status == "completed", explain(stack, ui) + run.error_message
-    assert rest.get_pod(remote["id"])["status"] == "RUNNING"  # started for the run, not yet idle long
-    outputs_deleted(run)
-    pod = wait_for(
-        lambda: Pod.objects.filter(pk=pod.pk, state=Pod.State.STOPPED).first(), what="the idle pod to stop"
-    )
-    assert rest.get_pod(remote["id"])["status"] == "EXITED", explain(stack, ui)
-    # Its running time, from RunPod saying RUNNING to the stop, is the pod's cost; the run paid its share.
-    assert pod.running_since is None and pod.uptime_seconds >= 1
-    assert run.cost_state == "settled" and Decimal(0) < run.cost_usd <= pod_cost_usd(pod)
 
 
 # Training takes 5 s: polls slowed by the faults below still see it (at 0.01 s a step the 100 steps could end
