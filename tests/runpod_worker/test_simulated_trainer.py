@@ -26,6 +26,7 @@ from runpod_worker.trainer import (
     steps_from_metadata,
 )
 from tests.runpod_worker.factories import job_input
+from tests.support.local_runpod import LIGHT_LORA
 
 NAME = "alice_v1"
 SAMPLE = re.compile(r"^\d{13}__(\d{9})_(\d+)\.jpg$")
@@ -46,19 +47,22 @@ def _spec(**params: Any) -> JobInput:
     return JobInput.from_dict(job_input(params={**base, **params}))
 
 
-def _run(work: Path, spec: JobInput, **env: str) -> str:
+def _run(work: Path, spec: JobInput, *, every_block: bool = False, **env: str) -> str:
+    """run.py's output; its LoRA files hold the first two blocks of each kind unless `every_block` (the
+    tests of samples, checkpoints, loss and resume do not weigh them)."""
     if not (work / "dataset").exists():
         _dataset(work / "dataset")
     config = build_config(
         spec, preset="80gb", dataset_dir=work / "dataset", training_folder=work / "output", model_path="tiny"
     )
     (work / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    light = {} if every_block else LIGHT_LORA
     result = subprocess.run(
         [sys.executable, "-u", "run.py", str(work / "config.json")],
         cwd=SIMULATOR_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={"PATH": "/usr/bin:/bin", "SIMULATED_TRAINER_SECONDS_PER_STEP": "0", **env},
+        env={"PATH": "/usr/bin:/bin", "SIMULATED_TRAINER_SECONDS_PER_STEP": "0", **light, **env},
         timeout=120,
         check=False,
     )
@@ -237,7 +241,7 @@ def test_each_base_model_gets_its_own_lora_files_tensors_and_version(base_model:
         job_input(base_model=base_model, params={"steps": 100, "rank": 4, "save_every": 100})
     )
 
-    _run(tmp_path, spec)
+    _run(tmp_path, spec, every_block=True)
 
     out = tmp_path / "output" / NAME
     assert sorted(path.name for path in out.glob(f"{NAME}*.safetensors") if "_0000" not in path.name) == files
@@ -262,7 +266,7 @@ def test_a_wan22_lora_has_the_real_models_shapes(tmp_path: Path) -> None:
         job_input(base_model="wan22", params={"steps": 100, "rank": 4, "save_every": 100})
     )
 
-    _run(tmp_path, spec)
+    _run(tmp_path, spec, every_block=True)
 
     header = _header(tmp_path / "output" / NAME / f"{NAME}_low_noise.safetensors")
     assert header["diffusion_model.blocks.39.ffn.0.lora_B.weight"]["shape"] == [13824, 4]
@@ -274,7 +278,7 @@ def test_a_wan22_5b_lora_is_one_file_at_the_real_models_shapes(tmp_path: Path) -
         job_input(base_model="wan22-5b", params={"steps": 100, "rank": 4, "save_every": 100})
     )
 
-    _run(tmp_path, spec)
+    _run(tmp_path, spec, every_block=True)
 
     header = _header(tmp_path / "output" / NAME / f"{NAME}.safetensors")
     assert header["diffusion_model.blocks.29.ffn.0.lora_B.weight"]["shape"] == [14336, 4]
@@ -283,7 +287,7 @@ def test_a_wan22_5b_lora_is_one_file_at_the_real_models_shapes(tmp_path: Path) -
 
 def test_lora_blocks_keeps_the_first_blocks_of_each_kind_at_their_real_shapes(tmp_path: Path) -> None:
     spec = _spec(steps=100, save_every=100, sample_every=100, sample_prompts=[])
-    _run(tmp_path / "every", spec)
+    _run(tmp_path / "every", spec, every_block=True)
     _run(tmp_path / "light", spec, SIMULATED_TRAINER_LORA_BLOCKS="2")
 
     every = _header(tmp_path / "every" / "output" / NAME / f"{NAME}.safetensors")

@@ -19,6 +19,7 @@ from runpod_worker.config import build_config
 from runpod_worker.contract import GpuPreset, JobInput
 from runpod_worker.local_ai_toolkit_ui.cron import SIMULATED_RUN_PY
 from runpod_worker.local_ai_toolkit_ui.server import Pod
+from tests.support.local_runpod import LIGHT_LORA
 from training.aitoolkit import AIToolkitClient, AIToolkitJob, ui_job_config
 
 TOKEN = "pod-token"
@@ -101,8 +102,11 @@ def jpeg(seed: int) -> bytes:
 
 @pytest.fixture
 def ui_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[UIPod]:
-    # The trainers the pod starts inherit this: a 100-step simulated run takes about half a second.
+    # The trainers the pod starts inherit these: a 100-step simulated run takes about half a second, and its
+    # LoRA files hold the first two blocks of each kind (3 MB at rank 4, not 43: no test here weighs them).
     monkeypatch.setenv("SIMULATED_TRAINER_SECONDS_PER_STEP", "0.005")
+    for name, value in LIGHT_LORA.items():
+        monkeypatch.setenv(name, value)
     pod = Pod(
         root=tmp_path / "pod",
         run_py=SIMULATED_RUN_PY,
