@@ -38,9 +38,10 @@ export CHROMIUM_PATH ?= /usr/bin/chromium
 # Tests run in TEST_WORKERS processes (pytest-xdist), handed out test by test (`loadgroup`): a long
 # live-stack file no longer holds one process for minutes while the others idle. A module whose tests share
 # what it builds once (the demo, a shared live stack) keeps them in one process (tests/support/grouping.py).
-# The live-stack tests spend much of their time waiting on their own processes, so four share two cores
-# (three left a quarter of the machine idle; the same tests in four: 7:18 instead of 8:22, docs/BENCHMARKS.md).
-TEST_WORKERS ?= 4
+# The live-stack tests spend much of their time waiting on their own processes, so five share two cores
+# (three left a quarter of the machine idle; four: 7:18 instead of 8:22; five: 7:35-8:00 instead of
+# 8:50-9:05 on a slower machine, where six took 9:33; docs/BENCHMARKS.md).
+TEST_WORKERS ?= 5
 test: bytecode
 	@set -o pipefail; services="$$($(BIN)/python -m tests.support.services)" || exit 1; \
 	eval "$$services"; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
