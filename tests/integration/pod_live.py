@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.db.models import Q
+
 from tests.integration.conftest import Stack, wait_for
 from tests.support.local_ai_toolkit_ui import LocalAIToolkitUI
 from tests.training.pod_helpers import pod_ready_character
@@ -47,6 +49,20 @@ def final(run: TrainingRun, timeout: float = 120.0, *, logs: Callable[[], str] |
         if logs is None:
             raise
         raise TimeoutError(f"{timeout_error}\n{logs()}") from timeout_error
+
+
+def files_settled(run: TrainingRun, timeout: float = 60.0) -> TrainingRun:
+    """The run once every checkpoint and sample it recorded is verified in storage and every sample has its
+    thumbnail: tasks of their own do both after each file is recorded, the last ones after the run
+    completed."""
+
+    def settled() -> TrainingRun | None:
+        pending = run.checkpoints.filter(verified_at__isnull=True).exists() or (
+            run.samples.filter(Q(verified_at__isnull=True) | Q(thumbnail="")).exists()
+        )
+        return None if pending else TrainingRun.objects.get(pk=run.pk)
+
+    return wait_for(settled, timeout=timeout, what=f"run {run.pk}'s files verified")
 
 
 def outputs_deleted(run: TrainingRun, timeout: float = 60.0) -> TrainingRun:
