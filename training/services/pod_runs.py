@@ -183,16 +183,17 @@ def pod_run_poll(*, run: TrainingRun, source: str) -> TrainingRun:
 
 
 def _poll(run: TrainingRun, client: AIToolkitClient, source: str) -> TrainingRun:
+    missing = run.runpod_job_id
     try:
-        return _job_apply(run, client, client.job_get(run.runpod_job_id), source)
+        return _job_apply(run, client, client.job_get(missing), source)
     except AIToolkitNotFound:
         # The pod restarted with a fresh database before this poll or during it: its job reads as `null`
         # and the job's routes answer 404 (`jobs/[jobID]/files/route.ts:15-17`). Any other 404 is raised.
-        if _job_still_there(client, run.runpod_job_id):
+        if _job_still_there(client, missing):
             raise
     run = TrainingRun.objects.get(pk=run.pk)
-    if run.is_final:
-        return run
+    if run.is_final or run.runpod_job_id != missing:
+        return run  # ended, or another poll has already made the job again
     return _job_remake(run, client, "the pod no longer has its job (it restarted)", source)
 
 
